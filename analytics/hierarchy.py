@@ -1,0 +1,53 @@
+"""The electrical tree of a site, ordered for bottom-up sums."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from analytics.kernels import roll_up_tree
+
+
+@dataclass
+class Tree:
+    node_ids: npt.NDArray[np.int64]  # topological order: parents before children
+    parent: npt.NDArray[np.int64]  # index into node_ids, -1 for the root
+    measured: npt.NDArray[np.bool_]  # the node has sensors of its own
+    site_of: npt.NDArray[np.int64]
+
+    def index(self) -> dict[int, int]:
+        return {int(n): i for i, n in enumerate(self.node_ids)}
+
+
+def load_trees(conn: psycopg.Connection[Any], site_ids: list[int]) -> Tree:
+    rows = conn.execute(
+        """SELECT n.id, n.parent_id, n.site_id,
+                  EXISTS (SELECT 1 FROM sensors s WHERE s.node_id = n.id) AS measured
+           FROM nodes n WHERE n.site_id = ANY(%s) ORDER BY n.id""", (site_ids,)).fetchall()
+    children: dict[int | None, list[tuple[int, int, bool]]] = {}
+    for node_id, parent_id, site_id, measured in (tuple(r.values()) if isinstance(r, dict) else r for r in rows):
+        children.setdefault(parent_id, []).append((node_id, site_id, measured))
+    order: list[tuple[int, int, int, bool]] = []  # (node, parent index, site, measured)
+    stack = [(n, -1, s, m) for n, s, m in children.get(None, [])]
+    while stack:
+        node, parent_index, site, measured = stack.pop()
+        order.append((node, parent_index, site, measured))
+        me = len(order) - 1
+        stack.extend((c, me, s, m) for c, s, m in children.get(node, []))
+    return Tree(
+        node_ids=np.array([o[0] for o in order], dtype=np.int64),
+        parent=np.array([o[1] for o in order], dtype=np.int64),
+        measured=np.array([o[3] for o in order], dtype=np.bool_),
+        site_of=np.array([o[2] for o in order], dtype=np.int64),
+    )
+
+
+def roll_up(tree: Tree, own: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
+                                                                 npt.NDArray[np.bool_]]:
+    """Totals, remainders and has-data per node for `own[node, k]` (see kernels.roll_up_tree)."""
+    total, remainder, has_data = roll_up_tree(tree.parent, tree.measured, np.ascontiguousarray(own))
+    return total, remainder, has_data

@@ -1,0 +1,215 @@
+"""The MQTT ingest gateway.
+
+Back-pressure, on purpose: paho's automatic acks are turned off, and a pack is acked
+only once its batch is committed to the database or fsynced to the local spool. The
+broker sends at most `receive_maximum` unacked packs (MQTT v5 Receive Maximum), so
+aiomqtt's unbounded queue is in fact bounded by the broker and never drops anything.
+When the database is down and the spool is full, the gateway stops acking; the broker
+keeps the rest in our persistent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiomqtt
+import psycopg
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest import metrics
+from ingest.packs import BatchResult, RawPack
+from ingest.spool import Spool
+from ingest.writer import BatchWriter
+from wattline.settings import Settings
+
+log = structlog.get_logger("wattline.gateway")
+
+SENML_FILTER = "wattline/v1/bridges/+/senml"
+STATUS_FILTER = "wattline/v1/bridges/+/status"
+
+
+@dataclass
+class GatewayStats:
+    """Totals since start, for tests and the shutdown log line."""
+
+    batches: int = 0
+    packs: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    spooled_packs: int = 0
+    rejected: int = 0
+    last_batch_at: float = 0.0
+    pending: int = 0
+    results: list[BatchResult] = field(default_factory=list, repr=False)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, database_url: str, mqtt_url: str) -> None:
+        self.settings = settings
+        self.mqtt_url = mqtt_url
+        self.writer = BatchWriter(database_url, max_skew_s=settings.max_clock_skew_s,
+                                  max_age_s=settings.max_reading_age_days * 86400.0)
+        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        self.stats = GatewayStats()
+        self._buffer: list[RawPack] = []
+        self._arrived = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._arrived.set()
+
+    # -- processing (runs in a worker thread) ------------------------------------------
+    def _process(self, packs: list[RawPack]) -> bool:
+        """Make the batch durable. True: ack it. False: not durable yet (retry later)."""
+        started = time.monotonic()
+        try:
+            self._replay_spool()
+            result = self.writer.write(packs)
+        except psycopg.OperationalError as exc:
+            metrics.DB_UP.set(0)
+            self.writer.close()
+            if self.spool.full():
+                log.warning("database down and spool full: holding acks", error=str(exc).splitlines()[0])
+                return False
+            self.spool.append(packs)
+            metrics.SPOOLED_PACKS.inc(len(packs))
+            metrics.SPOOL_BYTES.set(self.spool.size())
+            self.stats.spooled_packs += len(packs)
+            log.warning("database down: batch spooled", packs=len(packs), error=str(exc).splitlines()[0])
+            return True
+        metrics.DB_UP.set(1)
+        self._account(result, packs, started)
+        return True
+
+    def _replay_spool(self) -> None:
+        for segment in self.spool.segments():
+            packs = Spool.read(segment)
+            result = self.writer.write(packs)
+            segment.unlink()
+            self._account(result, packs, time.monotonic())
+            metrics.SPOOL_BYTES.set(self.spool.size())
+            log.info("spool segment replayed", packs=len(packs), stored=result.stored)
+
+    def _account(self, result: BatchResult, packs: list[RawPack], started: float) -> None:
+        metrics.PACKS_RECEIVED.inc(result.packs)
+        metrics.READINGS_RECEIVED.inc(result.readings)
+        metrics.READINGS_STORED.inc(result.stored)
+        metrics.READINGS_DUPLICATE.inc(result.duplicates)
+        for reason, n in result.rejected.items():
+            metrics.REJECTED.labels(reason).inc(n)
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        if packs:
+            metrics.LAG_SECONDS.set(time.time() - min(p.received_at for p in packs))
+        self.stats.batches += 1
+        self.stats.packs += result.packs
+        self.stats.stored += result.stored
+        self.stats.duplicates += result.duplicates
+        self.stats.rejected += sum(result.rejected.values())
+        self.stats.last_batch_at = time.time()
+
+    # -- MQTT --------------------------------------------------------------------------
+    async def run(self) -> None:
+        parts = urlsplit(self.mqtt_url)
+        backoff = 0.5
+        while not self._stopping.is_set():
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 7 * 24 * 3600  # survive restarts: the broker keeps our queue
+            props.ReceiveMaximum = self.settings.receive_maximum
+            try:
+                async with aiomqtt.Client(
+                    parts.hostname or "127.0.0.1", parts.port or 1883,
+                    username=parts.username, password=parts.password,
+                    identifier=self.settings.mqtt_client_id, protocol=aiomqtt.ProtocolVersion.V5,
+                    clean_start=False, properties=props, keepalive=30,
+                ) as client:
+                    client._client.manual_ack_set(True)  # noqa: SLF001 - aiomqtt has no public switch
+                    share = self.settings.mqtt_share_group
+                    await client.subscribe(f"$share/{share}/{SENML_FILTER}", qos=1)
+                    await client.subscribe(f"$share/{share}/{STATUS_FILTER}", qos=1)
+                    log.info("gateway subscribed", broker=f"{parts.hostname}:{parts.port}", group=share)
+                    backoff = 0.5
+                    await self._consume(client)
+            except aiomqtt.MqttError as exc:
+                if self._stopping.is_set():
+                    break
+                log.warning("broker connection lost; reconnecting", error=str(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+        await asyncio.to_thread(self.writer.close)
+        log.info("gateway stopped", packs=self.stats.packs, stored=self.stats.stored,
+                 duplicates=self.stats.duplicates, spooled=self.stats.spooled_packs)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        reader = asyncio.create_task(self._read(client))
+        try:
+            await self._flush_loop(client, reader)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await reader
+            # Whatever is still buffered was never acked: the broker redelivers it.
+            self._buffer.clear()
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            self._buffer.append(RawPack(str(message.topic), payload, time.time(), message.mid, message.qos))
+            metrics.UNACKED.set(len(self._buffer))
+            if not self._arrived.is_set():
+                self._arrived.set()
+
+    async def _flush_loop(self, client: aiomqtt.Client, reader: asyncio.Task[None]) -> None:
+        s = self.settings
+        while not self._stopping.is_set():
+            await self._arrived.wait()
+            self._arrived.clear()
+            if reader.done():
+                reader.result()  # re-raise the broker error
+            first = time.monotonic()
+            while (len(self._buffer) < s.batch_max_packs
+                   and time.monotonic() - first < s.batch_max_seconds and not self._stopping.is_set()
+                   and not reader.done()):
+                await asyncio.sleep(0.01)
+            batch, self._buffer = self._buffer, []
+            if not batch:
+                continue
+            while not await asyncio.to_thread(self._process, batch):
+                if self._stopping.is_set():
+                    return
+                await asyncio.sleep(1.0)
+            for pack in batch:
+                if pack.qos > 0:
+                    client._client.ack(pack.mid, pack.qos)  # noqa: SLF001
+            metrics.UNACKED.set(len(self._buffer))
+            if self._buffer:
+                self._arrived.set()
+
+
+async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_rollups: bool = True) -> None:
+    from prometheus_client import start_http_server
+
+    from analytics.worker import RollupWorker
+
+    if settings.gateway_metrics_port:
+        start_http_server(settings.gateway_metrics_port, addr="127.0.0.1")
+    gateway = Gateway(settings, database_url, mqtt_url)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, gateway.stop)
+    worker = RollupWorker(database_url, settings) if with_rollups else None
+    if worker is not None:
+        worker.start()
+    try:
+        await gateway.run()
+    finally:
+        if worker is not None:
+            worker.stop()
+

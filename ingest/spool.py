@@ -1,0 +1,60 @@
+"""A bounded, durable local spool for packs that arrived while the database was down.
+
+Each batch becomes one segment file, written to a temporary name, fsynced and renamed,
+so a crash leaves either a whole segment or none. Segments replay oldest first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from ingest.packs import RawPack
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob("*.tmp"):
+            leftover.unlink()
+
+    def segments(self) -> list[Path]:
+        return sorted(self.directory.glob("*.seg"))
+
+    def size(self) -> int:
+        return sum(p.stat().st_size for p in self.segments())
+
+    def full(self) -> bool:
+        return self.size() >= self.max_bytes
+
+    def append(self, packs: list[RawPack]) -> Path:
+        data = msgspec.msgpack.encode([(p.topic, p.payload, p.received_at) for p in packs])
+        name = f"{os_time_ns():020d}-{os.getpid()}.seg"
+        tmp = self.directory / (name + ".tmp")
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        final = self.directory / name
+        tmp.rename(final)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return final
+
+    @staticmethod
+    def read(segment: Path) -> list[RawPack]:
+        rows = msgspec.msgpack.decode(segment.read_bytes())
+        return [RawPack(topic, payload, received_at) for topic, payload, received_at in rows]
+
+
+def os_time_ns() -> int:
+    import time
+
+    return time.time_ns()

@@ -1,0 +1,182 @@
+"""Publishing the fleet's readings as SenML packs, in real time or as a back-fill."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from sensor_sim.faults import Faults
+from sensor_sim.fleet import Fleet
+from wattline.senml import SENML_TOPIC, STATUS_TOPIC, encode_pack
+
+
+@dataclass
+class Report:
+    ticks: int = 0
+    packs_published: int = 0
+    readings_generated: int = 0  # distinct (sensor, time) readings the fleet produced
+    readings_dropped: int = 0  # lost with dropped or malformed packs
+    readings_bad: int = 0  # NaN or negative values in packs that were delivered whole
+    packs_duplicated: int = 0
+    packs_delayed: int = 0
+    packs_malformed: int = 0
+    #: readings that a correct gateway must store: generated − dropped − bad
+    expected: set[tuple[str, float]] = field(default_factory=set)
+    keep_expected: bool = False
+
+    @property
+    def readings_deliverable(self) -> int:
+        return self.readings_generated - self.readings_dropped - self.readings_bad
+
+
+def connect(mqtt_url: str, client_id: str) -> mqtt.Client:
+    parts = urlsplit(mqtt_url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if parts.username:
+        client.username_pw_set(parts.username, parts.password)
+    client.max_inflight_messages_set(2000)
+    client.max_queued_messages_set(0)
+    client.will_set(STATUS_TOPIC.format(bridge=client_id), b"offline", qos=1, retain=True)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=30, properties=props)
+    client.loop_start()
+    return client
+
+
+class Simulator:
+    def __init__(self, fleet: Fleet, mqtt_url: str, *, interval_s: float = 10.0, faults: Faults | None = None,
+                 seed: int = 11, client_id: str = "wattline-sim") -> None:
+        self.fleet = fleet
+        self.interval_s = interval_s
+        self.faults = faults or Faults()
+        self.rng = np.random.default_rng(seed)
+        self.by_bridge = fleet.sensors_by_bridge()
+        self.weather = np.zeros(len(fleet.sites))
+        self.client = connect(mqtt_url, client_id)
+        self._delayed: deque[tuple[int, str, bytes]] = deque()
+        self._offline_buffer: list[bytes] = []
+        self._pending: list[mqtt.MQTTMessageInfo] = []
+        for bridge in self.by_bridge:
+            self.client.publish(STATUS_TOPIC.format(bridge=bridge), b"online", qos=1, retain=True)
+
+    def close(self) -> None:
+        self.flush()
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def flush(self) -> None:
+        for info in self._pending:
+            info.wait_for_publish(30)
+        self._pending.clear()
+
+    def _publish(self, bridge: str, payload: bytes, report: Report) -> None:
+        info = self.client.publish(SENML_TOPIC.format(bridge=bridge), payload, qos=1)
+        self._pending.append(info)
+        report.packs_published += 1
+        if len(self._pending) >= 1000:
+            self.flush()
+
+    def tick(self, t: float, report: Report) -> None:
+        f = self.faults
+        self.weather += self.rng.normal(0, 0.01, self.weather.shape)
+        self.weather *= 0.999
+        amps = self.fleet.readings_at(t, self.rng, self.weather)
+        for bridge, idx in self.by_bridge.items():
+            values = np.round(amps[idx], 3)
+            serials = [self.fleet.serials[i] for i in idx]
+            report.readings_generated += len(idx)
+            bad = np.zeros(len(idx), dtype=bool)
+            if f.bad_value_rate:
+                bad = self.rng.random(len(idx)) < f.bad_value_rate
+                # Half negative, half NaN; orjson writes NaN as null, as lax firmware does.
+                values = np.where(bad, np.where(self.rng.random(len(idx)) < 0.5, -1.0, math.nan), values)
+                report.readings_bad += int(bad.sum())
+            payload = encode_pack(list(zip(serials, [t] * len(idx), values.tolist(), strict=True)))
+            if report.keep_expected:
+                report.expected.update((s, t) for s, b in zip(serials, bad, strict=True) if not b)
+            if f.offline_bridge == bridge and f.offline_after_ticks <= report.ticks < (
+                    f.offline_after_ticks + f.offline_for_ticks):
+                if report.ticks == f.offline_after_ticks:
+                    self.client.publish(STATUS_TOPIC.format(bridge=bridge), b"offline", qos=1, retain=True)
+                self._offline_buffer.append(payload)
+                continue
+            if f.offline_bridge == bridge and self._offline_buffer:
+                self.client.publish(STATUS_TOPIC.format(bridge=bridge), b"online", qos=1, retain=True)
+                for buffered in self._offline_buffer:
+                    self._publish(bridge, buffered, report)
+                self._offline_buffer.clear()
+            if f.drop_rate and self.rng.random() < f.drop_rate:
+                report.readings_dropped += int((~bad).sum())
+                report.readings_bad -= int(bad.sum())  # never arrive, so never rejected
+                if report.keep_expected:
+                    report.expected.difference_update((s, t) for s in serials)
+                continue
+            if f.malformed_rate and self.rng.random() < f.malformed_rate:
+                report.packs_malformed += 1
+                report.readings_dropped += int((~bad).sum())
+                report.readings_bad -= int(bad.sum())  # rejected with their pack
+                if report.keep_expected:
+                    report.expected.difference_update((s, t) for s in serials)
+                self._publish(bridge, payload[: len(payload) // 2], report)
+                continue
+            if f.delay_rate and self.rng.random() < f.delay_rate:
+                report.packs_delayed += 1
+                release = report.ticks + int(self.rng.integers(1, f.max_delay_packs + 1))
+                self._delayed.append((release, bridge, payload))
+            else:
+                self._publish(bridge, payload, report)
+            if f.duplicate_rate and self.rng.random() < f.duplicate_rate:
+                report.packs_duplicated += 1
+                self._publish(bridge, payload, report)
+        for _ in range(len(self._delayed)):
+            release, bridge, payload = self._delayed.popleft()
+            if release <= report.ticks:
+                self._publish(bridge, payload, report)
+            else:
+                self._delayed.append((release, bridge, payload))
+        report.ticks += 1
+
+    def drain(self, report: Report) -> None:
+        """Send whatever faults held back (delayed packs, an offline bridge's buffer)."""
+        for _, bridge, payload in self._delayed:
+            self._publish(bridge, payload, report)
+        self._delayed.clear()
+        if self._offline_buffer and self.faults.offline_bridge:
+            for buffered in self._offline_buffer:
+                self._publish(self.faults.offline_bridge, buffered, report)
+            self._offline_buffer.clear()
+        self.flush()
+
+    def backfill(self, start: float, end: float, report: Report | None = None) -> Report:
+        """Every tick from start to end, as fast as the broker takes them."""
+        report = report or Report()
+        t = start
+        while t < end:
+            self.tick(t, report)
+            t += self.interval_s
+        self.drain(report)
+        return report
+
+    def run_realtime(self, stop_after_s: float | None = None, report: Report | None = None) -> Report:
+        report = report or Report()
+        began = time.time()
+        next_t = math.ceil(began / self.interval_s) * self.interval_s
+        while stop_after_s is None or time.time() - began < stop_after_s:
+            delay = next_t - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            self.tick(next_t, report)
+            self.flush()
+            next_t += self.interval_s
+        self.drain(report)
+        return report

@@ -1,0 +1,143 @@
+"""The gateway against real Mosquitto and TimescaleDB: every reading kept, once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from sensor_sim.faults import Faults
+from sensor_sim.fleet import build_fleet
+from sensor_sim.publisher import Report, Simulator, connect
+from sensor_sim.seed import seed_catalogue
+from tests.conftest import RunningGateway, count, wait_for
+from wattline.senml import SENML_TOPIC
+
+
+def stored(db: psycopg.Connection[Any]) -> int:
+    return count(db, "SELECT count(*) FROM readings")
+
+
+def stored_set(db: psycopg.Connection[Any]) -> set[tuple[str, float]]:
+    rows = db.execute("""SELECT s.serial, extract(epoch FROM r.ts)::float8 FROM readings r
+                         JOIN sensors s ON s.id = r.sensor_id""").fetchall()
+    return {(serial, round(ts, 3)) for serial, ts in rows}
+
+
+def run_sim(mqtt_url: str, faults: Faults | None = None, *, minutes: float = 5, sites: int = 1,
+            bridges: int = 2, sensors: int = 6, start: float | None = None, seed_db: psycopg.Connection[Any] | None = None,
+            unassigned_every: int = 0) -> Report:
+    fleet = build_fleet(sites, bridges, sensors)
+    if seed_db is not None:
+        seed_catalogue(seed_db, fleet, unassigned_every=unassigned_every)
+    sim = Simulator(fleet, mqtt_url, faults=faults, client_id=f"sim-{time.monotonic_ns()}")
+    report = Report(keep_expected=True)
+    begin = start if start is not None else (time.time() // 600) * 600 - 3600
+    try:
+        sim.backfill(begin, begin + minutes * 60, report)
+    finally:
+        sim.close()
+    return report
+
+
+def expected_set(report: Report) -> set[tuple[str, float]]:
+    return {(s, round(t, 3)) for s, t in report.expected}
+
+
+def test_clean_stream_is_stored_exactly(db: psycopg.Connection[Any], mqtt_url: str,
+                                        start_gateway: Callable[..., RunningGateway]) -> None:
+    start_gateway()
+    report = run_sim(mqtt_url, seed_db=db)
+    assert report.readings_generated == 2 * 6 * 30
+    wait_for(lambda: stored(db) >= len(report.expected))
+    time.sleep(0.3)
+    assert stored_set(db) == expected_set(report)
+    assert count(db, "SELECT count(*) FROM rejected_readings") == 0
+
+
+@pytest.mark.parametrize("faults", [
+    Faults(duplicate_rate=0.3),
+    Faults(delay_rate=0.3, max_delay_packs=4),
+    Faults(drop_rate=0.2),
+    Faults(offline_bridge="BR-S000-01", offline_after_ticks=5, offline_for_ticks=10),
+], ids=["duplicates", "delayed-out-of-order", "dropped", "bridge-offline-then-flush"])
+def test_faults_store_every_deliverable_reading_once(db: psycopg.Connection[Any], mqtt_url: str,
+                                                     start_gateway: Callable[..., RunningGateway],
+                                                     faults: Faults) -> None:
+    start_gateway()
+    report = run_sim(mqtt_url, faults, seed_db=db)
+    wait_for(lambda: stored(db) >= len(report.expected))
+    time.sleep(0.5)
+    assert stored_set(db) == expected_set(report)
+    if faults.duplicate_rate:
+        assert report.packs_duplicated > 0
+    if faults.offline_bridge:
+        status = db.execute("""SELECT online FROM bridge_status bs JOIN bridges b ON b.id = bs.bridge_id
+                               WHERE b.serial = %s""", (faults.offline_bridge,)).fetchone()
+        assert status is not None and status[0] is True  # back online after the flush
+
+
+def test_malformed_packs_and_bad_values_are_rejected_with_reasons(
+        db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway]) -> None:
+    start_gateway()
+    report = run_sim(mqtt_url, Faults(malformed_rate=0.2, bad_value_rate=0.1), seed_db=db)
+    assert report.packs_malformed > 0 and report.readings_bad > 0
+    wait_for(lambda: stored(db) >= len(report.expected))
+    wait_for(lambda: count(db, "SELECT count(*) FROM rejected_readings WHERE reason = 'invalid_json'")
+             >= report.packs_malformed)
+    time.sleep(0.3)
+    assert stored_set(db) == expected_set(report)
+    reasons = dict(db.execute("SELECT reason, count(*) FROM rejected_readings GROUP BY reason").fetchall())
+    assert reasons["invalid_json"] == report.packs_malformed
+    assert reasons.get("negative_value", 0) + reasons.get("no_numeric_value", 0) == report.readings_bad
+    payload = db.execute("SELECT payload FROM rejected_readings WHERE reason = 'invalid_json' LIMIT 1").fetchone()
+    assert payload is not None and bytes(payload[0]).startswith(b"[{")
+
+
+def test_unknown_sensor_is_discovered_and_kept(db: psycopg.Connection[Any], mqtt_url: str,
+                                               start_gateway: Callable[..., RunningGateway]) -> None:
+    start_gateway()
+    report = run_sim(mqtt_url, seed_db=db, unassigned_every=2)
+    wait_for(lambda: stored(db) >= len(report.expected))
+    discovered = count(db, "SELECT count(*) FROM discovered_sensors")
+    assert discovered > 0
+    assert stored_set(db) == expected_set(report)
+
+
+def test_unknown_bridge_topic_and_spoofed_sensor_are_rejected(
+        db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway]) -> None:
+    start_gateway()
+    run_sim(mqtt_url, seed_db=db, sites=2, bridges=1, sensors=2, minutes=0.5)
+    wait_for(lambda: stored(db) >= 2 * 2 * 3)
+    client = connect(mqtt_url, "spoofer")
+    now = time.time()
+    # Sensor CT0000000000 belongs to site 0; bridge BR-S001-00 is at site 1.
+    spoof = f'[{{"bn":"urn:dev:wl:CT0000000000:","bt":{now},"n":"current","v":5}}]'.encode()
+    infos = [
+        client.publish(SENML_TOPIC.format(bridge="BR-S001-00"), spoof, qos=1),
+        client.publish(SENML_TOPIC.format(bridge="NO-SUCH-BRIDGE"), spoof, qos=1),
+    ]
+    for info in infos:
+        info.wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+    wait_for(lambda: count(db, "SELECT count(*) FROM rejected_readings WHERE reason IN "
+                               "('sensor_of_other_site', 'unknown_bridge')") == 2)
+    assert count(db, "SELECT count(*) FROM readings WHERE ts > to_timestamp(%s)", now - 1) == 0
+
+
+def test_status_topic_mirrors_bridge_online_state(db: psycopg.Connection[Any], mqtt_url: str,
+                                                  start_gateway: Callable[..., RunningGateway]) -> None:
+    start_gateway()
+    run_sim(mqtt_url, seed_db=db, minutes=0.5)
+    client = connect(mqtt_url, "status-writer")
+    client.publish("wattline/v1/bridges/BR-S000-00/status", b"offline", qos=1, retain=True).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+    wait_for(lambda: db.execute("""SELECT NOT online FROM bridge_status bs JOIN bridges b ON b.id = bs.bridge_id
+                                   WHERE b.serial = 'BR-S000-00'""").fetchone() == (True,))
+
+

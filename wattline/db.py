@@ -1,0 +1,60 @@
+"""Database access: one psycopg 3 connection pool per process, and small helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+
+def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: str = "wattline") -> ConnectionPool:
+    """A pool whose connections autocommit unless a `with conn.transaction()` opens one."""
+    pool = ConnectionPool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        open=False,
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+@contextmanager
+def connect(database_url: str) -> Iterator[psycopg.Connection[dict[str, object]]]:
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+def with_database(database_url: str, dbname: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(database_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def database_name(database_url: str) -> str:
+    return urlsplit(database_url).path.lstrip("/") or "postgres"
+
+
+def create_database(database_url: str) -> bool:
+    """Create the URL's database if it is missing. True if it was created."""
+    name = database_name(database_url)
+    with connect(with_database(database_url, "postgres")) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists:
+            return False
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        return True
+
+
+def drop_database(database_url: str) -> None:
+    name = database_name(database_url)
+    with connect(with_database(database_url, "postgres")) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
+        )

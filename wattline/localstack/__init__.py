@@ -1,0 +1,11 @@
+"""The embedded services: a project-managed PostgreSQL + TimescaleDB and Mosquitto.
+
+Used by `wattline up` (under the project's data folder) and by the test fixtures (in a
+temporary folder on free ports). Both start real servers; nothing here is a fake.
+"""
+
+from wattline.localstack.mosquitto import LocalMosquitto
+from wattline.localstack.postgres import LocalPostgres
+from wattline.localstack.software import ensure_installed, free_port, missing_software
+
+__all__ = ["LocalMosquitto", "LocalPostgres", "ensure_installed", "free_port", "missing_software"]

@@ -1,0 +1,361 @@
+"""The wire contract: SenML (RFC 8428) JSON packs over MQTT.
+
+Topic   ``wattline/v1/bridges/{bridge_serial}/senml`` (QoS 1); the serial in the topic
+        is the authority for which bridge, and so which site, a reading came from.
+Names   base name ``urn:dev:wl:{sensor_serial}:`` and one of ``current`` (A, required),
+        ``voltage`` (V), ``power_factor`` (/), ``rssi`` (dBW).
+Time    ``bt`` + ``t`` in seconds (fractions allowed); below 2**28 it is relative to now.
+
+Decoding never raises: a pack that cannot be read is rejected whole; a record that
+breaks a rule is rejected alone, with a reason, and its good neighbours are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import orjson
+
+TOPIC_PREFIX = "wattline/v1/bridges/"
+SENML_TOPIC = TOPIC_PREFIX + "{bridge}/senml"
+STATUS_TOPIC = TOPIC_PREFIX + "{bridge}/status"
+NAME_PREFIX = "urn:dev:wl:"
+SERIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# RFC 8428 §4.5.1: the name's character set, first character alphanumeric.
+SENML_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-:._/]*$")
+RELATIVE_TIME_LIMIT = 2**28
+MAX_PACK_BYTES = 1_048_576
+MAX_RECORDS = 50_000
+SUPPORTED_VERSION = 10
+
+#: measurement name -> (unit, column)
+MEASUREMENTS: dict[str, str] = {"current": "A", "voltage": "V", "power_factor": "/", "rssi": "dBW"}
+_KNOWN_FIELDS = frozenset(
+    {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
+)
+MAX_CURRENT_A = 10_000.0
+
+
+class Reason:
+    """Rejection reasons, as stored in rejected_readings.reason and counted in metrics."""
+
+    TOPIC = "bad_topic"
+    TOO_LARGE = "pack_too_large"
+    JSON = "invalid_json"
+    NOT_A_PACK = "not_a_pack"
+    VERSION = "unsupported_version"
+    MUST_UNDERSTAND = "unknown_mandatory_field"
+    FIELD_TYPE = "bad_field_type"
+    NAME = "bad_name"
+    UNKNOWN_MEASUREMENT = "unknown_measurement"
+    UNIT = "wrong_unit"
+    NO_VALUE = "no_numeric_value"
+    NOT_FINITE = "not_finite"
+    OUT_OF_RANGE = "out_of_range"
+    NEGATIVE = "negative_value"
+    FUTURE = "future_timestamp"
+    ANCIENT = "ancient_timestamp"
+    MISSING_CURRENT = "missing_current"
+    DUPLICATE_IN_PACK = "duplicate_in_pack"
+    UNKNOWN_BRIDGE = "unknown_bridge"
+    SPOOFED_SENSOR = "sensor_of_other_site"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str
+    sensor_serial: str | None = None
+    record: bytes | None = None  # the offending record, re-serialised; None = whole pack
+
+
+@dataclass
+class DecodedPack:
+    """Readings in columns (one entry per sensor and time), plus what was rejected."""
+
+    serials: list[str] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    current: list[float] = field(default_factory=list)
+    voltage: list[float] = field(default_factory=list)  # NaN = not measured
+    power_factor: list[float] = field(default_factory=list)
+    rssi: list[float] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.serials)
+
+
+def bridge_from_topic(topic: str) -> str | None:
+    """The bridge serial of a `.../{serial}/senml` or `/status` topic, or None if malformed."""
+    if not topic.startswith(TOPIC_PREFIX):
+        return None
+    rest = topic[len(TOPIC_PREFIX):].split("/")
+    if len(rest) != 2 or rest[1] not in ("senml", "status") or not SERIAL_RE.match(rest[0]):
+        return None
+    return rest[0]
+
+
+class _Record(msgspec.Struct, omit_defaults=True):
+    """The fast path's view of a record; anything odd falls back to the generic path."""
+
+    bn: str | None = None
+    bt: float | None = None
+    bu: str | None = None
+    bver: int | None = None
+    n: str | None = None
+    u: str | None = None
+    v: float | None = None
+    t: float | None = None
+
+
+_fast_decoder = msgspec.json.Decoder(list[_Record])
+
+
+@dataclass
+class Limits:
+    now: float
+    max_skew_s: float = 300.0
+    max_age_s: float = 400 * 86400.0
+
+
+def decode_pack(payload: bytes, limits: Limits) -> DecodedPack:
+    out = DecodedPack()
+    if len(payload) > MAX_PACK_BYTES:
+        out.rejections.append(Rejection(Reason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PACK_BYTES}"))
+        return out
+    records: list[Any]
+    # Fast path: typed decoding, valid when no field could be a must-understand one
+    # (names ending in "_") and every value has the expected type.
+    if b'_"' not in payload:
+        try:
+            records = _fast_decoder.decode(payload)
+        except msgspec.DecodeError:
+            records = []
+        else:
+            if len(records) > MAX_RECORDS:
+                out.rejections.append(Rejection(Reason.TOO_LARGE, f"{len(records)} records > {MAX_RECORDS}"))
+                return out
+            _resolve(records, limits, out, typed=True)
+            return out
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        out.rejections.append(Rejection(Reason.JSON, str(exc)[:200]))
+        return out
+    if not isinstance(parsed, list) or not parsed:
+        out.rejections.append(Rejection(Reason.NOT_A_PACK, "a SenML pack is a non-empty JSON array"))
+        return out
+    if len(parsed) > MAX_RECORDS:
+        out.rejections.append(Rejection(Reason.TOO_LARGE, f"{len(parsed)} records > {MAX_RECORDS}"))
+        return out
+    _resolve(parsed, limits, out, typed=False)
+    return out
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_generic(rec: object) -> str | None:
+    """Type rules of RFC 8428 for a record that came through the generic path."""
+    if not isinstance(rec, dict):
+        return "a record is a JSON object"
+    for key, value in rec.items():
+        if key not in _KNOWN_FIELDS:
+            if key.endswith("_"):
+                return f"must-understand field {key!r}"
+            continue
+        if key in ("bn", "bu", "n", "u", "vs", "vd") and not isinstance(value, str):
+            return f"{key} must be a string"
+        if key in ("bt", "bv", "bs", "v", "s", "t", "ut") and not _is_number(value):
+            return f"{key} must be a number"
+        if key == "vb" and not isinstance(value, bool):
+            return "vb must be a boolean"
+        if key == "bver" and (not isinstance(value, int) or isinstance(value, bool)):
+            return "bver must be an integer"
+    return None
+
+
+def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: bool) -> None:
+    """Apply base fields in order and group records into readings per (sensor, time)."""
+    base_name = ""
+    base_time = 0.0
+    base_unit: str | None = None
+    # (serial, ts) -> index into out's columns; readings complete only with a current.
+    index: dict[tuple[str, float], int] = {}
+    seen: set[tuple[str, float, str]] = set()
+    has_current: list[bool] = []
+    earliest = limits.now - limits.max_age_s
+    latest = limits.now + limits.max_skew_s
+
+    for raw in records:
+        if typed:
+            rec = raw
+            bn, bt, bu, bver, n, u, v, t = rec.bn, rec.bt, rec.bu, rec.bver, rec.n, rec.u, rec.v, rec.t
+            has_other_value = False
+        else:
+            problem = _check_generic(raw)
+            if problem is not None:
+                reason = Reason.MUST_UNDERSTAND if "must-understand" in problem else Reason.FIELD_TYPE
+                out.rejections.append(Rejection(reason, problem, None, _dump(raw)))
+                if reason == Reason.MUST_UNDERSTAND:
+                    # RFC 8428 §4.4: a pack with an unknown must-understand field is not processed.
+                    _reject_everything(out, has_current, records)
+                    return
+                continue
+            bn, bt, bu, bver = raw.get("bn"), raw.get("bt"), raw.get("bu"), raw.get("bver")
+            n, u, v, t = raw.get("n"), raw.get("u"), raw.get("v"), raw.get("t")
+            has_other_value = any(k in raw for k in ("vs", "vb", "vd", "s"))
+        if bver is not None and bver > SUPPORTED_VERSION:
+            out.rejections.append(Rejection(Reason.VERSION, f"bver {bver} > {SUPPORTED_VERSION}"))
+            _reject_everything(out, has_current, records)
+            return
+        if bn is not None:
+            base_name = bn
+        if bt is not None:
+            base_time = float(bt)
+        if bu is not None:
+            base_unit = bu
+        if n is None and v is None and not has_other_value:
+            continue  # a record of base fields only
+        name = base_name + (n or "")
+        ts = base_time + (float(t) if t is not None else 0.0)
+        serial, measurement, problem = _split_name(name)
+        if problem is not None:
+            out.rejections.append(Rejection(Reason.NAME, problem, serial, _dump(raw)))
+            continue
+        assert serial is not None and measurement is not None
+        unit = u if u is not None else base_unit
+        expected_unit = MEASUREMENTS.get(measurement)
+        if expected_unit is None:
+            out.rejections.append(Rejection(Reason.UNKNOWN_MEASUREMENT, measurement, serial, _dump(raw)))
+            continue
+        if unit is not None and unit != expected_unit and not (n is None and u is None):
+            out.rejections.append(
+                Rejection(Reason.UNIT, f"{measurement} in {unit!r}, expected {expected_unit!r}", serial, _dump(raw))
+            )
+            continue
+        if v is None:
+            out.rejections.append(Rejection(Reason.NO_VALUE, f"{measurement} needs a numeric v", serial, _dump(raw)))
+            continue
+        value = float(v)
+        if not math.isfinite(value) or not math.isfinite(ts):
+            out.rejections.append(Rejection(Reason.NOT_FINITE, f"{measurement}={v}", serial, _dump(raw)))
+            continue
+        if ts < RELATIVE_TIME_LIMIT:
+            ts += limits.now
+        if ts > latest:
+            out.rejections.append(Rejection(Reason.FUTURE, f"t={ts:.3f} is ahead of now", serial, _dump(raw)))
+            continue
+        if ts < earliest:
+            out.rejections.append(Rejection(Reason.ANCIENT, f"t={ts:.3f} is too old", serial, _dump(raw)))
+            continue
+        problem = _check_value(measurement, value)
+        if problem is not None:
+            reason = Reason.NEGATIVE if value < 0 and measurement == "current" else Reason.OUT_OF_RANGE
+            out.rejections.append(Rejection(reason, problem, serial, _dump(raw)))
+            continue
+        key3 = (serial, ts, measurement)
+        if key3 in seen:
+            out.rejections.append(
+                Rejection(Reason.DUPLICATE_IN_PACK, f"second {measurement} at t={ts}", serial, _dump(raw))
+            )
+            continue
+        seen.add(key3)
+        key = (serial, ts)
+        i = index.get(key)
+        if i is None:
+            i = len(out.serials)
+            index[key] = i
+            out.serials.append(serial)
+            out.ts.append(ts)
+            out.current.append(math.nan)
+            out.voltage.append(math.nan)
+            out.power_factor.append(math.nan)
+            out.rssi.append(math.nan)
+            has_current.append(False)
+        if measurement == "current":
+            out.current[i] = value
+            has_current[i] = True
+        elif measurement == "voltage":
+            out.voltage[i] = value
+        elif measurement == "power_factor":
+            out.power_factor[i] = value
+        else:
+            out.rssi[i] = value
+    if not all(has_current):
+        _drop_incomplete(out, has_current)
+
+
+def _split_name(name: str) -> tuple[str | None, str | None, str | None]:
+    if not name or not SENML_NAME_RE.match(name):
+        return None, None, f"{name[:80]!r} is not a valid SenML name"
+    if not name.startswith(NAME_PREFIX):
+        return None, None, f"{name[:80]!r} does not start with {NAME_PREFIX!r}"
+    serial, sep, measurement = name[len(NAME_PREFIX):].partition(":")
+    if not sep or not SERIAL_RE.match(serial):
+        return None, None, f"{name[:80]!r} has no valid sensor serial"
+    return serial, measurement, None
+
+
+def _check_value(measurement: str, value: float) -> str | None:
+    if measurement == "current" and not 0.0 <= value <= MAX_CURRENT_A:
+        return f"current {value} A outside 0..{MAX_CURRENT_A:g}"
+    if measurement == "voltage" and not 0.0 < value < 100_000.0:
+        return f"voltage {value} V outside (0, 100000)"
+    if measurement == "power_factor" and not 0.0 < value <= 1.0:
+        return f"power factor {value} outside (0, 1]"
+    if measurement == "rssi" and not -300.0 <= value <= 100.0:
+        return f"rssi {value} dBW implausible"
+    return None
+
+
+def _drop_incomplete(out: DecodedPack, has_current: list[bool]) -> None:
+    keep = [i for i, ok in enumerate(has_current) if ok]
+    for i, ok in enumerate(has_current):
+        if not ok:
+            out.rejections.append(Rejection(
+                Reason.MISSING_CURRENT, f"no current at t={out.ts[i]:.3f}", out.serials[i],
+                orjson.dumps({"sensor": out.serials[i], "t": out.ts[i]}),
+            ))
+    for name in ("serials", "ts", "current", "voltage", "power_factor", "rssi"):
+        column = getattr(out, name)
+        setattr(out, name, [column[i] for i in keep])
+
+
+def _reject_everything(out: DecodedPack, has_current: list[bool], records: list[Any]) -> None:
+    for name in ("serials", "ts", "current", "voltage", "power_factor", "rssi"):
+        getattr(out, name).clear()
+    has_current.clear()
+
+
+def _dump(raw: object) -> bytes:
+    if isinstance(raw, msgspec.Struct):
+        return msgspec.json.encode(raw)
+    try:
+        return orjson.dumps(raw)
+    except TypeError:
+        return repr(raw).encode()
+
+
+def encode_pack(readings: list[tuple[str, float, float]], *, extra: dict[str, dict[str, float]] | None = None) -> bytes:
+    """Encode (sensor_serial, unix_ts, current_a) readings as one pack.
+
+    Readings sharing a timestamp share one base time, which is how bridges batch a sweep
+    of their sensors. `extra` maps serial -> {"voltage": ..., "power_factor": ..., "rssi": ...}.
+    """
+    records: list[dict[str, Any]] = []
+    base_time: float | None = None
+    for serial, ts, current in readings:
+        rec: dict[str, Any] = {"bn": f"{NAME_PREFIX}{serial}:", "n": "current", "u": "A", "v": current}
+        if base_time != ts:
+            rec["bt"] = ts
+            base_time = ts
+        records.append(rec)
+        for name, value in (extra or {}).get(serial, {}).items():
+            records.append({"n": name, "u": MEASUREMENTS[name], "v": value})
+    return orjson.dumps(records)

@@ -1,0 +1,62 @@
+"""Runtime settings, read from `WATTLINE_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wattline import PROJECT_ROOT
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WATTLINE_", env_file=".env", extra="ignore")
+
+    #: External services. Empty means "run the embedded ones under `data_dir`".
+    database_url: str = ""
+    mqtt_url: str = ""
+
+    data_dir: Path = PROJECT_ROOT / ".wattline"
+    local_pg_port: int = 55432
+    local_mqtt_port: int = 11883
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8050
+    gateway_metrics_port: int = 9108
+
+    # Gateway
+    mqtt_share_group: str = "wattline"
+    mqtt_client_id: str = "wattline-gateway-1"
+    #: a batch closes at this many packs or this age, whichever comes first
+    batch_max_packs: int = 200
+    batch_max_seconds: float = 0.25
+    spool_dir: Path = PROJECT_ROOT / ".wattline" / "spool"
+    spool_max_bytes: int = 512 * 1024 * 1024
+    receive_maximum: int = 1000
+
+    # Physics
+    reporting_interval_s: float = 10.0
+    #: A gap longer than this many reporting intervals is not bridged by integration.
+    gap_factor: float = 3.0
+    max_clock_skew_s: float = 300.0
+    max_reading_age_days: float = 400.0
+
+    # Rollups
+    rollup_period_s: float = 2.0
+
+    # Retention (days); coarser rollups are kept for good by default.
+    retention_raw_days: int = 93
+    retention_1m_days: int = 93
+    retention_rejected_days: int = 30
+
+    secret_key: str = Field(default="dev-only-change-me", repr=False)
+    log_json: bool = False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
