@@ -61,6 +61,13 @@ class Gateway:
         self._buffer: list[RawPack] = []
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
+        self.subscribed = False
+
+    def health(self) -> dict[str, object] | None:
+        if not self.subscribed:
+            return None
+        return {"status": "ok", "packs": self.stats.packs, "stored": self.stats.stored,
+                "spool_bytes": self.spool.size(), "unacked": len(self._buffer)}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -135,8 +142,12 @@ class Gateway:
                     await client.subscribe(f"$share/{share}/{SENML_FILTER}", qos=1)
                     await client.subscribe(f"$share/{share}/{STATUS_FILTER}", qos=1)
                     log.info("gateway subscribed", broker=f"{parts.hostname}:{parts.port}", group=share)
+                    self.subscribed = True
                     backoff = 0.5
-                    await self._consume(client)
+                    try:
+                        await self._consume(client)
+                    finally:
+                        self.subscribed = False
             except aiomqtt.MqttError as exc:
                 if self._stopping.is_set():
                     break
@@ -194,13 +205,11 @@ class Gateway:
 
 
 async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_rollups: bool = True) -> None:
-    from prometheus_client import start_http_server
-
     from analytics.worker import RollupWorker
+    from ingest.health import serve_http
 
-    if settings.gateway_metrics_port:
-        start_http_server(settings.gateway_metrics_port, addr="127.0.0.1")
     gateway = Gateway(settings, database_url, mqtt_url)
+    http = serve_http(settings.gateway_metrics_port, gateway.health) if settings.gateway_metrics_port else None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gateway.stop)
@@ -212,4 +221,6 @@ async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_ro
     finally:
         if worker is not None:
             worker.stop()
+        if http is not None:
+            http.shutdown()
 

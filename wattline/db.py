@@ -11,7 +11,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 
-def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: str = "wattline") -> ConnectionPool:
+def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: str = "wattline",
+              wait: bool = True) -> ConnectionPool:
     """A pool whose connections autocommit unless a `with conn.transaction()` opens one."""
     pool = ConnectionPool(
         database_url,
@@ -21,7 +22,8 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: 
         kwargs={"autocommit": True, "row_factory": dict_row},
         open=False,
     )
-    pool.open(wait=True, timeout=30)
+    # wait=False lets a service start while the database is down and answer 503 meanwhile.
+    pool.open(wait=wait, timeout=30)
     return pool
 
 

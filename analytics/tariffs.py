@@ -1,0 +1,271 @@
+"""Costing energy with effective-dated, time-of-use tariffs.
+
+Inside, money is float64 minor units (pence, cents); at the edge it becomes `Decimal`
+rounded half-up to the minor unit, line by line, and the total is the sum of the rounded
+lines, so an invoice always adds up.
+
+- Unit rates: each 15-minute interval is costed at the band of the tariff version in
+  force at its start, for its local time of day and day type (weekday, weekend, or a
+  public holiday of the site's country from `holidays`).
+- Standing charge: per local calendar day, from the version in force at its midnight.
+- Demand charge: per local calendar month, on the peak interval demand (kW) in the
+  range, at the rate of the version in force when the peak happened. For a range that
+  covers part of a month, the peak is the one inside the range.
+- VAT on the sum of the lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import holidays
+import numba
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import psycopg
+
+from wattline.catalogue import Band
+
+SLOT_MIN = 15
+SLOTS = 24 * 60 // SLOT_MIN
+DAY_TYPES = ("weekday", "weekend", "holiday")
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+class TariffError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TariffVersion:
+    id: int
+    name: str
+    currency: str
+    valid_from: datetime
+    standing_minor_per_day: Decimal
+    demand_minor_per_kw: Decimal
+    demand_interval_min: int
+    vat_rate: Decimal
+    bands: tuple[Band, ...]
+
+
+def _minute(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+def validate_bands(bands: list[Band] | tuple[Band, ...]) -> None:
+    """Bands must cover every 15-minute slot of every day type exactly once."""
+    for day_type in DAY_TYPES:
+        cover = np.zeros(SLOTS, dtype=int)
+        for band in bands:
+            if day_type not in band.day_types:
+                continue
+            start, end = _minute(band.start), _minute(band.end) or 1440
+            if start % SLOT_MIN or end % SLOT_MIN:
+                raise TariffError(f"band {band.name!r} must start and end on a quarter hour")
+            if end <= start:
+                raise TariffError(f"band {band.name!r} ends before it starts")
+            cover[start // SLOT_MIN:end // SLOT_MIN] += 1
+        if (cover == 0).any():
+            gap = int(np.argmax(cover == 0)) * SLOT_MIN
+            raise TariffError(f"no band covers {day_type} {gap // 60:02d}:{gap % 60:02d}")
+        if (cover > 1).any():
+            clash = int(np.argmax(cover > 1)) * SLOT_MIN
+            raise TariffError(f"bands overlap on {day_type} at {clash // 60:02d}:{clash % 60:02d}")
+
+
+def load_tariffs(conn: psycopg.Connection[Any], site_id: int) -> list[TariffVersion]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        versions = cur.execute("SELECT * FROM tariffs WHERE site_id = %s ORDER BY valid_from", (site_id,)).fetchall()
+        out = []
+        for v in versions:
+            bands = cur.execute("SELECT * FROM tariff_bands WHERE tariff_id = %s ORDER BY id", (v["id"],)).fetchall()
+            out.append(TariffVersion(
+                v["id"], v["name"], v["currency"], v["valid_from"], v["standing_charge_minor_per_day"],
+                v["demand_charge_minor_per_kw"], v["demand_interval_minutes"], v["vat_rate"],
+                tuple(Band(b["name"], b["rate_minor_per_kwh"], tuple(b["day_types"]), b["start_time"], b["end_time"])
+                      for b in bands)))
+    return out
+
+
+@dataclass
+class RateTable:
+    """rates[version, day type, slot] in minor units per kWh; band_of[...] indexes `band_names`."""
+
+    valid_from: F64
+    rates: npt.NDArray[np.float64]
+    band_of: npt.NDArray[np.int64]
+    band_names: list[str]
+
+
+def rate_table(versions: list[TariffVersion]) -> RateTable:
+    names: list[str] = []
+    rates = np.zeros((len(versions), len(DAY_TYPES), SLOTS))
+    band_of = np.zeros((len(versions), len(DAY_TYPES), SLOTS), dtype=np.int64)
+    for v, version in enumerate(versions):
+        validate_bands(version.bands)
+        for band in version.bands:
+            if band.name not in names:
+                names.append(band.name)
+            start, end = _minute(band.start) // SLOT_MIN, (_minute(band.end) or 1440) // SLOT_MIN
+            for day_type in band.day_types:
+                d = DAY_TYPES.index(day_type)
+                rates[v, d, start:end] = float(band.rate_minor_per_kwh)
+                band_of[v, d, start:end] = names.index(band.name)
+    return RateTable(np.array([v.valid_from.timestamp() for v in versions]), rates, band_of, names)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cost_kernel(version: I64, day_type: I64, slot: I64, energy_wh: F64, rates: F64, band_of: I64,
+                 n_bands: int) -> tuple[F64, F64, F64]:  # pragma: no cover - jit
+    n = energy_wh.shape[0]
+    cost = np.zeros(n)
+    by_band = np.zeros(n_bands)
+    kwh_by_band = np.zeros(n_bands)
+    for i in range(n):
+        v = version[i]
+        if v < 0:
+            continue  # before the first tariff version: not costed
+        kwh = energy_wh[i] / 1000.0
+        c = kwh * rates[v, day_type[i], slot[i]]
+        cost[i] = c
+        b = band_of[v, day_type[i], slot[i]]
+        by_band[b] += c
+        kwh_by_band[b] += kwh
+    return cost, by_band, kwh_by_band
+
+
+@dataclass
+class LocalCalendar:
+    """Local-time features of UTC bucket starts, computed once per site and range."""
+
+    local: pd.DatetimeIndex
+    day_type: I64
+    slot: I64
+
+
+def local_calendar(bucket_utc_s: F64, tz: str, country: str, subdivision: str | None = None) -> LocalCalendar:
+    local = pd.to_datetime(bucket_utc_s, unit="s", utc=True).tz_convert(tz)
+    years = sorted({int(y) for y in local.year.unique()})
+    try:
+        public = holidays.country_holidays(country, subdiv=subdivision, years=years) if years else {}
+    except NotImplementedError:
+        public = {}
+    holiday_dates = np.array(sorted(public), dtype="datetime64[D]") if public else np.array([], dtype="datetime64[D]")
+    local_dates = local.tz_localize(None).values.astype("datetime64[D]")
+    is_holiday = np.isin(local_dates, holiday_dates)
+    weekend = local.dayofweek.values >= 5
+    day_type = np.where(is_holiday, 2, np.where(weekend, 1, 0)).astype(np.int64)
+    slot = ((local.hour.values * 60 + local.minute.values) // SLOT_MIN).astype(np.int64)
+    return LocalCalendar(local, day_type, slot)
+
+
+def interval_costs(bucket_utc_s: F64, energy_wh: F64, table: RateTable, cal: LocalCalendar) -> tuple[F64, F64, F64]:
+    """Per-interval cost (minor units), and cost and kWh per band."""
+    version = np.searchsorted(table.valid_from, bucket_utc_s, side="right").astype(np.int64) - 1
+    return _cost_kernel(version, cal.day_type, cal.slot, np.ascontiguousarray(energy_wh, dtype=np.float64),
+                        table.rates, table.band_of, len(table.band_names))
+
+
+def money(minor: float | Decimal) -> Decimal:
+    """Round minor units half-up to a whole minor unit (a penny, a cent)."""
+    return Decimal(str(minor)).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+
+
+@dataclass
+class CostLine:
+    label: str
+    kind: str  # energy | standing | demand | vat
+    quantity: Decimal  # kWh, days or kW
+    minor: Decimal
+
+
+@dataclass
+class Invoice:
+    currency: str
+    lines: list[CostLine] = field(default_factory=list)
+    demand_peaks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total_minor(self) -> Decimal:
+        return sum((line.minor for line in self.lines), Decimal(0))
+
+    @property
+    def total(self) -> Decimal:
+        """In major units (pounds, euros)."""
+        return self.total_minor / 100
+
+
+def demand_peaks(bucket_utc_s: F64, energy_wh: F64, interval_min: int, tz: str) -> list[dict[str, Any]]:
+    """Per local month: the highest average demand over `interval_min` (from 15-min energy)."""
+    if len(bucket_utc_s) == 0:
+        return []
+    s = pd.Series(energy_wh, index=pd.to_datetime(bucket_utc_s, unit="s", utc=True))
+    per_interval = s.resample(f"{interval_min}min").sum() if interval_min != SLOT_MIN else s
+    kw = per_interval / 1000.0 / (interval_min / 60.0)
+    local = kw.index.tz_convert(tz)
+    months = pd.Series(kw.values, index=local).groupby([local.year, local.month])
+    out = []
+    for (year, month), series in months:
+        at = series.idxmax()
+        out.append({"month": f"{year:04d}-{month:02d}", "peak_kw": float(series.max()),
+                    "at": at.tz_convert(UTC).to_pydatetime()})
+    return out
+
+
+def invoice(bucket_utc_s: F64, energy_wh: F64, versions: list[TariffVersion], tz: str, country: str,
+            t_from: datetime, t_to: datetime, subdivision: str | None = None) -> Invoice:
+    """Cost of a site's 15-minute energy over [t_from, t_to)."""
+    if not versions:
+        raise TariffError("the site has no tariff")
+    currencies = {v.currency for v in versions}
+    if len(currencies) > 1:
+        raise TariffError(f"tariff versions use several currencies: {sorted(currencies)}")
+    table = rate_table(versions)
+    cal = local_calendar(bucket_utc_s, tz, country, subdivision)
+    _, by_band, kwh_by_band = interval_costs(bucket_utc_s, energy_wh, table, cal)
+    inv = Invoice(currencies.pop())
+    for b, name in enumerate(table.band_names):
+        if kwh_by_band[b] > 0:
+            inv.lines.append(CostLine(name, "energy", Decimal(str(round(kwh_by_band[b], 3))), money(by_band[b])))
+    # Standing charge per local day that starts inside the range.
+    zone = ZoneInfo(tz)
+    day = t_from.astimezone(zone).date()
+    last = (t_to - timedelta(microseconds=1)).astimezone(zone).date()
+    standing = Decimal(0)
+    days = 0
+    while day <= last:
+        midnight = datetime.combine(day, time(0), zone)
+        version = _version_at(versions, max(midnight, t_from))
+        if version is not None:
+            standing += version.standing_minor_per_day
+            days += 1
+        day += timedelta(days=1)
+    if standing:
+        inv.lines.append(CostLine("standing charge", "standing", Decimal(days), money(standing)))
+    interval = versions[-1].demand_interval_min
+    inv.demand_peaks = demand_peaks(bucket_utc_s, energy_wh, interval, tz)
+    for peak in inv.demand_peaks:
+        version = _version_at(versions, peak["at"])
+        if version is not None and version.demand_minor_per_kw:
+            kw = Decimal(str(round(peak["peak_kw"], 3)))
+            inv.lines.append(CostLine(f"demand {peak['month']}", "demand", kw, money(kw * version.demand_minor_per_kw)))
+    vat_rate = _version_at(versions, t_from) or versions[0]
+    if vat_rate.vat_rate:
+        inv.lines.append(CostLine("VAT", "vat", vat_rate.vat_rate, money(inv.total_minor * vat_rate.vat_rate)))
+    return inv
+
+
+def _version_at(versions: list[TariffVersion], at: datetime) -> TariffVersion | None:
+    current = None
+    for v in versions:
+        if v.valid_from <= at:
+            current = v
+    return current
+

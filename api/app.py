@@ -1,0 +1,45 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.limits import ProtectionMiddleware
+from api.routes import auth, catalogue, commissioning, data, health
+from wattline.db import make_pool
+from wattline.settings import Settings, get_settings
+
+DESCRIPTION = """
+Wattline's REST API for resellers, installers and facility managers.
+
+Authenticate with `Authorization: Bearer <token>`: a token from `POST /v1/auth/login`, or an
+API key from `POST /v1/api-keys` (shown once; stored only as a hash). Objects of another
+tenant answer 404, exactly like objects that do not exist. Errors are RFC 9457 problem
+details. Each key is rate limited (429 with Retry-After).
+"""
+
+
+def create_app(settings: Settings | None = None, *, database_url: str | None = None,
+               rate_per_s: float = 50.0, burst: int = 200, max_body_bytes: int = 2_000_000) -> FastAPI:
+    settings = settings or get_settings()
+    url = database_url or settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = make_pool(url, max_size=16, name="api", wait=False)
+        try:
+            yield
+        finally:
+            app.state.pool.close()
+
+    app = FastAPI(title="Wattline API", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    problems.install(app)
+    for module in (health, auth, catalogue, commissioning, data):
+        app.include_router(module.router)
+    app.add_middleware(ProtectionMiddleware, max_body_bytes=max_body_bytes, rate_per_s=rate_per_s, burst=burst)
+    return app

@@ -1,0 +1,59 @@
+"""Login, the caller's identity and API keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from api.deps import Conn, Reader
+from api.problems import Problem, not_found
+from api.schemas import Created, KeyInfo, KeyRequest, Login, Me, Token
+from wattline.accounts import ROLE_SCOPES, authenticate_password, issue_key
+
+router = APIRouter(prefix="/v1", tags=["auth"])
+SESSION_TTL = timedelta(hours=12)
+
+
+@router.post("/auth/login", response_model=Token, summary="Exchange email and password for a 12-hour token")
+def login(body: Login, conn: Conn) -> Token:
+    principal = authenticate_password(conn, body.email, body.password)
+    if principal is None:
+        raise Problem(401, "Unauthorized", "wrong email or password")
+    key = issue_key(conn, principal.user_id, sorted(ROLE_SCOPES[principal.role]), name="login session",
+                    ttl=SESSION_TTL)
+    return Token(token=key.token, prefix=key.prefix, expires_at=key.expires_at, scopes=list(key.scopes))
+
+
+@router.get("/me", response_model=Me, summary="Who the credentials belong to")
+def me(principal: Reader) -> Me:
+    return Me(user_id=principal.user_id, role=principal.role, reseller_id=principal.reseller_id,
+              customer_id=principal.customer_id, scopes=sorted(principal.scopes))
+
+
+@router.post("/api-keys", response_model=Token, status_code=status.HTTP_201_CREATED,
+             summary="Create an API key; the token is shown once")
+def create_key(body: KeyRequest, principal: Reader, conn: Conn) -> Token:
+    allowed = ROLE_SCOPES[principal.role] & (principal.scopes | ({"admin"} if principal.can("admin") else set()))
+    if not set(body.scopes) <= allowed:
+        raise Problem(403, "Forbidden", f"your role may grant only {sorted(allowed)}")
+    key = issue_key(conn, principal.user_id, list(body.scopes), name=body.name,
+                    ttl=timedelta(days=body.ttl_days) if body.ttl_days else None)
+    return Token(token=key.token, prefix=key.prefix, expires_at=key.expires_at, scopes=list(key.scopes))
+
+
+@router.get("/api-keys", response_model=list[KeyInfo], summary="Your API keys (never their secrets)")
+def list_keys(principal: Reader, conn: Conn) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT id, prefix, name, scopes, expires_at, revoked_at, last_used_at, created_at FROM api_keys
+           WHERE user_id = %s ORDER BY id""", (principal.user_id,)).fetchall()
+
+
+@router.delete("/api-keys/{key_id}", response_model=Created, summary="Revoke one of your API keys")
+def revoke_key(key_id: int, principal: Reader, conn: Conn) -> Created:
+    row = conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s AND user_id = %s RETURNING id",
+                       (key_id, principal.user_id)).fetchone()
+    if row is None:
+        raise not_found("api key")
+    return Created(id=key_id)

@@ -1,0 +1,258 @@
+"""Customers, sites, the electrical hierarchy, bridges and tariffs."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Body, Query, UploadFile, status
+from fastapi.responses import Response
+
+from api.deps import Admin, Commissioner, Conn, Reader, Writer
+from api.problems import Problem, not_found
+from api.schemas import (
+    Bridge,
+    BridgeIn,
+    Created,
+    Customer,
+    CustomerIn,
+    Node,
+    NodeIn,
+    NodePatch,
+    Site,
+    SiteIn,
+    TariffIn,
+)
+from wattline import catalogue, queries
+from wattline.accounts import Principal
+from wattline.domain import Connection, Role
+
+router = APIRouter(prefix="/v1", tags=["catalogue"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+CSV_COLUMNS = ("external_ref", "parent_ref", "kind", "name", "nominal_voltage_v", "power_factor", "connection",
+               "asset_type")
+
+
+def _site_or_404(conn: psycopg.Connection[Any], p: Principal, site_id: int) -> dict[str, Any]:
+    site = queries.site(conn, p, site_id)
+    if site is None:
+        raise not_found("site")
+    return site
+
+
+def _constraint(exc: psycopg.Error) -> Problem:
+    message = (exc.diag.message_primary or "constraint violated") if exc.diag else str(exc)
+    return Problem(422, "Invalid data", message)
+
+
+@router.get("/customers", response_model=list[Customer], summary="Customers you can see")
+def list_customers(p: Reader, conn: Conn, limit: Limit = 100, offset: Offset = 0) -> list[dict[str, Any]]:
+    return queries.customers(conn, p, limit=limit, offset=offset)
+
+
+@router.post("/customers", response_model=Created, status_code=status.HTTP_201_CREATED,
+             summary="Create a customer (reseller admins)")
+def create_customer(body: CustomerIn, p: Admin, conn: Conn) -> Created:
+    if p.role is not Role.RESELLER_ADMIN or p.reseller_id is None:
+        raise Problem(403, "Forbidden", "only a reseller admin creates customers")
+    try:
+        cid = catalogue.upsert_customer(conn, p.reseller_id, body.name)
+    except psycopg.errors.IntegrityError as exc:
+        raise _constraint(exc) from exc
+    if body.billing_email:
+        conn.execute("UPDATE customers SET billing_email = %s WHERE id = %s", (body.billing_email, cid))
+    return Created(id=cid)
+
+
+@router.get("/customers/{customer_id}", response_model=Customer)
+def get_customer(customer_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
+    row = queries.customer(conn, p, customer_id)
+    if row is None:
+        raise not_found("customer")
+    return row
+
+
+@router.get("/sites", response_model=list[Site], summary="Sites you can see")
+def list_sites(p: Reader, conn: Conn, limit: Limit = 100, offset: Offset = 0) -> list[dict[str, Any]]:
+    return queries.sites(conn, p, limit=limit, offset=offset)
+
+
+@router.post("/sites", response_model=Created, status_code=status.HTTP_201_CREATED)
+def create_site(body: SiteIn, p: Writer, conn: Conn) -> Created:
+    customer_id = body.customer_id if p.reseller_id is not None else p.customer_id
+    if customer_id is None or queries.customer(conn, p, customer_id) is None:
+        raise not_found("customer")
+    try:
+        site_id = catalogue.upsert_site(conn, customer_id, body.name, timezone=body.timezone, country=body.country,
+                                        floor_area_m2=body.floor_area_m2,
+                                        opening_hours={k: list(v) for k, v in body.opening_hours.items()})
+    except psycopg.errors.IntegrityError as exc:
+        raise _constraint(exc) from exc
+    return Created(id=site_id)
+
+
+@router.get("/sites/{site_id}", response_model=Site)
+def get_site(site_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
+    return _site_or_404(conn, p, site_id)
+
+
+@router.get("/sites/{site_id}/tree", response_model=list[Node], summary="The electrical hierarchy, parents first")
+def get_tree(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
+    _site_or_404(conn, p, site_id)
+    return queries.tree(conn, p, site_id)
+
+
+@router.post("/sites/{site_id}/nodes", response_model=Created, status_code=status.HTTP_201_CREATED,
+             summary="Add a panel, circuit or device")
+def create_node(site_id: int, body: NodeIn, p: Writer, conn: Conn) -> Created:
+    _site_or_404(conn, p, site_id)
+    parent = queries.node(conn, p, body.parent_id)
+    if parent is None or parent["site_id"] != site_id:
+        raise not_found("parent node")
+    try:
+        with conn.transaction():
+            node_id = catalogue.upsert_node(conn, site_id, body.parent_id, body.kind, body.name,
+                                            body.external_ref or f"node-{body.parent_id}-{body.name}",
+                                            nominal_voltage_v=body.nominal_voltage_v, power_factor=body.power_factor,
+                                            connection=body.connection, asset_type=body.asset_type)
+    except psycopg.errors.IntegrityError as exc:
+        raise _constraint(exc) from exc
+    return Created(id=node_id)
+
+
+@router.get("/nodes/{node_id}", response_model=Node)
+def get_node(node_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
+    row = queries.node(conn, p, node_id)
+    if row is None:
+        raise not_found("node")
+    return row
+
+
+@router.patch("/nodes/{node_id}", response_model=Created, summary="Rename, re-rate or move a node")
+def patch_node(node_id: int, body: NodePatch, p: Writer, conn: Conn) -> Created:
+    row = queries.node(conn, p, node_id)
+    if row is None:
+        raise not_found("node")
+    if body.parent_id is not None:
+        parent = queries.node(conn, p, body.parent_id)
+        if parent is None or parent["site_id"] != row["site_id"]:
+            raise not_found("parent node")
+    changes = body.model_dump(exclude_none=True)
+    if not changes:
+        return Created(id=node_id)
+    sets = ", ".join(f"{k} = %({k})s" for k in changes)
+    try:
+        with conn.transaction():
+            conn.execute(f"UPDATE nodes SET {sets} WHERE id = %(id)s", {**changes, "id": node_id})
+            # Totals above the moved node change: re-sum its site's history.
+            conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids)
+                            SELECT min(r.ts), max(r.ts), array_agg(DISTINCT r.sensor_id)
+                            FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN nodes n ON n.id = s.node_id
+                            WHERE n.site_id = %s HAVING count(*) > 0""", (row["site_id"],))
+    except psycopg.errors.IntegrityError as exc:
+        raise _constraint(exc) from exc
+    return Created(id=node_id)
+
+
+@router.get("/sites/{site_id}/hierarchy.csv", summary="Export the hierarchy as CSV (installers' spreadsheet)",
+            response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+def export_hierarchy(site_id: int, p: Reader, conn: Conn) -> Response:
+    _site_or_404(conn, p, site_id)
+    rows = conn.execute(
+        """SELECT n.external_ref, par.external_ref AS parent_ref, n.kind, n.name, n.nominal_voltage_v, n.power_factor,
+                  n.connection, n.asset_type
+           FROM nodes n LEFT JOIN nodes par ON par.id = n.parent_id
+           WHERE n.site_id = %s AND n.kind <> 'site' ORDER BY n.id""", (site_id,)).fetchall()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow(["" if r[c] is None else r[c] for c in CSV_COLUMNS])
+    return Response(out.getvalue(), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="site-{site_id}-hierarchy.csv"'})
+
+
+@router.post("/sites/{site_id}/hierarchy.csv", response_model=Created,
+             summary="Import (create or update) nodes from CSV; all rows or none")
+def import_hierarchy(site_id: int, file: UploadFile, p: Writer, conn: Conn) -> Created:
+    _site_or_404(conn, p, site_id)
+    text = file.file.read(2_000_000).decode("utf-8-sig", errors="strict")
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not {"external_ref", "parent_ref", "kind", "name"} <= set(reader.fieldnames):
+        raise Problem(422, "Invalid CSV", f"columns must include external_ref, parent_ref, kind, name; "
+                      f"export gives {', '.join(CSV_COLUMNS)}")
+    count = 0
+    try:
+        with conn.transaction():
+            root = catalogue.site_root(conn, site_id)
+            refs = {r[0]: r[1] for r in conn.execute(
+                "SELECT external_ref, id FROM nodes WHERE site_id = %s AND external_ref IS NOT NULL", (site_id,))}
+            for line, row in enumerate(reader, start=2):
+                parent = root if not row.get("parent_ref") else refs.get(row["parent_ref"])
+                if parent is None:
+                    raise Problem(422, "Invalid CSV", f"line {line}: unknown parent_ref {row['parent_ref']!r} "
+                                  "(parents must come before their children)")
+                kind = row["kind"].strip()
+                if kind not in ("panel", "circuit", "device") or not row.get("external_ref") or not row.get("name"):
+                    raise Problem(422, "Invalid CSV", f"line {line}: kind, external_ref and name are required")
+                refs[row["external_ref"]] = catalogue.upsert_node(
+                    conn, site_id, parent, kind, row["name"], row["external_ref"],
+                    nominal_voltage_v=float(row["nominal_voltage_v"]) if row.get("nominal_voltage_v") else None,
+                    power_factor=float(row["power_factor"]) if row.get("power_factor") else None,
+                    connection=Connection(row["connection"]) if row.get("connection") else None,
+                    asset_type=row.get("asset_type") or None)
+                count += 1
+    except (psycopg.errors.IntegrityError, ValueError) as exc:
+        detail = exc.diag.message_primary if isinstance(exc, psycopg.Error) and exc.diag else str(exc)
+        raise Problem(422, "Invalid CSV", detail or "invalid row") from exc
+    return Created(id=count)
+
+
+@router.get("/sites/{site_id}/bridges", response_model=list[Bridge])
+def list_bridges(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
+    _site_or_404(conn, p, site_id)
+    return queries.bridges(conn, p, site_id)
+
+
+@router.post("/sites/{site_id}/bridges", response_model=Created, status_code=status.HTTP_201_CREATED,
+             summary="Register a bridge by serial")
+def create_bridge(site_id: int, body: BridgeIn, p: Commissioner, conn: Conn) -> Created:
+    _site_or_404(conn, p, site_id)
+    existing = conn.execute("SELECT site_id FROM bridges WHERE serial = %s", (body.serial,)).fetchone()
+    if existing is not None and existing[0] != site_id:
+        raise Problem(409, "Conflict", "that bridge serial is registered elsewhere")
+    return Created(id=catalogue.upsert_bridge(conn, site_id, body.serial, body.name))
+
+
+@router.get("/sites/{site_id}/tariffs", summary="Tariff versions of a site, newest first")
+def list_tariffs(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
+    _site_or_404(conn, p, site_id)
+    tariffs = conn.execute("""SELECT id, name, currency, valid_from, standing_charge_minor_per_day,
+                                     demand_charge_minor_per_kw, demand_interval_minutes, vat_rate
+                              FROM tariffs WHERE site_id = %s ORDER BY valid_from DESC""", (site_id,)).fetchall()
+    for t in tariffs:
+        t["bands"] = conn.execute("""SELECT name, rate_minor_per_kwh, day_types, start_time AS start, end_time AS end
+                                     FROM tariff_bands WHERE tariff_id = %s ORDER BY id""", (t["id"],)).fetchall()
+    return tariffs
+
+
+@router.post("/sites/{site_id}/tariffs", response_model=Created, status_code=status.HTTP_201_CREATED,
+             summary="Add a tariff version (effective-dated; history is never rewritten)")
+def create_tariff(site_id: int, p: Writer, conn: Conn, body: Annotated[TariffIn, Body()]) -> Created:
+    from analytics.tariffs import TariffError, validate_bands
+
+    _site_or_404(conn, p, site_id)
+    bands = [catalogue.Band(b.name, b.rate_minor_per_kwh, tuple(b.day_types), b.start, b.end) for b in body.bands]
+    try:
+        validate_bands(bands)
+    except TariffError as exc:
+        raise Problem(422, "Invalid tariff", str(exc)) from exc
+    with conn.transaction():
+        tid = catalogue.add_tariff(conn, site_id, body.name, body.currency, body.valid_from, bands,
+                                   standing_charge_minor_per_day=body.standing_charge_minor_per_day,
+                                   demand_charge_minor_per_kw=body.demand_charge_minor_per_kw,
+                                   demand_interval_minutes=body.demand_interval_minutes, vat_rate=body.vat_rate)
+    return Created(id=tid)

@@ -1,0 +1,108 @@
+"""Installers: discovered sensors, assignment (with back-fill), live checks and the report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from fastapi import APIRouter, Request
+
+from api.deps import Commissioner, Conn, Reader
+from api.problems import Problem, not_found
+from api.schemas import Assignment, BridgeCheck, CommissioningReport, Created, SensorCheck, SensorInfo
+from wattline import catalogue, queries
+
+router = APIRouter(prefix="/v1", tags=["commissioning"])
+
+
+def sensor_state(row: dict[str, Any], interval_s: float, now: datetime) -> SensorCheck:
+    """Live, silent (nothing for 3 reporting intervals) or implausible (above its CT rating)."""
+    last = row.get("last_seen_at")
+    current = row.get("last_current_a")
+    rating = row.get("ct_rating_a")
+    if last is None:
+        state, detail = "never_seen", "no reading received yet"
+    elif now - last > timedelta(seconds=3 * interval_s):
+        state, detail = "silent", f"last reading {int((now - last).total_seconds())} s ago"
+    elif rating is not None and current is not None and current > 1.2 * rating:
+        state, detail = "implausible", f"{current:.1f} A on a {rating:g} A clamp"
+    else:
+        state, detail = "live", "reporting"
+    return SensorCheck(serial=row["serial"], state=state, last_seen_at=last, last_current_a=current,
+                       ct_rating_a=rating, detail=detail)
+
+
+@router.get("/sites/{site_id}/sensors", response_model=list[SensorInfo],
+            summary="Sensors at a site (discovered_only: not yet assigned), with last reading and RSSI")
+def list_sensors(site_id: int, p: Reader, conn: Conn, discovered_only: bool = False,
+                 bridge_id: int | None = None) -> list[dict[str, Any]]:
+    if queries.site(conn, p, site_id) is None:
+        raise not_found("site")
+    return queries.sensors(conn, p, site_id, discovered_only=discovered_only, bridge_id=bridge_id)
+
+
+@router.put("/sensors/{serial}/assignment", response_model=Created,
+            summary="Assign a sensor to a circuit phase; its kept readings are back-filled")
+def assign(serial: str, body: Assignment, p: Commissioner, conn: Conn) -> Created:
+    node = queries.node(conn, p, body.node_id)
+    if node is None:
+        raise not_found("node")
+    sensor = queries.sensor_by_serial(conn, p, serial)
+    if sensor is None:
+        if body.bridge_id is None:
+            raise not_found("sensor")
+        bridge = queries.bridge(conn, p, body.bridge_id)
+        if bridge is None or bridge["site_id"] != node["site_id"]:
+            raise not_found("bridge")
+    try:
+        with conn.transaction():
+            sensor_id = catalogue.assign_sensor(conn, serial, body.node_id, body.phase, body.ct_rating_a,
+                                                bridge_id=body.bridge_id)
+    except catalogue.AssignmentError as exc:
+        raise Problem(422, "Cannot assign", str(exc)) from exc
+    except psycopg.errors.UniqueViolation as exc:
+        raise Problem(409, "Conflict", "another sensor already measures that phase of the node") from exc
+    except psycopg.errors.CheckViolation as exc:
+        raise Problem(422, "Invalid data", exc.diag.message_primary or "check failed") from exc
+    return Created(id=sensor_id)
+
+
+@router.delete("/sensors/{serial}/assignment", response_model=Created, summary="Unassign a sensor")
+def unassign(serial: str, p: Commissioner, conn: Conn) -> Created:
+    sensor = queries.sensor_by_serial(conn, p, serial)
+    if sensor is None:
+        raise not_found("sensor")
+    conn.execute("UPDATE sensors SET node_id = NULL, phase = NULL, assigned_at = NULL WHERE id = %s", (sensor["id"],))
+    return Created(id=sensor["id"])
+
+
+@router.get("/sensors/{serial}/check", response_model=SensorCheck, summary="Live check of one sensor")
+def check_sensor(serial: str, request: Request, p: Reader, conn: Conn) -> SensorCheck:
+    sensor = queries.sensor_by_serial(conn, p, serial)
+    if sensor is None:
+        raise not_found("sensor")
+    return sensor_state(sensor, request.app.state.settings.reporting_interval_s, datetime.now(UTC))
+
+
+@router.get("/bridges/{bridge_id}/check", response_model=BridgeCheck,
+            summary="Is the bridge online (from its retained status)?")
+def check_bridge(bridge_id: int, p: Reader, conn: Conn) -> BridgeCheck:
+    bridge = queries.bridge(conn, p, bridge_id)
+    if bridge is None:
+        raise not_found("bridge")
+    return BridgeCheck(serial=bridge["serial"], online=bridge["online"], status_changed_at=bridge["status_changed_at"])
+
+
+@router.get("/sites/{site_id}/commissioning-report", response_model=CommissioningReport,
+            summary="What is mapped, discovered, live, silent or implausible at a site")
+def report(site_id: int, request: Request, p: Reader, conn: Conn) -> CommissioningReport:
+    if queries.site(conn, p, site_id) is None:
+        raise not_found("site")
+    now = datetime.now(UTC)
+    rows = queries.sensors(conn, p, site_id)
+    checks = [sensor_state(r, request.app.state.settings.reporting_interval_s, now) for r in rows]
+    states = [c.state for c in checks]
+    return CommissioningReport(site_id=site_id, mapped=sum(r["node_id"] is not None for r in rows),
+                               discovered=sum(r["node_id"] is None for r in rows), live=states.count("live"),
+                               silent=states.count("silent"), implausible=states.count("implausible"), sensors=checks)

@@ -1,0 +1,33 @@
+"""The Dash app: multi-page, behind the same login and tenancy as the API."""
+
+from __future__ import annotations
+
+import dash
+from dash import Dash, dcc, html
+
+from dashboard import auth, data
+from wattline.db import make_pool
+from wattline.settings import Settings
+
+
+def create_dash(settings: Settings, database_url: str | None = None) -> Dash:
+    pool = make_pool(database_url or settings.database_url, max_size=8, name="dashboard", wait=False)
+    data.set_pool(pool)
+    app = Dash(__name__, use_pages=True, pages_folder="", title="Wattline", suppress_callback_exceptions=True,
+               assets_folder=str(__import__("pathlib").Path(__file__).parent / "assets"))
+    app.server.secret_key = settings.secret_key
+    app.server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    auth.install(app.server, pool)
+    from dashboard.pages import alerts, commissioning, portfolio, site, tariffs
+
+    for module in (portfolio, site, tariffs, commissioning, alerts):
+        module.register()
+    app.layout = html.Div([
+        html.Header([
+            html.A("Wattline", href="/", className="brand"),
+            html.Nav([html.A("Portfolio", href="/"), html.A("Alerts", href="/alerts"),
+                      html.A("Sign out", href="/logout")]),
+        ], className="topbar"),
+        dcc.Loading(dash.page_container, type="dot", delay_show=300),
+    ])
+    return app

@@ -1,0 +1,62 @@
+"""Login for the dashboard: the API's users and argon2id passwords, in a Flask session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+from psycopg_pool import ConnectionPool
+
+from wattline.accounts import Principal, authenticate_password
+from wattline.domain import Role
+
+LOGIN_FORM = """<!doctype html><html><head><title>Wattline · sign in</title>
+<link rel="stylesheet" href="/assets/style.css"></head><body class="login">
+<form method="post" action="/login" class="card">
+<h1>Wattline</h1><p class="muted">Sign in to your energy portfolio</p>
+{error}<label>Email <input name="email" type="email" autocomplete="username" required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit" id="sign-in">Sign in</button></form></body></html>"""
+
+
+def install(server: flask.Flask, pool: ConnectionPool) -> None:
+    @server.before_request
+    def require_login() -> Any:
+        path = flask.request.path
+        if path in ("/login", "/health") or path.startswith(("/assets/", "/_dash-component-suites/", "/_favicon")):
+            return None
+        if "user_id" not in flask.session:
+            if path.startswith("/_dash"):
+                return flask.Response("login required", status=401)
+            return flask.redirect("/login")
+        return None
+
+    @server.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        error = ""
+        if flask.request.method == "POST":
+            with pool.connection() as conn:
+                p = authenticate_password(conn, flask.request.form.get("email", ""),
+                                          flask.request.form.get("password", ""))
+            if p is not None:
+                flask.session.clear()
+                flask.session.update(user_id=p.user_id, role=p.role.value, reseller_id=p.reseller_id,
+                                     customer_id=p.customer_id, scopes=sorted(p.scopes))
+                return flask.redirect("/")
+            error = '<p class="error">Wrong email or password.</p>'
+        return LOGIN_FORM.format(error=error)
+
+    @server.route("/logout")
+    def logout() -> Any:
+        flask.session.clear()
+        return flask.redirect("/login")
+
+    @server.route("/health")
+    def health() -> Any:
+        return {"status": "ok"}
+
+
+def current_principal() -> Principal:
+    s = flask.session
+    return Principal(s["user_id"], Role(s["role"]), s.get("reseller_id"), s.get("customer_id"),
+                     frozenset(s.get("scopes", [])))

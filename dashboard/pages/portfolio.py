@@ -1,0 +1,99 @@
+"""Portfolio: every site with power now, energy and cost today and this month vs last month."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dash
+from dash import Input, Output, callback, dcc, html
+
+from analytics.costing import site_cost
+from analytics.tariffs import TariffError
+from dashboard.auth import current_principal
+from dashboard.data import conn
+from wattline import queries
+
+
+def register() -> None:
+    dash.register_page("portfolio", path="/", title="Portfolio · Wattline", layout=layout)
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div([
+        html.H2("Portfolio"),
+        dcc.Interval(id="portfolio-tick", interval=30_000),
+        html.Div(id="portfolio-cards", className="cards"),
+    ], className="page")
+
+
+def _money(minor: float, currency: str) -> str:
+    symbol = {"GBP": "£", "EUR": "€", "USD": "$"}.get(currency, currency + " ")
+    return f"{symbol}{minor / 100:,.2f}"
+
+
+def site_summary(c: Any, p: Any, site: dict[str, Any], now: datetime) -> dict[str, Any]:
+    zone = ZoneInfo(site["timezone"])
+    local = now.astimezone(zone)
+    today = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = today.replace(day=1)
+    last_month = (month - timedelta(days=1)).replace(day=1)
+    out: dict[str, Any] = {"site": site, "zone": site["timezone"]}
+    power = queries.site_power_now(c, p, site["id"])
+    out["power_kw"] = power["mean_power_w"] / 1000 if power else None
+    for key, start, end in (("today", today, now), ("month", month, now), ("last_month", last_month, month)):
+        try:
+            cost = site_cost(c, p, site["id"], start, end)
+        except TariffError:
+            cost = None
+        usage = queries.energy_15m(c, p, site["id"], start, end)
+        out[f"{key}_kwh"] = sum(r["energy_wh"] for r in usage) / 1000
+        out[f"{key}_cost"] = (float(cost.invoice.total_minor), cost.invoice.currency) if cost else None
+    bridges = queries.bridges(c, p, site["id"])
+    out["offline_bridges"] = [b["serial"] for b in bridges if b["online"] is False]
+    sensors = queries.sensors(c, p, site["id"])
+    cutoff = now - timedelta(seconds=60)
+    out["silent_sensors"] = sum(1 for s in sensors if s["node_id"] and (s["last_seen_at"] is None
+                                                                          or s["last_seen_at"] < cutoff))
+    out["discovered"] = sum(1 for s in sensors if s["node_id"] is None)
+    return out
+
+
+def card(s: dict[str, Any]) -> html.Div:
+    site = s["site"]
+    flags = []
+    if s["offline_bridges"]:
+        flags.append(html.Span(f"{len(s['offline_bridges'])} bridge(s) offline", className="flag bad"))
+    if s["silent_sensors"]:
+        flags.append(html.Span(f"{s['silent_sensors']} silent sensor(s)", className="flag bad"))
+    if s["discovered"]:
+        flags.append(html.Span(f"{s['discovered']} to commission", className="flag"))
+    if not flags:
+        flags.append(html.Span("all reporting", className="flag ok"))
+
+    def cost(key: str) -> str:
+        value = s[f"{key}_cost"]
+        return _money(*value) if value else "no tariff"
+
+    return html.Div([
+        html.H3(dcc.Link(site["name"], href=f"/site/{site['id']}")),
+        html.Div(f"{site['timezone']}", className="muted"),
+        html.Div([html.Span("Power now "), html.Span(
+            f"{s['power_kw']:.1f} kW" if s["power_kw"] is not None else "–", className="kpi site-power")]),
+        html.Div(f"Today: {s['today_kwh']:,.1f} kWh · {cost('today')}"),
+        html.Div(f"This month: {s['month_kwh']:,.0f} kWh · {cost('month')}"),
+        html.Div(f"Last month: {s['last_month_kwh']:,.0f} kWh · {cost('last_month')}", className="muted"),
+        html.Div(flags, style={"marginTop": ".5rem"}),
+    ], className="card site-card", id={"type": "site-card", "site": site["id"]})
+
+
+@callback(Output("portfolio-cards", "children"), Input("portfolio-tick", "n_intervals"))
+def refresh(_: int | None) -> list[Any]:
+    p = current_principal()
+    now = datetime.now(UTC)
+    with conn() as c:
+        sites = queries.sites(c, p)
+        if not sites:
+            return [html.Div("No sites yet. Add one through the API (POST /v1/sites).", className="empty")]
+        return [card(site_summary(c, p, site, now)) for site in sites]

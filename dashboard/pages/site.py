@@ -1,0 +1,174 @@
+"""Site: hierarchy tree, energy sunburst with the unmonitored remainder, node time series,
+cost by band and node, and the month's demand peak."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dash
+import plotly.graph_objects as go
+from dash import Input, Output, State, callback, dcc, html
+
+from analytics.costing import site_cost
+from analytics.tariffs import TariffError
+from dashboard.auth import current_principal
+from dashboard.data import conn
+from wattline import queries
+from wattline.domain import Resolution
+
+
+def register() -> None:
+    dash.register_page("site", path_template="/site/<site_id>", title="Site · Wattline", layout=layout)
+
+
+def resolution_for(span: timedelta) -> Resolution:
+    """About 100 to 2,000 points whatever the range."""
+    if span <= timedelta(hours=12):
+        return Resolution.MIN1
+    if span <= timedelta(days=7):
+        return Resolution.MIN15
+    if span <= timedelta(days=60):
+        return Resolution.HOUR1
+    return Resolution.DAY1
+
+
+def layout(site_id: str = "0", **_: Any) -> html.Div:
+    p = current_principal()
+    with conn() as c:
+        site = queries.site(c, p, int(site_id)) if site_id.isdigit() else None
+        if site is None:
+            return html.Div(html.Div("No such site.", className="empty"), className="page")
+        nodes = queries.tree(c, p, site["id"])
+    zone = ZoneInfo(site["timezone"])
+    today = datetime.now(UTC).astimezone(zone).date()
+    root = next(n for n in nodes if n["kind"] == "site")
+    return html.Div([
+        dcc.Store(id="site-id", data=site["id"]),
+        html.H2(site["name"]),
+        html.Div(f"Times in the site's local time: {site['timezone']}", className="muted", id="site-zone"),
+        html.Div([
+            dcc.Link("Tariffs", href=f"/site/{site['id']}/tariffs"), " · ",
+            dcc.Link("Commissioning", href=f"/site/{site['id']}/commissioning"),
+        ]),
+        html.Div([
+            dcc.DatePickerRange(id="site-range", start_date=today - timedelta(days=1), end_date=today,
+                                display_format="YYYY-MM-DD"),
+            dcc.Dropdown(id="site-node", value=root["id"], clearable=False, style={"minWidth": "320px"},
+                         options=[{"label": "\u2003" * n["depth"] + n["name"], "value": n["id"]} for n in nodes]),
+        ], className="row", style={"alignItems": "center", "margin": "1rem 0"}),
+        html.Div([
+            html.Div([html.H4("Electrical hierarchy"), html.Div(id="site-tree", className="tree card")]),
+            html.Div([html.H4("Energy by node"), dcc.Loading(dcc.Graph(id="site-sunburst"))], className="card"),
+        ], className="row"),
+        html.Div([html.H4("Power"), dcc.Loading(dcc.Graph(id="site-series"))], className="card"),
+        html.Div([
+            html.Div([html.H4("Cost by tariff band"), dcc.Loading(html.Div(id="site-cost"))], className="card"),
+            html.Div([html.H4("Cost by node"), dcc.Loading(html.Div(id="site-node-cost"))], className="card"),
+            html.Div([html.H4("Demand peak"), html.Div(id="site-demand")], className="card"),
+        ], className="row", style={"marginTop": "1rem"}),
+    ], className="page")
+
+
+def _range(site: dict[str, Any], start: str, end: str) -> tuple[datetime, datetime]:
+    zone = ZoneInfo(site["timezone"])
+    t_from = datetime.combine(date.fromisoformat(start[:10]), datetime.min.time(), zone)
+    t_to = datetime.combine(date.fromisoformat(end[:10]) + timedelta(days=1), datetime.min.time(), zone)
+    return t_from, t_to
+
+
+def _tree(nodes: list[dict[str, Any]], usage: dict[int, dict[str, Any]]) -> list[Any]:
+    children: dict[int | None, list[dict[str, Any]]] = {}
+    for n in nodes:
+        children.setdefault(n["parent_id"], []).append(n)
+
+    def render(n: dict[str, Any]) -> Any:
+        kwh = usage.get(n["id"], {}).get("energy_wh", 0) / 1000
+        label = f"{n['name']} · {kwh:,.1f} kWh" + (" (sensor)" if n["sensors"] else "")
+        kids = children.get(n["id"], [])
+        if not kids:
+            return html.Div(label, className="leaf")
+        return html.Details([html.Summary(label), *[render(k) for k in kids]], open=n["depth"] < 2)
+
+    return [render(n) for n in children.get(None, [])]
+
+
+@callback(Output("site-tree", "children"), Output("site-sunburst", "figure"),
+          Output("site-cost", "children"), Output("site-node-cost", "children"), Output("site-demand", "children"),
+          Input("site-range", "start_date"), Input("site-range", "end_date"), State("site-id", "data"))
+def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
+    p = current_principal()
+    with conn() as c:
+        site = queries.site(c, p, site_id)
+        if site is None:
+            raise dash.exceptions.PreventUpdate
+        t_from, t_to = _range(site, start, end)
+        nodes = queries.tree(c, p, site_id)
+        usage = {u["node_id"]: u for u in queries.usage_by_node(c, p, site_id, t_from, t_to)}
+        try:
+            cost = site_cost(c, p, site_id, t_from, t_to)
+        except TariffError:
+            cost = None
+    names = {n["id"]: n["name"] for n in nodes}
+    ids, labels, parents, values = [], [], [], []
+    for n in nodes:
+        energy = usage.get(n["id"], {}).get("energy_wh") or 0.0
+        if energy <= 0:
+            continue
+        ids.append(str(n["id"]))
+        labels.append(n["name"])
+        parents.append(str(n["parent_id"]) if n["parent_id"] else "")
+        values.append(energy / 1000)
+        remainder = usage[n["id"]].get("unmonitored_wh")
+        if remainder:
+            ids.append(f"{n['id']}-rest")
+            labels.append("Unmonitored")
+            parents.append(str(n["id"]))
+            values.append(remainder / 1000)
+    fig = go.Figure(go.Sunburst(ids=ids, labels=labels, parents=parents, values=values, branchvalues="total",
+                                hovertemplate="%{label}: %{value:,.1f} kWh<extra></extra>"))
+    fig.update_layout(margin={"t": 10, "l": 10, "r": 10, "b": 10}, height=420)
+    if cost is None:
+        none = html.Div("This site has no tariff yet.", className="empty")
+        return _tree(nodes, usage), fig, none, none, "–"
+    inv = cost.invoice
+    lines = html.Table([html.Tr([html.Th("Line"), html.Th("Quantity"), html.Th(f"Amount ({inv.currency})")])] + [
+        html.Tr([html.Td(line.label), html.Td(str(line.quantity)), html.Td(f"{line.minor / 100:,.2f}")])
+        for line in inv.lines] + [html.Tr([html.Th("Total"), html.Td(""), html.Th(f"{inv.total:,.2f}",
+                                                                                 id="site-cost-total")])],
+        className="grid")
+    top = sorted(cost.nodes, key=lambda n: n.energy_cost_minor, reverse=True)[:12]
+    node_table = html.Table([html.Tr([html.Th("Node"), html.Th("kWh"), html.Th(f"Energy cost ({inv.currency})")])] + [
+        html.Tr([html.Td(names.get(n.node_id, str(n.node_id))), html.Td(f"{n.energy_wh / 1000:,.1f}"),
+                 html.Td(f"{n.energy_cost_minor / 100:,.2f}")]) for n in top], className="grid")
+    zone = ZoneInfo(site["timezone"])
+    demand = [html.Div(f"{d['month']}: {d['peak_kw']:,.1f} kW at "
+                       f"{d['at'].astimezone(zone):%Y-%m-%d %H:%M} {site['timezone']}") for d in inv.demand_peaks]
+    return _tree(nodes, usage), fig, lines, node_table, demand or "–"
+
+
+@callback(Output("site-series", "figure"), Input("site-node", "value"), Input("site-range", "start_date"),
+          Input("site-range", "end_date"), State("site-id", "data"))
+def series(node_id: int, start: str, end: str, site_id: int) -> go.Figure:
+    p = current_principal()
+    with conn() as c:
+        site = queries.site(c, p, site_id)
+        if site is None:
+            raise dash.exceptions.PreventUpdate
+        t_from, t_to = _range(site, start, end)
+        resolution = resolution_for(t_to - t_from)
+        rows = queries.node_series(c, p, [node_id], resolution, t_from, t_to)
+    zone = ZoneInfo(site["timezone"])
+    fig = go.Figure(go.Scatter(x=[r["bucket"].astimezone(zone).replace(tzinfo=None) for r in rows],
+                               y=[r["mean_power_w"] / 1000 for r in rows], mode="lines", name="kW",
+                               line={"shape": "hv"}))
+    fig.update_layout(height=360, margin={"t": 20, "l": 50, "r": 20, "b": 40}, yaxis_title="kW",
+                      xaxis_title=f"local time ({site['timezone']}), {resolution.value} buckets",
+                      xaxis={"rangeslider": {"visible": True}, "rangeselector": {"buttons": [
+                          {"count": 6, "label": "6h", "step": "hour", "stepmode": "backward"},
+                          {"count": 1, "label": "1d", "step": "day", "stepmode": "backward"},
+                          {"step": "all"}]}})
+    if not rows:
+        fig.add_annotation(text="No data in this range", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig

@@ -1,0 +1,51 @@
+"""Tariffs: versions and bands, and the price as a 24-hour × day-type map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import plotly.graph_objects as go
+from dash import dcc, html
+
+from analytics.tariffs import DAY_TYPES, SLOT_MIN, load_tariffs, rate_table
+from dashboard.auth import current_principal
+from dashboard.data import conn
+from wattline import queries
+
+
+def register() -> None:
+    dash.register_page("tariffs", path_template="/site/<site_id>/tariffs", title="Tariffs · Wattline", layout=layout)
+
+
+def layout(site_id: str = "0", **_: Any) -> html.Div:
+    p = current_principal()
+    with conn() as c:
+        site = queries.site(c, p, int(site_id)) if site_id.isdigit() else None
+        if site is None:
+            return html.Div(html.Div("No such site.", className="empty"), className="page")
+        versions = load_tariffs(c, site["id"])
+    if not versions:
+        return html.Div([html.H2(f"Tariffs · {site['name']}"),
+                         html.Div("No tariff yet: add one with POST /v1/sites/{id}/tariffs.", className="empty")],
+                        className="page")
+    table = rate_table(versions)
+    blocks = []
+    for v, version in enumerate(reversed(versions)):
+        k = len(versions) - 1 - v
+        hours = [f"{(s * SLOT_MIN) // 60:02d}:{(s * SLOT_MIN) % 60:02d}" for s in range(table.rates.shape[2])]
+        fig = go.Figure(go.Heatmap(z=table.rates[k], x=hours, y=list(DAY_TYPES), colorscale="YlOrRd",
+                                   colorbar={"title": f"{version.currency} minor/kWh"},
+                                   hovertemplate="%{y} %{x}: %{z:.2f}<extra></extra>"))
+        fig.update_layout(height=260, margin={"t": 10, "l": 80, "r": 10, "b": 40})
+        bands = html.Table([html.Tr([html.Th(h) for h in ("Band", "Rate (minor/kWh)", "Days", "From", "To")])] + [
+            html.Tr([html.Td(b.name), html.Td(f"{b.rate_minor_per_kwh}"), html.Td(", ".join(b.day_types)),
+                     html.Td(b.start.strftime("%H:%M")), html.Td(b.end.strftime("%H:%M"))]) for b in version.bands],
+            className="grid")
+        blocks.append(html.Div([
+            html.H4(f"{version.name} — from {version.valid_from:%Y-%m-%d %H:%M %Z}"),
+            html.Div(f"Standing charge {version.standing_minor_per_day}/day · demand "
+                     f"{version.demand_minor_per_kw}/kW on the {version.demand_interval_min}-minute peak · "
+                     f"VAT {float(version.vat_rate) * 100:g} %", className="muted"),
+            dcc.Graph(figure=fig, className="tariff-map"), bands], className="card"))
+    return html.Div([html.H2(f"Tariffs · {site['name']}"), *blocks], className="page")

@@ -1,0 +1,177 @@
+"""`wattline`: one command with a sub-command per service."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from wattline.logs import configure_logging
+from wattline.settings import Settings, get_settings
+
+app = typer.Typer(help="Wattline energy monitoring.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _urls(settings: Settings) -> tuple[str, str]:
+    if not settings.database_url or not settings.mqtt_url:
+        typer.echo("WATTLINE_DATABASE_URL and WATTLINE_MQTT_URL must be set (or use `wattline up`).", err=True)
+        raise typer.Exit(2)
+    return settings.database_url, settings.mqtt_url
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the migrations in sql/ that have not run yet."""
+    from wattline.db import create_database
+    from wattline.migrate import migrate
+
+    settings = get_settings()
+    if not settings.database_url:
+        typer.echo("WATTLINE_DATABASE_URL is not set.", err=True)
+        raise typer.Exit(2)
+    if create_database(settings.database_url):
+        typer.echo("created the database")
+    applied = migrate(settings.database_url)
+    typer.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@app.command()
+def gateway(rollups: Annotated[bool, typer.Option(help="Run the rollup worker in-process.")] = True) -> None:
+    """Ingest SenML packs from MQTT into TimescaleDB."""
+    from ingest.gateway import serve
+
+    settings = get_settings()
+    configure_logging(settings.log_json)
+    database_url, mqtt_url = _urls(settings)
+    asyncio.run(serve(settings, database_url, mqtt_url, with_rollups=rollups))
+
+
+@app.command()
+def simulate(
+    sites: int = 3, bridges: int = 2, sensors: int = 20,
+    interval: Annotated[float, typer.Option(help="Reporting interval, seconds.")] = 10.0,
+    history_hours: Annotated[float, typer.Option(help="Back-fill this many past hours first.")] = 0.0,
+    backfill_from: Annotated[datetime | None, typer.Option(help="Back-fill from (UTC) and exit.")] = None,
+    backfill_to: Annotated[datetime | None, typer.Option(help="Back-fill until (UTC).")] = None,
+    seed_catalogue: Annotated[bool, typer.Option(help="Create the matching catalogue first.")] = False,
+    unassigned_every: Annotated[int, typer.Option(help="Leave every Nth circuit unassigned.")] = 0,
+    drop_rate: float = 0.0, duplicate_rate: float = 0.0, delay_rate: float = 0.0, malformed_rate: float = 0.0,
+    bad_value_rate: float = 0.0, offline_bridge: str | None = None, offline_after_ticks: int = 0,
+    offline_for_ticks: int = 0,
+) -> None:
+    """Stream simulated clamp readings as SenML packs (real time, or back-fill a range)."""
+    import psycopg
+
+    from sensor_sim.faults import Faults
+    from sensor_sim.fleet import build_fleet
+    from sensor_sim.publisher import Report, Simulator
+    from sensor_sim.seed import seed_catalogue as seed
+
+    settings = get_settings()
+    configure_logging(settings.log_json)
+    if not settings.mqtt_url:
+        typer.echo("WATTLINE_MQTT_URL is not set.", err=True)
+        raise typer.Exit(2)
+    fleet = build_fleet(sites, bridges, sensors)
+    if seed_catalogue:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            counts = seed(conn, fleet, unassigned_every=unassigned_every)
+        typer.echo(f"catalogue seeded: {counts}")
+    faults = Faults(drop_rate, duplicate_rate, delay_rate, 5, malformed_rate, bad_value_rate, offline_bridge,
+                    offline_after_ticks, offline_for_ticks)
+    sim = Simulator(fleet, settings.mqtt_url, interval_s=interval, faults=faults)
+    report = Report()
+    try:
+        if backfill_from is not None:
+            start = backfill_from.replace(tzinfo=backfill_from.tzinfo or UTC).timestamp()
+            end = (backfill_to.replace(tzinfo=backfill_to.tzinfo or UTC).timestamp() if backfill_to else time.time())
+            sim.backfill(start, end, report)
+        else:
+            if history_hours > 0:
+                now = (time.time() // interval) * interval
+                sim.backfill(now - history_hours * 3600, now, report)
+                typer.echo(f"back-filled {report.readings_generated} readings over {history_hours} h")
+            sim.run_realtime(report=report)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.close()
+    typer.echo(f"published {report.packs_published} packs, {report.readings_generated} readings")
+
+
+@app.command()
+def rollup(
+    from_: Annotated[datetime, typer.Option("--from", help="Start (UTC).")],
+    to: Annotated[datetime, typer.Option("--to", help="End (UTC), exclusive.")],
+    site: Annotated[int | None, typer.Option(help="Only this site id.")] = None,
+) -> None:
+    """Re-compute every rollup of a range from raw readings."""
+    import psycopg
+
+    from analytics.worker import RollupEngine
+
+    settings = get_settings()
+    engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        minutes = engine.recompute_range(conn, from_.replace(tzinfo=from_.tzinfo or UTC),
+                                         to.replace(tzinfo=to.tzinfo or UTC), site)
+    typer.echo(f"re-computed {minutes} minutes of rollups")
+
+
+@app.command()
+def rollups() -> None:
+    """Run the rollup worker on its own (when gateways run with --no-rollups)."""
+    from analytics.worker import RollupWorker
+
+    settings = get_settings()
+    configure_logging(settings.log_json)
+    worker = RollupWorker(settings.database_url, settings)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(1.0)
+    except KeyboardInterrupt:
+        worker.stop()
+
+
+@app.command()
+def api() -> None:
+    """Serve the REST API."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_json)
+    uvicorn.run("api.app:create_app", factory=True, host=settings.api_host, port=settings.api_port,
+                log_level="warning")
+
+
+@app.command()
+def dashboard() -> None:
+    """Serve the Dash dashboard."""
+    from dashboard.app import create_dash
+
+    settings = get_settings()
+    configure_logging(settings.log_json)
+    dash_app = create_dash(settings)
+    dash_app.run(host=settings.dashboard_host, port=settings.dashboard_port, debug=False)
+
+
+@app.command()
+def up(
+    history_hours: Annotated[float, typer.Option(help="Hours of demo history to back-fill.")] = 6.0,
+    sites: int = 5, bridges: int = 2, sensors: int = 20,
+) -> None:
+    """Install what is missing, start PostgreSQL+TimescaleDB and Mosquitto, then the
+    simulator, gateway, API and dashboard. Ctrl-C stops everything."""
+    from wattline.up import run_up
+
+    run_up(get_settings(), history_hours=history_hours, sites=sites, bridges=bridges, sensors=sensors)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,222 @@
+"""The read side shared by the API and the dashboard. Every query is scoped by tenant here,
+not in handlers: a row another tenant owns is simply not found (callers answer 404)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from wattline.accounts import Principal
+from wattline.domain import Connection, Resolution
+
+Row = dict[str, Any]
+Conn = psycopg.Connection[Any]
+
+
+def scope(p: Principal, alias: str = "c") -> tuple[str, dict[str, Any]]:
+    """SQL predicate on a customers alias limiting rows to what `p` may see."""
+    if p.reseller_id is not None:
+        return f"{alias}.reseller_id = %(scope_reseller)s", {"scope_reseller": p.reseller_id}
+    return f"{alias}.id = %(scope_customer)s", {"scope_customer": p.customer_id}
+
+
+def _all(conn: Conn, sql: str, params: dict[str, Any]) -> list[Row]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def _one(conn: Conn, sql: str, params: dict[str, Any]) -> Row | None:
+    rows = _all(conn, sql, params)
+    return rows[0] if rows else None
+
+
+# -- tenants and sites --------------------------------------------------------------------
+def customers(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) -> list[Row]:
+    where, params = scope(p)
+    return _all(conn, f"""SELECT c.id, c.name, c.reseller_id, c.created_at FROM customers c WHERE {where}
+                          ORDER BY c.id LIMIT %(limit)s OFFSET %(offset)s""", {**params, "limit": limit, "offset": offset})
+
+
+def customer(conn: Conn, p: Principal, customer_id: int) -> Row | None:
+    where, params = scope(p)
+    return _one(conn, f"""SELECT c.id, c.name, c.reseller_id, c.billing_email, c.card_last4, c.created_at
+                          FROM customers c WHERE c.id = %(id)s AND {where}""", {**params, "id": customer_id})
+
+
+def sites(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) -> list[Row]:
+    where, params = scope(p)
+    return _all(conn, f"""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2, s.opening_hours
+                          FROM sites s JOIN customers c ON c.id = s.customer_id WHERE {where}
+                          ORDER BY s.id LIMIT %(limit)s OFFSET %(offset)s""",
+                {**params, "limit": limit, "offset": offset})
+
+
+def site(conn: Conn, p: Principal, site_id: int) -> Row | None:
+    where, params = scope(p)
+    return _one(conn, f"""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2,
+                                 s.opening_hours, s.address
+                          FROM sites s JOIN customers c ON c.id = s.customer_id
+                          WHERE s.id = %(id)s AND {where}""", {**params, "id": site_id})
+
+
+def node(conn: Conn, p: Principal, node_id: int) -> Row | None:
+    where, params = scope(p)
+    return _one(conn, f"""SELECT n.id, n.site_id, n.parent_id, n.kind, n.name, n.external_ref,
+                                 n.nominal_voltage_v, n.power_factor, n.connection, n.asset_type, s.timezone
+                          FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+                          WHERE n.id = %(id)s AND {where}""", {**params, "id": node_id})
+
+
+def tree(conn: Conn, p: Principal, site_id: int) -> list[Row]:
+    """The site's nodes, parents before children, with the number of sensors on each."""
+    where, params = scope(p)
+    return _all(conn, f"""
+        WITH RECURSIVE t AS (
+            SELECT n.id, n.parent_id, n.kind, n.name, n.external_ref, 0 AS depth, ARRAY[n.id] AS path
+            FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+            WHERE n.site_id = %(site)s AND n.parent_id IS NULL AND {where}
+            UNION ALL
+            SELECT n.id, n.parent_id, n.kind, n.name, n.external_ref, t.depth + 1, t.path || n.id
+            FROM nodes n JOIN t ON n.parent_id = t.id
+        )
+        SELECT t.id, t.parent_id, t.kind, t.name, t.external_ref, t.depth,
+               (SELECT count(*) FROM sensors se WHERE se.node_id = t.id) AS sensors
+        FROM t ORDER BY t.path""", {**params, "site": site_id})
+
+
+# -- hardware -------------------------------------------------------------------------------
+def bridges(conn: Conn, p: Principal, site_id: int) -> list[Row]:
+    where, params = scope(p)
+    return _all(conn, f"""SELECT b.id, b.serial, b.name, b.site_id, bs.online, bs.changed_at AS status_changed_at,
+                                 (SELECT count(*) FROM sensors se WHERE se.bridge_id = b.id) AS sensors
+                          FROM bridges b JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
+                          LEFT JOIN bridge_status bs ON bs.bridge_id = b.id
+                          WHERE b.site_id = %(site)s AND {where} ORDER BY b.serial""", {**params, "site": site_id})
+
+
+def bridge(conn: Conn, p: Principal, bridge_id: int) -> Row | None:
+    where, params = scope(p)
+    return _one(conn, f"""SELECT b.id, b.serial, b.name, b.site_id, bs.online, bs.changed_at AS status_changed_at
+                          FROM bridges b JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
+                          LEFT JOIN bridge_status bs ON bs.bridge_id = b.id
+                          WHERE b.id = %(id)s AND {where}""", {**params, "id": bridge_id})
+
+
+_SENSOR_COLUMNS = """se.id, se.serial, se.bridge_id, b.serial AS bridge_serial, se.node_id, n.name AS node_name,
+                     se.phase, se.ct_rating_a, se.assigned_at, se.first_seen_at,
+                     last.ts AS last_seen_at, last.current_a AS last_current_a, last.rssi_dbw AS last_rssi_dbw"""
+_LAST_READING = """LEFT JOIN LATERAL (SELECT r.ts, r.current_a, r.rssi_dbw FROM readings r WHERE r.sensor_id = se.id
+                                      ORDER BY r.ts DESC LIMIT 1) last ON true"""
+
+
+def sensors(conn: Conn, p: Principal, site_id: int, *, discovered_only: bool = False,
+            bridge_id: int | None = None) -> list[Row]:
+    where, params = scope(p)
+    extra = " AND se.node_id IS NULL" if discovered_only else ""
+    if bridge_id is not None:
+        extra += " AND se.bridge_id = %(bridge)s"
+    return _all(conn, f"""SELECT {_SENSOR_COLUMNS}
+                          FROM sensors se JOIN bridges b ON b.id = se.bridge_id
+                          JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
+                          LEFT JOIN nodes n ON n.id = se.node_id {_LAST_READING}
+                          WHERE b.site_id = %(site)s AND {where}{extra} ORDER BY se.serial""",
+                {**params, "site": site_id, "bridge": bridge_id})
+
+
+def sensor_by_serial(conn: Conn, p: Principal, serial: str) -> Row | None:
+    where, params = scope(p)
+    return _one(conn, f"""SELECT {_SENSOR_COLUMNS}, b.site_id
+                          FROM sensors se JOIN bridges b ON b.id = se.bridge_id
+                          JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
+                          LEFT JOIN nodes n ON n.id = se.node_id {_LAST_READING}
+                          WHERE se.serial = %(serial)s AND {where}""", {**params, "serial": serial})
+
+
+# -- measurements --------------------------------------------------------------------------
+EXPORT_COLUMNS = ("device_id", "device_name", "time_utc", "resolution_minutes", "site_id", "site_name",
+                  "current_a", "voltage_v", "power_w", "power_factor", "energy_wh", "coverage", "samples")
+
+
+def measurements(conn: Conn, p: Principal, node_id: int, resolution: Resolution, t_from: datetime,
+                 t_to: datetime, *, batch: int = 5000) -> Iterator[Row]:
+    """PowerRadar-style export rows of one node, streamed in batches from the rollup tier.
+
+    Voltage and power factor are the node's panel defaults (the rollups keep energy and
+    power, not per-reading voltage); they are NULL above the panel level."""
+    where, params = scope(p)
+    sql = f"""
+        SELECT n.id AS device_id, n.name AS device_name, r.bucket AS time_utc,
+               %(minutes)s AS resolution_minutes, s.id AS site_id, s.name AS site_name,
+               r.mean_current_a AS current_a, COALESCE(n.nominal_voltage_v, pn.nominal_voltage_v) AS nominal_v,
+               COALESCE(n.connection, pn.connection) AS connection,
+               r.mean_power_w AS power_w, COALESCE(n.power_factor, pn.power_factor) AS power_factor,
+               r.energy_wh, r.coverage, r.samples
+        FROM {resolution.table} r
+        JOIN nodes n ON n.id = r.node_id
+        LEFT JOIN nodes pn ON pn.id = n.parent_id AND pn.kind = 'panel'
+        JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+        WHERE r.node_id = %(node)s AND r.bucket >= %(from)s AND r.bucket < %(to)s AND {where}
+        ORDER BY r.bucket"""
+    with conn.cursor(name="measurements", row_factory=dict_row) as cur:
+        cur.itersize = batch
+        cur.execute(sql, {**params, "node": node_id, "from": t_from, "to": t_to, "minutes": resolution.minutes})
+        for row in cur:
+            nominal = row.pop("nominal_v")
+            connection = row.pop("connection")
+            row["voltage_v"] = (Connection(connection).conductor_voltage(nominal)
+                                if nominal is not None and connection else None)
+            yield row
+
+
+def node_series(conn: Conn, p: Principal, node_ids: list[int], resolution: Resolution, t_from: datetime,
+                t_to: datetime) -> list[Row]:
+    """Energy and power of several nodes (one site's tree, say) for charts."""
+    where, params = scope(p)
+    return _all(conn, f"""SELECT r.node_id, r.bucket, r.energy_wh, r.mean_power_w, r.max_power_w, r.coverage,
+                                 r.unmonitored_wh
+                          FROM {resolution.table} r JOIN nodes n ON n.id = r.node_id
+                          JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+                          WHERE r.node_id = ANY(%(nodes)s) AND r.bucket >= %(from)s AND r.bucket < %(to)s
+                            AND {where} ORDER BY r.node_id, r.bucket""",
+                {**params, "nodes": node_ids, "from": t_from, "to": t_to})
+
+
+def usage_by_node(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime) -> list[Row]:
+    """Energy per node of a site over a range, from the finest tier that covers it cheaply."""
+    where, params = scope(p)
+    table = Resolution.HOUR1.table if (t_to - t_from).total_seconds() > 2 * 86400 else Resolution.MIN15.table
+    return _all(conn, f"""SELECT n.id AS node_id, n.parent_id, n.kind, n.name,
+                                 COALESCE(sum(r.energy_wh), 0) AS energy_wh,
+                                 sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
+                          FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+                          LEFT JOIN {table} r ON r.node_id = n.id AND r.bucket >= %(from)s AND r.bucket < %(to)s
+                          WHERE n.site_id = %(site)s AND {where}
+                          GROUP BY n.id ORDER BY n.id""", {**params, "site": site_id, "from": t_from, "to": t_to})
+
+
+def site_power_now(conn: Conn, p: Principal, site_id: int) -> Row | None:
+    """The site root's latest complete-ish minute."""
+    where, params = scope(p)
+    return _one(conn, f"""SELECT r.bucket, r.mean_power_w, r.coverage FROM rollups_1m r
+                          JOIN nodes n ON n.id = r.node_id AND n.kind = 'site'
+                          JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+                          WHERE n.site_id = %(site)s AND {where} AND r.bucket > now() - interval '15 minutes'
+                          ORDER BY r.bucket DESC LIMIT 1""", {**params, "site": site_id})
+
+
+def energy_15m(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime,
+               node_ids: list[int] | None = None) -> list[Row]:
+    """15-minute energy of a site's nodes (default: its root), the costing input."""
+    where, params = scope(p)
+    node_filter = "r.node_id = ANY(%(nodes)s)" if node_ids is not None else "n.kind = 'site'"
+    return _all(conn, f"""SELECT r.node_id, extract(epoch FROM r.bucket)::float8 AS bucket_s, r.energy_wh
+                          FROM rollups_15m r JOIN nodes n ON n.id = r.node_id
+                          JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+                          WHERE n.site_id = %(site)s AND {node_filter} AND r.bucket >= %(from)s
+                            AND r.bucket < %(to)s AND {where}
+                          ORDER BY r.node_id, r.bucket""",
+                {**params, "site": site_id, "from": t_from, "to": t_to, "nodes": node_ids})

@@ -1,0 +1,140 @@
+"""`wattline up`: the whole product on one machine, with the embedded services."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import psycopg
+import typer
+
+from sensor_sim.fleet import build_fleet
+from sensor_sim.seed import seed_catalogue
+
+from wattline.accounts import ensure_demo_users
+from wattline.db import create_database, with_database
+from wattline.localstack import LocalMosquitto, LocalPostgres, ensure_installed, missing_software
+from wattline.localstack.software import wait_for_port
+from wattline.migrate import migrate
+from wattline.settings import Settings
+
+
+def wait_for_http(url: str, timeout_s: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def say(message: str) -> None:
+    typer.secho(f"[wattline up] {message}", bold=True)
+
+
+def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int, sensors: int) -> None:
+    postgres: LocalPostgres | None = None
+    mosquitto: LocalMosquitto | None = None
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if not settings.database_url or not settings.mqtt_url:
+            missing = missing_software()
+            if missing:
+                say(f"installing {', '.join(missing)} (needs root; takes about a minute the first time)")
+                ensure_installed()
+            else:
+                say("PostgreSQL, TimescaleDB and Mosquitto are installed")
+        database_url = settings.database_url
+        if not database_url:
+            postgres = LocalPostgres(settings.data_dir / "postgres", settings.local_pg_port)
+            say(f"starting PostgreSQL + TimescaleDB on 127.0.0.1:{postgres.port} (data in {postgres.data_dir})")
+            postgres.start()
+            database_url = with_database(postgres.url, "wattline")
+        else:
+            say("using the database at WATTLINE_DATABASE_URL")
+        mqtt_url = settings.mqtt_url
+        if not mqtt_url:
+            mosquitto = LocalMosquitto(settings.data_dir / "mosquitto", settings.local_mqtt_port)
+            say(f"starting Mosquitto on 127.0.0.1:{mosquitto.port}")
+            mosquitto.start()
+            mqtt_url = mosquitto.url
+        else:
+            say("using the broker at WATTLINE_MQTT_URL")
+        if create_database(database_url):
+            say("created database 'wattline'")
+        applied = migrate(database_url)
+        say(f"migrations applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+        env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": mqtt_url,
+               "WATTLINE_SPOOL_DIR": str(settings.data_dir / "spool")}
+        cli = [sys.executable, "-m", "wattline.cli"]
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            counts = seed_catalogue(conn, build_fleet(sites, bridges, sensors), unassigned_every=10)
+            ensure_demo_users(conn)
+        say(f"demo portfolio: {counts['sites']} sites, {counts['circuits']} circuits, "
+            f"{counts['sensors']} sensors assigned, {counts['unassigned']} left for an installer")
+        logs = settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        def start(name: str, args: list[str]) -> None:
+            log = (logs / f"{name}.log").open("ab")
+            children.append((name, subprocess.Popen([*cli, *args], env=env, stdout=log, stderr=log)))
+            say(f"started {name} (log: {logs / (name + '.log')})")
+
+        start("gateway", ["gateway"])
+        start("api", ["api"])
+        start("dashboard", ["dashboard"])
+        # The broker drops what is published before any subscription exists: the
+        # simulator's back-fill waits until the gateway's session is subscribed.
+        if not wait_for_http(f"http://127.0.0.1:{settings.gateway_metrics_port}/health", 60):
+            raise RuntimeError("the gateway did not become ready; see its log")
+        start("simulator", ["simulate", "--sites", str(sites), "--bridges", str(bridges), "--sensors", str(sensors),
+                            "--unassigned-every", "10", "--history-hours", str(history_hours)])
+        for port in (settings.api_port, settings.dashboard_port):
+            wait_for_port(port, 60)
+        say("ready:")
+        typer.echo(f"  dashboard   http://{settings.dashboard_host}:{settings.dashboard_port}/"
+                   "   (demo login: demo@wattline.example / wattline-demo)")
+        typer.echo(f"  API         http://{settings.api_host}:{settings.api_port}/docs")
+        typer.echo(f"  metrics     http://127.0.0.1:{settings.gateway_metrics_port}/metrics")
+        typer.echo(f"  database    psql {database_url}")
+        typer.echo(f"  broker      mosquitto_sub -L {mqtt_url}/wattline/v1/bridges/+/status -v")
+        typer.echo("Ctrl-C stops everything.")
+        while not stopping:
+            for name, proc in children:
+                if proc.poll() is not None:
+                    say(f"{name} exited with {proc.returncode}; see its log. Stopping.")
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        say("stopping")
+        for _name, proc in reversed(children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in children:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if mosquitto is not None:
+            mosquitto.stop()
+        if postgres is not None:
+            postgres.stop()
+        say("stopped")
+
