@@ -10,7 +10,16 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from analytics.tariffs import Invoice, TariffError, interval_costs, invoice, load_tariffs, local_calendar, money, rate_table
+from analytics.tariffs import (
+    Invoice,
+    TariffError,
+    interval_costs,
+    invoice,
+    load_tariffs,
+    local_calendar,
+    money,
+    rate_table,
+)
 from wattline import queries
 from wattline.accounts import Principal
 

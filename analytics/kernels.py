@@ -22,7 +22,8 @@ I64 = npt.NDArray[np.int64]
 
 
 @numba.njit(cache=True, nogil=True)
-def power_w(current_a: F64, voltage_v: F64, power_factor: F64, default_v: F64, default_pf: F64) -> F64:  # pragma: no cover - jit
+def power_w(current_a: F64, voltage_v: F64, power_factor: F64, default_v: F64,
+            default_pf: F64) -> F64:
     """P = V × I × PF per reading; a measured voltage or power factor (not NaN) wins."""
     n = current_a.shape[0]
     out = np.empty(n)
@@ -40,7 +41,7 @@ def power_w(current_a: F64, voltage_v: F64, power_factor: F64, default_v: F64, d
 @numba.njit(cache=True, nogil=True)
 def integrate_buckets(series: I64, ts: F64, power: F64, current: F64, n_series: int, t0: float,
                       bucket_s: float, n_buckets: int, gap_s: float
-                      ) -> tuple[F64, F64, F64, F64, I64]:  # pragma: no cover - jit
+                      ) -> tuple[F64, F64, F64, F64, I64]:
     """Per (series, bucket): energy (Wh), covered seconds, current integral (A·s),
     max power (W) and sample count. Input sorted by (series, ts) without duplicates."""
     energy = np.zeros((n_series, n_buckets))
@@ -53,7 +54,7 @@ def integrate_buckets(series: I64, ts: F64, power: F64, current: F64, n_series: 
         s = series[i]
         t = ts[i]
         p = power[i]
-        b = int(math.floor((t - t0) / bucket_s))
+        b = math.floor((t - t0) / bucket_s)
         if 0 <= b < n_buckets:
             samples[s, b] += 1
             if p > max_p[s, b]:
@@ -90,7 +91,8 @@ def integrate_buckets(series: I64, ts: F64, power: F64, current: F64, n_series: 
 
 
 @numba.njit(cache=True, nogil=True)
-def roll_up_tree(parent: I64, has_sensor: npt.NDArray[np.bool_], own: F64) -> tuple[F64, F64, npt.NDArray[np.bool_]]:  # pragma: no cover - jit
+def roll_up_tree(parent: I64, has_sensor: npt.NDArray[np.bool_],
+                 own: F64) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
     """Node totals for one quantity over a tree in topological order (parents first).
 
     `own[n, k]` is node n's measured value (its sensors), used where `has_sensor[n]`.

@@ -123,7 +123,7 @@ def rate_table(versions: list[TariffVersion]) -> RateTable:
 
 @numba.njit(cache=True, nogil=True)
 def _cost_kernel(version: I64, day_type: I64, slot: I64, energy_wh: F64, rates: F64, band_of: I64,
-                 n_bands: int) -> tuple[F64, F64, F64]:  # pragma: no cover - jit
+                 n_bands: int) -> tuple[F64, F64, F64]:
     n = energy_wh.shape[0]
     cost = np.zeros(n)
     by_band = np.zeros(n_bands)
@@ -160,7 +160,7 @@ def local_calendar(bucket_utc_s: F64, tz: str, country: str, subdivision: str | 
     holiday_dates = np.array(sorted(public), dtype="datetime64[D]") if public else np.array([], dtype="datetime64[D]")
     local_dates = local.tz_localize(None).values.astype("datetime64[D]")
     is_holiday = np.isin(local_dates, holiday_dates)
-    weekend = local.dayofweek.values >= 5
+    weekend = local.day_of_week.values >= 5
     day_type = np.where(is_holiday, 2, np.where(weekend, 1, 0)).astype(np.int64)
     slot = ((local.hour.values * 60 + local.minute.values) // SLOT_MIN).astype(np.int64)
     return LocalCalendar(local, day_type, slot)
@@ -206,16 +206,20 @@ def demand_peaks(bucket_utc_s: F64, energy_wh: F64, interval_min: int, tz: str) 
     """Per local month: the highest average demand over `interval_min` (from 15-min energy)."""
     if len(bucket_utc_s) == 0:
         return []
-    s = pd.Series(energy_wh, index=pd.to_datetime(bucket_utc_s, unit="s", utc=True))
-    per_interval = s.resample(f"{interval_min}min").sum() if interval_min != SLOT_MIN else s
-    kw = per_interval / 1000.0 / (interval_min / 60.0)
-    local = kw.index.tz_convert(tz)
-    months = pd.Series(kw.values, index=local).groupby([local.year, local.month])
+    # Demand intervals are aligned on the UTC clock, which is the local clock's quarter and
+    # half hours in every zone (offsets are whole quarter hours).
+    interval_s = interval_min * 60
+    start = np.floor(np.asarray(bucket_utc_s) / interval_s) * interval_s
+    starts, inverse = np.unique(start, return_inverse=True)
+    kw = np.bincount(inverse, weights=energy_wh) / 1000.0 / (interval_min / 60.0)
+    local = pd.DatetimeIndex(pd.to_datetime(starts, unit="s", utc=True)).tz_convert(tz)
+    month_key = np.asarray(local.year * 100 + local.month)
     out = []
-    for (year, month), series in months:
-        at = series.idxmax()
-        out.append({"month": f"{year:04d}-{month:02d}", "peak_kw": float(series.max()),
-                    "at": at.tz_convert(UTC).to_pydatetime()})
+    for key in np.unique(month_key):
+        in_month = np.nonzero(month_key == key)[0]
+        peak = in_month[int(np.argmax(kw[in_month]))]
+        out.append({"month": f"{key // 100:04d}-{key % 100:02d}", "peak_kw": float(kw[peak]),
+                    "at": datetime.fromtimestamp(float(starts[peak]), UTC)})
     return out
 
 

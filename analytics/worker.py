@@ -16,8 +16,9 @@ import math
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
@@ -179,37 +180,44 @@ class RollupEngine:
             j, k = idx[node], col[round(bucket / 60)]
             own[:, j, k] = values
             ones[j, k] = 1.0
-        # A measured node with no row at a minute has no data then: roll up only where present.
+        # Sums over the tree, per quantity. A node's coverage is the mean coverage of the
+        # measured nodes under it (count = how many); its mean current is the total current.
         energy, remainder, has_data = roll_up(tree, own[0])
-        totals = [energy] + [roll_up(tree, own[c])[0] for c in range(1, len(_COLUMNS))]
+        mean_power, max_power, current, samples, coverage = (roll_up(tree, own[c])[0] for c in range(1, 6))
         count = roll_up(tree, ones)[0]
-        present = roll_up(tree, (ones > 0).astype(np.float64))[0] > 0
         rows = []
-        for j in np.nonzero(has_data)[0]:
+        for j in (int(x) for x in np.nonzero(has_data)[0]):
             if tree.measured[j] and np.isnan(remainder[j]).all():
                 continue  # a measured leaf: its own row is already right
             node = int(tree.node_ids[j])
             for k, m in enumerate(minutes):
-                if m not in minutes_by_site[int(tree.site_of[j])] or not present[j, k]:
+                if m not in minutes_by_site[int(tree.site_of[j])] or count[j, k] == 0:
                     continue
-                n = max(count[j, k], 1.0)
-                rows.append((node, m * 60.0, float(totals[0][j, k]), float(totals[1][j, k]),
-                             float(totals[2][j, k]), float(totals[3][j, k]) if tree.measured[j] else float(totals[3][j, k]),
-                             int(totals[4][j, k]),
-                             float(totals[5][j, k] if tree.measured[j] else min(totals[5][j, k] / n, 1.0)),
-                             None if np.isnan(remainder[j, k]) else max(float(remainder[j, k]), 0.0)))
+                rows.append((node, m * 60.0, float(energy[j, k]), float(mean_power[j, k]), float(max_power[j, k]),
+                             float(current[j, k]), int(samples[j, k]), float(min(coverage[j, k] / count[j, k], 1.0)),
+                             None if np.isnan(remainder[j, k]) else float(remainder[j, k])))
         _upsert(conn, "rollups_1m", rows)
 
     @staticmethod
     def _coarser(conn: psycopg.Connection[Any], site_id: int, tz: str, minutes: list[int]) -> None:
+        """15-min from 1-min, hours from 15-min, local days from hours.
+
+        Hours are real hours aligned to the site's clock: the sub-hour part of its UTC
+        offset (India's +5:30, say) shifts them; DST changes are whole hours, so a fall-back
+        day has 25 distinct hourly buckets and a spring-forward day 23. Days are local
+        calendar days (time_bucket with the zone), each as long as it really is."""
         if not minutes:
             return
         stamps = [datetime.fromtimestamp(m * 60, UTC) for m in minutes]
-        for source, target, width, fine_s in (("rollups_1m", "rollups_15m", "15 minutes", 60),
-                                              ("rollups_15m", "rollups_1h", "1 hour", 900),
-                                              ("rollups_1h", "rollups_1d", "1 day", 3600)):
+        offset = timedelta(minutes=site_offset_minutes(tz) % 60)
+        day_end = "((t.b AT TIME ZONE %(tz)s) + interval '1 day') AT TIME ZONE %(tz)s"
+        tiers = (("rollups_1m", "rollups_15m", "time_bucket('15 minutes', {c})", "t.b + interval '15 minutes'", 60),
+                 ("rollups_15m", "rollups_1h", "time_bucket('1 hour', {c}, %(offset)s::interval)",
+                  "t.b + interval '1 hour'", 900),
+                 ("rollups_1h", "rollups_1d", "time_bucket('1 day', {c}, %(tz)s)", day_end, 3600))
+        for source, target, bucket, end, fine_s in tiers:
             conn.execute(f"""
-                WITH touched AS (SELECT DISTINCT time_bucket(%(w)s::interval, m, %(tz)s) AS b
+                WITH touched AS (SELECT DISTINCT {bucket.format(c="m")} AS b
                                  FROM unnest(%(stamps)s::timestamptz[]) m)
                 INSERT INTO {target} (node_id, bucket, energy_wh, mean_power_w, max_power_w, mean_current_a,
                                       samples, coverage, unmonitored_wh)
@@ -218,12 +226,10 @@ class RollupEngine:
                        max(r.max_power_w),
                        COALESCE(sum(r.mean_current_a * r.coverage) / NULLIF(sum(r.coverage), 0), 0),
                        sum(r.samples),
-                       LEAST(sum(r.coverage) * %(fine)s / extract(epoch FROM
-                             ((t.b AT TIME ZONE %(tz)s) + %(w)s::interval) AT TIME ZONE %(tz)s - t.b), 1),
+                       LEAST(sum(r.coverage) * %(fine)s / extract(epoch FROM {end} - t.b), 1),
                        sum(r.unmonitored_wh)
                 FROM touched t
-                JOIN {source} r ON r.bucket >= t.b
-                     AND r.bucket < ((t.b AT TIME ZONE %(tz)s) + %(w)s::interval) AT TIME ZONE %(tz)s
+                JOIN {source} r ON r.bucket >= t.b AND r.bucket < {end}
                 WHERE r.node_id IN (SELECT id FROM nodes WHERE site_id = %(site)s)
                 GROUP BY r.node_id, t.b
                 ON CONFLICT (node_id, bucket) DO UPDATE SET
@@ -231,7 +237,13 @@ class RollupEngine:
                     max_power_w = EXCLUDED.max_power_w, mean_current_a = EXCLUDED.mean_current_a,
                     samples = EXCLUDED.samples, coverage = EXCLUDED.coverage,
                     unmonitored_wh = EXCLUDED.unmonitored_wh, computed_at = now()""",
-                         {"w": width, "tz": tz, "stamps": stamps, "fine": fine_s, "site": site_id})
+                         {"tz": tz, "stamps": stamps, "fine": fine_s, "site": site_id, "offset": offset})
+
+
+def site_offset_minutes(tz: str) -> int:
+    """The zone's UTC offset in minutes now (only its sub-hour part is used)."""
+    offset = datetime.now(ZoneInfo(tz)).utcoffset()
+    return int(offset.total_seconds() // 60) if offset else 0
 
 
 def _windows(minutes: list[int]) -> list[tuple[int, int]]:

@@ -36,7 +36,7 @@ def problem_response(status: int, title: str, detail: str, instance: str, header
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status_code, exc.title, str(exc.detail), request.url.path, exc.headers,
+        return problem_response(exc.status_code, exc.title, str(exc.detail), request.url.path, dict(exc.headers or {}),
                                 **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)

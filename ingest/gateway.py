@@ -59,7 +59,8 @@ class Gateway:
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
         self.stats = GatewayStats()
         self._buffer: list[RawPack] = []
-        self._arrived = asyncio.Event()
+        self._arrived = asyncio.Event()  # the buffer holds at least one pack
+        self._full = asyncio.Event()  # the buffer holds a full batch
         self._stopping = asyncio.Event()
         self.subscribed = False
 
@@ -72,6 +73,7 @@ class Gateway:
     def stop(self) -> None:
         self._stopping.set()
         self._arrived.set()
+        self._full.set()
 
     # -- processing (runs in a worker thread) ------------------------------------------
     def _process(self, packs: list[RawPack]) -> bool:
@@ -137,7 +139,7 @@ class Gateway:
                     identifier=self.settings.mqtt_client_id, protocol=aiomqtt.ProtocolVersion.V5,
                     clean_start=False, properties=props, keepalive=30,
                 ) as client:
-                    client._client.manual_ack_set(True)  # noqa: SLF001 - aiomqtt has no public switch
+                    client._client.manual_ack_set(True)
                     share = self.settings.mqtt_share_group
                     await client.subscribe(f"$share/{share}/{SENML_FILTER}", qos=1)
                     await client.subscribe(f"$share/{share}/{STATUS_FILTER}", qos=1)
@@ -158,8 +160,14 @@ class Gateway:
         log.info("gateway stopped", packs=self.stats.packs, stored=self.stats.stored,
                  duplicates=self.stats.duplicates, spooled=self.stats.spooled_packs)
 
+    def _wake(self, _: object = None) -> None:
+        self._arrived.set()
+        self._full.set()
+
     async def _consume(self, client: aiomqtt.Client) -> None:
         reader = asyncio.create_task(self._read(client))
+        # A dead reader (broker gone) must wake the flush loop, which then re-raises.
+        reader.add_done_callback(self._wake)
         try:
             await self._flush_loop(client, reader)
         finally:
@@ -174,21 +182,20 @@ class Gateway:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             self._buffer.append(RawPack(str(message.topic), payload, time.time(), message.mid, message.qos))
             metrics.UNACKED.set(len(self._buffer))
-            if not self._arrived.is_set():
-                self._arrived.set()
+            self._arrived.set()
+            if len(self._buffer) >= self.settings.batch_max_packs:
+                self._full.set()
 
     async def _flush_loop(self, client: aiomqtt.Client, reader: asyncio.Task[None]) -> None:
-        s = self.settings
+        """A batch closes when it is full or `batch_max_seconds` after its first pack."""
         while not self._stopping.is_set():
             await self._arrived.wait()
-            self._arrived.clear()
             if reader.done():
                 reader.result()  # re-raise the broker error
-            first = time.monotonic()
-            while (len(self._buffer) < s.batch_max_packs
-                   and time.monotonic() - first < s.batch_max_seconds and not self._stopping.is_set()
-                   and not reader.done()):
-                await asyncio.sleep(0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self.settings.batch_max_seconds)
+            self._arrived.clear()
+            self._full.clear()
             batch, self._buffer = self._buffer, []
             if not batch:
                 continue
@@ -198,7 +205,7 @@ class Gateway:
                 await asyncio.sleep(1.0)
             for pack in batch:
                 if pack.qos > 0:
-                    client._client.ack(pack.mid, pack.qos)  # noqa: SLF001
+                    client._client.ack(pack.mid, pack.qos)
             metrics.UNACKED.set(len(self._buffer))
             if self._buffer:
                 self._arrived.set()

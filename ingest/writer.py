@@ -156,15 +156,16 @@ class BatchWriter:
                 data = encode_readings(np.array(sensor_ids, np.int64), np.array(ts), cur_a, volt, pf, rssi,
                                        np.array(bridge_ids, np.int64))
                 with conn.cursor() as cur:
-                    with cur.copy(f"COPY staging_readings ({', '.join(STAGING_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as cp:
+                    columns = ", ".join(STAGING_COLUMNS)
+                    with cur.copy(f"COPY staging_readings ({columns}) FROM STDIN (FORMAT BINARY)") as cp:
                         cp.write(data)
                     row = cur.execute(_INSERT).fetchone()
                     result.stored = int(row[0]) if row else 0
                 result.duplicates = result.readings - result.stored
             if rejected:
                 self._store_rejections(conn, rejected)
-                for r in rejected:
-                    result.rejected[r.rejection.reason] += 1
+                for rej in rejected:
+                    result.rejected[rej.rejection.reason] += 1
             for bridge, online, at in statuses:
                 known = self._bridges.get(bridge)
                 if known is not None:
@@ -200,8 +201,8 @@ class BatchWriter:
 
     @staticmethod
     def _store_rejections(conn: psycopg.Connection[Any], rejected: list[_Rejected]) -> None:
-        with conn.cursor() as cur, cur.copy(
-                "COPY rejected_readings (topic, bridge_serial, sensor_serial, reason, detail, payload) FROM STDIN") as cp:
+        copy = "COPY rejected_readings (topic, bridge_serial, sensor_serial, reason, detail, payload) FROM STDIN"
+        with conn.cursor() as cur, cur.copy(copy) as cp:
             for r in rejected:
                 cp.write_row((r.topic[:512], r.bridge, r.rejection.sensor_serial, r.rejection.reason,
                               r.rejection.detail[:500], r.payload))

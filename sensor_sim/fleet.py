@@ -58,7 +58,8 @@ class Fleet:
             order.setdefault(bridge, []).append(i)
         return {b: np.array(ix, dtype=np.int64) for b, ix in order.items()}
 
-    def readings_at(self, t: float, rng: np.random.Generator, weather: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    def readings_at(self, t: float, rng: np.random.Generator,
+                    weather: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         local_hour = np.empty(len(self.sites))
         open_now = np.empty(len(self.sites), dtype=bool)
         for i, site in enumerate(self.sites):

@@ -28,7 +28,8 @@ def stored_set(db: psycopg.Connection[Any]) -> set[tuple[str, float]]:
 
 
 def run_sim(mqtt_url: str, faults: Faults | None = None, *, minutes: float = 5, sites: int = 1,
-            bridges: int = 2, sensors: int = 6, start: float | None = None, seed_db: psycopg.Connection[Any] | None = None,
+            bridges: int = 2, sensors: int = 6, start: float | None = None,
+            seed_db: psycopg.Connection[Any] | None = None,
             unassigned_every: int = 0) -> Report:
     fleet = build_fleet(sites, bridges, sensors)
     if seed_db is not None:

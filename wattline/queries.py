@@ -26,7 +26,7 @@ def scope(p: Principal, alias: str = "c") -> tuple[str, dict[str, Any]]:
 
 def _all(conn: Conn, sql: str, params: dict[str, Any]) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return cur.execute(sql, params).fetchall()
 
 
 def _one(conn: Conn, sql: str, params: dict[str, Any]) -> Row | None:
@@ -38,7 +38,8 @@ def _one(conn: Conn, sql: str, params: dict[str, Any]) -> Row | None:
 def customers(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) -> list[Row]:
     where, params = scope(p)
     return _all(conn, f"""SELECT c.id, c.name, c.reseller_id, c.created_at FROM customers c WHERE {where}
-                          ORDER BY c.id LIMIT %(limit)s OFFSET %(offset)s""", {**params, "limit": limit, "offset": offset})
+                          ORDER BY c.id LIMIT %(limit)s OFFSET %(offset)s""",
+                {**params, "limit": limit, "offset": offset})
 
 
 def customer(conn: Conn, p: Principal, customer_id: int) -> Row | None:

@@ -14,7 +14,6 @@ import typer
 
 from sensor_sim.fleet import build_fleet
 from sensor_sim.seed import seed_catalogue
-
 from wattline.accounts import ensure_demo_users
 from wattline.db import create_database, with_database
 from wattline.localstack import LocalMosquitto, LocalPostgres, ensure_installed, missing_software

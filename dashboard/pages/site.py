@@ -53,7 +53,8 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
             dcc.Link("Commissioning", href=f"/site/{site['id']}/commissioning"),
         ]),
         html.Div([
-            dcc.DatePickerRange(id="site-range", start_date=today - timedelta(days=1), end_date=today,
+            dcc.DatePickerRange(id="site-range", start_date=(today - timedelta(days=1)).isoformat(),
+                                end_date=today.isoformat(),
                                 display_format="YYYY-MM-DD"),
             dcc.Dropdown(id="site-node", value=root["id"], clearable=False, style={"minWidth": "320px"},
                          options=[{"label": "\u2003" * n["depth"] + n["name"], "value": n["id"]} for n in nodes]),
