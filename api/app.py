@@ -30,7 +30,6 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = make_pool(url, max_size=16, name="api", wait=False)
         try:
             yield
         finally:
@@ -38,6 +37,9 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     app = FastAPI(title="Wattline API", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    # Opened here, not in the lifespan, so that ASGI test clients without one work too;
+    # it connects in the background, so the API starts even while the database is down.
+    app.state.pool = make_pool(url, max_size=16, name="api", wait=False)
     problems.install(app)
     for module in (health, auth, catalogue, commissioning, data):
         app.include_router(module.router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +34,11 @@ def problem_response(status: int, title: str, detail: str, instance: str, header
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def _db_message(exc: psycopg.Error) -> str:
+    """PostgreSQL's one-line reason (no SQL, no parameters, no stack)."""
+    return (exc.diag.message_primary if exc.diag and exc.diag.message_primary else type(exc).__name__)[:300]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -52,10 +58,19 @@ def install(app: FastAPI) -> None:
         return problem_response(422, "Invalid request", "the request does not match the schema", request.url.path,
                                 errors=errors)
 
+    @app.exception_handler(psycopg.errors.DataError)
+    async def _data(request: Request, exc: psycopg.errors.DataError) -> JSONResponse:
+        # Values the schema admits but PostgreSQL cannot store (NUL bytes, out-of-range).
+        return problem_response(422, "Invalid data", _db_message(exc), request.url.path)
+
+    @app.exception_handler(psycopg.errors.IntegrityError)
+    async def _integrity(request: Request, exc: psycopg.errors.IntegrityError) -> JSONResponse:
+        status = 409 if isinstance(exc, psycopg.errors.UniqueViolation) else 422
+        title = "Conflict" if status == 409 else "Invalid data"
+        return problem_response(status, title, _db_message(exc), request.url.path)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        import psycopg
-
         if isinstance(exc, psycopg.OperationalError | TimeoutError) or type(exc).__name__ == "PoolTimeout":
             log.warning("database unavailable", path=request.url.path, error=type(exc).__name__)
             return problem_response(503, "Service unavailable", "the database cannot be reached; retry later",

@@ -20,8 +20,10 @@ def create_dash(settings: Settings, database_url: str | None = None) -> Dash:
     auth.install(app.server, pool)
     from dashboard.pages import alerts, commissioning, portfolio, site, tariffs
 
+    # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
+    # would also match "/site/1/tariffs", and it orders its registry itself.
     for module in (portfolio, site, tariffs, commissioning, alerts):
-        module.register()
+        module.register(app)
     app.layout = html.Div([
         html.Header([
             html.A("Wattline", href="/", className="brand"),

@@ -19,7 +19,10 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: 
         min_size=min_size,
         max_size=max_size,
         name=name,
-        kwargs={"autocommit": True, "row_factory": dict_row},
+        kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
+        # A request waits at most this long for a connection, then fails (503), rather
+        # than hanging while the database is down.
+        timeout=5.0,
         open=False,
     )
     # wait=False lets a service start while the database is down and answer 503 meanwhile.

@@ -358,4 +358,4 @@ def encode_pack(readings: list[tuple[str, float, float]], *, extra: dict[str, di
         records.append(rec)
         for name, value in (extra or {}).get(serial, {}).items():
             records.append({"n": name, "u": MEASUREMENTS[name], "v": value})
-    return orjson.dumps(records)
+    return orjson.dumps(records, option=orjson.OPT_SERIALIZE_NUMPY)

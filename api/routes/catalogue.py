@@ -188,7 +188,7 @@ def import_hierarchy(site_id: int, file: UploadFile, p: Writer, conn: Conn) -> C
     try:
         with conn.transaction():
             root = catalogue.site_root(conn, site_id)
-            refs = {r[0]: r[1] for r in conn.execute(
+            refs = {r["external_ref"]: r["id"] for r in conn.execute(
                 "SELECT external_ref, id FROM nodes WHERE site_id = %s AND external_ref IS NOT NULL", (site_id,))}
             for line, row in enumerate(reader, start=2):
                 parent = root if not row.get("parent_ref") else refs.get(row["parent_ref"])
@@ -222,7 +222,7 @@ def list_bridges(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
 def create_bridge(site_id: int, body: BridgeIn, p: Commissioner, conn: Conn) -> Created:
     _site_or_404(conn, p, site_id)
     existing = conn.execute("SELECT site_id FROM bridges WHERE serial = %s", (body.serial,)).fetchone()
-    if existing is not None and existing[0] != site_id:
+    if existing is not None and existing["site_id"] != site_id:
         raise Problem(409, "Conflict", "that bridge serial is registered elsewhere")
     return Created(id=catalogue.upsert_bridge(conn, site_id, body.serial, body.name))
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import html
+from dash import Dash, html
 
 
-def register() -> None:
+def register(app: Dash) -> None:
     dash.register_page("alerts", path="/alerts", title="Alerts · Wattline", layout=layout)
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 
 from api.routes.commissioning import sensor_state
 from dashboard.auth import current_principal
@@ -14,9 +14,11 @@ from dashboard.data import conn
 from wattline import queries
 
 
-def register() -> None:
-    dash.register_page("commissioning", path_template="/site/<site_id>/commissioning",
+def register(app: Dash) -> None:
+    dash.register_page("commissioning", path_template="/commissioning/<site_id>",
                        title="Commissioning · Wattline", layout=layout)
+    app.callback(Output("comm-body", "children"), Input("comm-tick", "n_intervals"),
+                 State("comm-site", "data"))(refresh)
 
 
 def layout(site_id: str = "0", **_: Any) -> html.Div:
@@ -28,7 +30,6 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
     ], className="page")
 
 
-@callback(Output("comm-body", "children"), Input("comm-tick", "n_intervals"), State("comm-site", "data"))
 def refresh(_: int | None, site_id: int) -> Any:
     p = current_principal()
     now = datetime.now(UTC)

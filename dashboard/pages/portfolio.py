@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
-from dash import Input, Output, callback, dcc, html
+from dash import Dash, Input, Output, dcc, html
 
 from analytics.costing import site_cost
 from analytics.tariffs import TariffError
@@ -16,8 +16,9 @@ from dashboard.data import conn
 from wattline import queries
 
 
-def register() -> None:
+def register(app: Dash) -> None:
     dash.register_page("portfolio", path="/", title="Portfolio · Wattline", layout=layout)
+    app.callback(Output("portfolio-cards", "children"), Input("portfolio-tick", "n_intervals"))(refresh)
 
 
 def layout(**_: Any) -> html.Div:
@@ -88,7 +89,6 @@ def card(s: dict[str, Any]) -> html.Div:
     ], className="card site-card", id={"type": "site-card", "site": site["id"]})
 
 
-@callback(Output("portfolio-cards", "children"), Input("portfolio-tick", "n_intervals"))
 def refresh(_: int | None) -> list[Any]:
     p = current_principal()
     now = datetime.now(UTC)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import dash
 import plotly.graph_objects as go
-from dash import Input, Output, State, callback, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 
 from analytics.costing import site_cost
 from analytics.tariffs import TariffError
@@ -19,8 +19,14 @@ from wattline import queries
 from wattline.domain import Resolution
 
 
-def register() -> None:
+def register(app: Dash) -> None:
     dash.register_page("site", path_template="/site/<site_id>", title="Site · Wattline", layout=layout)
+    app.callback(Output("site-tree", "children"), Output("site-sunburst", "figure"),
+                 Output("site-cost", "children"), Output("site-node-cost", "children"),
+                 Output("site-demand", "children"),
+                 Input("site-range", "start_date"), Input("site-range", "end_date"), State("site-id", "data"))(overview)
+    app.callback(Output("site-series", "figure"), Input("site-node", "value"), Input("site-range", "start_date"),
+                 Input("site-range", "end_date"), State("site-id", "data"))(series)
 
 
 def resolution_for(span: timedelta) -> Resolution:
@@ -49,8 +55,8 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         html.H2(site["name"]),
         html.Div(f"Times in the site's local time: {site['timezone']}", className="muted", id="site-zone"),
         html.Div([
-            dcc.Link("Tariffs", href=f"/site/{site['id']}/tariffs"), " · ",
-            dcc.Link("Commissioning", href=f"/site/{site['id']}/commissioning"),
+            dcc.Link("Tariffs", href=f"/tariffs/{site['id']}"), " · ",
+            dcc.Link("Commissioning", href=f"/commissioning/{site['id']}"),
         ]),
         html.Div([
             dcc.DatePickerRange(id="site-range", start_date=(today - timedelta(days=1)).isoformat(),
@@ -95,9 +101,6 @@ def _tree(nodes: list[dict[str, Any]], usage: dict[int, dict[str, Any]]) -> list
     return [render(n) for n in children.get(None, [])]
 
 
-@callback(Output("site-tree", "children"), Output("site-sunburst", "figure"),
-          Output("site-cost", "children"), Output("site-node-cost", "children"), Output("site-demand", "children"),
-          Input("site-range", "start_date"), Input("site-range", "end_date"), State("site-id", "data"))
 def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
     p = current_principal()
     with conn() as c:
@@ -149,8 +152,6 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
     return _tree(nodes, usage), fig, lines, node_table, demand or "–"
 
 
-@callback(Output("site-series", "figure"), Input("site-node", "value"), Input("site-range", "start_date"),
-          Input("site-range", "end_date"), State("site-id", "data"))
 def series(node_id: int, start: str, end: str, site_id: int) -> go.Figure:
     p = current_principal()
     with conn() as c:

@@ -6,7 +6,7 @@ from typing import Any
 
 import dash
 import plotly.graph_objects as go
-from dash import dcc, html
+from dash import Dash, dcc, html
 
 from analytics.tariffs import DAY_TYPES, SLOT_MIN, load_tariffs, rate_table
 from dashboard.auth import current_principal
@@ -14,8 +14,8 @@ from dashboard.data import conn
 from wattline import queries
 
 
-def register() -> None:
-    dash.register_page("tariffs", path_template="/site/<site_id>/tariffs", title="Tariffs · Wattline", layout=layout)
+def register(app: Dash) -> None:
+    dash.register_page("tariffs", path_template="/tariffs/<site_id>", title="Tariffs · Wattline", layout=layout)
 
 
 def layout(site_id: str = "0", **_: Any) -> html.Div:

@@ -1,0 +1,299 @@
+"""The REST API in-process against the real database: tenancy, roles, flows, protection."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from analytics.worker import RollupEngine
+from api.app import create_app
+from ingest.packs import RawPack
+from ingest.writer import BatchWriter
+from wattline import catalogue
+from wattline.accounts import create_user, issue_key
+from wattline.domain import Connection, Role
+from wattline.senml import SENML_TOPIC, encode_pack
+from wattline.settings import Settings
+
+
+@dataclass
+class Tenant:
+    name: str
+    reseller_id: int
+    customer_id: int
+    site_id: int
+    panel_id: int
+    circuit_id: int
+    bridge_id: int
+    bridge_serial: str
+    tokens: dict[str, str]
+    key_ids: dict[str, int]
+    sensor_serial: str
+    discovered_serial: str
+
+
+def make_tenant(db: psycopg.Connection[Any], tag: str) -> Tenant:
+    r = catalogue.upsert_reseller(db, f"Reseller {tag}")
+    c = catalogue.upsert_customer(db, r, f"Customer {tag}")
+    site = catalogue.upsert_site(db, c, f"Site {tag}", timezone="Europe/London")
+    root = catalogue.site_root(db, site)
+    panel = catalogue.upsert_node(db, site, root, "panel", "MSB", f"{tag}-MSB", nominal_voltage_v=230.0,
+                                  power_factor=1.0, connection=Connection.SINGLE_PHASE)
+    circuit = catalogue.upsert_node(db, site, panel, "circuit", f"Chiller {tag}", f"{tag}-C1")
+    bridge_serial = f"BR-{tag}"
+    bridge = catalogue.upsert_bridge(db, site, bridge_serial)
+    catalogue.assign_sensor(db, f"CT-{tag}-1", circuit, 1, 100.0, bridge_id=bridge)
+    catalogue.add_tariff(db, site, "Flat", "GBP", datetime(2024, 1, 1, tzinfo=UTC),
+                         [catalogue.Band("flat", Decimal("25"), ("weekday", "weekend", "holiday"), dtime(0), dtime(0))],
+                         standing_charge_minor_per_day=Decimal("50"), vat_rate=Decimal("0.2"))
+    tokens: dict[str, str] = {}
+    key_ids: dict[str, int] = {}
+    for role in Role:
+        reseller, customer = (r, None) if role is Role.RESELLER_ADMIN else (None, c)
+        uid = create_user(db, email=f"{role.value}-{tag}-{uuid.uuid4().hex[:6]}@example.com", password="pw-" + tag,
+                          role=role, reseller_id=reseller, customer_id=customer)
+        key = issue_key(db, uid, ["read", "write", "commission", "admin"])
+        tokens[role.value] = key.token
+        key_ids[role.value] = key.id
+    return Tenant(tag, r, c, site, panel, circuit, bridge, bridge_serial, tokens, key_ids, f"CT-{tag}-1",
+                  f"CT-{tag}-NEW")
+
+
+@pytest.fixture
+def tenants(db: psycopg.Connection[Any], database_url: str) -> tuple[Tenant, Tenant]:
+    a, b = make_tenant(db, "A"), make_tenant(db, "B")
+    writer = BatchWriter(database_url)
+    now = time.time()
+    for t in (a, b):  # readings for the assigned sensor and one discovered sensor
+        readings = [(s, now - 540 + i * 10, 12.0) for i in range(55) for s in (t.sensor_serial, t.discovered_serial)]
+        writer.write([RawPack(SENML_TOPIC.format(bridge=t.bridge_serial), encode_pack(readings), now)])
+    writer.close()
+    while RollupEngine(30.0).process_dirty(db):
+        pass
+    return a, b
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    app = create_app(Settings(), database_url=database_url, rate_per_s=1000, burst=5000)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def params_for(t: Tenant) -> dict[str, Any]:
+    return {"site_id": t.site_id, "node_id": t.circuit_id, "customer_id": t.customer_id, "bridge_id": t.bridge_id,
+            "serial": t.sensor_serial, "key_id": t.key_ids["viewer"]}
+
+
+BODIES: dict[tuple[str, str], Any] = {
+    ("post", "/v1/sites/{site_id}/nodes"): {"json": {"parent_id": 0, "kind": "circuit", "name": "x"}},
+    ("patch", "/v1/nodes/{node_id}"): {"json": {"name": "renamed"}},
+    ("post", "/v1/sites/{site_id}/bridges"): {"json": {"serial": "BR-NEW", "name": ""}},
+    ("put", "/v1/sensors/{serial}/assignment"): {"json": {"node_id": 0, "phase": 1, "ct_rating_a": 50}},
+    ("post", "/v1/sites/{site_id}/tariffs"): {"json": {
+        "name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
+        "bands": [{"name": "a", "rate_minor_per_kwh": "1", "day_types": ["weekday", "weekend", "holiday"],
+                   "start": "00:00", "end": "00:00"}]}},
+    ("post", "/v1/sites/{site_id}/hierarchy.csv"): {
+        "files": {"file": ("h.csv", b"external_ref,parent_ref,kind,name\n")}},
+}
+QUERY = {"from": (datetime.now(UTC) - timedelta(days=1)).isoformat(), "to": datetime.now(UTC).isoformat()}
+
+
+def test_every_route_hides_other_tenants_objects(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    spec = client.get("/openapi.json").json()
+    walked = 0
+    for path, methods in spec["paths"].items():
+        for method in methods:
+            if "{" not in path:
+                continue
+            body = dict(BODIES.get((method, path), {}))
+            if "json" in body and "parent_id" in body["json"]:
+                body["json"] = {**body["json"], "parent_id": b.panel_id}  # B's own parent, A's site
+            if "json" in body and "node_id" in body["json"]:
+                body["json"] = {**body["json"], "node_id": b.circuit_id}
+            url = path.format(**params_for(a))
+            for role in ("reseller_admin", "customer_admin"):
+                res = client.request(method, url, params=QUERY, headers=auth(b.tokens[role]), **body)
+                assert res.status_code == 404, (method, url, role, res.status_code, res.text[:200])
+                assert not any(secret in res.text for secret in (f"Site {a.name}", f"Chiller {a.name}",
+                                                                  f"Customer {a.name}", f"{a.name}-C1"))
+            walked += 1
+    assert walked >= 20
+    # Lists show only the caller's own objects.
+    for path in ("/v1/sites", "/v1/customers"):
+        res = client.get(path, headers=auth(b.tokens["reseller_admin"]))
+        assert res.status_code == 200 and "Site A" not in res.text and "Customer A" not in res.text
+        assert res.json(), path
+
+
+def test_not_found_looks_the_same_for_missing_and_foreign(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    foreign = client.get(f"/v1/sites/{a.site_id}", headers=auth(b.tokens["customer_admin"]))
+    missing = client.get("/v1/sites/999999", headers=auth(b.tokens["customer_admin"]))
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json()["detail"] == missing.json()["detail"]
+    assert foreign.headers["content-type"] == "application/problem+json"
+
+
+def test_roles_limit_what_keys_can_do(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    site = {"name": "New", "timezone": "UTC"}
+    assert client.post("/v1/sites", json=site, headers=auth(a.tokens["viewer"])).status_code == 403
+    assert client.post("/v1/sites", json=site, headers=auth(a.tokens["installer"])).status_code == 403
+    assert client.post("/v1/sites", json=site, headers=auth(a.tokens["facility_manager"])).status_code == 201
+    assign = {"node_id": a.circuit_id, "phase": 2, "ct_rating_a": 50}
+    res = client.put(f"/v1/sensors/{a.discovered_serial}/assignment", json=assign,
+                     headers=auth(a.tokens["facility_manager"]))
+    assert res.status_code == 403 and "commission" in res.json()["detail"]
+    assert client.post("/v1/customers", json={"name": "X"}, headers=auth(a.tokens["customer_admin"])).status_code == 403
+    assert client.post("/v1/customers", json={"name": "X"}, headers=auth(a.tokens["reseller_admin"])).status_code == 201
+    # A viewer cannot mint itself a stronger key.
+    res = client.post("/v1/api-keys", json={"scopes": ["write"]}, headers=auth(a.tokens["viewer"]))
+    assert res.status_code == 403
+
+
+def test_login_key_lifecycle(client: TestClient, db: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    create_user(db, email="fm@example.com", password="correct horse", role=Role.FACILITY_MANAGER,
+                customer_id=a.customer_id)
+    assert client.post("/v1/auth/login", json={"email": "fm@example.com", "password": "nope"}).status_code == 401
+    login = client.post("/v1/auth/login", json={"email": "FM@example.com", "password": "correct horse"})
+    assert login.status_code == 200
+    token = login.json()["token"]
+    assert sorted(login.json()["scopes"]) == ["read", "write"]
+    assert client.get("/v1/me", headers=auth(token)).json()["role"] == "facility_manager"
+    key = client.post("/v1/api-keys", json={"name": "bms", "scopes": ["read"]}, headers=auth(token)).json()
+    stored = db.execute("SELECT secret_hash FROM api_keys WHERE prefix = %s", (key["prefix"],)).fetchone()
+    assert stored is not None and key["token"].split(".", 1)[1] not in stored[0]
+    listed = client.get("/v1/api-keys", headers=auth(token)).json()
+    assert all("token" not in k and "secret_hash" not in k for k in listed)
+    key_id = next(k["id"] for k in listed if k["prefix"] == key["prefix"])
+    assert client.get("/v1/sites", headers=auth(key["token"])).status_code == 200
+    assert client.delete(f"/v1/api-keys/{key_id}", headers=auth(token)).status_code == 200
+    assert client.get("/v1/sites", headers=auth(key["token"])).status_code == 401
+    pw = db.execute("SELECT password_hash FROM users WHERE email = 'fm@example.com'").fetchone()
+    assert pw is not None and pw[0].startswith("$argon2id$") and "correct horse" not in pw[0]
+
+
+def test_installer_assigns_discovered_sensor_and_its_energy_appears(
+        client: TestClient, db: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    token = a.tokens["installer"]
+    found = client.get(f"/v1/sites/{a.site_id}/sensors", params={"discovered_only": True}, headers=auth(token)).json()
+    assert [s["serial"] for s in found] == [a.discovered_serial]
+    assert found[0]["last_current_a"] == pytest.approx(12.0) and found[0]["last_seen_at"]
+    created = client.post(f"/v1/sites/{a.site_id}/nodes", headers=auth(a.tokens["customer_admin"]),
+                          json={"parent_id": a.panel_id, "kind": "circuit", "name": "Freezer", "external_ref": "FZ"})
+    assert created.status_code == 201
+    node = created.json()["id"]
+    res = client.put(f"/v1/sensors/{a.discovered_serial}/assignment", headers=auth(token),
+                     json={"node_id": node, "phase": 1, "ct_rating_a": 32})
+    assert res.status_code == 200, res.text
+    while RollupEngine(30.0).process_dirty(db):
+        pass
+    rows = client.get(f"/v1/nodes/{node}/measurements", headers=auth(token),
+                      params={**QUERY, "resolution": "1m"}).json()
+    energy = sum(r["energy_wh"] for r in rows)
+    assert energy == pytest.approx(12.0 * 230.0 * 540 / 3600, rel=1e-6)  # 54 intervals of 10 s
+    report = client.get(f"/v1/sites/{a.site_id}/commissioning-report", headers=auth(token)).json()
+    assert report["discovered"] == 0 and report["mapped"] == 2 and report["live"] == 2
+    assert client.get(f"/v1/sensors/{a.discovered_serial}/check", headers=auth(token)).json()["state"] == "live"
+
+
+def test_measurements_csv_has_powerradar_columns(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    res = client.get(f"/v1/nodes/{a.circuit_id}/measurements", headers=auth(a.tokens["viewer"]),
+                     params={**QUERY, "resolution": "1m", "format": "csv"})
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")
+    lines = res.text.strip().splitlines()
+    assert lines[0] == ("device_id,device_name,time_utc,resolution_minutes,site_id,site_name,current_a,voltage_v,"
+                        "power_w,power_factor,energy_wh,coverage,samples")
+    first = lines[1].split(",")
+    assert first[2].endswith("Z") and first[3] == "1" and float(first[6]) == pytest.approx(12.0)
+    assert float(first[7]) == pytest.approx(230.0) and float(first[8]) == pytest.approx(2760.0, rel=1e-3)
+
+
+def test_cost_route_adds_up(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    res = client.get(f"/v1/sites/{a.site_id}/cost", headers=auth(a.tokens["viewer"]), params=QUERY)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["currency"] == "GBP"
+    assert sum(line["amount_minor"] for line in body["lines"]) == body["total_minor"]
+    assert {line["kind"] for line in body["lines"]} >= {"energy", "standing", "vat"}
+
+
+def test_hierarchy_csv_round_trip_and_bad_csv(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    h = auth(a.tokens["customer_admin"])
+    exported = client.get(f"/v1/sites/{a.site_id}/hierarchy.csv", headers=h)
+    assert exported.status_code == 200 and f"{a.name}-C1" in exported.text
+    new = exported.text + f"NEW-1,{a.name}-MSB,circuit,Oven,,,,\n"
+    res = client.post(f"/v1/sites/{a.site_id}/hierarchy.csv", headers=h, files={"file": ("h.csv", new.encode())})
+    assert res.status_code == 200, res.text
+    assert "Oven" in client.get(f"/v1/sites/{a.site_id}/tree", headers=h).text
+    bad = "external_ref,parent_ref,kind,name\nX,NOPE,circuit,Y\n"
+    res = client.post(f"/v1/sites/{a.site_id}/hierarchy.csv", headers=h, files={"file": ("h.csv", bad.encode())})
+    assert res.status_code == 422 and "unknown parent_ref" in res.json()["detail"]
+
+
+def test_bad_requests_get_problem_details(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    h = auth(a.tokens["customer_admin"])
+    assert client.get("/v1/sites").status_code == 401
+    assert client.get("/v1/sites", headers=auth("wl_AAAAAAAA.wrong")).status_code == 401
+    res = client.post("/v1/sites", json={"name": ""}, headers=h)
+    assert res.status_code == 422 and res.headers["content-type"] == "application/problem+json"
+    assert res.json()["errors"][0]["loc"][-1] == "name"
+    res = client.post("/v1/sites", json={"name": "x", "timezone": "Mars/Base"}, headers=h)
+    assert res.status_code == 422 and "time zone" in res.json()["detail"]
+    res = client.get(f"/v1/nodes/{a.circuit_id}/measurements", headers=h,
+                     params={"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"})
+    assert res.status_code == 422 and "after" in res.json()["detail"]
+    assert client.get("/v1/nope", headers=h).json()["status"] == 404
+    big = b"x" * 3_000_000
+    res = client.post(f"/v1/sites/{a.site_id}/hierarchy.csv", headers={**h, "content-length": str(len(big))},
+                      content=big)
+    assert res.status_code == 413
+    res = client.patch(f"/v1/nodes/{a.panel_id}", json={"parent_id": a.circuit_id}, headers=h)
+    assert res.status_code == 422  # a panel under its own circuit: a cycle
+
+
+def test_rate_limit_answers_429_with_retry_after(database_url: str, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    app = create_app(Settings(), database_url=database_url, rate_per_s=1, burst=3)
+    with TestClient(app) as c:
+        codes = [c.get("/v1/me", headers=auth(a.tokens["viewer"])).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[-1] == 429
+        res = c.get("/v1/me", headers=auth(a.tokens["viewer"]))
+        assert int(res.headers["retry-after"]) >= 1
+        assert c.get("/v1/me", headers=auth(a.tokens["customer_admin"])).status_code == 200  # per key
+
+
+def test_dead_database_answers_503(services: Any) -> None:
+    from wattline.localstack import free_port
+
+    app = create_app(Settings(), database_url=f"postgresql://wattline@127.0.0.1:{free_port()}/x?connect_timeout=1")
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.get("/health").status_code == 503
+        res = c.get("/v1/sites", headers=auth("wl_AAAAAAAA.x"))
+        assert res.status_code == 503 and res.headers["content-type"] == "application/problem+json"
+        assert "Traceback" not in res.text
+
+

@@ -1,0 +1,155 @@
+"""The dashboard in headless Chromium against seeded data: log in, open every page, check
+that what is shown matches the database, and that the browser logs no errors."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from werkzeug.serving import make_server
+
+from analytics.costing import site_cost
+from analytics.worker import RollupEngine
+from ingest.packs import RawPack
+from ingest.writer import BatchWriter
+from sensor_sim.fleet import build_fleet
+from sensor_sim.seed import seed_catalogue
+from wattline.accounts import DEMO_EMAIL, DEMO_PASSWORD, Principal, ensure_demo_users
+from wattline.domain import Role
+from wattline.localstack import free_port
+from wattline.senml import SENML_TOPIC, encode_pack
+from wattline.settings import Settings
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def seeded(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any]:
+    fleet = build_fleet(2, 1, 8)
+    seed_catalogue(db, fleet, unassigned_every=4)
+    ensure_demo_users(db)
+    writer = BatchWriter(database_url)
+    now = (time.time() // 10) * 10
+    for bridge, idx in fleet.sensors_by_bridge().items():
+        readings = [(fleet.serials[i], now - 3 * 3600 + k * 10, 5.0 + (i % 3)) for k in range(3 * 360 + 1)
+                    for i in idx]
+        for start in range(0, len(readings), 5000):
+            writer.write([RawPack(SENML_TOPIC.format(bridge=bridge), encode_pack(readings[start:start + 5000]), now)])
+    writer.close()
+    while RollupEngine(30.0).process_dirty(db):
+        pass
+    return {"fleet": fleet}
+
+
+@pytest.fixture
+def dashboard_url(database_url: str, seeded: dict[str, Any]) -> Iterator[str]:
+    from dashboard.app import create_dash
+
+    app = create_dash(Settings(secret_key="test-secret"), database_url=database_url)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def page(dashboard_url: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: ./run test installs Debian's chromium")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        pg = browser.new_page(viewport={"width": 1440, "height": 900})
+        errors: list[str] = []
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.console_errors = errors  # type: ignore[attr-defined]
+        pg.goto(dashboard_url + "/")
+        yield pg
+        browser.close()
+
+
+def login(page: Any, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD) -> None:
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.click("#sign-in")
+
+
+def test_login_is_required_and_wrong_password_refused(page: Any, dashboard_url: str) -> None:
+    assert page.url.endswith("/login")
+    login(page, password="wrong")
+    assert page.locator(".error").inner_text() == "Wrong email or password."
+    page.goto(dashboard_url + "/site/1")
+    assert page.url.endswith("/login")
+
+
+def test_every_page_shows_the_database_numbers(page: Any, dashboard_url: str, db: psycopg.Connection[Any]) -> None:
+    login(page)
+    page.wait_for_selector(".site-card", timeout=60_000)
+    assert page.locator(".site-card").count() == 2
+    page.screenshot(path=str(ARTIFACTS / "portfolio.png"), full_page=True)
+    # Power now on the card is the site root's latest minute in the database.
+    first_site = db.execute("SELECT id, name FROM sites ORDER BY id LIMIT 1").fetchone()
+    assert first_site is not None
+    site_id, name = first_site
+    latest = db.execute("""SELECT r.mean_power_w FROM rollups_1m r JOIN nodes n ON n.id = r.node_id
+                           WHERE n.site_id = %s AND n.kind = 'site' ORDER BY r.bucket DESC LIMIT 1""",
+                        (site_id,)).fetchone()[0]
+    card = page.locator(".site-card", has_text=name)
+    assert card.locator(".site-power").inner_text() == f"{latest / 1000:.1f} kW"
+
+    page.goto(f"{dashboard_url}/site/{site_id}")
+    page.wait_for_selector("#site-cost-total", timeout=60_000)
+    page.wait_for_selector("#site-series .main-svg", timeout=60_000)
+    assert "Europe/London" in page.locator("#site-zone").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "site.png"), full_page=True)
+    shown_total = float(page.locator("#site-cost-total").inner_text().replace(",", ""))
+    tz = db.execute("SELECT timezone FROM sites WHERE id = %s", (site_id,)).fetchone()[0]
+    from zoneinfo import ZoneInfo
+
+    today = datetime.now(UTC).astimezone(ZoneInfo(tz)).date()
+    t_from = datetime.combine(today - timedelta(days=1), datetime.min.time(), ZoneInfo(tz))
+    t_to = datetime.combine(today + timedelta(days=1), datetime.min.time(), ZoneInfo(tz))
+    principal = Principal(0, Role.CUSTOMER_ADMIN, None, db.execute("SELECT id FROM customers").fetchone()[0],
+                          frozenset({"read"}))
+    cost = site_cost(db, principal, site_id, t_from, t_to)
+    assert cost is not None and shown_total == pytest.approx(float(cost.invoice.total), abs=0.005)
+    tree_text = page.locator("#site-tree").inner_text()
+    site_kwh = db.execute("""SELECT sum(energy_wh) / 1000 FROM rollups_15m r JOIN nodes n ON n.id = r.node_id
+                             WHERE n.site_id = %s AND n.kind = 'site' AND r.bucket >= %s AND r.bucket < %s""",
+                          (site_id, t_from, t_to)).fetchone()[0]
+    assert re.search(rf"{re.escape(name)} · {site_kwh:,.1f} kWh", tree_text), tree_text[:200]
+
+    page.goto(f"{dashboard_url}/tariffs/{site_id}")
+    page.wait_for_selector(".tariff-map .main-svg", timeout=60_000)
+    assert "Business day/night" in page.inner_text("body")
+    page.screenshot(path=str(ARTIFACTS / "tariffs.png"), full_page=True)
+
+    page.goto(f"{dashboard_url}/commissioning/{site_id}")
+    page.wait_for_selector("table.grid", timeout=60_000)
+    body = page.inner_text("body")
+    discovered = db.execute("""SELECT count(*) FROM discovered_sensors WHERE site_id = %s""", (site_id,)).fetchone()[0]
+    assert discovered > 0 and body.count("discovered") == discovered
+    page.screenshot(path=str(ARTIFACTS / "commissioning.png"), full_page=True)
+
+    page.goto(f"{dashboard_url}/alerts")
+    page.wait_for_selector(".empty")
+    page.goto(f"{dashboard_url}/site/999999")
+    page.wait_for_selector(".empty")
+    assert "No such site" in page.inner_text("body")
+    assert page.console_errors == []
