@@ -7,7 +7,9 @@ CREATE TABLE IF NOT EXISTS readings (
     power_factor    real CHECK (power_factor > 0 AND power_factor <= 1),
     rssi_dbw        real,
     bridge_id       bigint NOT NULL,
-    received_at     timestamptz NOT NULL DEFAULT now()
+    -- clock_timestamp(), not now(): the moment the row was written, not when its
+    -- transaction began (the sensor-to-row latency is measured from it).
+    received_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The hypertable's unique index makes resends harmless (ON CONFLICT DO NOTHING).
 SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'), if_not_exists => TRUE);

@@ -40,6 +40,23 @@ def db_migrate() -> None:
     typer.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
 
 
+@app.command("demo-seed")
+def demo_seed(sites: int = 5, bridges: int = 2, sensors: int = 20) -> None:
+    """Migrate, then create the demo portfolio's catalogue and logins (idempotent)."""
+    from wattline.db import create_database
+    from wattline.demo import seed_demo
+    from wattline.migrate import migrate
+
+    settings = get_settings()
+    if not settings.database_url:
+        typer.echo("WATTLINE_DATABASE_URL is not set.", err=True)
+        raise typer.Exit(2)
+    create_database(settings.database_url)
+    migrate(settings.database_url)
+    counts = seed_demo(settings.database_url, sites=sites, bridges=bridges, sensors=sensors)
+    typer.echo(f"demo portfolio: {counts}")
+
+
 @app.command()
 def gateway(rollups: Annotated[bool, typer.Option(help="Run the rollup worker in-process.")] = True) -> None:
     """Ingest SenML packs from MQTT into TimescaleDB."""

@@ -9,13 +9,10 @@ import sys
 import time
 from types import FrameType
 
-import psycopg
 import typer
 
-from sensor_sim.fleet import build_fleet
-from sensor_sim.seed import seed_catalogue
-from wattline.accounts import ensure_demo_users
 from wattline.db import create_database, with_database
+from wattline.demo import DEMO_UNASSIGNED_EVERY, seed_demo
 from wattline.localstack import LocalMosquitto, LocalPostgres, ensure_installed, missing_software
 from wattline.localstack.software import wait_for_port
 from wattline.migrate import migrate
@@ -84,9 +81,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": mqtt_url,
                "WATTLINE_SPOOL_DIR": str(settings.data_dir / "spool")}
         cli = [sys.executable, "-m", "wattline.cli"]
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            counts = seed_catalogue(conn, build_fleet(sites, bridges, sensors), unassigned_every=10)
-            ensure_demo_users(conn)
+        counts = seed_demo(database_url, sites=sites, bridges=bridges, sensors=sensors)
         say(f"demo portfolio: {counts['sites']} sites, {counts['circuits']} circuits, "
             f"{counts['sensors']} sensors assigned, {counts['unassigned']} left for an installer")
         logs = settings.data_dir / "logs"
@@ -104,7 +99,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         if not wait_for_http(f"http://127.0.0.1:{settings.gateway_metrics_port}/health", 60):
             raise RuntimeError("the gateway did not become ready; see its log")
         start("simulator", ["simulate", "--sites", str(sites), "--bridges", str(bridges), "--sensors", str(sensors),
-                            "--unassigned-every", "10", "--history-hours", str(history_hours)])
+                            "--unassigned-every", str(DEMO_UNASSIGNED_EVERY), "--history-hours", str(history_hours)])
         for port in (settings.api_port, settings.dashboard_port):
             wait_for_port(port, 60)
         say("ready:")

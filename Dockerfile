@@ -1,0 +1,17 @@
+# One image for every Wattline service; docker-compose picks the sub-command.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY wattline ./wattline
+COPY ingest ./ingest
+COPY analytics ./analytics
+COPY api ./api
+COPY dashboard ./dashboard
+COPY sensor_sim ./sensor_sim
+COPY sql ./sql
+COPY scripts ./scripts
+RUN pip install -e .
+RUN useradd --create-home wattline && mkdir -p /app/.wattline/spool && chown -R wattline /app/.wattline
+USER wattline
+ENTRYPOINT ["wattline"]

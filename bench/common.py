@@ -1,0 +1,89 @@
+"""Shared benchmark plumbing: private services, timing, and the table printer."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from wattline.db import create_database, with_database
+from wattline.localstack import LocalMosquitto, LocalPostgres, ensure_installed, free_port
+from wattline.migrate import migrate
+
+
+@dataclass
+class Row:
+    group: str
+    figure: str
+    value: float
+    unit: str
+    note: str = ""
+
+
+@dataclass
+class Stack:
+    root: Path
+    postgres: LocalPostgres
+    mosquitto: LocalMosquitto
+    database_url: str
+
+    @property
+    def mqtt_url(self) -> str:
+        return self.mosquitto.url
+
+
+@contextmanager
+def services(*, durable: bool = True) -> Iterator[Stack]:
+    """PostgreSQL + TimescaleDB (fsync on: numbers a deployment would see) and Mosquitto."""
+    ensure_installed()
+    root = Path(tempfile.mkdtemp(prefix="wattline-bench-"))
+    pg = LocalPostgres(root / "pg", free_port(), durable=durable)
+    mq = LocalMosquitto(root / "mq", free_port())
+    pg.start()
+    mq.start()
+    url = with_database(pg.url, "bench")
+    create_database(url)
+    migrate(url)
+    try:
+        yield Stack(root, pg, mq, url)
+    finally:
+        mq.stop()
+        pg.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+    """The fastest of `repeat` runs, in seconds (the least disturbed by a shared machine)."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def print_table(rows: list[Row]) -> None:
+    widths = [max(len(r.group) for r in rows), max(len(r.figure) for r in rows)]
+    header = f"| {'bench':<{widths[0]}} | {'figure':<{widths[1]}} | {'value':>14} | {'unit':<12} | note"
+    print(header)
+    print("|" + "|".join("-" * n for n in (widths[0] + 2, widths[1] + 2, 16, 14, 30)) + "|")
+    for r in rows:
+        value = f"{r.value:,.0f}" if abs(r.value) >= 100 else f"{r.value:,.3g}"
+        print(f"| {r.group:<{widths[0]}} | {r.figure:<{widths[1]}} | {value:>14} | {r.unit:<12} | {r.note}")

@@ -1,0 +1,244 @@
+"""End-to-end ingest: MQTT → committed rows, beside two ceilings measured in the same run.
+
+- Mosquitto alone: a QoS 1 subscriber that does nothing drains the same backlog of packs.
+- Raw binary COPY alone: the same rows COPYed straight into the readings hypertable.
+- The gateway (a `wattline gateway` process, rollups off) drains that backlog into
+  TimescaleDB, validating, de-duplicating and queueing rollup work on the way.
+Then the simulator publishes in real time at half the measured rate to read the
+sensor-to-row latency, and the gateway's RSS is read with 100,000 sensors known.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import psutil
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bench.common import Row, Stack, percentile, services
+from ingest.copy import STAGING_COLUMNS, encode_readings
+from wattline.senml import SENML_TOPIC, encode_pack
+
+SENSORS = 100_000
+PER_BRIDGE = 500
+TICKS = 20  # 2 M readings in the backlog
+T0 = float(int(time.time()) // 10 * 10 - 3600)
+
+
+def bridges() -> list[tuple[str, list[str]]]:
+    out = []
+    for b in range(SENSORS // PER_BRIDGE):
+        out.append((f"BR-{b:04d}", [f"CT{b:04d}{k:04d}" for k in range(PER_BRIDGE)]))
+    return out
+
+
+def seed(stack: Stack) -> None:
+    """One site with every bridge, and every sensor already known (discovery is not timed)."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO resellers (name) VALUES ('bench')")
+        conn.execute("INSERT INTO customers (reseller_id, name) VALUES (1, 'bench')")
+        conn.execute("INSERT INTO sites (customer_id, name) VALUES (1, 'bench')")
+        conn.execute("""INSERT INTO bridges (serial, site_id)
+                        SELECT 'BR-' || lpad(b::text, 4, '0'), 1 FROM generate_series(0, %s) b""",
+                     (SENSORS // PER_BRIDGE - 1,))
+        conn.execute("""INSERT INTO sensors (serial, bridge_id, first_seen_at)
+                        SELECT 'CT' || lpad((s / %s)::text, 4, '0') || lpad((s %% %s)::text, 4, '0'),
+                               s / %s + 1, now()
+                        FROM generate_series(0, %s) s""", (PER_BRIDGE, PER_BRIDGE, PER_BRIDGE, SENSORS - 1))
+
+
+def packs(ticks: int, start: float) -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(1)
+    out = []
+    for tick in range(ticks):
+        t = start + tick * 10.0
+        for bridge, serials in bridges():
+            amps = np.round(rng.uniform(0, 60, len(serials)), 3).tolist()
+            out.append((SENML_TOPIC.format(bridge=bridge), encode_pack(list(zip(serials, [t] * len(serials), amps,
+                                                                                 strict=True)))))
+    return out
+
+
+def client(url: str, client_id: str, *, clean: bool) -> mqtt.Client:
+    port = int(url.rsplit(":", 1)[1])
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0 if clean else 3600
+    c.connect("127.0.0.1", port, properties=props, clean_start=clean)
+    return c
+
+
+def publish_all(url: str, items: list[tuple[str, bytes]]) -> None:
+    c = client(url, "bench-publisher", clean=True)
+    c.loop_start()
+    infos = [c.publish(topic, payload, qos=1) for topic, payload in items]
+    for info in infos:
+        info.wait_for_publish(120)
+    c.loop_stop()
+    c.disconnect()
+
+
+def mosquitto_ceiling(stack: Stack, items: list[tuple[str, bytes]], readings: int) -> float:
+    """A null subscriber's persistent session receives the backlog: readings/s."""
+    sub = client(stack.mqtt_url, "bench-null", clean=False)
+    sub.subscribe("$share/null/wattline/v1/bridges/+/senml", qos=1)
+    sub.loop(1.0)
+    sub.disconnect()
+    publish_all(stack.mqtt_url, items)
+    done = threading.Event()
+    got = [0]
+
+    def on_message(_c: Any, _u: Any, _m: Any) -> None:
+        got[0] += 1
+        if got[0] >= len(items):
+            done.set()
+
+    sub = client(stack.mqtt_url, "bench-null", clean=False)
+    sub.on_message = on_message
+    started = time.perf_counter()
+    sub.loop_start()
+    done.wait(300)
+    elapsed = time.perf_counter() - started
+    sub.loop_stop()
+    sub.disconnect()
+    return readings / elapsed
+
+
+def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000) -> float:
+    """The same number of rows, binary COPY straight into the hypertable, no staging."""
+    ids = np.tile(np.arange(1, SENSORS + 1, dtype=np.int64), readings // SENSORS)
+    ts = np.repeat(T0 - 86400 + np.arange(readings // SENSORS) * 10.0, SENSORS)
+    amps = np.random.default_rng(2).uniform(0, 60, readings).astype(np.float32)
+    nan = np.full(readings, np.nan, dtype=np.float32)
+    bridge = (ids - 1) // PER_BRIDGE + 1
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        started = time.perf_counter()
+        for i in range(0, readings, batch):
+            sl = slice(i, i + batch)
+            data = encode_readings(ids[sl], ts[sl], amps[sl], nan[sl], nan[sl], nan[sl], bridge[sl])
+            with conn.transaction(), conn.cursor() as cur, cur.copy(
+                    "COPY readings (sensor_id, ts, current_a, voltage_v, power_factor, rssi_dbw, bridge_id) "
+                    "FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(data)
+        elapsed = time.perf_counter() - started
+        conn.execute("TRUNCATE readings")
+    assert STAGING_COLUMNS[0] == "sensor_id"
+    return readings / elapsed
+
+
+def start_gateway(stack: Stack, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_MQTT_URL": stack.mqtt_url,
+           "WATTLINE_GATEWAY_METRICS_PORT": str(port), "WATTLINE_SPOOL_DIR": str(stack.root / "spool"),
+           "WATTLINE_MQTT_CLIENT_ID": "bench-gateway", "WATTLINE_MAX_READING_AGE_DAYS": "3650"}
+    return subprocess.Popen([sys.executable, "-m", "wattline.cli", "gateway", "--no-rollups"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=(stack.root / "gateway.log").open("ab"))
+
+
+def wait_healthy(port: int, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("gateway did not become healthy")
+
+
+def count(stack: Stack) -> int:
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+        return int(row[0]) if row else 0
+
+
+def gateway_throughput(stack: Stack, items: list[tuple[str, bytes]], readings: int, port: int) -> tuple[float, float]:
+    gw = start_gateway(stack, port)  # creates its persistent session and subscription
+    wait_healthy(port)
+    gw.terminate()
+    gw.wait(30)
+    publish_all(stack.mqtt_url, items)  # the backlog waits in the broker for the gateway
+    gw = start_gateway(stack, port)
+    wait_healthy(port)
+    started = time.perf_counter()
+    while count(stack) < readings:
+        time.sleep(0.05)
+        if time.perf_counter() - started > 600:
+            raise RuntimeError("gateway did not drain the backlog")
+    elapsed = time.perf_counter() - started
+    rss = psutil.Process(gw.pid).memory_info().rss
+    gw.terminate()
+    gw.wait(30)
+    return readings / elapsed, rss
+
+
+def latency(stack: Stack, rate: float, port: int, seconds: float = 30.0) -> tuple[float, float, int]:
+    """Publish in real time at `rate` readings/s; sensor time to row written, p50/p99."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, rollup_dirty")
+    gw = start_gateway(stack, port)
+    wait_healthy(port)
+    interval = max(0.5, SENSORS / rate)
+    pub = client(stack.mqtt_url, "bench-live", clean=True)
+    pub.loop_start()
+    rng = np.random.default_rng(3)
+    groups = bridges()
+    next_t = time.time() // 1 + 1
+    end = next_t + seconds
+    while next_t < end:
+        time.sleep(max(0.0, next_t - time.time()))
+        for bridge, serials in groups:
+            amps = np.round(rng.uniform(0, 60, len(serials)), 3).tolist()
+            pub.publish(SENML_TOPIC.format(bridge=bridge),
+                        encode_pack(list(zip(serials, [next_t] * len(serials), amps, strict=True))), qos=1)
+        next_t += interval
+    time.sleep(3)
+    pub.loop_stop()
+    pub.disconnect()
+    gw.terminate()
+    gw.wait(30)
+    with psycopg.connect(stack.database_url) as conn:
+        lat = [r[0] for r in conn.execute(
+            "SELECT extract(epoch FROM received_at - ts)::float8 FROM readings TABLESAMPLE SYSTEM (5)")]
+    return percentile(lat, 50), percentile(lat, 99), len(lat)
+
+
+def run() -> list[Row]:
+    from wattline.localstack import free_port
+
+    rows: list[Row] = []
+    readings = SENSORS * TICKS
+    with services() as stack:
+        seed(stack)
+        items = packs(TICKS, T0)
+        port = free_port()
+        mosq = mosquitto_ceiling(stack, items, readings)
+        copy = copy_ceiling(stack, readings)
+        e2e, rss = gateway_throughput(stack, items, readings, port)
+        note = f"{len(items)} packs of {PER_BRIDGE} readings, {readings:,} readings"
+        rows += [
+            Row("ingest", "Mosquitto alone (null QoS 1 subscriber)", mosq, "readings/s", note),
+            Row("ingest", "raw binary COPY into readings", copy, "readings/s"),
+            Row("ingest", "end to end: MQTT → committed rows", e2e, "readings/s", "target ≥ 100,000"),
+            Row("ingest", "end to end / COPY ceiling", 100 * e2e / copy, "%", "target ≥ 70 %"),
+            Row("ingest", "end to end / Mosquitto ceiling", 100 * e2e / mosq, "%"),
+            Row("ingest", "gateway RSS with 100,000 sensors", rss / 2**20, "MiB", "target < 300 MB"),
+        ]
+        p50, p99, n = latency(stack, e2e / 2, port)
+        rows += [Row("ingest", f"latency at half load ({e2e / 2:,.0f}/s), p50", p50, "s", f"{n:,} sampled rows"),
+                 Row("ingest", "latency at half load, p99", p99, "s", "target < 2 s")]
+    return rows
