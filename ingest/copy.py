@@ -1,8 +1,8 @@
-"""PostgreSQL binary COPY rows built with numpy, for fixed-width staging rows.
+"""PostgreSQL binary COPY rows built with numpy: no Python work per row.
 
-Every staging column is NOT NULL and fixed width (NaN stands for "not measured" and is
-turned into NULL by the INSERT … SELECT), so a whole batch is one structured array and
-one `tobytes()`: no Python work per row.
+Rows are grouped by which of the three optional columns (voltage, power factor, RSSI)
+are NULL; each group is one fixed-width structured array, since a NULL field in the
+binary format is a length of -1 with no data. COPY does not care about row order.
 """
 
 from __future__ import annotations
@@ -14,32 +14,47 @@ HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big
 TRAILER = (-1).to_bytes(2, "big", signed=True)
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 
-STAGING_COLUMNS = ("sensor_id", "ts", "current_a", "voltage_v", "power_factor", "rssi_dbw", "bridge_id")
-_ROW = np.dtype([
-    ("n", ">i2"),
-    ("l0", ">i4"), ("sensor_id", ">i8"),
-    ("l1", ">i4"), ("ts", ">i8"),
-    ("l2", ">i4"), ("current_a", ">f4"),
-    ("l3", ">i4"), ("voltage_v", ">f4"),
-    ("l4", ">i4"), ("power_factor", ">f4"),
-    ("l5", ">i4"), ("rssi_dbw", ">f4"),
-    ("l6", ">i4"), ("bridge_id", ">i8"),
-])
+COLUMNS = ("sensor_id", "ts", "current_a", "voltage_v", "power_factor", "rssi_dbw", "bridge_id")
+_OPTIONAL = ("voltage_v", "power_factor", "rssi_dbw")
+
+
+def _row_dtype(present: tuple[bool, bool, bool]) -> np.dtype[np.void]:
+    fields: list[tuple[str, str]] = [("n", ">i2"), ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
+                                     ("l2", ">i4"), ("current_a", ">f4")]
+    for i, (name, here) in enumerate(zip(_OPTIONAL, present, strict=True)):
+        fields.append((f"l{3 + i}", ">i4"))
+        if here:
+            fields.append((name, ">f4"))
+    fields += [("l6", ">i4"), ("bridge_id", ">i8")]
+    return np.dtype(fields)
 
 
 def encode_readings(sensor_id: npt.NDArray[np.int64], ts_unix_s: npt.NDArray[np.float64],
                     current_a: npt.ArrayLike, voltage_v: npt.ArrayLike, power_factor: npt.ArrayLike,
                     rssi_dbw: npt.ArrayLike, bridge_id: npt.NDArray[np.int64]) -> bytes:
-    rows = np.empty(len(sensor_id), dtype=_ROW)
-    rows["n"] = 7
-    for i, width in enumerate((8, 8, 4, 4, 4, 4, 8)):
-        rows[f"l{i}"] = width
-    rows["sensor_id"] = sensor_id
+    """One COPY … (FORMAT BINARY) stream; NaN in an optional column is written as NULL."""
+    optional = [np.asarray(voltage_v, np.float32), np.asarray(power_factor, np.float32),
+                np.asarray(rssi_dbw, np.float32)]
     # Round to whole microseconds, PostgreSQL's resolution, so resends compare equal.
-    rows["ts"] = np.rint(np.asarray(ts_unix_s, dtype=np.float64) * 1e6).astype(np.int64) - PG_EPOCH_US
-    rows["current_a"] = current_a
-    rows["voltage_v"] = voltage_v
-    rows["power_factor"] = power_factor
-    rows["rssi_dbw"] = rssi_dbw
-    rows["bridge_id"] = bridge_id
-    return HEADER + rows.tobytes() + TRAILER
+    ts_us = np.rint(np.asarray(ts_unix_s, dtype=np.float64) * 1e6).astype(np.int64) - PG_EPOCH_US
+    current = np.asarray(current_a, np.float32)
+    pattern = sum((~np.isnan(col)).astype(np.int8) << i for i, col in enumerate(optional))
+    chunks = [HEADER]
+    for code in np.unique(pattern):
+        present = (bool(code & 1), bool(code >> 1 & 1), bool(code >> 2 & 1))
+        pick = np.nonzero(pattern == code)[0]
+        rows = np.empty(len(pick), dtype=_row_dtype(present))
+        rows["n"] = 7
+        rows["l0"] = rows["l1"] = rows["l6"] = 8
+        rows["l2"] = 4
+        rows["sensor_id"] = sensor_id[pick]
+        rows["ts"] = ts_us[pick]
+        rows["current_a"] = current[pick]
+        rows["bridge_id"] = bridge_id[pick]
+        for i, (name, here) in enumerate(zip(_OPTIONAL, present, strict=True)):
+            rows[f"l{3 + i}"] = 4 if here else -1
+            if here:
+                rows[name] = optional[i][pick]
+        chunks.append(rows.tobytes())
+    chunks.append(TRAILER)
+    return b"".join(chunks)

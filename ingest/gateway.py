@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 from ingest import metrics
 from ingest.packs import BatchResult, RawPack
 from ingest.spool import Spool
-from ingest.writer import BatchWriter
+from ingest.writer import BatchWriter, Prepared
 from wattline.settings import Settings
 
 log = structlog.get_logger("wattline.gateway")
@@ -75,27 +75,30 @@ class Gateway:
         self._arrived.set()
         self._full.set()
 
-    # -- processing (runs in a worker thread) ------------------------------------------
-    def _process(self, packs: list[RawPack]) -> bool:
+    # -- processing (runs in worker threads) ------------------------------------------------
+    def _prepare(self, packs: list[RawPack]) -> Prepared:
+        return self.writer.prepare(packs)
+
+    def _commit(self, prepared: Prepared) -> bool:
         """Make the batch durable. True: ack it. False: not durable yet (retry later)."""
         started = time.monotonic()
         try:
             self._replay_spool()
-            result = self.writer.write(packs)
+            result = self.writer.commit(prepared)
         except psycopg.OperationalError as exc:
             metrics.DB_UP.set(0)
             self.writer.close()
             if self.spool.full():
                 log.warning("database down and spool full: holding acks", error=str(exc).splitlines()[0])
                 return False
-            self.spool.append(packs)
-            metrics.SPOOLED_PACKS.inc(len(packs))
+            self.spool.append(prepared.packs)
+            metrics.SPOOLED_PACKS.inc(len(prepared.packs))
             metrics.SPOOL_BYTES.set(self.spool.size())
-            self.stats.spooled_packs += len(packs)
-            log.warning("database down: batch spooled", packs=len(packs), error=str(exc).splitlines()[0])
+            self.stats.spooled_packs += len(prepared.packs)
+            log.warning("database down: batch spooled", packs=len(prepared.packs), error=str(exc).splitlines()[0])
             return True
         metrics.DB_UP.set(1)
-        self._account(result, packs, started)
+        self._account(result, prepared.packs, started)
         return True
 
     def _replay_spool(self) -> None:
@@ -187,28 +190,46 @@ class Gateway:
                 self._full.set()
 
     async def _flush_loop(self, client: aiomqtt.Client, reader: asyncio.Task[None]) -> None:
-        """A batch closes when it is full or `batch_max_seconds` after its first pack."""
-        while not self._stopping.is_set():
-            await self._arrived.wait()
-            if reader.done():
-                reader.result()  # re-raise the broker error
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), self.settings.batch_max_seconds)
-            self._arrived.clear()
-            self._full.clear()
-            batch, self._buffer = self._buffer, []
-            if not batch:
-                continue
-            while not await asyncio.to_thread(self._process, batch):
-                if self._stopping.is_set():
-                    return
-                await asyncio.sleep(1.0)
-            for pack in batch:
-                if pack.qos > 0:
-                    client._client.ack(pack.mid, pack.qos)
-            metrics.UNACKED.set(len(self._buffer))
-            if self._buffer:
-                self._arrived.set()
+        """A batch closes when it is full or `batch_max_seconds` after its first pack. The next
+        batch is decoded while the previous one commits; packs are acked after their commit."""
+        committing: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                await self._arrived.wait()
+                if reader.done():
+                    reader.result()  # re-raise the broker error
+                if len(self._buffer) < self.settings.batch_max_packs:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), self.settings.batch_max_seconds)
+                n = self.settings.batch_max_packs
+                batch, self._buffer = self._buffer[:n], self._buffer[n:]
+                self._full.clear()
+                if len(self._buffer) < n:
+                    self._full.clear()
+                else:
+                    self._full.set()
+                if not self._buffer:
+                    self._arrived.clear()
+                if not batch:
+                    continue
+                prepared = await asyncio.to_thread(self._prepare, batch)
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(self._commit_and_ack(client, prepared))
+        finally:
+            if committing is not None:
+                with contextlib.suppress(Exception):
+                    await committing
+
+    async def _commit_and_ack(self, client: aiomqtt.Client, prepared: Prepared) -> None:
+        while not await asyncio.to_thread(self._commit, prepared):
+            if self._stopping.is_set():
+                return
+            await asyncio.sleep(1.0)
+        for pack in prepared.packs:
+            if pack.qos > 0:
+                client._client.ack(pack.mid, pack.qos)
+        metrics.UNACKED.set(len(self._buffer))
 
 
 async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_rollups: bool = True) -> None:

@@ -112,7 +112,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/sites/{site_id}/hierarchy.csv"): {
         "files": {"file": ("h.csv", b"external_ref,parent_ref,kind,name\n")}},
 }
-QUERY = {"from": (datetime.now(UTC) - timedelta(days=1)).isoformat(), "to": datetime.now(UTC).isoformat()}
+def query() -> dict[str, str]:
+    """The last day up to a minute from now (computed per call: tests run for a while)."""
+    now = datetime.now(UTC)
+    return {"from": (now - timedelta(days=1)).isoformat(), "to": (now + timedelta(minutes=1)).isoformat()}
 
 
 def test_every_route_hides_other_tenants_objects(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
@@ -130,7 +133,7 @@ def test_every_route_hides_other_tenants_objects(client: TestClient, tenants: tu
                 body["json"] = {**body["json"], "node_id": b.circuit_id}
             url = path.format(**params_for(a))
             for role in ("reseller_admin", "customer_admin"):
-                res = client.request(method, url, params=QUERY, headers=auth(b.tokens[role]), **body)
+                res = client.request(method, url, params=query(), headers=auth(b.tokens[role]), **body)
                 assert res.status_code == 404, (method, url, role, res.status_code, res.text[:200])
                 assert not any(secret in res.text for secret in (f"Site {a.name}", f"Chiller {a.name}",
                                                                   f"Customer {a.name}", f"{a.name}-C1"))
@@ -209,7 +212,7 @@ def test_installer_assigns_discovered_sensor_and_its_energy_appears(
     while RollupEngine(30.0).process_dirty(db):
         pass
     rows = client.get(f"/v1/nodes/{node}/measurements", headers=auth(token),
-                      params={**QUERY, "resolution": "1m"}).json()
+                      params={**query(), "resolution": "1m"}).json()
     energy = sum(r["energy_wh"] for r in rows)
     assert energy == pytest.approx(12.0 * 230.0 * 540 / 3600, rel=1e-6)  # 54 intervals of 10 s
     report = client.get(f"/v1/sites/{a.site_id}/commissioning-report", headers=auth(token)).json()
@@ -220,7 +223,7 @@ def test_installer_assigns_discovered_sensor_and_its_energy_appears(
 def test_measurements_csv_has_powerradar_columns(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
     a, _ = tenants
     res = client.get(f"/v1/nodes/{a.circuit_id}/measurements", headers=auth(a.tokens["viewer"]),
-                     params={**QUERY, "resolution": "1m", "format": "csv"})
+                     params={**query(), "resolution": "1m", "format": "csv"})
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")
     lines = res.text.strip().splitlines()
     assert lines[0] == ("device_id,device_name,time_utc,resolution_minutes,site_id,site_name,current_a,voltage_v,"
@@ -232,7 +235,7 @@ def test_measurements_csv_has_powerradar_columns(client: TestClient, tenants: tu
 
 def test_cost_route_adds_up(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
     a, _ = tenants
-    res = client.get(f"/v1/sites/{a.site_id}/cost", headers=auth(a.tokens["viewer"]), params=QUERY)
+    res = client.get(f"/v1/sites/{a.site_id}/cost", headers=auth(a.tokens["viewer"]), params=query())
     assert res.status_code == 200, res.text
     body = res.json()
     assert body["currency"] == "GBP"

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     batch_max_seconds: float = 0.25
     spool_dir: Path = PROJECT_ROOT / ".wattline" / "spool"
     spool_max_bytes: int = 512 * 1024 * 1024
-    receive_maximum: int = 1000
+    #: MQTT v5 Receive Maximum: unacked packs the broker may send us (bounds memory)
+    receive_maximum: int = 400
 
     # Physics
     reporting_interval_s: float = 10.0

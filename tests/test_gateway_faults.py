@@ -1,0 +1,194 @@
+"""The gateway under faults, as processes: kill -9 mid-stream, the database stopped
+mid-stream, two gateways on one shared subscription, and a full spool."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from sensor_sim.fleet import build_fleet
+from sensor_sim.publisher import Report, Simulator
+from sensor_sim.seed import seed_catalogue
+from tests.conftest import count, wait_for
+from tests.test_ingest import expected_set, stored_set
+from wattline.db import create_database, with_database
+from wattline.localstack import LocalPostgres, free_port
+from wattline.migrate import migrate
+
+
+class GatewayProcess:
+    def __init__(self, database_url: str, mqtt_url: str, spool: Path, client_id: str, group: str,
+                 **env: str) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": mqtt_url,
+                    "WATTLINE_SPOOL_DIR": str(spool), "WATTLINE_MQTT_CLIENT_ID": client_id,
+                    "WATTLINE_MQTT_SHARE_GROUP": group, "WATTLINE_GATEWAY_METRICS_PORT": str(self.port),
+                    "WATTLINE_BATCH_MAX_SECONDS": "0.05", **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProcess:
+        self.proc = subprocess.Popen([sys.executable, "-m", "wattline.cli", "gateway", "--no-rollups"],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.health, 60)
+        return self
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            res = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1)
+        except httpx.HTTPError:
+            return None
+        return res.json() if res.status_code == 200 else None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def gateways(database_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[Any]:
+    group = f"g{uuid.uuid4().hex[:6]}"
+    made: list[GatewayProcess] = []
+
+    def make(db_url: str | None = None, n: int = 0, **env: str) -> GatewayProcess:
+        gw = GatewayProcess(db_url or database_url, mqtt_url, tmp_path / f"spool{n}", f"gw-{group}-{n}", group, **env)
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        gw.stop()
+
+
+def simulate_in_background(mqtt_url: str, fleet: Any, ticks: int, pace_s: float) -> tuple[threading.Thread, Report]:
+    """Publish `ticks` ticks of the fleet, one every `pace_s` seconds (a stream, not a burst)."""
+    report = Report(keep_expected=True)
+    start = (time.time() // 3600) * 3600 - 7200
+
+    def run() -> None:
+        sim = Simulator(fleet, mqtt_url, client_id=f"sim-{uuid.uuid4().hex[:6]}")
+        try:
+            for k in range(ticks):
+                sim.tick(start + k * 10.0, report)
+                sim.flush()
+                time.sleep(pace_s)
+            sim.drain(report)
+        finally:
+            sim.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, report
+
+
+@pytest.mark.faults
+def test_kill_9_mid_stream_loses_and_doubles_nothing(db: psycopg.Connection[Any], mqtt_url: str, gateways: Any) -> None:
+    fleet = build_fleet(1, 3, 20)
+    seed_catalogue(db, fleet)
+    gw = gateways().start()
+    thread, report = simulate_in_background(mqtt_url, fleet, ticks=60, pace_s=0.05)
+    for _ in range(3):  # killed at three points of the stream
+        wait_for(lambda: count(db, "SELECT count(*) FROM readings") > 0, 30)
+        time.sleep(0.4)
+        gw.kill()
+        time.sleep(0.3)
+        gw.start()
+    thread.join(60)
+    wait_for(lambda: count(db, "SELECT count(*) FROM readings") >= len(report.expected), 60)
+    time.sleep(1.0)
+    assert count(db, "SELECT count(*) FROM readings") == len(report.expected) == 60 * 60
+    assert stored_set(db) == expected_set(report)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[LocalPostgres, str]]:
+    """A PostgreSQL of this test's own, so that stopping it disturbs nothing else."""
+    root = Path(tempfile.mkdtemp(prefix="wattline-test-own-"))
+    pg = LocalPostgres(root / "pg", free_port(), durable=False)
+    pg.start()
+    url = with_database(pg.url, "faults")
+    create_database(url)
+    migrate(url)
+    yield pg, url
+    pg.stop(mode="immediate")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.faults
+def test_database_stopped_mid_stream_loses_nothing(own_postgres: tuple[LocalPostgres, str], mqtt_url: str,
+                                                   gateways: Any) -> None:
+    pg, url = own_postgres
+    fleet = build_fleet(1, 2, 10)
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed_catalogue(conn, fleet)
+    gw = gateways(url).start()
+    thread, report = simulate_in_background(mqtt_url, fleet, ticks=80, pace_s=0.05)
+    time.sleep(1.0)
+    pg.stop(mode="fast")  # the database goes away mid-stream ...
+    wait_for(lambda: (gw.health() or {}).get("spool_bytes", 0) > 0, 30)  # ... the gateway spools ...
+    time.sleep(1.0)
+    pg.start()  # ... and flushes once it is back
+    thread.join(60)
+    with psycopg.connect(url, autocommit=True) as conn:
+        wait_for(lambda: count(conn, "SELECT count(*) FROM readings") >= len(report.expected), 60)
+        time.sleep(1.0)
+        assert stored_set(conn) == expected_set(report)
+        assert count(conn, "SELECT count(*) FROM readings") == 80 * 20
+    wait_for(lambda: (gw.health() or {}).get("spool_bytes", 1) == 0, 30)
+
+
+@pytest.mark.faults
+def test_full_spool_holds_acks_until_the_database_returns(own_postgres: tuple[LocalPostgres, str], mqtt_url: str,
+                                                          gateways: Any) -> None:
+    pg, url = own_postgres
+    fleet = build_fleet(1, 2, 10)
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed_catalogue(conn, fleet)
+    gw = gateways(url, WATTLINE_SPOOL_MAX_BYTES="2000").start()
+    pg.stop(mode="fast")
+    thread, report = simulate_in_background(mqtt_url, fleet, ticks=40, pace_s=0.02)
+    thread.join(60)
+    # With the spool full the gateway stops acking: packs wait, unacked, in the broker.
+    wait_for(lambda: (gw.health() or {}).get("unacked", 0) > 0 or (gw.health() or {}).get("spool_bytes", 0) >= 2000,
+             30)
+    pg.start()
+    with psycopg.connect(url, autocommit=True) as conn:
+        wait_for(lambda: count(conn, "SELECT count(*) FROM readings") >= len(report.expected), 90)
+        time.sleep(0.5)
+        assert stored_set(conn) == expected_set(report)
+
+
+@pytest.mark.faults
+def test_two_gateways_share_the_load_without_doubling(db: psycopg.Connection[Any], mqtt_url: str,
+                                                      gateways: Any) -> None:
+    fleet = build_fleet(1, 4, 20)
+    seed_catalogue(db, fleet)
+    first, second = gateways(n=1).start(), gateways(n=2).start()
+    thread, report = simulate_in_background(mqtt_url, fleet, ticks=40, pace_s=0.02)
+    thread.join(60)
+    wait_for(lambda: count(db, "SELECT count(*) FROM readings") >= len(report.expected), 60)
+    time.sleep(0.5)
+    assert stored_set(db) == expected_set(report)
+    packs = [(first.health() or {}).get("packs", 0), (second.health() or {}).get("packs", 0)]
+    assert min(packs) > 0, packs  # both took a share
+    # No pack was handled twice: the SenML packs plus each bridge's "online" status.
+    assert sum(packs) == report.packs_published + len(fleet.sensors_by_bridge())
