@@ -136,6 +136,9 @@ def decode_pack(payload: bytes, limits: Limits) -> DecodedPack:
         except msgspec.DecodeError:
             records = []
         else:
+            if not records:
+                out.rejections.append(Rejection(Reason.NOT_A_PACK, "a SenML pack is a non-empty JSON array"))
+                return out
             if len(records) > MAX_RECORDS:
                 out.rejections.append(Rejection(Reason.TOO_LARGE, f"{len(records)} records > {MAX_RECORDS}"))
                 return out
@@ -181,21 +184,23 @@ def _check_generic(rec: object) -> str | None:
 
 
 def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: bool) -> None:
-    """Apply base fields in order and group records into readings per (sensor, time)."""
+    """Apply base fields in order and group records into readings per (sensor, time).
+
+    The hot loop of the gateway: each check is one comparison on the good path, and the
+    reason is worked out only when a record fails."""
     base_name = ""
     base_time = 0.0
     base_unit: str | None = None
-    # (serial, ts) -> index into out's columns; readings complete only with a current.
-    index: dict[tuple[str, float], int] = {}
-    seen: set[tuple[str, float, str]] = set()
+    index: dict[tuple[str, float], int] = {}  # (serial, ts) -> row in out's columns
     has_current: list[bool] = []
     earliest = limits.now - limits.max_age_s
     latest = limits.now + limits.max_skew_s
+    names = _NAMES
+    columns = (out.current, out.voltage, out.power_factor, out.rssi)
 
     for raw in records:
         if typed:
-            rec = raw
-            bn, bt, bu, bver, n, u, v, t = rec.bn, rec.bt, rec.bu, rec.bver, rec.n, rec.u, rec.v, rec.t
+            bn, bt, bu, bver, n, u, v, t = raw.bn, raw.bt, raw.bu, raw.bver, raw.n, raw.u, raw.v, raw.t
             has_other_value = False
         else:
             problem = _check_generic(raw)
@@ -222,50 +227,42 @@ def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: boo
             base_unit = bu
         if n is None and v is None and not has_other_value:
             continue  # a record of base fields only
-        name = base_name + (n or "")
-        ts = base_time + (float(t) if t is not None else 0.0)
-        serial, measurement, problem = _split_name(name)
+        name = base_name + n if n is not None else base_name
+        parsed = names.get(name)
+        if parsed is None:
+            parsed = _parse_name(name)
+            if len(names) < _NAME_CACHE_SIZE:
+                names[name] = parsed
+        serial, column, lo, hi, expected_unit, problem = parsed
         if problem is not None:
-            out.rejections.append(Rejection(Reason.NAME, problem, serial, _dump(raw)))
-            continue
-        assert serial is not None and measurement is not None
-        unit = u if u is not None else base_unit
-        expected_unit = MEASUREMENTS.get(measurement)
-        if expected_unit is None:
-            out.rejections.append(Rejection(Reason.UNKNOWN_MEASUREMENT, measurement, serial, _dump(raw)))
-            continue
-        if unit is not None and unit != expected_unit and not (n is None and u is None):
-            out.rejections.append(
-                Rejection(Reason.UNIT, f"{measurement} in {unit!r}, expected {expected_unit!r}", serial, _dump(raw))
-            )
-            continue
-        if v is None:
-            out.rejections.append(Rejection(Reason.NO_VALUE, f"{measurement} needs a numeric v", serial, _dump(raw)))
-            continue
-        value = float(v)
-        if not math.isfinite(value) or not math.isfinite(ts):
-            out.rejections.append(Rejection(Reason.NOT_FINITE, f"{measurement}={v}", serial, _dump(raw)))
-            continue
-        if ts < RELATIVE_TIME_LIMIT:
-            ts += limits.now
-        if ts > latest:
-            out.rejections.append(Rejection(Reason.FUTURE, f"t={ts:.3f} is ahead of now", serial, _dump(raw)))
-            continue
-        if ts < earliest:
-            out.rejections.append(Rejection(Reason.ANCIENT, f"t={ts:.3f} is too old", serial, _dump(raw)))
-            continue
-        problem = _check_value(measurement, value)
-        if problem is not None:
-            reason = Reason.NEGATIVE if value < 0 and measurement == "current" else Reason.OUT_OF_RANGE
+            reason = Reason.NAME if column == -1 else Reason.UNKNOWN_MEASUREMENT
             out.rejections.append(Rejection(reason, problem, serial, _dump(raw)))
             continue
-        key3 = (serial, ts, measurement)
-        if key3 in seen:
-            out.rejections.append(
-                Rejection(Reason.DUPLICATE_IN_PACK, f"second {measurement} at t={ts}", serial, _dump(raw))
-            )
+        assert serial is not None  # a good name always has one
+        unit = u if u is not None else base_unit
+        if unit is not None and unit != expected_unit and not (n is None and u is None):
+            out.rejections.append(Rejection(Reason.UNIT, f"{_COLUMN_NAMES[column]} in {unit!r}, expected "
+                                            f"{expected_unit!r}", serial, _dump(raw)))
             continue
-        seen.add(key3)
+        if v is None:
+            out.rejections.append(Rejection(Reason.NO_VALUE, f"{_COLUMN_NAMES[column]} needs a numeric v", serial,
+                                            _dump(raw)))
+            continue
+        value = float(v)
+        ts = base_time + t if t is not None else base_time
+        if ts < RELATIVE_TIME_LIMIT:
+            ts += limits.now
+        if not earliest <= ts <= latest:
+            reason = Reason.NOT_FINITE if not math.isfinite(ts) else Reason.FUTURE if ts > latest else Reason.ANCIENT
+            out.rejections.append(Rejection(reason, f"t={ts:.3f} is outside [now - max age, now + max skew]",
+                                            serial, _dump(raw)))
+            continue
+        if not lo <= value <= hi:
+            reason = (Reason.NOT_FINITE if not math.isfinite(value)
+                      else Reason.NEGATIVE if column == 0 and value < 0 else Reason.OUT_OF_RANGE)
+            out.rejections.append(Rejection(reason, f"{_COLUMN_NAMES[column]}={value} outside [{lo:g}, {hi:g}]",
+                                            serial, _dump(raw)))
+            continue
         key = (serial, ts)
         i = index.get(key)
         if i is None:
@@ -278,17 +275,36 @@ def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: boo
             out.power_factor.append(math.nan)
             out.rssi.append(math.nan)
             has_current.append(False)
-        if measurement == "current":
-            out.current[i] = value
+        elif (has_current[i] if column == 0 else not math.isnan(columns[column][i])):
+            out.rejections.append(Rejection(Reason.DUPLICATE_IN_PACK, f"second {_COLUMN_NAMES[column]} at t={ts}",
+                                            serial, _dump(raw)))
+            continue
+        columns[column][i] = value
+        if column == 0:
             has_current[i] = True
-        elif measurement == "voltage":
-            out.voltage[i] = value
-        elif measurement == "power_factor":
-            out.power_factor[i] = value
-        else:
-            out.rssi[i] = value
     if not all(has_current):
         _drop_incomplete(out, has_current)
+
+
+_COLUMN_NAMES = ("current", "voltage", "power_factor", "rssi")
+#: measurement -> (column, lowest, highest valid value); voltage must be > 0 and PF > 0.
+_RANGES = {"current": (0, 0.0, MAX_CURRENT_A), "voltage": (1, 1e-9, 99_999.999),
+           "power_factor": (2, 1e-9, 1.0), "rssi": (3, -300.0, 100.0)}
+_NAME_CACHE_SIZE = 1_000_000
+#: full name -> (serial, column (-1 bad name, -2 unknown measurement), lo, hi, unit, problem)
+_NAMES: dict[str, tuple[str | None, int, float, float, str, str | None]] = {}
+
+
+def _parse_name(name: str) -> tuple[str | None, int, float, float, str, str | None]:
+    serial, measurement, problem = _split_name(name)
+    if problem is not None:
+        return None, -1, 0.0, 0.0, "", problem
+    assert measurement is not None
+    spec = _RANGES.get(measurement)
+    if spec is None:
+        return serial, -2, 0.0, 0.0, "", measurement
+    column, lo, hi = spec
+    return serial, column, lo, hi, MEASUREMENTS[measurement], None
 
 
 def _split_name(name: str) -> tuple[str | None, str | None, str | None]:
@@ -300,18 +316,6 @@ def _split_name(name: str) -> tuple[str | None, str | None, str | None]:
     if not sep or not SERIAL_RE.match(serial):
         return None, None, f"{name[:80]!r} has no valid sensor serial"
     return serial, measurement, None
-
-
-def _check_value(measurement: str, value: float) -> str | None:
-    if measurement == "current" and not 0.0 <= value <= MAX_CURRENT_A:
-        return f"current {value} A outside 0..{MAX_CURRENT_A:g}"
-    if measurement == "voltage" and not 0.0 < value < 100_000.0:
-        return f"voltage {value} V outside (0, 100000)"
-    if measurement == "power_factor" and not 0.0 < value <= 1.0:
-        return f"power factor {value} outside (0, 1]"
-    if measurement == "rssi" and not -300.0 <= value <= 100.0:
-        return f"rssi {value} dBW implausible"
-    return None
 
 
 def _drop_incomplete(out: DecodedPack, has_current: list[bool]) -> None:

@@ -1,0 +1,133 @@
+"""The SenML decoder: RFC 8428 rules, our naming, and a clear rejection for anything else."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wattline.senml import DecodedPack, Limits, Reason, bridge_from_topic, decode_pack, encode_pack
+
+NOW = 1_790_000_000.0
+REASONS = {v for k, v in vars(Reason).items() if k.isupper()}
+
+
+def decode(records: object) -> DecodedPack:
+    return decode_pack(orjson.dumps(records), Limits(NOW))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=4096))
+def test_arbitrary_bytes_never_crash(payload: bytes) -> None:
+    out = decode_pack(payload, Limits(NOW))
+    assert len(out) > 0 or out.rejections
+    assert {r.reason for r in out.rejections} <= REASONS
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20)
+field_values = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False),
+                         st.text(max_size=30), st.sampled_from(["urn:dev:wl:CT1:", "current", "A", "V", "/"]),
+                         json_values)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["bn", "bt", "bu", "bver", "n", "u", "v", "t", "vs", "s", "x_"]),
+                                field_values, max_size=6), max_size=8))
+def test_structured_garbage_is_rejected_with_reasons(records: list[dict[str, object]]) -> None:
+    out = decode_pack(orjson.dumps(records), Limits(NOW))
+    assert {r.reason for r in out.rejections} <= REASONS
+    for current in out.current:
+        assert 0 <= current <= 10_000 and math.isfinite(current)
+
+
+def test_round_trip_with_optional_measurements() -> None:
+    payload = encode_pack([("CT1", NOW - 5, 12.5), ("CT2", NOW - 5, 0.0)],
+                          extra={"CT1": {"voltage": 231.0, "power_factor": 0.93, "rssi": -71.0}})
+    out = decode_pack(payload, Limits(NOW))
+    assert out.serials == ["CT1", "CT2"] and out.current == [12.5, 0.0]
+    assert out.voltage[0] == 231.0 and out.power_factor[0] == 0.93 and out.rssi[0] == -71.0
+    assert math.isnan(out.voltage[1]) and not out.rejections
+
+
+def test_relative_time_and_base_fields() -> None:
+    out = decode([{"bn": "urn:dev:wl:CT1:", "bt": -10, "bu": "A", "n": "current", "v": 3},
+                  {"n": "current", "t": 5, "v": 4}])
+    assert out.ts == [NOW - 10, NOW - 5] and out.current == [3.0, 4.0]
+
+
+@pytest.mark.parametrize(("records", "reason"), [
+    ({"bn": "x"}, Reason.NOT_A_PACK),
+    ([], Reason.NOT_A_PACK),
+    ([{"bn": "urn:dev:wl:CT1:", "bver": 99, "n": "current", "v": 1}], Reason.VERSION),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "current", "v": 1, "zz_": 1}], Reason.MUST_UNDERSTAND),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "current", "v": "1"}], Reason.FIELD_TYPE),
+    ([{"bn": "urn:dev:other:CT1:", "n": "current", "v": 1}], Reason.NAME),
+    ([{"bn": "urn:dev:wl:bad serial:", "n": "current", "v": 1}], Reason.NAME),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "temperature", "v": 1}], Reason.UNKNOWN_MEASUREMENT),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "current", "u": "mA", "v": 1}], Reason.UNIT),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "current", "vs": "1"}], Reason.NO_VALUE),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "current", "v": -2}], Reason.NEGATIVE),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "current", "v": 5e6}], Reason.OUT_OF_RANGE),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "power_factor", "v": 1.5}, {"n": "current", "v": 1}], Reason.OUT_OF_RANGE),
+    ([{"bn": "urn:dev:wl:CT1:", "bt": NOW + 3600, "n": "current", "v": 1}], Reason.FUTURE),
+    ([{"bn": "urn:dev:wl:CT1:", "bt": 1e9, "n": "current", "v": 1}], Reason.ANCIENT),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "voltage", "v": 230}], Reason.MISSING_CURRENT),
+    ([{"bn": "urn:dev:wl:CT1:", "n": "current", "v": 1}, {"n": "current", "v": 2}], Reason.DUPLICATE_IN_PACK),
+])
+def test_each_rule_has_its_reason(records: object, reason: str) -> None:
+    out = decode(records)
+    assert reason in {r.reason for r in out.rejections}
+
+
+def test_bad_record_does_not_sink_its_neighbours() -> None:
+    out = decode([{"bn": "urn:dev:wl:CT1:", "n": "current", "v": 1},
+                  {"bn": "urn:dev:wl:CT2:", "n": "current", "v": -1},
+                  {"bn": "urn:dev:wl:CT3:", "n": "current", "v": None},
+                  {"bn": "urn:dev:wl:CT4:", "n": "current", "v": 4}])
+    assert out.serials == ["CT1", "CT4"]
+    assert [r.sensor_serial for r in out.rejections] == ["CT2", "CT3"]
+
+
+def test_overflowing_number_is_not_finite() -> None:
+    out = decode_pack(b'[{"bn": "urn:dev:wl:CT1:", "n": "current", "v": 1e400}]', Limits(NOW))
+    assert [r.reason for r in out.rejections] in ([Reason.NOT_FINITE], [Reason.JSON])
+
+
+def test_invalid_json_and_oversized_packs() -> None:
+    assert decode_pack(b'[{"bn": "urn:dev:wl:CT1:", "v": NaN}]', Limits(NOW)).rejections[0].reason == Reason.JSON
+    big = b"[" + b",".join([b'{"n":"x"}'] * 120_000) + b"]"
+    assert decode_pack(big, Limits(NOW)).rejections[0].reason == Reason.TOO_LARGE
+
+
+def test_deep_nesting_is_rejected_not_crashing() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    out = decode_pack(deep, Limits(NOW))
+    assert out.rejections and out.rejections[0].reason in (Reason.JSON, Reason.TOO_LARGE, Reason.FIELD_TYPE)
+
+
+@pytest.mark.parametrize(("topic", "bridge"), [
+    ("wattline/v1/bridges/BR-1/senml", "BR-1"),
+    ("wattline/v1/bridges/BR-1/status", "BR-1"),
+    ("wattline/v1/bridges/BR-1/other", None),
+    ("wattline/v1/bridges/BR 1/senml", None),
+    ("wattline/v1/bridges/+/senml", None),
+    ("wattline/v1/bridges/a/b/senml", None),
+    ("other/v1/bridges/BR-1/senml", None),
+])
+def test_topics(topic: str, bridge: str | None) -> None:
+    assert bridge_from_topic(topic) == bridge
+
+
+def test_decoder_throughput_is_sane() -> None:
+    """Guards against an accidental slow path (not a benchmark: that lives in bench/)."""
+    payload = encode_pack([(f"CT{i}", NOW - 5, 1.5) for i in range(5000)])
+    started = time.perf_counter()
+    assert len(decode_pack(payload, Limits(NOW))) == 5000
+    assert time.perf_counter() - started < 1.0
