@@ -212,12 +212,13 @@ class BatchWriter:
         """Ids for every serial: a whole site's sensors load on its first miss, and serials
         never heard of are recorded as discovered on their bridge. Returns how many were new."""
         wanted: dict[str, Known] = {}
-        known = self._sensors.keys()
+        sensors = self._sensors
         for _, bridge, d in decoded:
             known_bridge = self._bridges.get(bridge)
             if known_bridge is None:
                 continue
-            for serial in set(d.serials) - known:  # set difference in C: no Python loop per reading
+            # Not `set(...) - sensors.keys()`: that copies all cached keys into a set per pack.
+            for serial in [s for s in d.serials if s not in sensors]:
                 wanted[serial] = known_bridge
         if not wanted:
             return 0

@@ -41,3 +41,5 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (
     queued_at   timestamptz NOT NULL DEFAULT now(),
     CHECK (ts_from <= ts_to)
 );
+-- Rows live seconds; compressing a batch's id array costs more than it saves.
+ALTER TABLE rollup_dirty ALTER COLUMN sensor_ids SET STORAGE EXTERNAL;
