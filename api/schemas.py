@@ -206,3 +206,19 @@ class Usage(BaseModel):
 
 class Created(BaseModel):
     id: int
+
+
+class CustomerPatch(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    billing_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
+
+
+class SitePatch(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    timezone: str | None = Field(None, max_length=64)
+    floor_area_m2: float | None = Field(None, gt=0, lt=10_000_000)
+    opening_hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], tuple[str, str]] | None = None
+
+
+class BridgePatch(BaseModel):
+    name: str = Field(max_length=200)

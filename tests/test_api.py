@@ -103,6 +103,9 @@ def params_for(t: Tenant) -> dict[str, Any]:
 BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/sites/{site_id}/nodes"): {"json": {"parent_id": 0, "kind": "circuit", "name": "x"}},
     ("patch", "/v1/nodes/{node_id}"): {"json": {"name": "renamed"}},
+    ("patch", "/v1/sites/{site_id}"): {"json": {"name": "renamed"}},
+    ("patch", "/v1/customers/{customer_id}"): {"json": {"name": "renamed"}},
+    ("patch", "/v1/bridges/{bridge_id}"): {"json": {"name": "renamed"}},
     ("post", "/v1/sites/{site_id}/bridges"): {"json": {"serial": "BR-NEW", "name": ""}},
     ("put", "/v1/sensors/{serial}/assignment"): {"json": {"node_id": 0, "phase": 1, "ct_rating_a": 50}},
     ("post", "/v1/sites/{site_id}/tariffs"): {"json": {
@@ -301,3 +304,25 @@ def test_dead_database_answers_503(services: Any) -> None:
         assert "Traceback" not in res.text
 
 
+
+
+def test_update_and_delete_catalogue_objects(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    h = auth(a.tokens["customer_admin"])
+    res = client.patch(f"/v1/sites/{a.site_id}", json={"name": "Renamed", "floor_area_m2": 900}, headers=h)
+    assert res.status_code == 200
+    assert client.get(f"/v1/sites/{a.site_id}", headers=h).json()["name"] == "Renamed"
+    assert client.patch(f"/v1/sites/{a.site_id}", json={"timezone": "Nowhere/Else"}, headers=h).status_code == 422
+    # A node with a sensor, a bridge with sensors, a site with bridges: refused with 409, nothing lost.
+    assert client.delete(f"/v1/nodes/{a.circuit_id}", headers=h).status_code == 409
+    assert client.get(f"/v1/nodes/{a.circuit_id}/measurements", headers=h, params=query()).json()
+    assert client.delete(f"/v1/bridges/{a.bridge_id}", headers=h).status_code == 409
+    assert client.delete(f"/v1/sites/{a.site_id}", headers=h).status_code == 409
+    spare = client.post(f"/v1/sites/{a.site_id}/nodes", headers=h,
+                        json={"parent_id": a.panel_id, "kind": "circuit", "name": "Spare", "external_ref": "SP"}).json()
+    assert client.delete(f"/v1/nodes/{spare['id']}", headers=h).status_code == 200
+    assert client.get(f"/v1/nodes/{spare['id']}", headers=h).status_code == 404
+    assert client.patch(f"/v1/bridges/{a.bridge_id}", json={"name": "Plant room"}, headers=h).status_code == 200
+    assert client.patch(f"/v1/customers/{a.customer_id}", json={"name": "Acme"}, headers=h).status_code == 200
+    # A customer admin cannot delete its own customer (only its reseller can).
+    assert client.delete(f"/v1/customers/{a.customer_id}", headers=h).status_code == 404

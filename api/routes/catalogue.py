@@ -15,14 +15,17 @@ from api.problems import Problem, not_found
 from api.schemas import (
     Bridge,
     BridgeIn,
+    BridgePatch,
     Created,
     Customer,
     CustomerIn,
+    CustomerPatch,
     Node,
     NodeIn,
     NodePatch,
     Site,
     SiteIn,
+    SitePatch,
     TariffIn,
 )
 from wattline import catalogue, queries
@@ -256,3 +259,86 @@ def create_tariff(site_id: int, p: Writer, conn: Conn, body: Annotated[TariffIn,
                                    demand_charge_minor_per_kw=body.demand_charge_minor_per_kw,
                                    demand_interval_minutes=body.demand_interval_minutes, vat_rate=body.vat_rate)
     return Created(id=tid)
+
+
+def _patch(conn: psycopg.Connection[Any], table: str, row_id: int, changes: dict[str, Any]) -> None:
+    if not changes:
+        return
+    from psycopg.types.json import Jsonb
+
+    values = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in changes.items()}
+    sets = ", ".join(f"{k} = %({k})s" for k in values)
+    conn.execute(f"UPDATE {table} SET {sets} WHERE id = %(row_id)s", {**values, "row_id": row_id})
+
+
+def _delete(conn: psycopg.Connection[Any], table: str, row_id: int, what: str) -> Created:
+    try:
+        with conn.transaction():
+            conn.execute(f"DELETE FROM {table} WHERE id = %s", (row_id,))
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise Problem(409, "Conflict", f"the {what} still has things attached (remove or move them first)") from exc
+    return Created(id=row_id)
+
+
+@router.patch("/customers/{customer_id}", response_model=Created,
+              summary="Rename a customer or change its billing email")
+def patch_customer(customer_id: int, body: CustomerPatch, p: Admin, conn: Conn) -> Created:
+    if queries.customer(conn, p, customer_id) is None:
+        raise not_found("customer")
+    _patch(conn, "customers", customer_id, body.model_dump(exclude_unset=True))
+    return Created(id=customer_id)
+
+
+@router.delete("/customers/{customer_id}", response_model=Created, summary="Delete a customer with no sites or users")
+def delete_customer(customer_id: int, p: Admin, conn: Conn) -> Created:
+    if p.reseller_id is None or queries.customer(conn, p, customer_id) is None:
+        raise not_found("customer")
+    return _delete(conn, "customers", customer_id, "customer")
+
+
+@router.patch("/sites/{site_id}", response_model=Created, summary="Change a site's name, zone, area or opening hours")
+def patch_site(site_id: int, body: SitePatch, p: Writer, conn: Conn) -> Created:
+    _site_or_404(conn, p, site_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "opening_hours" in changes and changes["opening_hours"] is not None:
+        changes["opening_hours"] = {k: list(v) for k, v in changes["opening_hours"].items()}
+    _patch(conn, "sites", site_id, {k: v for k, v in changes.items() if v is not None})
+    return Created(id=site_id)
+
+
+@router.delete("/sites/{site_id}", response_model=Created, summary="Delete a site with no bridges")
+def delete_site(site_id: int, p: Admin, conn: Conn) -> Created:
+    _site_or_404(conn, p, site_id)
+    return _delete(conn, "sites", site_id, "site")
+
+
+@router.delete("/nodes/{node_id}", response_model=Created, summary="Delete a node with no children and no sensors")
+def delete_node(node_id: int, p: Writer, conn: Conn) -> Created:
+    row = queries.node(conn, p, node_id)
+    if row is None:
+        raise not_found("node")
+    if row["kind"] == "site":
+        raise Problem(422, "Cannot delete", "a site's root node goes with the site")
+    try:
+        with conn.transaction():  # the node's rollups go with it, or nothing does
+            for table in ("rollups_1m", "rollups_15m", "rollups_1h", "rollups_1d"):
+                conn.execute(f"DELETE FROM {table} WHERE node_id = %s", (node_id,))
+            conn.execute("DELETE FROM nodes WHERE id = %s", (node_id,))
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise Problem(409, "Conflict", "the node still has children or sensors (move or unassign them first)") from exc
+    return Created(id=node_id)
+
+
+@router.patch("/bridges/{bridge_id}", response_model=Created, summary="Rename a bridge")
+def patch_bridge(bridge_id: int, body: BridgePatch, p: Commissioner, conn: Conn) -> Created:
+    if queries.bridge(conn, p, bridge_id) is None:
+        raise not_found("bridge")
+    _patch(conn, "bridges", bridge_id, body.model_dump())
+    return Created(id=bridge_id)
+
+
+@router.delete("/bridges/{bridge_id}", response_model=Created, summary="Remove a bridge that carries no sensors")
+def delete_bridge(bridge_id: int, p: Commissioner, conn: Conn) -> Created:
+    if queries.bridge(conn, p, bridge_id) is None:
+        raise not_found("bridge")
+    return _delete(conn, "bridges", bridge_id, "bridge")

@@ -13,6 +13,8 @@ from dashboard.auth import current_principal
 from dashboard.data import conn
 from wattline import queries
 
+WEEK_ROWS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "Public holiday"]
+
 
 def register(app: Dash) -> None:
     dash.register_page("tariffs", path_template="/tariffs/<site_id>", title="Tariffs · Wattline", layout=layout)
@@ -34,10 +36,15 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
     for v, version in enumerate(reversed(versions)):
         k = len(versions) - 1 - v
         hours = [f"{(s * SLOT_MIN) // 60:02d}:{(s * SLOT_MIN) % 60:02d}" for s in range(table.rates.shape[2])]
-        fig = go.Figure(go.Heatmap(z=table.rates[k], x=hours, y=list(DAY_TYPES), colorscale="YlOrRd",
+        # One row per weekday (Mon-Fri use the weekday bands, Sat-Sun the weekend ones) and
+        # one for public holidays, as a facility manager reads a week.
+        rows = [table.rates[k, DAY_TYPES.index("weekday" if d < 5 else "weekend")] for d in range(7)]
+        rows.append(table.rates[k, DAY_TYPES.index("holiday")])
+        fig = go.Figure(go.Heatmap(z=rows, x=hours, y=WEEK_ROWS, colorscale="YlOrRd",
                                    colorbar={"title": f"{version.currency} minor/kWh"},
                                    hovertemplate="%{y} %{x}: %{z:.2f}<extra></extra>"))
-        fig.update_layout(height=260, margin={"t": 10, "l": 80, "r": 10, "b": 40})
+        fig.update_layout(height=320, margin={"t": 10, "l": 110, "r": 10, "b": 40},
+                          yaxis={"autorange": "reversed"})
         bands = html.Table([html.Tr([html.Th(h) for h in ("Band", "Rate (minor/kWh)", "Days", "From", "To")])] + [
             html.Tr([html.Td(b.name), html.Td(f"{b.rate_minor_per_kwh}"), html.Td(", ".join(b.day_types)),
                      html.Td(b.start.strftime("%H:%M")), html.Td(b.end.strftime("%H:%M"))]) for b in version.bands],
