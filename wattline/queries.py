@@ -221,3 +221,21 @@ def energy_15m(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: d
                             AND r.bucket < %(to)s AND {where}
                           ORDER BY r.node_id, r.bucket""",
                 {**params, "site": site_id, "from": t_from, "to": t_to, "nodes": node_ids})
+
+
+def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[float], rates: list[float],
+                        bands: list[int], t_from: datetime, t_to: datetime) -> list[Row]:
+    """Σ energy × rate per node of a site and band, given each 15-minute interval's rate and
+    band. The site's nodes come in as a hashed sub-query: `= ANY(array)` of 500 ids is
+    scanned row by row."""
+    where, params = scope(p)
+    return _all(conn, f"""
+        SELECT r.node_id, x.band, sum(r.energy_wh) AS energy_wh, sum(r.energy_wh / 1000.0 * x.rate) AS cost_minor
+        FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::int[]) AS x(stamp, rate, band)
+        JOIN rollups_15m r ON r.bucket = to_timestamp(x.stamp)
+        WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
+          AND r.node_id IN (SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
+                            JOIN customers c ON c.id = s.customer_id WHERE n.site_id = %(site)s AND {where})
+        GROUP BY r.node_id, x.band""",
+                {**params, "site": site_id, "stamps": stamps, "rates": rates, "bands": bands,
+                 "from": t_from, "to": t_to})

@@ -1,5 +1,6 @@
-"""The gateway under faults, as processes: kill -9 mid-stream, the database stopped
-mid-stream, two gateways on one shared subscription, and a full spool."""
+"""The gateway under faults, as processes (`pytest -m faults` runs them apart): kill -9
+mid-stream, the database stopped mid-stream, two gateways on one shared subscription, and
+a full spool."""
 
 from __future__ import annotations
 

@@ -1,0 +1,67 @@
+"""The `wattline` CLI against the real database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import Services, count
+from tests.test_rollups import TABLES, _one_circuit_site, snapshot, write
+from wattline.cli import app
+from wattline.db import drop_database, with_database
+from wattline.settings import get_settings
+
+
+def run(*args: str, env: dict[str, str]) -> Any:
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, list(args), env=env)
+    finally:
+        get_settings.cache_clear()
+
+
+def test_db_migrate_creates_then_changes_nothing(services: Services) -> None:
+    url = with_database(services.pg_server_url, f"wl_cli_{uuid.uuid4().hex[:8]}")
+    try:
+        first = run("db", "migrate", env={"WATTLINE_DATABASE_URL": url})
+        assert first.exit_code == 0, first.output
+        assert "created the database" in first.output and "applied 001_extensions" in first.output
+        second = run("db", "migrate", env={"WATTLINE_DATABASE_URL": url})
+        assert second.exit_code == 0 and "schema is up to date" in second.output
+    finally:
+        drop_database(url)
+
+
+def test_missing_settings_are_a_clear_error() -> None:
+    res = run("gateway", env={"WATTLINE_DATABASE_URL": "", "WATTLINE_MQTT_URL": ""})
+    assert res.exit_code == 2 and "must be set" in res.output
+
+
+def test_rollup_command_recomputes_a_range(db: psycopg.Connection[Any], database_url: str) -> None:
+    _one_circuit_site(db)
+    base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
+    write(database_url, [("CT-1", base + i * 10, 10.0) for i in range(361)])
+    db.execute("TRUNCATE rollup_dirty")  # as if the worker had never run
+    assert count(db, "SELECT count(*) FROM rollups_1h") == 0
+    res = run("rollup", "--from", "2026-05-04T09:00:00", "--to", "2026-05-04T12:00:00",
+              env={"WATTLINE_DATABASE_URL": database_url})
+    assert res.exit_code == 0, res.output
+    hour = snapshot(db, "rollups_1h")
+    ten = datetime(2026, 5, 4, 10, tzinfo=UTC)
+    # Circuit, panel and site: an hour of 10 A at 230 V (the 11:00:00 reading opens the next hour).
+    assert [v[0] for k, v in hour.items() if k[1] == ten] == [pytest.approx(2300.0)] * 3
+    assert {t: len(snapshot(db, t)) > 0 for t in TABLES} == dict.fromkeys(TABLES, True)
+
+
+def test_demo_seed_is_idempotent(db: psycopg.Connection[Any], database_url: str) -> None:
+    for _ in range(2):
+        res = run("demo-seed", "--sites", "2", "--bridges", "1", "--sensors", "5",
+                  env={"WATTLINE_DATABASE_URL": database_url})
+        assert res.exit_code == 0, res.output
+    assert count(db, "SELECT count(*) FROM sites") == 2
+    assert count(db, "SELECT count(*) FROM users WHERE email LIKE '%%@wattline.example'") == 3
