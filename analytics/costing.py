@@ -19,8 +19,10 @@ from analytics.tariffs import (
     money,
     rate_table,
 )
+from analytics.worker import site_offset_minutes
 from wattline import queries
 from wattline.accounts import Principal
+from wattline.domain import Resolution
 
 
 @dataclass
@@ -29,6 +31,8 @@ class NodeCost:
     energy_wh: float
     energy_cost_minor: Decimal
     by_band_minor: dict[str, Decimal]
+    unmonitored_wh: float | None = None
+    max_power_w: float | None = None
 
 
 @dataclass
@@ -57,8 +61,13 @@ def node_costs(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from
     """Energy cost per node and band. The rate and band of each distinct 15-minute interval
     are worked out once (local calendar, holidays, tariff version); the database multiplies
     and sums per node, so no per-node series travels to Python."""
-    first = t_from.timestamp() // 900 * 900
-    stamps = np.arange(first, t_to.timestamp(), 900.0)
+    # Where every band edge is on the hour (most tariffs), an hour has one rate and the
+    # hourly tier is exact and four times smaller; otherwise the 15-minute tier.
+    hourly = all(b.start.minute == 0 and b.end.minute == 0 for v in versions for b in v.bands) and all(
+        v.valid_from.timestamp() % 3600 == 0 for v in versions) and site_offset_minutes(site["timezone"]) % 60 == 0
+    step = 3600.0 if hourly else 900.0
+    first = t_from.timestamp() // step * step
+    stamps = np.arange(first, t_to.timestamp(), step)
     if len(stamps) == 0:
         return []
     cal = local_calendar(stamps, site["timezone"], site["country"])
@@ -69,13 +78,16 @@ def node_costs(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from
     rates = np.where(valid, table.rates[v, cal.day_type, cal.slot], 0.0)
     bands = table.band_of[v, cal.day_type, cal.slot]
     rows = queries.energy_cost_by_node(conn, p, site_id, stamps.tolist(), rates.tolist(), bands.tolist(),
-                                       t_from, t_to)
-    by_node: dict[int, dict[str, Decimal]] = {}
-    energy: dict[int, float] = {}
+                                       t_from, t_to, Resolution.HOUR1 if hourly else Resolution.MIN15)
+    out: dict[int, NodeCost] = {}
     for r in rows:
-        name = table.band_names[r["band"]]
+        node = out.setdefault(r["node_id"], NodeCost(r["node_id"], 0.0, Decimal(0), {}))
+        node.energy_wh += r["energy_wh"]
         if r["cost_minor"] > 0:
-            by_node.setdefault(r["node_id"], {})[name] = money(r["cost_minor"])
-        energy[r["node_id"]] = energy.get(r["node_id"], 0.0) + r["energy_wh"]
-    return [NodeCost(node_id, wh, sum(by_node.get(node_id, {}).values(), Decimal(0)), by_node.get(node_id, {}))
-            for node_id, wh in energy.items()]
+            node.by_band_minor[table.band_names[r["band"]]] = money(r["cost_minor"])
+            node.energy_cost_minor = sum(node.by_band_minor.values(), Decimal(0))
+        if r["unmonitored_wh"] is not None:
+            node.unmonitored_wh = (node.unmonitored_wh or 0.0) + r["unmonitored_wh"]
+        if r["max_power_w"] is not None:
+            node.max_power_w = max(node.max_power_w or 0.0, r["max_power_w"])
+    return list(out.values())

@@ -326,3 +326,20 @@ def test_update_and_delete_catalogue_objects(client: TestClient, tenants: tuple[
     assert client.patch(f"/v1/customers/{a.customer_id}", json={"name": "Acme"}, headers=h).status_code == 200
     # A customer admin cannot delete its own customer (only its reseller can).
     assert client.delete(f"/v1/customers/{a.customer_id}", headers=h).status_code == 404
+
+
+def test_tariff_versions_never_rewrite_history(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    h = auth(a.tokens["customer_admin"])
+    band = {"name": "flat", "rate_minor_per_kwh": "30", "day_types": ["weekday", "weekend", "holiday"],
+            "start": "00:00", "end": "00:00"}
+    past = {"name": "Cheaper, backdated", "currency": "GBP", "valid_from": "2025-01-01T00:00:00Z", "bands": [band]}
+    res = client.post(f"/v1/sites/{a.site_id}/tariffs", json=past, headers=h)
+    assert res.status_code == 422 and "future" in res.json()["detail"]
+    future = {**past, "name": "Next year", "valid_from": (datetime.now(UTC) + timedelta(days=30)).isoformat()}
+    assert client.post(f"/v1/sites/{a.site_id}/tariffs", json=future, headers=h).status_code == 201
+    gap = {**future, "bands": [{**band, "start": "07:00"}]}
+    res = client.post(f"/v1/sites/{a.site_id}/tariffs", json=gap, headers=h)
+    assert res.status_code == 422 and "no band covers" in res.json()["detail"]
+    versions = client.get(f"/v1/sites/{a.site_id}/tariffs", headers=h).json()
+    assert [v["name"] for v in versions] == ["Next year", "Flat"]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from wattline.accounts import Principal
 from wattline.domain import Connection, Resolution
@@ -149,28 +149,29 @@ def measurements(conn: Conn, p: Principal, node_id: int, resolution: Resolution,
     Voltage and power factor are the node's panel defaults (the rollups keep energy and
     power, not per-reading voltage); they are NULL above the panel level."""
     where, params = scope(p)
-    sql = f"""
-        SELECT n.id AS device_id, n.name AS device_name, r.bucket AS time_utc,
-               %(minutes)s AS resolution_minutes, s.id AS site_id, s.name AS site_name,
-               r.mean_current_a AS current_a, COALESCE(n.nominal_voltage_v, pn.nominal_voltage_v) AS nominal_v,
+    head = _one(conn, f"""
+        SELECT n.id AS device_id, n.name AS device_name, s.id AS site_id, s.name AS site_name,
+               COALESCE(n.nominal_voltage_v, pn.nominal_voltage_v) AS nominal_v,
                COALESCE(n.connection, pn.connection) AS connection,
-               r.mean_power_w AS power_w, COALESCE(n.power_factor, pn.power_factor) AS power_factor,
-               r.energy_wh, r.coverage, r.samples
-        FROM {resolution.table} r
-        JOIN nodes n ON n.id = r.node_id
-        LEFT JOIN nodes pn ON pn.id = n.parent_id AND pn.kind = 'panel'
+               COALESCE(n.power_factor, pn.power_factor) AS power_factor
+        FROM nodes n LEFT JOIN nodes pn ON pn.id = n.parent_id AND pn.kind = 'panel'
         JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
-        WHERE r.node_id = %(node)s AND r.bucket >= %(from)s AND r.bucket < %(to)s AND {where}
-        ORDER BY r.bucket"""
-    with conn.cursor(name="measurements", row_factory=dict_row) as cur:
+        WHERE n.id = %(node)s AND {where}""", {**params, "node": node_id})
+    if head is None:
+        return
+    nominal, connection = head.pop("nominal_v"), head.pop("connection")
+    voltage = Connection(connection).conductor_voltage(nominal) if nominal is not None and connection else None
+    with conn.cursor(name="measurements", row_factory=tuple_row) as cur:  # server-side: memory stays flat
         cur.itersize = batch
-        cur.execute(sql, {**params, "node": node_id, "from": t_from, "to": t_to, "minutes": resolution.minutes})
-        for row in cur:
-            nominal = row.pop("nominal_v")
-            connection = row.pop("connection")
-            row["voltage_v"] = (Connection(connection).conductor_voltage(nominal)
-                                if nominal is not None and connection else None)
-            yield row
+        cur.execute(f"""SELECT bucket, mean_current_a, mean_power_w, energy_wh, coverage, samples
+                        FROM {resolution.table} WHERE node_id = %(node)s AND bucket >= %(from)s AND bucket < %(to)s
+                        ORDER BY bucket""", {"node": node_id, "from": t_from, "to": t_to})
+        for bucket, current, power, energy, coverage, samples in cur:
+            yield {"device_id": head["device_id"], "device_name": head["device_name"], "time_utc": bucket,
+                   "resolution_minutes": resolution.minutes, "site_id": head["site_id"],
+                   "site_name": head["site_name"], "current_a": current, "voltage_v": voltage, "power_w": power,
+                   "power_factor": head["power_factor"], "energy_wh": energy, "coverage": coverage,
+                   "samples": samples}
 
 
 def node_series(conn: Conn, p: Principal, node_ids: list[int], resolution: Resolution, t_from: datetime,
@@ -224,15 +225,17 @@ def energy_15m(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: d
 
 
 def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[float], rates: list[float],
-                        bands: list[int], t_from: datetime, t_to: datetime) -> list[Row]:
-    """Σ energy × rate per node of a site and band, given each 15-minute interval's rate and
-    band. The site's nodes come in as a hashed sub-query: `= ANY(array)` of 500 ids is
+                        bands: list[int], t_from: datetime, t_to: datetime,
+                        resolution: Resolution = Resolution.MIN15) -> list[Row]:
+    """Σ energy × rate per node of a site and band, given each interval's rate and band (15-min
+    or hourly intervals). The site's nodes come in as a hashed sub-query: `= ANY(array)` of 500 ids is
     scanned row by row."""
     where, params = scope(p)
     return _all(conn, f"""
-        SELECT r.node_id, x.band, sum(r.energy_wh) AS energy_wh, sum(r.energy_wh / 1000.0 * x.rate) AS cost_minor
+        SELECT r.node_id, x.band, sum(r.energy_wh) AS energy_wh, sum(r.energy_wh / 1000.0 * x.rate) AS cost_minor,
+               sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
         FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::int[]) AS x(stamp, rate, band)
-        JOIN rollups_15m r ON r.bucket = to_timestamp(x.stamp)
+        JOIN {resolution.table} r ON r.bucket = to_timestamp(x.stamp)
         WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
           AND r.node_id IN (SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
                             JOIN customers c ON c.id = s.customer_id WHERE n.site_id = %(site)s AND {where})

@@ -52,17 +52,20 @@ def _stream(request: Request, p: Principal, node_id: int, resolution: Resolution
         else:
             # Chunks of rows, not a row per chunk: Starlette moves every chunk of a sync
             # generator across a thread, which costs more than encoding the row.
-            chunk = [b"["]
+            yield b"["
             first = True
-            for n, row in enumerate(rows, start=1):
-                encoded = orjson.dumps(row, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
-                chunk.append(encoded if first else b"," + encoded)
-                first = False
-                if n % 2000 == 0:
-                    yield b"".join(chunk)
-                    chunk = []
-            chunk.append(b"]")
-            yield b"".join(chunk)
+            chunk: list[dict[str, Any]] = []
+            for row in rows:
+                chunk.append(row)
+                if len(chunk) == 2000:
+                    yield (b"" if first else b",") + orjson.dumps(chunk, option=_JSON)[1:-1]
+                    first, chunk = False, []
+            if chunk:
+                yield (b"" if first else b",") + orjson.dumps(chunk, option=_JSON)[1:-1]
+            yield b"]"
+
+
+_JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 @router.get("/nodes/{node_id}/measurements", summary="Measurements of a node (circuit, panel or site root)",

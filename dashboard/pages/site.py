@@ -109,11 +109,14 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
             raise dash.exceptions.PreventUpdate
         t_from, t_to = _range(site, start, end)
         nodes = queries.tree(c, p, site_id)
-        usage = {u["node_id"]: u for u in queries.usage_by_node(c, p, site_id, t_from, t_to)}
         try:
             cost = site_cost(c, p, site_id, t_from, t_to)
         except TariffError:
             cost = None
+        # With a tariff, the costing scan already carries each node's energy and remainder.
+        usage = ({n.node_id: {"energy_wh": n.energy_wh, "unmonitored_wh": n.unmonitored_wh} for n in cost.nodes}
+                 if cost is not None else
+                 {u["node_id"]: u for u in queries.usage_by_node(c, p, site_id, t_from, t_to)})
     names = {n["id"]: n["name"] for n in nodes}
     ids, labels, parents, values = [], [], [], []
     for n in nodes:
