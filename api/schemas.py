@@ -14,13 +14,27 @@ Serial = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", examples=["CT0000000
 
 
 class Login(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "demo@wattline.example",
-                                                               "password": "wattline-demo"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "demo@wattline.example", "password": "wattline-demo"}]}
+    )
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024)
 
 
 class Token(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "wl_AbCd1234.q9V…",
+                    "prefix": "wl_AbCd1234",
+                    "expires_at": "2026-11-24T07:00:00Z",
+                    "scopes": ["read", "write"],
+                }
+            ]
+        }
+    )
+
     token: str = Field(examples=["wl_AbCd1234.s3cr3t"])
     prefix: str
     expires_at: datetime | None
@@ -34,6 +48,23 @@ class KeyRequest(BaseModel):
 
 
 class KeyInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 7,
+                    "prefix": "wl_AbCd1234",
+                    "name": "BMS integration",
+                    "scopes": ["read"],
+                    "expires_at": None,
+                    "revoked_at": None,
+                    "last_used_at": "2026-11-23T08:00:00Z",
+                    "created_at": "2026-11-01T09:30:00Z",
+                }
+            ]
+        }
+    )
+
     id: int
     prefix: str
     name: str
@@ -45,6 +76,20 @@ class KeyInfo(BaseModel):
 
 
 class Me(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 3,
+                    "role": "facility_manager",
+                    "reseller_id": None,
+                    "customer_id": 1,
+                    "scopes": ["read", "write"],
+                }
+            ]
+        }
+    )
+
     user_id: int
     role: Role
     reseller_id: int | None
@@ -58,6 +103,12 @@ class CustomerIn(BaseModel):
 
 
 class Customer(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"id": 1, "name": "Acme Foods plc", "reseller_id": 1, "created_at": "2026-01-05T10:00:00Z"}]
+        }
+    )
+
     id: int
     name: str
     reseller_id: int
@@ -70,11 +121,28 @@ class SiteIn(BaseModel):
     timezone: str = Field("UTC", max_length=64, examples=["Europe/London"])
     country: str = Field("GB", pattern=r"^[A-Z]{2}$")
     floor_area_m2: float | None = Field(None, gt=0, lt=10_000_000)
-    opening_hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                        tuple[str, str]] = Field(default_factory=dict, examples=[{"mon": ["07:00", "19:00"]}])
+    opening_hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], tuple[str, str]] = Field(
+        default_factory=dict, examples=[{"mon": ["07:00", "19:00"]}]
+    )
 
 
 class Site(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "customer_id": 1,
+                    "name": "Leeds depot",
+                    "timezone": "Europe/London",
+                    "country": "GB",
+                    "floor_area_m2": 1800.0,
+                    "opening_hours": {"mon": ["07:00", "19:00"]},
+                }
+            ]
+        }
+    )
+
     id: int
     customer_id: int
     name: str
@@ -103,6 +171,22 @@ class NodePatch(BaseModel):
 
 
 class Node(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 12,
+                    "parent_id": 4,
+                    "kind": "circuit",
+                    "name": "Chiller 2",
+                    "external_ref": "DB2-C14",
+                    "depth": 3,
+                    "sensors": 3,
+                }
+            ]
+        }
+    )
+
     id: int
     parent_id: int | None
     kind: str
@@ -118,6 +202,21 @@ class BridgeIn(BaseModel):
 
 
 class Bridge(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 2,
+                    "serial": "BR-S000-00",
+                    "name": "Plant room",
+                    "site_id": 1,
+                    "online": True,
+                    "status_changed_at": "2026-11-23T07:59:00Z",
+                }
+            ]
+        }
+    )
+
     id: int
     serial: str
     name: str
@@ -127,6 +226,28 @@ class Bridge(BaseModel):
 
 
 class SensorInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 40,
+                    "serial": "CT0000000001",
+                    "bridge_id": 2,
+                    "bridge_serial": "BR-S000-00",
+                    "node_id": None,
+                    "node_name": None,
+                    "phase": None,
+                    "ct_rating_a": None,
+                    "assigned_at": None,
+                    "first_seen_at": "2026-11-20T10:00:00Z",
+                    "last_seen_at": "2026-11-23T08:00:00Z",
+                    "last_current_a": 12.5,
+                    "last_rssi_dbw": -72.0,
+                }
+            ]
+        }
+    )
+
     id: int
     serial: str
     bridge_id: int
@@ -151,6 +272,21 @@ class Assignment(BaseModel):
 
 
 class SensorCheck(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "serial": "CT0000000001",
+                    "state": "live",
+                    "last_seen_at": "2026-11-23T08:00:00Z",
+                    "last_current_a": 12.5,
+                    "ct_rating_a": 100.0,
+                    "detail": "reporting",
+                }
+            ]
+        }
+    )
+
     serial: str
     state: Literal["live", "silent", "implausible", "never_seen"]
     last_seen_at: datetime | None
@@ -160,12 +296,26 @@ class SensorCheck(BaseModel):
 
 
 class BridgeCheck(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"serial": "BR-S000-00", "online": True, "status_changed_at": "2026-11-23T07:59:00Z"}]
+        }
+    )
+
     serial: str
     online: bool | None
     status_changed_at: datetime | None
 
 
 class CommissioningReport(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"site_id": 1, "mapped": 36, "discovered": 4, "live": 35, "silent": 1, "implausible": 0, "sensors": []}
+            ]
+        }
+    )
+
     site_id: int
     mapped: int
     discovered: int
@@ -195,6 +345,22 @@ class TariffIn(BaseModel):
 
 
 class Usage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "node_id": 4,
+                    "parent_id": 2,
+                    "kind": "panel",
+                    "name": "Board 1",
+                    "energy_wh": 74012.5,
+                    "unmonitored_wh": None,
+                    "max_power_w": 18250.0,
+                }
+            ]
+        }
+    )
+
     node_id: int
     parent_id: int | None
     kind: str
@@ -205,6 +371,8 @@ class Usage(BaseModel):
 
 
 class Created(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": 42}]})
+
     id: int
 
 

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from dash import html
 from psycopg_pool import ConnectionPool
 
 _pool: ConnectionPool | None = None
@@ -22,3 +23,15 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
     assert _pool is not None, "dashboard pool not initialised"
     with _pool.connection() as c:
         yield c
+
+
+def site_from_path(c: psycopg.Connection[Any], site_id: str) -> dict[str, Any] | None:
+    """The site a page's URL names, if the signed-in user may see it."""
+    from dashboard.auth import current_principal
+    from wattline import queries
+
+    return queries.site(c, current_principal(), int(site_id)) if site_id.isdigit() else None
+
+
+def no_such_site() -> html.Div:
+    return html.Div(html.Div("No such site.", className="empty"), className="page")

@@ -68,6 +68,7 @@ class Gateway:
         if not self.subscribed:
             return None
         return {"status": "ok", "packs": self.stats.packs, "stored": self.stats.stored,
+                "duplicates": self.stats.duplicates,
                 "spool_bytes": self.spool.size(), "unacked": len(self._buffer)}
 
     def stop(self) -> None:

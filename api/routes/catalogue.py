@@ -46,11 +46,6 @@ def _site_or_404(conn: psycopg.Connection[Any], p: Principal, site_id: int) -> d
     return site
 
 
-def _constraint(exc: psycopg.Error) -> Problem:
-    message = (exc.diag.message_primary or "constraint violated") if exc.diag else str(exc)
-    return Problem(422, "Invalid data", message)
-
-
 @router.get("/customers", response_model=list[Customer], summary="Customers you can see")
 def list_customers(p: Reader, conn: Conn, limit: Limit = 100, offset: Offset = 0) -> list[dict[str, Any]]:
     return queries.customers(conn, p, limit=limit, offset=offset)
@@ -61,10 +56,7 @@ def list_customers(p: Reader, conn: Conn, limit: Limit = 100, offset: Offset = 0
 def create_customer(body: CustomerIn, p: Admin, conn: Conn) -> Created:
     if p.role is not Role.RESELLER_ADMIN or p.reseller_id is None:
         raise Problem(403, "Forbidden", "only a reseller admin creates customers")
-    try:
-        cid = catalogue.upsert_customer(conn, p.reseller_id, body.name)
-    except psycopg.errors.IntegrityError as exc:
-        raise _constraint(exc) from exc
+    cid = catalogue.upsert_customer(conn, p.reseller_id, body.name)
     if body.billing_email:
         conn.execute("UPDATE customers SET billing_email = %s WHERE id = %s", (body.billing_email, cid))
     return Created(id=cid)
@@ -88,12 +80,9 @@ def create_site(body: SiteIn, p: Writer, conn: Conn) -> Created:
     customer_id = body.customer_id if p.reseller_id is not None else p.customer_id
     if customer_id is None or queries.customer(conn, p, customer_id) is None:
         raise not_found("customer")
-    try:
-        site_id = catalogue.upsert_site(conn, customer_id, body.name, timezone=body.timezone, country=body.country,
-                                        floor_area_m2=body.floor_area_m2,
-                                        opening_hours={k: list(v) for k, v in body.opening_hours.items()})
-    except psycopg.errors.IntegrityError as exc:
-        raise _constraint(exc) from exc
+    site_id = catalogue.upsert_site(conn, customer_id, body.name, timezone=body.timezone, country=body.country,
+                                    floor_area_m2=body.floor_area_m2,
+                                    opening_hours={k: list(v) for k, v in body.opening_hours.items()})
     return Created(id=site_id)
 
 
@@ -115,14 +104,10 @@ def create_node(site_id: int, body: NodeIn, p: Writer, conn: Conn) -> Created:
     parent = queries.node(conn, p, body.parent_id)
     if parent is None or parent["site_id"] != site_id:
         raise not_found("parent node")
-    try:
-        with conn.transaction():
-            node_id = catalogue.upsert_node(conn, site_id, body.parent_id, body.kind, body.name,
-                                            body.external_ref or f"node-{body.parent_id}-{body.name}",
-                                            nominal_voltage_v=body.nominal_voltage_v, power_factor=body.power_factor,
-                                            connection=body.connection, asset_type=body.asset_type)
-    except psycopg.errors.IntegrityError as exc:
-        raise _constraint(exc) from exc
+    node_id = catalogue.upsert_node(conn, site_id, body.parent_id, body.kind, body.name,
+                                    body.external_ref or f"node-{body.parent_id}-{body.name}",
+                                    nominal_voltage_v=body.nominal_voltage_v, power_factor=body.power_factor,
+                                    connection=body.connection, asset_type=body.asset_type)
     return Created(id=node_id)
 
 
@@ -147,21 +132,22 @@ def patch_node(node_id: int, body: NodePatch, p: Writer, conn: Conn) -> Created:
     if not changes:
         return Created(id=node_id)
     sets = ", ".join(f"{k} = %({k})s" for k in changes)
-    try:
-        with conn.transaction():
-            conn.execute(f"UPDATE nodes SET {sets} WHERE id = %(id)s", {**changes, "id": node_id})
-            # Totals above the moved node change: re-sum its site's history.
-            conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids)
-                            SELECT min(r.ts), max(r.ts), array_agg(DISTINCT r.sensor_id)
-                            FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN nodes n ON n.id = s.node_id
-                            WHERE n.site_id = %s HAVING count(*) > 0""", (row["site_id"],))
-    except psycopg.errors.IntegrityError as exc:
-        raise _constraint(exc) from exc
+    # Database check violations (a cycle, a wrong parent kind) become 422 problems in api.problems.
+    with conn.transaction():
+        conn.execute(f"UPDATE nodes SET {sets} WHERE id = %(id)s", {**changes, "id": node_id})
+        # Totals above the moved node change: re-sum its site's history.
+        conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids)
+                        SELECT min(r.ts), max(r.ts), array_agg(DISTINCT r.sensor_id)
+                        FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN nodes n ON n.id = s.node_id
+                        WHERE n.site_id = %s HAVING count(*) > 0""", (row["site_id"],))
     return Created(id=node_id)
 
 
 @router.get("/sites/{site_id}/hierarchy.csv", summary="Export the hierarchy as CSV (installers' spreadsheet)",
-            response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+            response_class=Response, responses={200: {"content": {"text/csv": {"example": (
+                "external_ref,parent_ref,kind,name,nominal_voltage_v,power_factor,connection,asset_type\n"
+                "MSB,,panel,Main switchboard,400.0,0.95,three_phase_wye,\n"
+                "C1,MSB,circuit,Chiller 1,,,,refrigeration\n")}}}})
 def export_hierarchy(site_id: int, p: Reader, conn: Conn) -> Response:
     _site_or_404(conn, p, site_id)
     rows = conn.execute(
@@ -230,7 +216,14 @@ def create_bridge(site_id: int, body: BridgeIn, p: Commissioner, conn: Conn) -> 
     return Created(id=catalogue.upsert_bridge(conn, site_id, body.serial, body.name))
 
 
-@router.get("/sites/{site_id}/tariffs", summary="Tariff versions of a site, newest first")
+@router.get("/sites/{site_id}/tariffs", summary="Tariff versions of a site, newest first",
+            responses={200: {"content": {"application/json": {"example": [{
+                "id": 1, "name": "Business day/night", "currency": "GBP", "valid_from": "2024-01-01T00:00:00Z",
+                "standing_charge_minor_per_day": "95.0000", "demand_charge_minor_per_kw": "450.0000",
+                "demand_interval_minutes": 30, "vat_rate": "0.2000",
+                "bands": [{"name": "night", "rate_minor_per_kwh": "14.5000",
+                           "day_types": ["weekday", "weekend", "holiday"], "start": "00:00:00",
+                           "end": "07:00:00"}]}]}}}})
 def list_tariffs(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
     _site_or_404(conn, p, site_id)
     tariffs = conn.execute("""SELECT id, name, currency, valid_from, standing_charge_minor_per_day,

@@ -100,7 +100,16 @@ def site_usage(site_id: int, p: Reader, conn: Conn,
 
 
 @router.get("/sites/{site_id}/cost", summary="Cost over a range: invoice lines by band, standing, demand, VAT; "
-            "energy cost per node")
+            "energy cost per node",
+            responses={200: {"content": {"application/json": {"example": {
+                "currency": "GBP", "total": "1033.55", "total_minor": 103355,
+                "lines": [{"label": "day", "kind": "energy", "quantity": "92.054", "amount": "26.35",
+                           "amount_minor": 2635},
+                          {"label": "standing charge", "kind": "standing", "quantity": "2", "amount": "1.90",
+                           "amount_minor": 190}],
+                "demand_peaks": [{"month": "2026-11", "peak_kw": 184.1, "at": "2026-11-23T07:00:00Z"}],
+                "nodes": [{"node_id": 4, "energy_wh": 74012.5, "energy_cost": "19.29", "by_band": {"day": "15.10"}}],
+            }}}}})
 def site_cost(site_id: int, p: Reader, conn: Conn,
               t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")]
               ) -> dict[str, Any]:

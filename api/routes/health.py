@@ -8,7 +8,10 @@ from fastapi.responses import JSONResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="200 when the API and its database answer; 503 otherwise")
+@router.get("/health", summary="200 when the API and its database answer; 503 otherwise",
+            responses={200: {"content": {"application/json": {"example": {"status": "ok", "database": "ok"}}}},
+                       503: {"content": {"application/json": {"example": {"status": "degraded",
+                                                                         "database": "unreachable"}}}}})
 def health(request: Request) -> JSONResponse:
     try:
         with request.app.state.pool.connection(timeout=2) as conn:

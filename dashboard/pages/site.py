@@ -14,7 +14,7 @@ from dash import Dash, Input, Output, State, dcc, html
 from analytics.costing import site_cost
 from analytics.tariffs import TariffError
 from dashboard.auth import current_principal
-from dashboard.data import conn
+from dashboard.data import conn, no_such_site, site_from_path
 from wattline import queries
 from wattline.domain import Resolution
 
@@ -43,9 +43,9 @@ def resolution_for(span: timedelta) -> Resolution:
 def layout(site_id: str = "0", **_: Any) -> html.Div:
     p = current_principal()
     with conn() as c:
-        site = queries.site(c, p, int(site_id)) if site_id.isdigit() else None
+        site = site_from_path(c, site_id)
         if site is None:
-            return html.Div(html.Div("No such site.", className="empty"), className="page")
+            return no_such_site()
         nodes = queries.tree(c, p, site["id"])
     zone = ZoneInfo(site["timezone"])
     today = datetime.now(UTC).astimezone(zone).date()

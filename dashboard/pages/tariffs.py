@@ -9,9 +9,7 @@ import plotly.graph_objects as go
 from dash import Dash, dcc, html
 
 from analytics.tariffs import DAY_TYPES, SLOT_MIN, load_tariffs, rate_table
-from dashboard.auth import current_principal
-from dashboard.data import conn
-from wattline import queries
+from dashboard.data import conn, no_such_site, site_from_path
 
 WEEK_ROWS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "Public holiday"]
 
@@ -21,11 +19,10 @@ def register(app: Dash) -> None:
 
 
 def layout(site_id: str = "0", **_: Any) -> html.Div:
-    p = current_principal()
     with conn() as c:
-        site = queries.site(c, p, int(site_id)) if site_id.isdigit() else None
+        site = site_from_path(c, site_id)
         if site is None:
-            return html.Div(html.Div("No such site.", className="empty"), className="page")
+            return no_such_site()
         versions = load_tariffs(c, site["id"])
     if not versions:
         return html.Div([html.H2(f"Tariffs · {site['name']}"),
