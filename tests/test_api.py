@@ -343,3 +343,22 @@ def test_tariff_versions_never_rewrite_history(client: TestClient, tenants: tupl
     assert res.status_code == 422 and "no band covers" in res.json()["detail"]
     versions = client.get(f"/v1/sites/{a.site_id}/tariffs", headers=h).json()
     assert [v["name"] for v in versions] == ["Next year", "Flat"]
+
+
+def test_sensor_and_site_measurements(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    h = auth(a.tokens["viewer"])
+    sensor = client.get(f"/v1/sensors/{a.sensor_serial}/measurements", headers=h,
+                        params={**query(), "resolution": "15m"})
+    assert sensor.status_code == 200, sensor.text
+    circuit = client.get(f"/v1/nodes/{a.circuit_id}/measurements", headers=h, params={**query(), "resolution": "15m"})
+    # The sensor is the circuit's only conductor: the same energy, computed from raw readings.
+    assert sum(r["energy_wh"] for r in sensor.json()) == pytest.approx(sum(r["energy_wh"] for r in circuit.json()))
+    assert sum(r["samples"] for r in sensor.json()) == 55
+    site = client.get(f"/v1/sites/{a.site_id}/measurements", headers=h, params={**query(), "resolution": "1h"})
+    assert site.status_code == 200 and sum(r["energy_wh"] for r in site.json()) == pytest.approx(
+        sum(r["energy_wh"] for r in circuit.json()))
+    days = client.get(f"/v1/sensors/{a.sensor_serial}/measurements", headers=h, params={**query(), "resolution": "1d"})
+    assert sum(r["energy_wh"] for r in days.json()) == pytest.approx(sum(r["energy_wh"] for r in sensor.json()))
+    assert client.get(f"/v1/sensors/{a.sensor_serial}/measurements", headers=auth(b.tokens["viewer"]),
+                      params=query()).status_code == 404

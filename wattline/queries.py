@@ -242,3 +242,26 @@ def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[flo
         GROUP BY r.node_id, x.band""",
                 {**params, "site": site_id, "stamps": stamps, "rates": rates, "bands": bands,
                  "from": t_from, "to": t_to})
+
+
+def sensor_readings(conn: Conn, p: Principal, serial: str, t_from: datetime, t_to: datetime) -> tuple[
+        Row | None, list[tuple[Any, ...]]]:
+    """A visible sensor's metadata (with its panel's defaults) and raw readings in a range."""
+    where, params = scope(p)
+    meta = _one(conn, f"""
+        SELECT se.id, se.serial, se.node_id, n.name AS node_name, s.id AS site_id, s.name AS site_name, s.timezone,
+               COALESCE(n.nominal_voltage_v, pn.nominal_voltage_v) AS nominal_v,
+               COALESCE(n.connection, pn.connection) AS connection,
+               COALESCE(n.power_factor, pn.power_factor) AS power_factor
+        FROM sensors se JOIN bridges b ON b.id = se.bridge_id JOIN sites s ON s.id = b.site_id
+        JOIN customers c ON c.id = s.customer_id
+        LEFT JOIN nodes n ON n.id = se.node_id LEFT JOIN nodes pn ON pn.id = n.parent_id AND pn.kind = 'panel'
+        WHERE se.serial = %(serial)s AND {where}""", {**params, "serial": serial})
+    if meta is None:
+        return None, []
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute("""SELECT extract(epoch FROM ts)::float8, current_a, COALESCE(voltage_v, 'NaN'),
+                                     COALESCE(power_factor, 'NaN')
+                              FROM readings WHERE sensor_id = %s AND ts >= %s AND ts < %s ORDER BY ts""",
+                           (meta["id"], t_from, t_to)).fetchall()
+    return meta, rows

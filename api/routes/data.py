@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import Conn, Reader
 from api.problems import Problem, not_found
@@ -134,3 +134,88 @@ def site_cost(site_id: int, p: Reader, conn: Conn,
         "nodes": [{"node_id": n.node_id, "energy_wh": n.energy_wh, "energy_cost": str(n.energy_cost_minor / 100),
                    "by_band": {k: str(v / 100) for k, v in n.by_band_minor.items()}} for n in cost.nodes],
     }
+
+
+@router.get("/sites/{site_id}/measurements", summary="Measurements of a whole site (its root node)",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+def site_measurements(site_id: int, request: Request, p: Reader, conn: Conn,
+                      t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")],
+                      resolution: Resolution = Resolution.MIN15,
+                      format: Literal["json", "csv"] = "json") -> StreamingResponse:
+    root = next((n for n in queries.tree(conn, p, site_id) if n["kind"] == "site"), None)
+    if root is None:
+        raise not_found("site")
+    return node_measurements(root["id"], request, p, conn, t_from, t_to, resolution, format)
+
+
+@router.get("/sensors/{serial}/measurements", summary="Measurements of one sensor (one conductor), from its raw "
+            "readings", responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
+                        t_from: Annotated[datetime, Query(alias="from")],
+                        t_to: Annotated[datetime, Query(alias="to")],
+                        resolution: Resolution = Resolution.MIN15,
+                        format: Literal["json", "csv"] = "json") -> Response:
+    """Buckets are computed on request by the same Numba core as the rollups (a sensor's
+    history is its raw readings; rollups are kept per node). 1 h and 1 d follow the site's
+    clock and calendar, as node rollups do."""
+    import numpy as np
+    import pandas as pd
+
+    from analytics.rollup import bucket_stats, readings_power
+    from analytics.worker import site_offset_minutes
+    from wattline.domain import Connection
+
+    t_from, t_to = _range(t_from, t_to)
+    if t_to - t_from > timedelta(days=93):
+        raise Problem(422, "Range too large", "a sensor's raw readings are kept about 3 months; ask for ≤ 93 days")
+    settings = request.app.state.settings
+    gap = settings.reporting_interval_s * settings.gap_factor
+    meta, rows = queries.sensor_readings(conn, p, serial, t_from - timedelta(seconds=gap),
+                                         t_to + timedelta(seconds=gap))
+    if meta is None:
+        raise not_found("sensor")
+    volts = (Connection(meta["connection"]).conductor_voltage(meta["nominal_v"])
+             if meta["nominal_v"] is not None and meta["connection"] else 230.0)
+    pf = meta["power_factor"] or 1.0
+    out: list[dict[str, Any]] = []
+    if rows:
+        arr = np.array(rows, dtype=np.float64)
+        power = readings_power(arr[:, 1], arr[:, 2], arr[:, 3], np.full(len(arr), volts), np.full(len(arr), pf))
+        t0 = t_from.timestamp() // 60 * 60
+        n = int((t_to.timestamp() - t0) // 60) + 1
+        st = bucket_stats(np.zeros(len(arr), dtype=np.int64), arr[:, 0], power, arr[:, 1], 1, t0, 60.0, n, gap,
+                          presorted=True)
+        stamps = t0 + 60.0 * np.arange(n)
+        inside = (stamps >= t_from.timestamp()) & (stamps < t_to.timestamp())
+        stamps = stamps[inside]
+        if resolution is Resolution.DAY1:  # local calendar days
+            local = pd.DatetimeIndex(pd.to_datetime(stamps, unit="s", utc=True)).tz_convert(meta["timezone"])
+            keys = local.normalize().tz_convert("UTC").asi8 / 1e9
+        else:  # hours on the site's clock (its sub-hour offset), minutes and quarters in UTC
+            off = (site_offset_minutes(meta["timezone"]) % 60) * 60.0 if resolution is Resolution.HOUR1 else 0.0
+            width = resolution.minutes * 60.0
+            keys = np.floor((stamps - off) / width) * width + off
+        buckets, which = np.unique(keys, return_inverse=True)
+        sums = {name: np.bincount(which, weights=np.asarray(col)[0][inside], minlength=len(buckets))
+                for name, col in (("energy", st.energy_wh), ("covered", st.covered_s), ("amp_s", st.amp_s),
+                                  ("samples", st.samples))}
+        for k, bucket in enumerate(buckets.tolist()):
+            covered = float(sums["covered"][k])
+            if covered == 0 and sums["samples"][k] == 0:
+                continue
+            out.append({"device_id": meta["id"], "device_name": meta["serial"],
+                        "time_utc": datetime.fromtimestamp(bucket, UTC), "resolution_minutes": resolution.minutes,
+                        "site_id": meta["site_id"], "site_name": meta["site_name"],
+                        "current_a": float(sums["amp_s"][k]) / covered if covered else 0.0, "voltage_v": volts,
+                        "power_w": float(sums["energy"][k]) * 3600 / covered if covered else 0.0,
+                        "power_factor": pf, "energy_wh": float(sums["energy"][k]), "coverage": None,
+                        "samples": int(sums["samples"][k])})
+    if format == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(queries.EXPORT_COLUMNS)
+        for row in out:
+            row["time_utc"] = row["time_utc"].isoformat().replace("+00:00", "Z")
+            writer.writerow(["" if row[c] is None else row[c] for c in queries.EXPORT_COLUMNS])
+        return Response(buf.getvalue(), media_type="text/csv")
+    return Response(orjson.dumps(out, option=_JSON), media_type="application/json")
