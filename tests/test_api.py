@@ -362,3 +362,14 @@ def test_sensor_and_site_measurements(client: TestClient, tenants: tuple[Tenant,
     assert sum(r["energy_wh"] for r in days.json()) == pytest.approx(sum(r["energy_wh"] for r in sensor.json()))
     assert client.get(f"/v1/sensors/{a.sensor_serial}/measurements", headers=auth(b.tokens["viewer"]),
                       params=query()).status_code == 404
+
+
+def test_lists_are_paginated(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    h = auth(a.tokens["viewer"])
+    everything = client.get(f"/v1/sites/{a.site_id}/sensors", headers=h).json()
+    first = client.get(f"/v1/sites/{a.site_id}/sensors", headers=h, params={"limit": 1}).json()
+    second = client.get(f"/v1/sites/{a.site_id}/sensors", headers=h, params={"limit": 1, "offset": 1}).json()
+    assert len(everything) == 2 and first + second == everything
+    assert client.get(f"/v1/sites/{a.site_id}/sensors", headers=h, params={"limit": 0}).status_code == 422
+    assert len(client.get(f"/v1/sites/{a.site_id}/bridges", headers=h, params={"limit": 1}).json()) == 1

@@ -90,13 +90,15 @@ def tree(conn: Conn, p: Principal, site_id: int) -> list[Row]:
 
 
 # -- hardware -------------------------------------------------------------------------------
-def bridges(conn: Conn, p: Principal, site_id: int) -> list[Row]:
+def bridges(conn: Conn, p: Principal, site_id: int, *, limit: int = 10_000, offset: int = 0) -> list[Row]:
     where, params = scope(p)
     return _all(conn, f"""SELECT b.id, b.serial, b.name, b.site_id, bs.online, bs.changed_at AS status_changed_at,
                                  (SELECT count(*) FROM sensors se WHERE se.bridge_id = b.id) AS sensors
                           FROM bridges b JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
                           LEFT JOIN bridge_status bs ON bs.bridge_id = b.id
-                          WHERE b.site_id = %(site)s AND {where} ORDER BY b.serial""", {**params, "site": site_id})
+                          WHERE b.site_id = %(site)s AND {where} ORDER BY b.serial
+                          LIMIT %(limit)s OFFSET %(offset)s""",
+                {**params, "site": site_id, "limit": limit, "offset": offset})
 
 
 def bridge(conn: Conn, p: Principal, bridge_id: int) -> Row | None:
@@ -115,7 +117,7 @@ _LAST_READING = """LEFT JOIN LATERAL (SELECT r.ts, r.current_a, r.rssi_dbw FROM 
 
 
 def sensors(conn: Conn, p: Principal, site_id: int, *, discovered_only: bool = False,
-            bridge_id: int | None = None) -> list[Row]:
+            bridge_id: int | None = None, limit: int = 100_000, offset: int = 0) -> list[Row]:
     where, params = scope(p)
     extra = " AND se.node_id IS NULL" if discovered_only else ""
     if bridge_id is not None:
@@ -124,8 +126,9 @@ def sensors(conn: Conn, p: Principal, site_id: int, *, discovered_only: bool = F
                           FROM sensors se JOIN bridges b ON b.id = se.bridge_id
                           JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
                           LEFT JOIN nodes n ON n.id = se.node_id {_LAST_READING}
-                          WHERE b.site_id = %(site)s AND {where}{extra} ORDER BY se.serial""",
-                {**params, "site": site_id, "bridge": bridge_id})
+                          WHERE b.site_id = %(site)s AND {where}{extra} ORDER BY se.serial
+                          LIMIT %(limit)s OFFSET %(offset)s""",
+                {**params, "site": site_id, "bridge": bridge_id, "limit": limit, "offset": offset})
 
 
 def sensor_by_serial(conn: Conn, p: Principal, serial: str) -> Row | None:

@@ -201,9 +201,9 @@ def import_hierarchy(site_id: int, file: UploadFile, p: Writer, conn: Conn) -> C
 
 
 @router.get("/sites/{site_id}/bridges", response_model=list[Bridge])
-def list_bridges(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
+def list_bridges(site_id: int, p: Reader, conn: Conn, limit: Limit = 100, offset: Offset = 0) -> list[dict[str, Any]]:
     _site_or_404(conn, p, site_id)
-    return queries.bridges(conn, p, site_id)
+    return queries.bridges(conn, p, site_id, limit=limit, offset=offset)
 
 
 @router.post("/sites/{site_id}/bridges", response_model=Created, status_code=status.HTTP_201_CREATED,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from api.deps import Commissioner, Conn, Reader
 from api.problems import Problem, not_found
@@ -36,10 +36,12 @@ def sensor_state(row: dict[str, Any], interval_s: float, now: datetime) -> Senso
 @router.get("/sites/{site_id}/sensors", response_model=list[SensorInfo],
             summary="Sensors at a site (discovered_only: not yet assigned), with last reading and RSSI")
 def list_sensors(site_id: int, p: Reader, conn: Conn, discovered_only: bool = False,
-                 bridge_id: int | None = None) -> list[dict[str, Any]]:
+                 bridge_id: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                 offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> list[dict[str, Any]]:
     if queries.site(conn, p, site_id) is None:
         raise not_found("site")
-    return queries.sensors(conn, p, site_id, discovered_only=discovered_only, bridge_id=bridge_id)
+    return queries.sensors(conn, p, site_id, discovered_only=discovered_only, bridge_id=bridge_id, limit=limit,
+                           offset=offset)
 
 
 @router.put("/sensors/{serial}/assignment", response_model=Created,
