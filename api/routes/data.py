@@ -20,6 +20,16 @@ from wattline.accounts import Principal
 from wattline.domain import Resolution
 
 router = APIRouter(prefix="/v1", tags=["data"])
+_ROW_EXAMPLE = {"device_id": 12, "device_name": "Chiller 2", "time_utc": "2026-11-23T07:00:00Z",
+                "resolution_minutes": 15, "site_id": 1, "site_name": "Leeds depot", "current_a": 41.2,
+                "voltage_v": 230.9, "power_w": 8752.3, "power_factor": 0.92, "energy_wh": 2188.1, "coverage": 1.0,
+                "samples": 90}
+_CSV_EXAMPLE = ("device_id,device_name,time_utc,resolution_minutes,site_id,site_name,current_a,voltage_v,power_w,"
+                "power_factor,energy_wh,coverage,samples\n"
+                "12,Chiller 2,2026-11-23T07:00:00Z,15,1,Leeds depot,41.2,230.9,8752.3,0.92,2188.1,1.0,90\n")
+MEASUREMENT_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
+    "description": "PowerRadar export columns, oldest first",
+    "content": {"application/json": {"example": [_ROW_EXAMPLE]}, "text/csv": {"example": _CSV_EXAMPLE}}}}
 MAX_POINTS = 2_000_000
 
 
@@ -69,8 +79,7 @@ _JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 @router.get("/nodes/{node_id}/measurements", summary="Measurements of a node (circuit, panel or site root)",
-            responses={200: {"content": {"application/json": {}, "text/csv": {}},
-                             "description": "PowerRadar export columns: " + ", ".join(queries.EXPORT_COLUMNS)}})
+            responses=MEASUREMENT_RESPONSES)
 def node_measurements(node_id: int, request: Request, p: Reader, conn: Conn,
                       t_from: Annotated[datetime, Query(alias="from", examples=["2026-11-01T00:00:00Z"])],
                       t_to: Annotated[datetime, Query(alias="to", examples=["2026-11-02T00:00:00Z"])],
@@ -137,7 +146,7 @@ def site_cost(site_id: int, p: Reader, conn: Conn,
 
 
 @router.get("/sites/{site_id}/measurements", summary="Measurements of a whole site (its root node)",
-            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+            responses=MEASUREMENT_RESPONSES)
 def site_measurements(site_id: int, request: Request, p: Reader, conn: Conn,
                       t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")],
                       resolution: Resolution = Resolution.MIN15,
@@ -149,7 +158,7 @@ def site_measurements(site_id: int, request: Request, p: Reader, conn: Conn,
 
 
 @router.get("/sensors/{serial}/measurements", summary="Measurements of one sensor (one conductor), from its raw "
-            "readings", responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+            "readings", responses=MEASUREMENT_RESPONSES)
 def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
                         t_from: Annotated[datetime, Query(alias="from")],
                         t_to: Annotated[datetime, Query(alias="to")],
