@@ -10,6 +10,7 @@ import numpy.typing as npt
 import psycopg
 
 from analytics.kernels import roll_up_tree
+from wattline.db import fetch_tuples
 
 
 @dataclass
@@ -24,12 +25,12 @@ class Tree:
 
 
 def load_trees(conn: psycopg.Connection[Any], site_ids: list[int]) -> Tree:
-    rows = conn.execute(
-        """SELECT n.id, n.parent_id, n.site_id,
-                  EXISTS (SELECT 1 FROM sensors s WHERE s.node_id = n.id) AS measured
-           FROM nodes n WHERE n.site_id = ANY(%s) ORDER BY n.id""", (site_ids,)).fetchall()
+    rows = fetch_tuples(
+        conn, """SELECT n.id, n.parent_id, n.site_id,
+                        EXISTS (SELECT 1 FROM sensors s WHERE s.node_id = n.id) AS measured
+                 FROM nodes n WHERE n.site_id = ANY(%s) ORDER BY n.id""", (site_ids,))
     children: dict[int | None, list[tuple[int, int, bool]]] = {}
-    for node_id, parent_id, site_id, measured in (tuple(r.values()) if isinstance(r, dict) else r for r in rows):
+    for node_id, parent_id, site_id, measured in rows:
         children.setdefault(parent_id, []).append((node_id, site_id, measured))
     order: list[tuple[int, int, int, bool]] = []  # (node, parent index, site, measured)
     stack = [(n, -1, s, m) for n, s, m in children.get(None, [])]

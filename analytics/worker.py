@@ -26,6 +26,7 @@ import structlog
 
 from analytics.hierarchy import load_trees, roll_up
 from analytics.rollup import bucket_stats, readings_power
+from wattline.db import fetch_tuples
 from wattline.domain import Connection
 from wattline.settings import Settings
 
@@ -33,10 +34,6 @@ log = structlog.get_logger("wattline.rollups")
 ROLLUP_LOCK = 0x726F_6C6C  # "roll"
 MAX_WINDOW_MIN = 24 * 60
 _COLUMNS = ("energy_wh", "mean_power_w", "max_power_w", "mean_current_a", "samples", "coverage")
-
-
-def _rows(cur_rows: list[Any]) -> list[tuple[Any, ...]]:
-    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in cur_rows]
 
 
 class RollupEngine:
@@ -48,11 +45,11 @@ class RollupEngine:
     def process_dirty(self, conn: psycopg.Connection[Any], limit: int = 2000) -> int:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
-            taken = _rows(conn.execute(
+            taken = fetch_tuples(conn,
                 """DELETE FROM rollup_dirty WHERE id IN (
                        SELECT id FROM rollup_dirty ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
                    RETURNING extract(epoch FROM ts_from)::float8, extract(epoch FROM ts_to)::float8, sensor_ids""",
-                (limit,)).fetchall())
+                (limit,))
             if not taken:
                 return 0
             touched: dict[int, set[int]] = defaultdict(set)
@@ -68,9 +65,9 @@ class RollupEngine:
     def recompute_range(self, conn: psycopg.Connection[Any], t_from: datetime, t_to: datetime,
                         site_id: int | None = None) -> int:
         """Re-compute every rollup of [t_from, t_to) (optionally one site), a day at a time."""
-        sensors = [r[0] for r in _rows(conn.execute(
+        sensors = [r[0] for r in fetch_tuples(conn,
             """SELECT s.id FROM sensors s JOIN nodes n ON n.id = s.node_id
-               WHERE %s::bigint IS NULL OR n.site_id = %s""", (site_id, site_id)).fetchall())]
+               WHERE %s::bigint IS NULL OR n.site_id = %s""", (site_id, site_id))]
         first = math.floor(t_from.timestamp() / 60.0)
         last = math.ceil(t_to.timestamp() / 60.0)
         done = 0
@@ -84,7 +81,7 @@ class RollupEngine:
 
     # -- the work ------------------------------------------------------------------------
     def recompute(self, conn: psycopg.Connection[Any], touched: dict[int, set[int]]) -> None:
-        meta = _rows(conn.execute(
+        meta = fetch_tuples(conn,
             """SELECT s.id, s.node_id, n.site_id, si.timezone,
                       COALESCE(n.nominal_voltage_v, p.nominal_voltage_v, 230),
                       COALESCE(n.power_factor, p.power_factor, 1),
@@ -93,7 +90,7 @@ class RollupEngine:
                JOIN sites si ON si.id = n.site_id
                LEFT JOIN nodes p ON p.id = n.parent_id
                WHERE s.node_id IN (SELECT node_id FROM sensors WHERE id = ANY(%s) AND node_id IS NOT NULL)""",
-            (list(touched),)).fetchall())
+            (list(touched),))
         if not meta:
             return
         node_minutes: dict[int, set[int]] = defaultdict(set)
@@ -126,23 +123,21 @@ class RollupEngine:
         index = {s: i for i, s in enumerate(sensors)}
         t0 = lo * 60.0
         n_buckets = hi - lo + 1
-        with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-            data = cur.execute(
-                """SELECT sensor_id, extract(epoch FROM ts)::float8, current_a,
-                          COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN')
-                   FROM readings WHERE sensor_id = ANY(%s) AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)
-                   ORDER BY sensor_id, ts""",
-                (sensors, t0 - self.gap_s, (hi + 1) * 60.0 + self.gap_s)).fetchall()
-        if data:
-            arr = np.array(data, dtype=np.float64)
-            series = np.array([index[int(s)] for s in arr[:, 0]], dtype=np.int64)
-            default_v = np.array([sensor_info[int(s)][1] for s in arr[:, 0]])
-            default_pf = np.array([sensor_info[int(s)][2] for s in arr[:, 0]])
-            power = readings_power(arr[:, 2], arr[:, 3], arr[:, 4], default_v, default_pf)
-            stats = bucket_stats(series, arr[:, 1], power, arr[:, 2], len(sensors), t0, 60.0, n_buckets,
-                                 self.gap_s, presorted=True)
-        else:
+        data = fetch_tuples(
+            conn, """SELECT sensor_id, extract(epoch FROM ts)::float8, current_a,
+                            COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN')
+                     FROM readings WHERE sensor_id = ANY(%s) AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)
+                     ORDER BY sensor_id, ts""",
+            (sensors, t0 - self.gap_s, (hi + 1) * 60.0 + self.gap_s))
+        if not data:
             return
+        arr = np.array(data, dtype=np.float64)
+        series = np.array([index[int(s)] for s in arr[:, 0]], dtype=np.int64)
+        default_v = np.array([sensor_info[int(s)][1] for s in arr[:, 0]])
+        default_pf = np.array([sensor_info[int(s)][2] for s in arr[:, 0]])
+        power = readings_power(arr[:, 2], arr[:, 3], arr[:, 4], default_v, default_pf)
+        stats = bucket_stats(series, arr[:, 1], power, arr[:, 2], len(sensors), t0, 60.0, n_buckets,
+                             self.gap_s, presorted=True)
         rows = []
         coverage = stats.coverage
         mean_p = stats.mean_power_w
@@ -173,10 +168,10 @@ class RollupEngine:
         measured_nodes = [int(n) for n in tree.node_ids[tree.measured]]
         own = np.zeros((len(_COLUMNS), len(tree.node_ids), len(minutes)))
         ones = np.zeros((len(tree.node_ids), len(minutes)))
-        for node, bucket, *values in _rows(conn.execute(
+        for node, bucket, *values in fetch_tuples(conn,
                 f"""SELECT node_id, extract(epoch FROM bucket)::float8, {', '.join(_COLUMNS)}
                     FROM rollups_1m WHERE node_id = ANY(%s) AND bucket = ANY(%s)""",
-                (measured_nodes, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])).fetchall()):
+                (measured_nodes, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])):
             j, k = idx[node], col[round(bucket / 60)]
             own[:, j, k] = values
             ones[j, k] = 1.0

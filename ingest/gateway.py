@@ -204,11 +204,8 @@ class Gateway:
                         await asyncio.wait_for(self._full.wait(), self.settings.batch_max_seconds)
                 n = self.settings.batch_max_packs
                 batch, self._buffer = self._buffer[:n], self._buffer[n:]
-                self._full.clear()
-                if len(self._buffer) < n:
+                if len(self._buffer) < n:  # what is left may already be a full batch
                     self._full.clear()
-                else:
-                    self._full.set()
                 if not self._buffer:
                     self._arrived.clear()
                 if not batch:

@@ -228,10 +228,7 @@ class BatchWriter:
             return 0
         sites = {k.site_id for k in wanted.values()} - self._sites_loaded
         if sites:
-            for serial, sid, site in conn.execute(
-                    """SELECT s.serial, s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
-                       WHERE b.site_id = ANY(%s)""", (list(sites),)):
-                self._remember(serial, sid, site)
+            self._load_sensors(conn, "b.site_id", list(sites))
             self._sites_loaded |= sites
         unknown = [s for s in wanted if s not in self._sensors]
         if not unknown:
@@ -241,10 +238,7 @@ class BatchWriter:
                SELECT s, b, now() FROM unnest(%s::text[], %s::bigint[]) AS u(s, b)
                ON CONFLICT (serial) DO NOTHING RETURNING serial""",
             (unknown, [wanted[s].id for s in unknown])).fetchall()
-        for serial, sid, site in conn.execute(
-                """SELECT s.serial, s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
-                   WHERE s.serial = ANY(%s)""", (unknown,)):
-            self._remember(serial, sid, site)
+        self._load_sensors(conn, "s.serial", unknown)
         if inserted:
             metrics.SENSORS_DISCOVERED.inc(len(inserted))
             log.info("sensors discovered", count=len(inserted))
@@ -254,16 +248,16 @@ class BatchWriter:
                        site_id: int) -> np.ndarray[Any, Any]:
         """A sensor seen at another site may have been moved by an installer: ask the
         database before calling it spoofed."""
-        doubtful = [serials[int(i)] for i in np.nonzero(~keep)[0]]
-        for serial, sid, site in conn.execute(
-                """SELECT s.serial, s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
-                   WHERE s.serial = ANY(%s)""", (doubtful,)):
-            self._remember(serial, sid, site)
+        self._load_sensors(conn, "s.serial", [serials[int(i)] for i in np.nonzero(~keep)[0]])
         return np.array([self._sensor_site[s] == site_id for s in serials], dtype=bool)
 
-    def _remember(self, serial: str, sensor_id: int, site_id: int) -> None:
-        self._sensors[serial] = sensor_id
-        self._sensor_site[serial] = site_id
+    def _load_sensors(self, conn: psycopg.Connection[Any], column: str, values: list[Any]) -> None:
+        """Cache id and site of the sensors whose `column` (s.serial or b.site_id) is in `values`."""
+        for serial, sensor_id, site_id in conn.execute(
+                f"""SELECT s.serial, s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
+                    WHERE {column} = ANY(%s)""", (values,)):
+            self._sensors[serial] = sensor_id
+            self._sensor_site[serial] = site_id
 
     @staticmethod
     def _store_rejections(conn: psycopg.Connection[Any], rejected: list[_Rejected]) -> None:

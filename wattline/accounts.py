@@ -20,6 +20,7 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from wattline.db import fetch_one
 from wattline.domain import Role
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -73,17 +74,16 @@ def _principal(row: dict[str, Any], scopes: frozenset[str], key_id: int | None) 
 
 def create_user(conn: psycopg.Connection[Any], *, email: str, password: str | None, role: Role,
                 reseller_id: int | None = None, customer_id: int | None = None, full_name: str = "") -> int:
-    row = conn.execute(
-        """INSERT INTO users (email, password_hash, role, reseller_id, customer_id, full_name)
-           VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
-        (email, hash_password(password) if password else None, role.value, reseller_id, customer_id, full_name),
-    ).fetchone()
+    row = fetch_one(
+        conn, """INSERT INTO users (email, password_hash, role, reseller_id, customer_id, full_name)
+                 VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
+        (email, hash_password(password) if password else None, role.value, reseller_id, customer_id, full_name))
     assert row is not None
-    return int(row["id"] if isinstance(row, dict) else row[0])
+    return int(row["id"])
 
 
 def authenticate_password(conn: psycopg.Connection[Any], email: str, password: str) -> Principal | None:
-    row = _row(conn, """SELECT id, role, reseller_id, customer_id, password_hash FROM users
+    row = fetch_one(conn, """SELECT id, role, reseller_id, customer_id, password_hash FROM users
                         WHERE lower(email) = lower(%s) AND disabled_at IS NULL""", (email,))
     if not verify_password(row["password_hash"] if row else None, password) or row is None:
         return None
@@ -113,12 +113,12 @@ def issue_key(conn: psycopg.Connection[Any], user_id: int, scopes: list[str], *,
     prefix = "wl_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
     secret = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + ttl if ttl else None
-    row = conn.execute(
-        """INSERT INTO api_keys (user_id, prefix, secret_hash, name, scopes, expires_at)
-           VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
-        (user_id, prefix, _digest(secret), name, sorted(set(scopes)), expires)).fetchone()
+    row = fetch_one(
+        conn, """INSERT INTO api_keys (user_id, prefix, secret_hash, name, scopes, expires_at)
+                 VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
+        (user_id, prefix, _digest(secret), name, sorted(set(scopes)), expires))
     assert row is not None
-    return IssuedKey(int(row["id"] if isinstance(row, dict) else row[0]), prefix, f"{prefix}.{secret}",
+    return IssuedKey(int(row["id"]), prefix, f"{prefix}.{secret}",
                      tuple(sorted(set(scopes))), expires)
 
 
@@ -126,7 +126,7 @@ def authenticate_key(conn: psycopg.Connection[Any], token: str) -> Principal | N
     prefix, _, secret = token.partition(".")
     if not prefix.startswith("wl_") or not secret:
         return None
-    row = _row(conn, """SELECT k.id AS key_id, k.secret_hash, k.scopes, u.id, u.role, u.reseller_id, u.customer_id
+    row = fetch_one(conn, """SELECT k.id AS key_id, k.secret_hash, k.scopes, u.id, u.role, u.reseller_id, u.customer_id
                         FROM api_keys k JOIN users u ON u.id = k.user_id
                         WHERE k.prefix = %s AND k.revoked_at IS NULL AND u.disabled_at IS NULL
                           AND (k.expires_at IS NULL OR k.expires_at > now())""", (prefix,))
@@ -137,19 +137,13 @@ def authenticate_key(conn: psycopg.Connection[Any], token: str) -> Principal | N
     return _principal(row, frozenset(row["scopes"]), row["key_id"])
 
 
-def _row(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(sql, params).fetchone()
-
-
 def ensure_demo_users(conn: psycopg.Connection[Any]) -> None:
     """The demo logins of `wattline up`: a facility manager and an installer of the demo customer."""
-    customer = conn.execute("SELECT id FROM customers ORDER BY id LIMIT 1").fetchone()
-    reseller = conn.execute("SELECT id FROM resellers ORDER BY id LIMIT 1").fetchone()
+    customer = fetch_one(conn, "SELECT id FROM customers ORDER BY id LIMIT 1")
+    reseller = fetch_one(conn, "SELECT id FROM resellers ORDER BY id LIMIT 1")
     if customer is None or reseller is None:
         return
-    cid = customer["id"] if isinstance(customer, dict) else customer[0]
-    rid = reseller["id"] if isinstance(reseller, dict) else reseller[0]
+    cid, rid = customer["id"], reseller["id"]
     for email, role, scope in ((DEMO_EMAIL, Role.CUSTOMER_ADMIN, {"customer_id": cid}),
                                ("installer@wattline.example", Role.INSTALLER, {"customer_id": cid}),
                                ("reseller@wattline.example", Role.RESELLER_ADMIN, {"reseller_id": rid})):

@@ -12,15 +12,16 @@ from typing import Any
 
 import psycopg
 
+from wattline.db import fetch_one
 from wattline.domain import Connection
 
 Conn = psycopg.Connection[Any]
 
 
 def _id(conn: Conn, sql: str, params: tuple[Any, ...]) -> int:
-    row = conn.execute(sql, params).fetchone()
+    row = fetch_one(conn, sql, params)
     assert row is not None
-    return int(row["id"] if isinstance(row, dict) else row[0])
+    return int(row["id"])
 
 
 def upsert_reseller(conn: Conn, name: str) -> int:
@@ -80,17 +81,17 @@ def assign_sensor(conn: Conn, serial: str, node_id: int, phase: int, ct_rating_a
                   bridge_id: int | None = None) -> int:
     """Map a sensor (discovered or not yet heard) to a circuit phase, and queue its kept
     readings for rollup so that its history appears in the hierarchy (back-fill)."""
-    node = conn.execute("SELECT site_id, kind FROM nodes WHERE id = %s", (node_id,)).fetchone()
+    node = fetch_one(conn, "SELECT site_id, kind FROM nodes WHERE id = %s", (node_id,))
     if node is None:
         raise AssignmentError(f"node {node_id} does not exist")
-    node_site, kind = (node["site_id"], node["kind"]) if isinstance(node, dict) else node
+    node_site, kind = node["site_id"], node["kind"]
     if kind not in ("circuit", "panel"):
         raise AssignmentError(f"a sensor clamps a circuit or a panel feed, not a {kind}")
-    existing = conn.execute(
-        "SELECT s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id WHERE s.serial = %s",
-        (serial,)).fetchone()
+    existing = fetch_one(
+        conn, "SELECT s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id WHERE s.serial = %s",
+        (serial,))
     if existing is not None:
-        sensor_id, sensor_site = (existing["id"], existing["site_id"]) if isinstance(existing, dict) else existing
+        sensor_id, sensor_site = existing["id"], existing["site_id"]
         if sensor_site != node_site:
             raise AssignmentError(f"sensor {serial} reports through a bridge of another site")
         conn.execute("""UPDATE sensors SET node_id = %s, phase = %s, ct_rating_a = %s, assigned_at = now()
@@ -119,10 +120,9 @@ class Band:
 def add_tariff(conn: Conn, site_id: int, name: str, currency: str, valid_from: datetime, bands: list[Band], *,
                standing_charge_minor_per_day: Decimal = Decimal(0), demand_charge_minor_per_kw: Decimal = Decimal(0),
                demand_interval_minutes: int = 30, vat_rate: Decimal = Decimal(0)) -> int:
-    existing = conn.execute("SELECT id FROM tariffs WHERE site_id = %s AND valid_from = %s",
-                            (site_id, valid_from)).fetchone()
+    existing = fetch_one(conn, "SELECT id FROM tariffs WHERE site_id = %s AND valid_from = %s", (site_id, valid_from))
     if existing is not None:
-        return int(existing["id"] if isinstance(existing, dict) else existing[0])
+        return int(existing["id"])
     tariff_id = _id(conn, """INSERT INTO tariffs (site_id, name, currency, valid_from, standing_charge_minor_per_day,
                                                   demand_charge_minor_per_kw, demand_interval_minutes, vat_rate)
                              VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 
@@ -63,3 +64,23 @@ def drop_database(database_url: str) -> None:
         conn.execute(
             psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
         )
+
+
+# Row helpers that pick the row shape themselves, so that callers work the same whatever
+# row factory the connection they were handed has (pools hand out dict rows, scripts tuples).
+Params = dict[str, Any] | tuple[Any, ...]
+
+
+def fetch_all(conn: psycopg.Connection[Any], sql: str, params: Params = ()) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(sql, params).fetchall()
+
+
+def fetch_one(conn: psycopg.Connection[Any], sql: str, params: Params = ()) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(sql, params).fetchone()
+
+
+def fetch_tuples(conn: psycopg.Connection[Any], sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return cur.execute(sql, params).fetchall()

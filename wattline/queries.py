@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import tuple_row
 
 from wattline.accounts import Principal
+from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection, Resolution
 
 Row = dict[str, Any]
@@ -24,14 +25,8 @@ def scope(p: Principal, alias: str = "c") -> tuple[str, dict[str, Any]]:
     return f"{alias}.id = %(scope_customer)s", {"scope_customer": p.customer_id}
 
 
-def _all(conn: Conn, sql: str, params: dict[str, Any]) -> list[Row]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql, params).fetchall()
-
-
-def _one(conn: Conn, sql: str, params: dict[str, Any]) -> Row | None:
-    rows = _all(conn, sql, params)
-    return rows[0] if rows else None
+_all = fetch_all
+_one = fetch_one
 
 
 # -- tenants and sites --------------------------------------------------------------------

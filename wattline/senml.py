@@ -209,7 +209,7 @@ def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: boo
                 out.rejections.append(Rejection(reason, problem, None, _dump(raw)))
                 if reason == Reason.MUST_UNDERSTAND:
                     # RFC 8428 §4.4: a pack with an unknown must-understand field is not processed.
-                    _reject_everything(out, has_current, records)
+                    _reject_everything(out, has_current)
                     return
                 continue
             bn, bt, bu, bver = raw.get("bn"), raw.get("bt"), raw.get("bu"), raw.get("bver")
@@ -217,7 +217,7 @@ def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: boo
             has_other_value = any(k in raw for k in ("vs", "vb", "vd", "s"))
         if bver is not None and bver > SUPPORTED_VERSION:
             out.rejections.append(Rejection(Reason.VERSION, f"bver {bver} > {SUPPORTED_VERSION}"))
-            _reject_everything(out, has_current, records)
+            _reject_everything(out, has_current)
             return
         if bn is not None:
             base_name = bn
@@ -331,7 +331,7 @@ def _drop_incomplete(out: DecodedPack, has_current: list[bool]) -> None:
         setattr(out, name, [column[i] for i in keep])
 
 
-def _reject_everything(out: DecodedPack, has_current: list[bool], records: list[Any]) -> None:
+def _reject_everything(out: DecodedPack, has_current: list[bool]) -> None:
     for name in ("serials", "ts", "current", "voltage", "power_factor", "rssi"):
         getattr(out, name).clear()
     has_current.clear()
