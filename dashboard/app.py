@@ -12,7 +12,7 @@ from wattline.settings import Settings
 
 def create_dash(settings: Settings, database_url: str | None = None) -> Dash:
     pool = make_pool(database_url or settings.database_url, max_size=8, name="dashboard", wait=False)
-    data.set_pool(pool)
+    data.configure(pool, settings)
     app = Dash(__name__, use_pages=True, pages_folder="", title="Wattline", suppress_callback_exceptions=True,
                assets_folder=str(__import__("pathlib").Path(__file__).parent / "assets"))
     app.server.secret_key = settings.secret_key

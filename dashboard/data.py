@@ -10,12 +10,20 @@ import psycopg
 from dash import html
 from psycopg_pool import ConnectionPool
 
+from wattline.settings import Settings
+
 _pool: ConnectionPool | None = None
+_settings: Settings | None = None
 
 
-def set_pool(pool: ConnectionPool) -> None:
-    global _pool
-    _pool = pool
+def configure(pool: ConnectionPool, settings: Settings) -> None:
+    global _pool, _settings
+    _pool, _settings = pool, settings
+
+
+def reporting_interval_s() -> float:
+    assert _settings is not None, "dashboard not configured"
+    return _settings.reporting_interval_s
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -58,3 +59,16 @@ class Resolution(StrEnum):
     @property
     def table(self) -> str:
         return f"rollups_{self.value}"
+
+
+def sensor_state(last_seen: datetime | None, current_a: float | None, ct_rating_a: float | None,
+                 interval_s: float, now: datetime) -> tuple[str, str]:
+    """(state, detail): live, silent (nothing for 3 reporting intervals), implausible (above
+    its CT rating) or never_seen. The API's checks and the dashboard's flags both use this."""
+    if last_seen is None:
+        return "never_seen", "no reading received yet"
+    if now - last_seen > timedelta(seconds=3 * interval_s):
+        return "silent", f"last reading {int((now - last_seen).total_seconds())} s ago"
+    if ct_rating_a is not None and current_a is not None and current_a > 1.2 * ct_rating_a:
+        return "implausible", f"{current_a:.1f} A on a {ct_rating_a:g} A clamp"
+    return "live", "reporting"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -12,23 +12,14 @@ from api.deps import Commissioner, Conn, Reader
 from api.problems import Problem, not_found
 from api.schemas import Assignment, BridgeCheck, CommissioningReport, Created, SensorCheck, SensorInfo
 from wattline import catalogue, queries
+from wattline.domain import sensor_state
 
 router = APIRouter(prefix="/v1", tags=["commissioning"])
 
 
-def sensor_state(row: dict[str, Any], interval_s: float, now: datetime) -> SensorCheck:
-    """Live, silent (nothing for 3 reporting intervals) or implausible (above its CT rating)."""
-    last = row.get("last_seen_at")
-    current = row.get("last_current_a")
-    rating = row.get("ct_rating_a")
-    if last is None:
-        state, detail = "never_seen", "no reading received yet"
-    elif now - last > timedelta(seconds=3 * interval_s):
-        state, detail = "silent", f"last reading {int((now - last).total_seconds())} s ago"
-    elif rating is not None and current is not None and current > 1.2 * rating:
-        state, detail = "implausible", f"{current:.1f} A on a {rating:g} A clamp"
-    else:
-        state, detail = "live", "reporting"
+def sensor_check(row: dict[str, Any], interval_s: float, now: datetime) -> SensorCheck:
+    last, current, rating = row.get("last_seen_at"), row.get("last_current_a"), row.get("ct_rating_a")
+    state, detail = sensor_state(last, current, rating, interval_s, now)
     return SensorCheck(serial=row["serial"], state=state, last_seen_at=last, last_current_a=current,
                        ct_rating_a=rating, detail=detail)
 
@@ -84,7 +75,7 @@ def check_sensor(serial: str, request: Request, p: Reader, conn: Conn) -> Sensor
     sensor = queries.sensor_by_serial(conn, p, serial)
     if sensor is None:
         raise not_found("sensor")
-    return sensor_state(sensor, request.app.state.settings.reporting_interval_s, datetime.now(UTC))
+    return sensor_check(sensor, request.app.state.settings.reporting_interval_s, datetime.now(UTC))
 
 
 @router.get("/bridges/{bridge_id}/check", response_model=BridgeCheck,
@@ -103,7 +94,7 @@ def report(site_id: int, request: Request, p: Reader, conn: Conn) -> Commissioni
         raise not_found("site")
     now = datetime.now(UTC)
     rows = queries.sensors(conn, p, site_id)
-    checks = [sensor_state(r, request.app.state.settings.reporting_interval_s, now) for r in rows]
+    checks = [sensor_check(r, request.app.state.settings.reporting_interval_s, now) for r in rows]
     states = [c.state for c in checks]
     return CommissioningReport(site_id=site_id, mapped=sum(r["node_id"] is not None for r in rows),
                                discovered=sum(r["node_id"] is None for r in rows), live=states.count("live"),

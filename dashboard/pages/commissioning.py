@@ -8,10 +8,10 @@ from typing import Any
 import dash
 from dash import Dash, Input, Output, State, dcc, html
 
-from api.routes.commissioning import sensor_state
 from dashboard.auth import current_principal
-from dashboard.data import conn
+from dashboard.data import conn, reporting_interval_s
 from wattline import queries
+from wattline.domain import sensor_state
 
 
 def register(app: Dash) -> None:
@@ -41,18 +41,19 @@ def refresh(_: int | None, site_id: int) -> Any:
         sensors = queries.sensors(c, p, site_id)
     if not bridges:
         return html.Div("No bridges registered at this site yet.", className="empty")
+    interval = reporting_interval_s()
     blocks = []
     for b in bridges:
         mine = [s for s in sensors if s["bridge_id"] == b["id"]]
         rows = []
         for s in mine:
-            check = sensor_state(s, 10.0, now)
-            state = "discovered" if s["node_id"] is None else check.state
+            check, detail = sensor_state(s["last_seen_at"], s["last_current_a"], s["ct_rating_a"], interval, now)
+            state = "discovered" if s["node_id"] is None else check
             rows.append(html.Tr([html.Td(s["serial"]), html.Td(state, className=f"state-{state}"),
                                  html.Td(s["node_name"] or "—"), html.Td(s["phase"] or "—"),
                                  html.Td(f"{s['last_current_a']:.2f} A" if s["last_current_a"] is not None else "—"),
                                  html.Td(f"{s['last_rssi_dbw']:.0f} dBW" if s["last_rssi_dbw"] is not None else "—"),
-                                 html.Td(check.detail)]))
+                                 html.Td(detail)]))
         online = {True: html.Span("online", className="flag ok"), False: html.Span("offline", className="flag bad"),
                   None: html.Span("no status", className="flag")}[b["online"]]
         blocks.append(html.Div([

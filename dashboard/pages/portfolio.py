@@ -12,8 +12,9 @@ from dash import Dash, Input, Output, dcc, html
 from analytics.costing import site_cost
 from analytics.tariffs import TariffError
 from dashboard.auth import current_principal
-from dashboard.data import conn
+from dashboard.data import conn, reporting_interval_s
 from wattline import queries
+from wattline.domain import sensor_state
 
 
 def register(app: Dash) -> None:
@@ -54,9 +55,10 @@ def site_summary(c: Any, p: Any, site: dict[str, Any], now: datetime) -> dict[st
     bridges = queries.bridges(c, p, site["id"])
     out["offline_bridges"] = [b["serial"] for b in bridges if b["online"] is False]
     sensors = queries.sensors(c, p, site["id"])
-    cutoff = now - timedelta(seconds=60)
-    out["silent_sensors"] = sum(1 for s in sensors if s["node_id"] and (s["last_seen_at"] is None
-                                                                          or s["last_seen_at"] < cutoff))
+    interval = reporting_interval_s()
+    out["silent_sensors"] = sum(
+        1 for s in sensors if s["node_id"] and sensor_state(s["last_seen_at"], s["last_current_a"], s["ct_rating_a"],
+                                                           interval, now)[0] in ("silent", "never_seen"))
     out["discovered"] = sum(1 for s in sensors if s["node_id"] is None)
     return out
 
