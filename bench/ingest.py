@@ -60,9 +60,10 @@ def seed(stack: Stack) -> None:
 def packs(ticks: int, start: float) -> list[tuple[str, bytes]]:
     rng = np.random.default_rng(1)
     out = []
+    groups = bridges()
     for tick in range(ticks):
         t = start + tick * 10.0
-        for bridge, serials in bridges():
+        for bridge, serials in groups:
             amps = np.round(rng.uniform(0, 60, len(serials)), 3).tolist()
             out.append((SENML_TOPIC.format(bridge=bridge), encode_pack(list(zip(serials, [t] * len(serials), amps,
                                                                                  strict=True)))))

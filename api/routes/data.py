@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -43,22 +43,27 @@ def _range(t_from: datetime, t_to: datetime) -> tuple[datetime, datetime]:
     return t_from, t_to
 
 
+def _csv_chunks(rows: Iterable[dict[str, Any]], every: int = 2000) -> Iterator[bytes]:
+    """Export rows as CSV with the PowerRadar header, `every` rows per chunk, times as UTC 'Z'."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(queries.EXPORT_COLUMNS)
+    for n, row in enumerate(rows, start=1):
+        row["time_utc"] = row["time_utc"].astimezone(UTC).isoformat().replace("+00:00", "Z")
+        writer.writerow(["" if row[c] is None else row[c] for c in queries.EXPORT_COLUMNS])
+        if n % every == 0:
+            yield buf.getvalue().encode()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue().encode()
+
+
 def _stream(request: Request, p: Principal, node_id: int, resolution: Resolution, t_from: datetime,
             t_to: datetime, fmt: str) -> Iterator[bytes]:
     with request.app.state.pool.connection() as conn, conn.transaction():
         rows = queries.measurements(conn, p, node_id, resolution, t_from, t_to)
         if fmt == "csv":
-            buf = io.StringIO()
-            writer = csv.writer(buf)
-            writer.writerow(queries.EXPORT_COLUMNS)
-            for n, row in enumerate(rows, start=1):
-                row["time_utc"] = row["time_utc"].astimezone(UTC).isoformat().replace("+00:00", "Z")
-                writer.writerow(["" if row[c] is None else row[c] for c in queries.EXPORT_COLUMNS])
-                if n % 2000 == 0:
-                    yield buf.getvalue().encode()
-                    buf.seek(0)
-                    buf.truncate()
-            yield buf.getvalue().encode()
+            yield from _csv_chunks(rows)
         else:
             # Chunks of rows, not a row per chunk: Starlette moves every chunk of a sync
             # generator across a thread, which costs more than encoding the row.
@@ -220,11 +225,5 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
                         "power_factor": pf, "energy_wh": float(sums["energy"][k]), "coverage": None,
                         "samples": int(sums["samples"][k])})
     if format == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(queries.EXPORT_COLUMNS)
-        for row in out:
-            row["time_utc"] = row["time_utc"].isoformat().replace("+00:00", "Z")
-            writer.writerow(["" if row[c] is None else row[c] for c in queries.EXPORT_COLUMNS])
-        return Response(buf.getvalue(), media_type="text/csv")
+        return Response(b"".join(_csv_chunks(out)), media_type="text/csv")
     return Response(orjson.dumps(out, option=_JSON), media_type="application/json")

@@ -16,6 +16,7 @@ from analytics.tariffs import TariffError
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
 from wattline import queries
+from wattline.accounts import Principal
 from wattline.domain import Resolution
 
 
@@ -101,13 +102,19 @@ def _tree(nodes: list[dict[str, Any]], usage: dict[int, dict[str, Any]]) -> list
     return [render(n) for n in children.get(None, [])]
 
 
+def _visible_range(c: Any, p: Principal, site_id: int, start: str, end: str) -> tuple[dict[str, Any], datetime,
+                                                                                    datetime]:
+    """The callback's site (no update if it is not visible) and its picked local days."""
+    site = queries.site(c, p, site_id)
+    if site is None:
+        raise dash.exceptions.PreventUpdate
+    return site, *_range(site, start, end)
+
+
 def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
     p = current_principal()
     with conn() as c:
-        site = queries.site(c, p, site_id)
-        if site is None:
-            raise dash.exceptions.PreventUpdate
-        t_from, t_to = _range(site, start, end)
+        site, t_from, t_to = _visible_range(c, p, site_id, start, end)
         nodes = queries.tree(c, p, site_id)
         try:
             cost = site_cost(c, p, site_id, t_from, t_to)
@@ -158,10 +165,7 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
 def series(node_id: int, start: str, end: str, site_id: int) -> go.Figure:
     p = current_principal()
     with conn() as c:
-        site = queries.site(c, p, site_id)
-        if site is None:
-            raise dash.exceptions.PreventUpdate
-        t_from, t_to = _range(site, start, end)
+        site, t_from, t_to = _visible_range(c, p, site_id, start, end)
         resolution = resolution_for(t_to - t_from)
         rows = queries.node_series(c, p, [node_id], resolution, t_from, t_to)
     zone = ZoneInfo(site["timezone"])
