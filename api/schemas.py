@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerts.rules import RuleParams
 from wattline.domain import Connection, Role
 
 Serial = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", examples=["CT0000000001"])
@@ -390,3 +391,101 @@ class SitePatch(BaseModel):
 
 class BridgePatch(BaseModel):
     name: str = Field(max_length=200)
+
+
+# -- alerts -------------------------------------------------------------------------------------
+class AlertRuleIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "Night heating left on", "node_id": 12,
+         "params": {"kind": "threshold", "above_w": 5000, "hold_minutes": 30, "hours": ["20:00", "24:00"]}},
+        {"name": "Silent clamps", "params": {"kind": "sensor_offline", "intervals": 6}},
+        {"name": "November budget", "params": {"kind": "budget", "cap": "1500.00"}}]})
+
+    name: str = Field(min_length=1, max_length=200)
+    node_id: int | None = Field(None, description="a node of the site; none: the whole site")
+    enabled: bool = True
+    params: RuleParams
+
+
+class AlertRulePatch(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    enabled: bool | None = None
+    params: RuleParams | None = None
+
+
+class AlertRule(BaseModel):
+    id: int
+    site_id: int
+    node_id: int | None
+    kind: str
+    name: str
+    params: dict[str, object]
+    enabled: bool
+    evaluated_to: datetime | None
+    created_at: datetime
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 31, "rule_id": 4, "rule_name": "Silent clamps", "kind": "sensor_offline", "site_id": 1,
+        "site_name": "Site 000", "node_id": None, "subject": "CT0000000004", "severity": "warning",
+        "message": "sensor CT0000000004 silent since 2026-11-24T08:10:00+00:00", "detail": {},
+        "started_at": "2026-11-24T08:10:00Z", "cleared_at": None, "acknowledged_at": None, "resolved_at": None,
+        "state": "open", "created_at": "2026-11-24T08:12:30Z"}]})
+
+    id: int
+    rule_id: int
+    rule_name: str
+    kind: str
+    site_id: int
+    site_name: str
+    node_id: int | None
+    subject: str
+    severity: Literal["info", "warning", "critical"]
+    message: str
+    detail: dict[str, object]
+    started_at: datetime = Field(description="data time the condition began")
+    cleared_at: datetime | None = Field(description="data time it ended; null while it goes on")
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    state: Literal["open", "acknowledged", "resolved"]
+    created_at: datetime
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000, examples=["https://example.com/hooks/wattline"])
+
+
+class Webhook(BaseModel):
+    id: int
+    customer_id: int
+    url: str
+    enabled: bool
+    created_at: datetime
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="the HMAC key: shown once, keep it safe")
+
+
+class Delivery(BaseModel):
+    id: int
+    episode_id: int
+    event: Literal["raised", "cleared"]
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    failed_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+
+class SiteBenchmark(BaseModel):
+    site_id: int
+    site_name: str
+    energy_kwh: float
+    floor_area_m2: float | None
+    kwh_per_m2: float | None
+    opening_hours: float = Field(description="hours the site was open in the range")
+    kwh_per_opening_hour: float | None
+    rank_per_m2: int | None = Field(description="1 = least energy per m² among the customer's sites")

@@ -66,6 +66,9 @@ class Simulator:
         self._delayed: deque[tuple[int, str, bytes]] = deque()
         self._offline_buffer: list[bytes] = []
         self._pending: list[mqtt.MQTTMessageInfo] = []
+        index = {serial: i for i, serial in enumerate(fleet.serials)}
+        self._changes = [(c, np.array([index[s] for s in c.serials], dtype=np.int64))
+                         for c in self.faults.load_changes]
         for bridge in self.by_bridge:
             self.client.publish(STATUS_TOPIC.format(bridge=bridge), b"online", qos=1, retain=True)
 
@@ -91,7 +94,12 @@ class Simulator:
         self.weather += self.rng.normal(0, 0.01, self.weather.shape)
         self.weather *= 0.999
         amps = self.fleet.readings_at(t, self.rng, self.weather)
+        silent = self._apply_load_changes(t, amps)
         for bridge, idx in self.by_bridge.items():
+            if silent is not None:
+                idx = idx[~silent[idx]]
+                if len(idx) == 0:
+                    continue
             values = np.round(amps[idx], 3)
             serials = [self.fleet.serials[i] for i in idx]
             report.readings_generated += len(idx)
@@ -145,6 +153,22 @@ class Simulator:
             else:
                 self._delayed.append((release, bridge, payload))
         report.ticks += 1
+
+    def _apply_load_changes(self, t: float, amps: np.ndarray) -> np.ndarray | None:
+        """Scale, re-cycle or silence the sensors of each active load change, in place;
+        returns the mask of silent sensors, or None when none is."""
+        silent: np.ndarray | None = None
+        for change, idx in self._changes:
+            if not change.active(t):
+                continue
+            if change.cycle_period_s is not None:
+                on = ((t + self.fleet.offset_s[idx]) % change.cycle_period_s) < 0.45 * change.cycle_period_s
+                amps[idx] = np.where(on, 0.7, 0.03) * self.fleet.rated_a[idx]
+            amps[idx] = amps[idx] * change.factor + change.offset_a
+            if change.silent:
+                silent = np.zeros(len(amps), dtype=bool) if silent is None else silent
+                silent[idx] = True
+        return silent
 
     def drain(self, report: Report) -> None:
         """Send whatever faults held back (delayed packs, an offline bridge's buffer)."""

@@ -72,7 +72,8 @@ def mqtt_url(services: Services) -> str:
     return services.mqtt_url
 
 
-_TABLES = ("readings", "rejected_readings", "rollup_dirty", "rollups_1m", "rollups_15m", "rollups_1h",
+_TABLES = ("webhook_deliveries", "alert_episodes", "alert_rules", "webhooks",
+           "readings", "rejected_readings", "rollup_dirty", "rollups_1m", "rollups_15m", "rollups_1h",
            "rollups_1d", "bridge_status", "sensors", "bridges", "tariff_bands", "tariffs", "nodes", "sites",
            "api_keys", "marketing_consents", "users", "customers", "resellers")
 
@@ -114,6 +115,8 @@ class RunningGateway:
         self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),), daemon=True)
         self.thread.start()
         self.ready.wait(10)
+        # The broker drops what is published before the shared subscription exists.
+        wait_for(lambda: self.gateway is not None and self.gateway.subscribed, 15)
 
     def stop(self) -> None:
         assert self.gateway is not None

@@ -15,6 +15,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from alerts import store as alert_store
+from alerts.rules import Threshold
 from analytics.worker import RollupEngine
 from api.app import create_app
 from ingest.packs import RawPack
@@ -40,6 +42,9 @@ class Tenant:
     key_ids: dict[str, int]
     sensor_serial: str
     discovered_serial: str
+    rule_id: int = 0
+    alert_id: int = 0
+    webhook_id: int = 0
 
 
 def make_tenant(db: psycopg.Connection[Any], tag: str) -> Tenant:
@@ -65,8 +70,14 @@ def make_tenant(db: psycopg.Connection[Any], tag: str) -> Tenant:
         key = issue_key(db, uid, ["read", "write", "commission", "admin"])
         tokens[role.value] = key.token
         key_ids[role.value] = key.id
+    rule_id = alert_store.create_rule(db, site, circuit, "Chiller above 10 kW", Threshold(above_w=10_000))
+    alert = db.execute("""INSERT INTO alert_episodes (rule_id, subject, message, started_at)
+                          VALUES (%s, %s, %s, now() - interval '1 hour') RETURNING id""",
+                       (rule_id, str(circuit), f"Chiller {tag} above 10 kW")).fetchone()
+    assert alert is not None
+    webhook_id, _ = alert_store.create_webhook(db, c, f"https://example.com/hooks/{tag}")
     return Tenant(tag, r, c, site, panel, circuit, bridge, bridge_serial, tokens, key_ids, f"CT-{tag}-1",
-                  f"CT-{tag}-NEW")
+                  f"CT-{tag}-NEW", rule_id, alert[0], webhook_id)
 
 
 @pytest.fixture
@@ -97,7 +108,8 @@ def auth(token: str) -> dict[str, str]:
 
 def params_for(t: Tenant) -> dict[str, Any]:
     return {"site_id": t.site_id, "node_id": t.circuit_id, "customer_id": t.customer_id, "bridge_id": t.bridge_id,
-            "serial": t.sensor_serial, "key_id": t.key_ids["viewer"]}
+            "serial": t.sensor_serial, "key_id": t.key_ids["viewer"], "rule_id": t.rule_id, "alert_id": t.alert_id,
+            "webhook_id": t.webhook_id}
 
 
 BODIES: dict[tuple[str, str], Any] = {
@@ -112,6 +124,9 @@ BODIES: dict[tuple[str, str], Any] = {
         "name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
         "bands": [{"name": "a", "rate_minor_per_kwh": "1", "day_types": ["weekday", "weekend", "holiday"],
                    "start": "00:00", "end": "00:00"}]}},
+    ("post", "/v1/sites/{site_id}/alert-rules"): {"json": {"name": "r", "params": {"kind": "sensor_offline"}}},
+    ("patch", "/v1/alert-rules/{rule_id}"): {"json": {"enabled": False}},
+    ("post", "/v1/customers/{customer_id}/webhooks"): {"json": {"url": "https://example.com/x"}},
     ("post", "/v1/sites/{site_id}/hierarchy.csv"): {
         "files": {"file": ("h.csv", b"external_ref,parent_ref,kind,name\n")}},
 }
@@ -373,3 +388,85 @@ def test_lists_are_paginated(client: TestClient, tenants: tuple[Tenant, Tenant])
     assert len(everything) == 2 and first + second == everything
     assert client.get(f"/v1/sites/{a.site_id}/sensors", headers=h, params={"limit": 0}).status_code == 422
     assert len(client.get(f"/v1/sites/{a.site_id}/bridges", headers=h, params={"limit": 1}).json()) == 1
+
+
+def test_alert_rules_notification_centre_and_webhooks(client: TestClient, db: psycopg.Connection[Any],
+                                                     tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    fm = auth(a.tokens["facility_manager"])
+    body = {"name": "Night load", "node_id": a.circuit_id,
+            "params": {"kind": "threshold", "above_w": 2000, "hold_minutes": 30, "hours": ["20:00", "24:00"],
+                       "days": ["mon", "fri"]}}
+    res = client.post(f"/v1/sites/{a.site_id}/alert-rules", json=body, headers=fm)
+    assert res.status_code == 201, res.text
+    rule_id = res.json()["id"]
+    got = client.get(f"/v1/alert-rules/{rule_id}", headers=fm).json()
+    assert got["kind"] == "threshold" and got["params"]["hours"] == ["20:00", "24:00"] and got["enabled"]
+    # Wrong rules get a clear 422 and change nothing.
+    for params in ({"kind": "threshold", "above_w": 1, "below_w": 2}, {"kind": "threshold"},
+                   {"kind": "threshold", "above_w": 1, "hours": ["18:00", "07:00"]}, {"kind": "weather"},
+                   {"kind": "budget", "cap": "-5"}, {"kind": "sensor_offline", "intervals": 1},
+                   {"kind": "anomaly", "sensitivity": 0}, {"kind": "cycling", "colour": "red"}):
+        res = client.post(f"/v1/sites/{a.site_id}/alert-rules", json={"name": "bad", "params": params}, headers=fm)
+        assert res.status_code == 422, (params, res.text)
+        assert res.headers["content-type"] == "application/problem+json"
+    res = client.post(f"/v1/sites/{a.site_id}/alert-rules", json={**body, "node_id": b.circuit_id}, headers=fm)
+    assert res.status_code == 404  # another site's node
+    assert len(client.get(f"/v1/sites/{a.site_id}/alert-rules", headers=fm).json()) == 2
+    # A viewer reads but cannot change.
+    viewer = auth(a.tokens["viewer"])
+    assert client.patch(f"/v1/alert-rules/{rule_id}", json={"enabled": False}, headers=viewer).status_code == 403
+    assert client.patch(f"/v1/alert-rules/{rule_id}", json={"enabled": False}, headers=fm).status_code == 200
+    assert client.get(f"/v1/alert-rules/{rule_id}", headers=fm).json()["enabled"] is False
+
+    # The notification centre: open → acknowledged → resolved, each visible by state.
+    [alert] = client.get("/v1/alerts", headers=fm).json()
+    assert alert["id"] == a.alert_id and alert["state"] == "open" and alert["site_name"] == "Site A"
+    assert client.post(f"/v1/alerts/{a.alert_id}/acknowledge", headers=viewer).status_code == 403
+    acked = client.post(f"/v1/alerts/{a.alert_id}/acknowledge", headers=fm).json()
+    assert acked["state"] == "acknowledged" and acked["acknowledged_at"]
+    assert client.get("/v1/alerts", params={"state": "open"}, headers=fm).json() == []
+    resolved = client.post(f"/v1/alerts/{a.alert_id}/resolve", headers=fm).json()
+    assert resolved["state"] == "resolved"
+    assert client.get("/v1/alerts", headers=fm).json() == []  # active only, by default
+    assert [x["id"] for x in client.get("/v1/alerts", params={"state": "all"}, headers=fm).json()] == [a.alert_id]
+    assert client.get("/v1/alerts", params={"state": "sideways"}, headers=fm).status_code == 422
+
+    # Webhooks: the secret is shown once, never listed; only admins manage them.
+    admin = auth(a.tokens["customer_admin"])
+    assert client.post(f"/v1/customers/{a.customer_id}/webhooks", json={"url": "https://x.example/h"},
+                       headers=fm).status_code == 403
+    assert client.post(f"/v1/customers/{a.customer_id}/webhooks", json={"url": "ftp://x.example/h"},
+                       headers=admin).status_code == 422
+    created = client.post(f"/v1/customers/{a.customer_id}/webhooks", json={"url": "https://x.example/h"},
+                          headers=admin)
+    assert created.status_code == 201 and created.json()["secret"].startswith("whsec_")
+    listed = client.get(f"/v1/customers/{a.customer_id}/webhooks", headers=admin)
+    assert len(listed.json()) == 2 and created.json()["secret"] not in listed.text
+    assert client.get(f"/v1/webhooks/{created.json()['id']}/deliveries", headers=admin).json() == []
+
+
+def test_benchmark_normalises_energy_per_m2_and_opening_hour(client: TestClient, db: psycopg.Connection[Any],
+                                                              tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    admin = auth(a.tokens["customer_admin"])
+    hours = {d: ["00:00", "24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    assert client.patch(f"/v1/sites/{a.site_id}", json={"floor_area_m2": 250.0, "opening_hours": hours},
+                        headers=admin).status_code == 200
+    second = catalogue.upsert_site(db, a.customer_id, "Site A2", timezone="Europe/London")  # no area, no hours
+    now = datetime.now(UTC)
+    t_from, t_to = now - timedelta(hours=6), now + timedelta(minutes=1)
+    res = client.get(f"/v1/customers/{a.customer_id}/benchmark", headers=admin,
+                     params={"from": t_from.isoformat(), "to": t_to.isoformat()})
+    assert res.status_code == 200, res.text
+    rows = {r["site_id"]: r for r in res.json()}
+    wh = db.execute("""SELECT sum(energy_wh) FROM rollups_1h r JOIN nodes n ON n.id = r.node_id
+                       WHERE n.site_id = %s AND n.kind = 'site' AND r.bucket >= %s AND r.bucket < %s""",
+                    (a.site_id, t_from, t_to)).fetchone()[0]
+    site = rows[a.site_id]
+    assert wh > 0 and site["energy_kwh"] == pytest.approx(wh / 1000)
+    assert site["kwh_per_m2"] == pytest.approx(wh / 1000 / 250.0)
+    assert site["opening_hours"] == pytest.approx(6 + 1 / 60)
+    assert site["kwh_per_opening_hour"] == pytest.approx(wh / 1000 / (6 + 1 / 60))
+    assert site["rank_per_m2"] == 1
+    assert rows[second]["kwh_per_m2"] is None and rows[second]["opening_hours"] == 0

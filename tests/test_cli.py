@@ -65,3 +65,14 @@ def test_demo_seed_is_idempotent(db: psycopg.Connection[Any], database_url: str)
         assert res.exit_code == 0, res.output
     assert count(db, "SELECT count(*) FROM sites") == 2
     assert count(db, "SELECT count(*) FROM users WHERE email LIKE '%%@wattline.example'") == 3
+    assert count(db, "SELECT count(*) FROM alert_rules") == 2 * 4  # a starter set per site, once
+
+
+def test_alerts_once_evaluates_every_rule(db: psycopg.Connection[Any], database_url: str) -> None:
+    res = run("demo-seed", "--sites", "1", "--bridges", "1", "--sensors", "3",
+              env={"WATTLINE_DATABASE_URL": database_url})
+    assert res.exit_code == 0, res.output
+    res = run("alerts", "--once", env={"WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": "mqtt://unused"})
+    assert res.exit_code == 0, res.output
+    assert "rules 4, raised 0" in res.output
+    assert count(db, "SELECT count(*) FROM alert_rules WHERE evaluated_to IS NOT NULL") == 4

@@ -11,16 +11,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from werkzeug.serving import make_server
 
+from alerts import store
+from alerts.rules import Threshold
+from alerts.scheduler import run_pass
 from analytics.costing import site_cost
 from analytics.worker import RollupEngine
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
 from sensor_sim.fleet import build_fleet
 from sensor_sim.seed import seed_catalogue
+from tests.conftest import wait_for
 from wattline.accounts import DEMO_EMAIL, DEMO_PASSWORD, Principal, ensure_demo_users
 from wattline.domain import Role
 from wattline.localstack import free_port
@@ -98,10 +103,19 @@ def test_login_is_required_and_wrong_password_refused(page: Any, dashboard_url: 
     assert page.url.endswith("/login")
 
 
-def test_every_page_shows_the_database_numbers(page: Any, dashboard_url: str, db: psycopg.Connection[Any]) -> None:
+def test_every_page_shows_the_database_numbers(page: Any, dashboard_url: str, db: psycopg.Connection[Any],
+                                               tmp_path: Path) -> None:
+    # One real alert: the first site's total above 1 W for 15 minutes, evaluated by the scheduler.
+    first = db.execute("SELECT id FROM sites ORDER BY id LIMIT 1").fetchone()[0]
+    store.create_rule(db, first, None, "Anything on", Threshold(above_w=1.0, hold_minutes=15))
+    with httpx.Client() as http:
+        assert run_pass(db, Settings(spool_dir=tmp_path), http).raised == 1
     login(page)
     page.wait_for_selector(".site-card", timeout=60_000)
     assert page.locator(".site-card").count() == 2
+    assert page.locator(".open-alerts").inner_text() == "1 open alert(s)"
+    page.wait_for_selector(".benchmark-row")
+    assert page.locator(".benchmark-row").count() == 2
     page.screenshot(path=str(ARTIFACTS / "portfolio.png"), full_page=True)
     # Power now on the card is the site root's latest minute in the database.
     first_site = db.execute("SELECT id, name FROM sites ORDER BY id LIMIT 1").fetchone()
@@ -148,7 +162,17 @@ def test_every_page_shows_the_database_numbers(page: Any, dashboard_url: str, db
     page.screenshot(path=str(ARTIFACTS / "commissioning.png"), full_page=True)
 
     page.goto(f"{dashboard_url}/alerts")
+    page.wait_for_selector(".alert-row", timeout=60_000)
+    assert "power above 1 W" in page.inner_text(".alerts-table")
+    page.screenshot(path=str(ARTIFACTS / "alerts.png"), full_page=True)
+    page.click("button:has-text('Acknowledge')")
+    wait_for(lambda: db.execute("SELECT acknowledged_at IS NOT NULL FROM alert_episodes").fetchone()[0])
+    page.wait_for_selector(".alert-state.acknowledged")
+    page.click("button:has-text('Resolve')")
     page.wait_for_selector(".empty")
+    assert db.execute("SELECT resolved_at IS NOT NULL FROM alert_episodes").fetchone()[0]
+    page.click("label:has-text('History')")
+    page.wait_for_selector(".alert-state.resolved")
     page.goto(f"{dashboard_url}/site/999999")
     page.wait_for_selector(".empty")
     assert "No such site" in page.inner_text("body")

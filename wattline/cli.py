@@ -157,6 +157,39 @@ def rollups() -> None:
 
 
 @app.command()
+def alerts(once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False) -> None:
+    """Evaluate alert rules on new data and deliver webhooks, every alerts_period_s."""
+    import httpx
+    import psycopg
+
+    from alerts.scheduler import AlertScheduler, run_pass
+    from ingest.health import serve_http
+
+    settings = get_settings()
+    configure_logging(settings.log_json)
+    database_url, _ = _urls(settings)
+    if once:
+        with psycopg.connect(database_url, autocommit=True) as conn, httpx.Client(timeout=10.0) as http:
+            report = run_pass(conn, settings, http)
+        typer.echo(f"rules {report.rules}, raised {report.raised}, cleared {report.cleared}, "
+                   f"errors {report.errors}, webhooks delivered {report.webhooks.delivered}")
+        raise typer.Exit(1 if report.errors else 0)
+    scheduler = AlertScheduler(database_url, settings)
+
+    def ready() -> dict[str, object] | None:
+        fresh = time.time() - scheduler.last_pass_at < 3 * settings.alerts_period_s + 30
+        return {"status": "ok", "last_pass_at": scheduler.last_pass_at} if fresh else None
+
+    serve_http(settings.alerts_health_port, ready)
+    scheduler.start()
+    try:
+        while scheduler.is_alive():
+            scheduler.join(1.0)
+    except KeyboardInterrupt:
+        scheduler.stop()
+
+
+@app.command()
 def api() -> None:
     """Serve the REST API."""
     import uvicorn

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     # Rollups
     rollup_period_s: float = 2.0
 
+    # Alerts
+    alerts_period_s: float = 30.0
+    #: a new rule's first evaluation looks this far back
+    alerts_first_lookback_h: float = 24.0
+    #: the newest minutes are left this long to settle (late packs, rollup lag)
+    alerts_settle_s: float = 120.0
+    alerts_health_port: int = 9109
+
     # Retention (days); coarser rollups are kept for good by default.
     retention_raw_days: int = 93
     retention_1m_days: int = 93

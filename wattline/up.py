@@ -94,6 +94,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         start("gateway", ["gateway"])
         start("api", ["api"])
         start("dashboard", ["dashboard"])
+        start("alerts", ["alerts"])
         # The broker drops what is published before any subscription exists: the
         # simulator's back-fill waits until the gateway's session is subscribed.
         if not wait_for_http(f"http://127.0.0.1:{settings.gateway_metrics_port}/health", 60):
@@ -107,6 +108,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
                    "   (demo login: demo@wattline.example / wattline-demo)")
         typer.echo(f"  API         http://{settings.api_host}:{settings.api_port}/docs")
         typer.echo(f"  metrics     http://127.0.0.1:{settings.gateway_metrics_port}/metrics")
+        typer.echo(f"  alerts      http://127.0.0.1:{settings.alerts_health_port}/health")
         typer.echo(f"  database    psql {database_url}")
         typer.echo(f"  broker      mosquitto_sub -L {mqtt_url}/wattline/v1/bridges/+/status -v")
         typer.echo("Ctrl-C stops everything.")

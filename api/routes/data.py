@@ -31,11 +31,16 @@ MEASUREMENT_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
     "description": "PowerRadar export columns, oldest first",
     "content": {"application/json": {"example": [_ROW_EXAMPLE]}, "text/csv": {"example": _CSV_EXAMPLE}}}}
 MAX_POINTS = 2_000_000
+# Outside these, interval arithmetic (a gap's margin, a local day) overflows Python's dates.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
-def _range(t_from: datetime, t_to: datetime) -> tuple[datetime, datetime]:
+def checked_range(t_from: datetime, t_to: datetime) -> tuple[datetime, datetime]:
     t_from = t_from if t_from.tzinfo else t_from.replace(tzinfo=UTC)
     t_to = t_to if t_to.tzinfo else t_to.replace(tzinfo=UTC)
+    if t_from < EARLIEST or t_to > LATEST:
+        raise Problem(422, "Invalid range", f"times must lie between {EARLIEST:%Y} and {LATEST:%Y}")
     if t_to <= t_from:
         raise Problem(422, "Invalid range", "'to' must be after 'from'")
     if t_to - t_from > timedelta(days=3660):
@@ -90,7 +95,7 @@ def node_measurements(node_id: int, request: Request, p: Reader, conn: Conn,
                       t_to: Annotated[datetime, Query(alias="to", examples=["2026-11-02T00:00:00Z"])],
                       resolution: Resolution = Resolution.MIN15,
                       format: Literal["json", "csv"] = "json") -> StreamingResponse:
-    t_from, t_to = _range(t_from, t_to)
+    t_from, t_to = checked_range(t_from, t_to)
     if queries.node(conn, p, node_id) is None:
         raise not_found("node")
     points = (t_to - t_from).total_seconds() / 60 / resolution.minutes
@@ -107,7 +112,7 @@ def node_measurements(node_id: int, request: Request, p: Reader, conn: Conn,
 def site_usage(site_id: int, p: Reader, conn: Conn,
                t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")]
                ) -> list[dict[str, Any]]:
-    t_from, t_to = _range(t_from, t_to)
+    t_from, t_to = checked_range(t_from, t_to)
     if queries.site(conn, p, site_id) is None:
         raise not_found("site")
     return queries.usage_by_node(conn, p, site_id, t_from, t_to)
@@ -130,7 +135,7 @@ def site_cost(site_id: int, p: Reader, conn: Conn,
     from analytics.costing import site_cost as compute
     from analytics.tariffs import TariffError
 
-    t_from, t_to = _range(t_from, t_to)
+    t_from, t_to = checked_range(t_from, t_to)
     try:
         cost = compute(conn, p, site_id, t_from, t_to)
     except TariffError as exc:
@@ -179,7 +184,7 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
     from analytics.worker import site_offset_minutes
     from wattline.domain import Connection
 
-    t_from, t_to = _range(t_from, t_to)
+    t_from, t_to = checked_range(t_from, t_to)
     if t_to - t_from > timedelta(days=93):
         raise Problem(422, "Range too large", "a sensor's raw readings are kept about 3 months; ask for ≤ 93 days")
     settings = request.app.state.settings

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 import dash
 from dash import Dash, Input, Output, dcc, html
 
+from alerts import store as alert_store
+from analytics.benchmark import site_benchmarks
 from analytics.costing import site_cost
 from analytics.tariffs import TariffError
 from dashboard.auth import current_principal
@@ -19,7 +21,8 @@ from wattline.domain import sensor_state
 
 def register(app: Dash) -> None:
     dash.register_page("portfolio", path="/", title="Portfolio · Wattline", layout=layout)
-    app.callback(Output("portfolio-cards", "children"), Input("portfolio-tick", "n_intervals"))(refresh)
+    app.callback(Output("portfolio-cards", "children"), Output("portfolio-benchmark", "children"),
+                 Input("portfolio-tick", "n_intervals"))(refresh)
 
 
 def layout(**_: Any) -> html.Div:
@@ -27,6 +30,8 @@ def layout(**_: Any) -> html.Div:
         html.H2("Portfolio"),
         dcc.Interval(id="portfolio-tick", interval=30_000),
         html.Div(id="portfolio-cards", className="cards"),
+        html.H3("Benchmark, this month"),
+        html.Div(id="portfolio-benchmark"),
     ], className="page")
 
 
@@ -65,11 +70,13 @@ def site_summary(c: Any, p: Any, site: dict[str, Any], now: datetime) -> dict[st
 
 def card(s: dict[str, Any]) -> html.Div:
     site = s["site"]
-    flags = []
+    flags: list[Any] = []
     if s["offline_bridges"]:
         flags.append(html.Span(f"{len(s['offline_bridges'])} bridge(s) offline", className="flag bad"))
     if s["silent_sensors"]:
         flags.append(html.Span(f"{s['silent_sensors']} silent sensor(s)", className="flag bad"))
+    if s.get("open_alerts"):
+        flags.append(dcc.Link(f"{s['open_alerts']} open alert(s)", href="/alerts", className="flag bad open-alerts"))
     if s["discovered"]:
         flags.append(html.Span(f"{s['discovered']} to commission", className="flag"))
     if not flags:
@@ -91,11 +98,36 @@ def card(s: dict[str, Any]) -> html.Div:
     ], className="card site-card", id={"type": "site-card", "site": site["id"]})
 
 
-def refresh(_: int | None) -> list[Any]:
+def benchmark_table(rows: list[dict[str, Any]]) -> Any:
+    if not rows:
+        return html.Div("No sites to compare.", className="empty")
+
+    def num(v: float | None, fmt: str) -> str:
+        return format(v, fmt) if v is not None else "–"
+    return html.Table([
+        html.Thead(html.Tr([html.Th(h) for h in ("Site", "kWh", "m²", "kWh/m²", "hours open", "kWh per open hour",
+                                                 "rank")])),
+        html.Tbody([html.Tr([html.Td(r["site_name"]), html.Td(num(r["energy_kwh"], ",.0f")),
+                             html.Td(num(r["floor_area_m2"], ",.0f")), html.Td(num(r["kwh_per_m2"], ",.2f")),
+                             html.Td(num(r["opening_hours"], ",.0f")), html.Td(num(r["kwh_per_opening_hour"], ",.1f")),
+                             html.Td(num(r["rank_per_m2"], "d"))], className="benchmark-row")
+                    for r in sorted(rows, key=lambda r: (r["rank_per_m2"] is None, r["rank_per_m2"] or 0))]),
+    ], className="grid benchmark-table")
+
+
+def refresh(_: int | None) -> tuple[list[Any], Any]:
     p = current_principal()
     now = datetime.now(UTC)
     with conn() as c:
         sites = queries.sites(c, p)
         if not sites:
-            return [html.Div("No sites yet. Add one through the API (POST /v1/sites).", className="empty")]
-        return [card(site_summary(c, p, site, now)) for site in sites]
+            return [html.Div("No sites yet. Add one through the API (POST /v1/sites).", className="empty")], None
+        open_alerts = alert_store.open_counts(c, p)
+        cards = [card({**site_summary(c, p, site, now), "open_alerts": open_alerts.get(site["id"], 0)})
+                 for site in sites]
+        # This month in UTC across sites: one range for all, so the figures compare.
+        month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        bench: list[dict[str, Any]] = []
+        for customer_id in sorted({s["customer_id"] for s in sites}):
+            bench += site_benchmarks(c, p, customer_id, month, now)
+        return cards, benchmark_table(bench)

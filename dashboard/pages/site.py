@@ -68,15 +68,23 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         ], className="row", style={"alignItems": "center", "margin": "1rem 0"}),
         html.Div([
             html.Div([html.H4("Electrical hierarchy"), html.Div(id="site-tree", className="tree card")]),
-            html.Div([html.H4("Energy by node"), dcc.Loading(dcc.Graph(id="site-sunburst"))], className="card"),
+            html.Div([html.H4("Energy by node"), _loading(dcc.Graph(id="site-sunburst", style={"height": "420px"}))],
+                     className="card"),
         ], className="row"),
-        html.Div([html.H4("Power"), dcc.Loading(dcc.Graph(id="site-series"))], className="card"),
+        html.Div([html.H4("Power"), _loading(dcc.Graph(id="site-series", style={"height": "360px"}))],
+                 className="card"),
         html.Div([
             html.Div([html.H4("Cost by tariff band"), dcc.Loading(html.Div(id="site-cost"))], className="card"),
             html.Div([html.H4("Cost by node"), dcc.Loading(html.Div(id="site-node-cost"))], className="card"),
             html.Div([html.H4("Demand peak"), html.Div(id="site-demand")], className="card"),
         ], className="row", style={"marginTop": "1rem"}),
     ], className="page")
+
+
+def _loading(child: Any) -> dcc.Loading:
+    """A spinner over the chart rather than in place of it: a Plotly chart drawn while
+    hidden measures zero and places its axis titles at Infinity (a console error)."""
+    return dcc.Loading(child, overlay_style={"visibility": "visible", "opacity": 0.5})
 
 
 def _range(site: dict[str, Any], start: str, end: str) -> tuple[datetime, datetime]:

@@ -1,0 +1,1 @@
+"""Alerts and insights: rules, their evaluation into episodes, and webhooks."""

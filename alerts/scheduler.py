@@ -1,0 +1,114 @@
+"""`wattline alerts`: evaluate every enabled rule on what arrived since its last run, and
+deliver due webhooks. Restart-safe: each rule's cursor and episodes move in one
+transaction, and the webhook outbox keeps its own schedule. Several schedulers may run;
+a rule is evaluated by whichever holds its advisory lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import structlog
+
+from alerts import episodes
+from alerts.evaluate import Clock, evaluate, load_rule
+from alerts.webhooks import DeliveryReport, deliver_due
+from wattline.db import fetch_all
+from wattline.settings import Settings
+
+log = structlog.get_logger("wattline.alerts")
+
+#: advisory lock namespace for rule evaluation (the first key of the two-key form)
+LOCK_SPACE = 0x5741
+
+
+@dataclass
+class PassReport:
+    rules: int = 0
+    raised: int = 0
+    cleared: int = 0
+    errors: int = 0
+    webhooks: DeliveryReport = field(default_factory=DeliveryReport)
+
+
+def clock_for(settings: Settings, now: datetime | None = None) -> Clock:
+    return Clock(now or datetime.now(UTC), timedelta(hours=settings.alerts_first_lookback_h),
+                 timedelta(seconds=settings.alerts_settle_s), settings.reporting_interval_s)
+
+
+def evaluate_rule(conn: psycopg.Connection[Any], rule_id: int, clock: Clock) -> episodes.Changes | None:
+    """One rule, in one transaction; None when another scheduler holds it or it is gone."""
+    with conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_SPACE, rule_id)).fetchone()
+        if not got or not got[0]:
+            return None
+        rule = load_rule(conn, rule_id)
+        if rule is None:
+            return None
+        current = {s: started for s, (_, started) in episodes.ongoing(conn, rule_id).items()}
+        return episodes.apply(conn, rule, evaluate(conn, rule, clock, current))
+
+
+def run_pass(conn: psycopg.Connection[Any], settings: Settings, http: httpx.Client,
+             now: datetime | None = None) -> PassReport:
+    """Every enabled rule once, then the webhook outbox. A rule that fails is logged and
+    skipped; it is tried again next pass from the same cursor."""
+    report = PassReport()
+    clock = clock_for(settings, now)
+    for row in fetch_all(conn, "SELECT id FROM alert_rules WHERE enabled ORDER BY id"):
+        try:
+            changes = evaluate_rule(conn, row["id"], clock)
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:  # one bad rule must not stop the others
+            report.errors += 1
+            log.error("alert_rule_failed", rule=row["id"], error=f"{type(exc).__name__}: {exc}")
+            continue
+        if changes is not None:
+            report.rules += 1
+            report.raised += len(changes.raised)
+            report.cleared += len(changes.cleared)
+    report.webhooks = deliver_due(conn, http)
+    return report
+
+
+class AlertScheduler(threading.Thread):
+    def __init__(self, database_url: str, settings: Settings) -> None:
+        super().__init__(name="alert-scheduler", daemon=True)
+        self.database_url = database_url
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.last_pass_at: float = 0.0
+        self.last_report = PassReport()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=30)
+
+    def run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        with httpx.Client(timeout=10.0) as http:
+            while not self.stop_event.is_set():
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(self.database_url, autocommit=True)
+                    self.last_report = run_pass(conn, self.settings, http)
+                    self.last_pass_at = time.time()
+                    r = self.last_report
+                    if r.raised or r.cleared or r.errors or r.webhooks.delivered or r.webhooks.failed:
+                        log.info("alert_pass", rules=r.rules, raised=r.raised, cleared=r.cleared, errors=r.errors,
+                                 delivered=r.webhooks.delivered, retried=r.webhooks.retried,
+                                 failed=r.webhooks.failed)
+                except psycopg.OperationalError as exc:
+                    log.warning("alerts: database unavailable", error=str(exc).splitlines()[0])
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                self.stop_event.wait(self.settings.alerts_period_s)
+        if conn is not None:
+            conn.close()

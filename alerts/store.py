@@ -1,0 +1,137 @@
+"""Rules, the notification centre and webhooks, tenant-scoped like `wattline.queries`:
+what another tenant owns is not found."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from alerts.episodes import EPISODE_COLUMNS
+from alerts.rules import RULE_PARAMS, RuleParams
+from alerts.webhooks import new_secret
+from wattline.accounts import Principal
+from wattline.db import fetch_all, fetch_one
+from wattline.queries import scope
+
+Conn = psycopg.Connection[Any]
+Row = dict[str, Any]
+State = Literal["open", "acknowledged", "resolved", "active", "all"]
+
+RULE_COLUMNS = "r.id, r.site_id, r.node_id, r.kind, r.name, r.params, r.enabled, r.evaluated_to, r.created_at"
+_RULE_FROM = "alert_rules r JOIN sites s ON s.id = r.site_id JOIN customers c ON c.id = s.customer_id"
+_EPISODE_FROM = f"alert_episodes e JOIN {_RULE_FROM} ON r.id = e.rule_id"
+
+
+def _dump(params: RuleParams) -> Jsonb:
+    return Jsonb(RULE_PARAMS.dump_python(params, mode="json"))
+
+
+def create_rule(conn: Conn, site_id: int, node_id: int | None, name: str, params: RuleParams,
+                enabled: bool = True) -> int:
+    row = fetch_one(conn, """INSERT INTO alert_rules (site_id, node_id, kind, name, params, enabled)
+                             VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
+                    (site_id, node_id, params.kind, name, _dump(params), enabled))
+    assert row is not None
+    return int(row["id"])
+
+
+def rules(conn: Conn, p: Principal, site_id: int) -> list[Row]:
+    where, params = scope(p)
+    return fetch_all(conn, f"SELECT {RULE_COLUMNS} FROM {_RULE_FROM} WHERE r.site_id = %(site)s AND {where} "
+                           "ORDER BY r.id", {**params, "site": site_id})
+
+
+def rule(conn: Conn, p: Principal, rule_id: int) -> Row | None:
+    where, params = scope(p)
+    return fetch_one(conn, f"SELECT {RULE_COLUMNS} FROM {_RULE_FROM} WHERE r.id = %(id)s AND {where}",
+                     {**params, "id": rule_id})
+
+
+def update_rule(conn: Conn, rule_id: int, *, name: str | None = None, params: RuleParams | None = None,
+                enabled: bool | None = None) -> None:
+    """A changed condition is judged afresh from now on; its ongoing episodes clear or carry
+    on at the next evaluation."""
+    conn.execute("""UPDATE alert_rules SET name = COALESCE(%s, name), params = COALESCE(%s, params),
+                    kind = COALESCE(%s, kind), enabled = COALESCE(%s, enabled), updated_at = now()
+                    WHERE id = %s""",
+                 (name, _dump(params) if params else None, params.kind if params else None, enabled, rule_id))
+
+
+def delete_rule(conn: Conn, rule_id: int) -> None:
+    conn.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,))
+
+
+# -- notification centre ------------------------------------------------------------------------
+_STATES = {"open": "e.acknowledged_at IS NULL AND e.resolved_at IS NULL",
+           "acknowledged": "e.acknowledged_at IS NOT NULL AND e.resolved_at IS NULL",
+           "resolved": "e.resolved_at IS NOT NULL", "active": "e.resolved_at IS NULL", "all": "true"}
+
+
+def alerts(conn: Conn, p: Principal, *, state: State = "active", site_id: int | None = None,
+           since: datetime | None = None, limit: int = 100, offset: int = 0) -> list[Row]:
+    where, params = scope(p)
+    extra = " AND r.site_id = %(site)s" if site_id is not None else ""
+    extra += " AND e.started_at >= %(since)s" if since is not None else ""
+    return fetch_all(conn, f"""SELECT {EPISODE_COLUMNS}, s.name AS site_name, s.timezone FROM {_EPISODE_FROM}
+                               WHERE {where} AND {_STATES[state]}{extra}
+                               ORDER BY e.started_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s""",
+                     {**params, "site": site_id, "since": since, "limit": limit, "offset": offset})
+
+
+def alert(conn: Conn, p: Principal, episode_id: int) -> Row | None:
+    where, params = scope(p)
+    return fetch_one(conn, f"""SELECT {EPISODE_COLUMNS}, s.name AS site_name, e.acknowledged_by, e.resolved_by
+                               FROM {_EPISODE_FROM} WHERE e.id = %(id)s AND {where}""", {**params, "id": episode_id})
+
+
+def acknowledge(conn: Conn, episode_id: int, user_id: int) -> None:
+    conn.execute("""UPDATE alert_episodes SET acknowledged_at = now(), acknowledged_by = %s
+                    WHERE id = %s AND acknowledged_at IS NULL""", (user_id or None, episode_id))
+
+
+def resolve(conn: Conn, episode_id: int, user_id: int) -> None:
+    conn.execute("""UPDATE alert_episodes SET resolved_at = now(), resolved_by = %s,
+                    acknowledged_at = COALESCE(acknowledged_at, now()),
+                    acknowledged_by = COALESCE(acknowledged_by, %s)
+                    WHERE id = %s AND resolved_at IS NULL""", (user_id or None, user_id or None, episode_id))
+
+
+def open_counts(conn: Conn, p: Principal) -> dict[int, int]:
+    """Unresolved episodes per site, for the portfolio's flags."""
+    where, params = scope(p)
+    rows = fetch_all(conn, f"""SELECT r.site_id, count(*) AS n FROM {_EPISODE_FROM}
+                               WHERE {where} AND e.resolved_at IS NULL GROUP BY r.site_id""", params)
+    return {r["site_id"]: r["n"] for r in rows}
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+def create_webhook(conn: Conn, customer_id: int, url: str) -> tuple[int, str]:
+    secret = new_secret()
+    row = fetch_one(conn, "INSERT INTO webhooks (customer_id, url, secret) VALUES (%s, %s, %s) RETURNING id",
+                    (customer_id, url, secret))
+    assert row is not None
+    return int(row["id"]), secret
+
+
+def webhooks(conn: Conn, p: Principal, customer_id: int) -> list[Row]:
+    where, params = scope(p)
+    return fetch_all(conn, f"""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at FROM webhooks w
+                               JOIN customers c ON c.id = w.customer_id WHERE w.customer_id = %(cust)s AND {where}
+                               ORDER BY w.id""", {**params, "cust": customer_id})
+
+
+def webhook(conn: Conn, p: Principal, webhook_id: int) -> Row | None:
+    where, params = scope(p)
+    return fetch_one(conn, f"""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at FROM webhooks w
+                               JOIN customers c ON c.id = w.customer_id WHERE w.id = %(id)s AND {where}""",
+                     {**params, "id": webhook_id})
+
+
+def deliveries(conn: Conn, webhook_id: int, limit: int = 100) -> list[Row]:
+    return fetch_all(conn, """SELECT id, episode_id, event, attempts, next_attempt_at, delivered_at, failed_at,
+                                     last_error, created_at
+                              FROM webhook_deliveries WHERE webhook_id = %s ORDER BY id DESC LIMIT %s""",
+                     (webhook_id, limit))
