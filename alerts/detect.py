@@ -3,6 +3,7 @@ robust baselines, compressor starts. Inputs are evenly stepped series (NaN = no 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -62,7 +63,8 @@ def robust_scores(values: F64, history: F64, min_points: int = 3) -> tuple[F64, 
     from it. Rows with fewer than `min_points` known values score NaN. A flat history (MAD 0)
     uses 5 % of the median as its spread, so that a constant load still has a scale."""
     known = np.sum(~np.isnan(history), axis=1)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: scored NaN below
         median = np.nanmedian(history, axis=1) if history.size else np.full(len(values), np.nan)
         mad = np.nanmedian(np.abs(history - median[:, None]), axis=1) if history.size else median
         spread = np.maximum(MAD_TO_SIGMA * mad, 0.05 * np.abs(median))

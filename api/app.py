@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.limits import ProtectionMiddleware
-from api.routes import alerts, auth, catalogue, commissioning, data, health
+from api.routes import alerts, auth, catalogue, commissioning, data, health, privacy
 from wattline.db import make_pool
 from wattline.settings import Settings, get_settings
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     # it connects in the background, so the API starts even while the database is down.
     app.state.pool = make_pool(url, max_size=16, name="api", wait=False)
     problems.install(app)
-    for module in (health, auth, catalogue, commissioning, data, alerts):
+    for module in (health, auth, catalogue, commissioning, data, alerts, privacy):
         app.include_router(module.router)
     app.add_middleware(ProtectionMiddleware, max_body_bytes=max_body_bytes, rate_per_s=rate_per_s, burst=burst)
     return app

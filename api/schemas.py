@@ -114,6 +114,8 @@ class Customer(BaseModel):
     name: str
     reseller_id: int
     created_at: datetime
+    billing_email: str | None = Field(None, description="admins only; reading it is audited")
+    card_last4: str | None = Field(None, description="admins only; the card itself is never held")
 
 
 class SiteIn(BaseModel):
@@ -489,3 +491,39 @@ class SiteBenchmark(BaseModel):
     opening_hours: float = Field(description="hours the site was open in the range")
     kwh_per_opening_hour: float | None
     rank_per_m2: int | None = Field(description="1 = least energy per m² among the customer's sites")
+
+
+# -- privacy ------------------------------------------------------------------------------------
+class ContactPatch(BaseModel):
+    """Rectification: only the fields sent change. `phone: null` clears the phone number."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"full_name": "Ada Lovelace",
+                                                                             "phone": "+44 20 7946 0000"}]})
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
+    full_name: str | None = Field(None, min_length=1, max_length=200)
+    phone: str | None = Field(None, pattern=r"^\+?[0-9 ()-]{5,30}$")
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"channel": "email", "granted": False}]})
+    channel: Literal["email", "sms", "phone", "post"]
+    granted: bool
+    source: str = Field("api", min_length=1, max_length=100, description="where the decision was made")
+
+
+class ConsentState(BaseModel):
+    granted: bool
+    source: str | None
+    at: datetime | None
+
+
+class ErasureDone(BaseModel):
+    user_id: int
+    api_keys_revoked: int
+    consents_removed: int
+    support_requests_anonymised: int
+
+
+class SupportRequestIn(BaseModel):
+    subject: str = Field(min_length=1, max_length=200)
+    body: str = Field(max_length=20_000)

@@ -24,6 +24,19 @@ from wattline.localstack import LocalMosquitto, LocalPostgres, ensure_installed,
 from wattline.migrate import migrate
 from wattline.settings import Settings
 
+LOG_TEE = Path(__file__).resolve().parent.parent / "artifacts" / "logs" / "test-run.log"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every log line of the run (this process and the services it starts) also goes to
+    one file, which tests/test_zz_log_hygiene.py scans for personal data and secrets."""
+    from wattline.logs import configure_logging
+
+    LOG_TEE.parent.mkdir(parents=True, exist_ok=True)
+    LOG_TEE.write_text("")
+    os.environ["WATTLINE_LOG_TEE"] = str(LOG_TEE)
+    configure_logging()
+
 
 @dataclass
 class Services:
@@ -72,7 +85,7 @@ def mqtt_url(services: Services) -> str:
     return services.mqtt_url
 
 
-_TABLES = ("webhook_deliveries", "alert_episodes", "alert_rules", "webhooks",
+_TABLES = ("webhook_deliveries", "alert_episodes", "alert_rules", "webhooks", "audit_log", "support_requests",
            "readings", "rejected_readings", "rollup_dirty", "rollups_1m", "rollups_15m", "rollups_1h",
            "rollups_1d", "bridge_status", "sensors", "bridges", "tariff_bands", "tariffs", "nodes", "sites",
            "api_keys", "marketing_consents", "users", "customers", "resellers")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +16,8 @@ from wattline.settings import Settings, get_settings
 app = typer.Typer(help="Wattline energy monitoring.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+privacy_app = typer.Typer(help="Data-subject requests and anonymised exports (audited).", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
 
 
 def _urls(settings: Settings) -> tuple[str, str]:
@@ -187,6 +190,128 @@ def alerts(once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = 
             scheduler.join(1.0)
     except KeyboardInterrupt:
         scheduler.stop()
+
+
+def _user_id(conn: Any, user: str) -> int:
+    from wattline.privacy import find_user
+
+    found = find_user(conn, user)
+    if found is None:
+        typer.echo("no such user", err=True)
+        raise typer.Exit(1)
+    return found
+
+
+def _database_url() -> str:
+    settings = get_settings()
+    if not settings.database_url:
+        typer.echo("WATTLINE_DATABASE_URL is not set.", err=True)
+        raise typer.Exit(2)
+    return settings.database_url
+
+
+@privacy_app.command("export")
+def privacy_export(user: Annotated[str, typer.Option(help="User id or email.")],
+                   out: Annotated[str | None, typer.Option(help="Write here instead of stdout.")] = None) -> None:
+    """Access request: everything held about a person, as JSON."""
+    import orjson
+    import psycopg
+
+    from wattline.privacy import export_person
+
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        data = export_person(conn, _user_id(conn, user), None, channel="cli")
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text)
+
+
+@privacy_app.command("erase")
+def privacy_erase(user: Annotated[str, typer.Option(help="User id or email.")],
+                  yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False) -> None:
+    """Erase a person by anonymisation."""
+    import psycopg
+
+    from wattline.privacy import PrivacyError, erase
+
+    if not yes:
+        typer.echo("erasure cannot be undone: add --yes", err=True)
+        raise typer.Exit(2)
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        try:
+            done = erase(conn, _user_id(conn, user), None)
+        except PrivacyError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(f"erased user {done.user_id}: {done.api_keys_revoked} key(s) revoked, "
+               f"{done.consents_removed} consent record(s) and {done.support_requests_anonymised} support text(s) "
+               "removed")
+
+
+@privacy_app.command("consent")
+def privacy_consent(user: Annotated[str, typer.Option(help="User id or email.")],
+                    channel: Annotated[str, typer.Option(help="email, sms, phone or post.")],
+                    grant: Annotated[bool, typer.Option("--grant/--withdraw")],
+                    source: Annotated[str, typer.Option(help="Where the decision was made.")] = "cli") -> None:
+    """Record a marketing consent decision (takes effect at once)."""
+    import psycopg
+
+    from wattline.privacy import CHANNELS, set_consent
+
+    if channel not in CHANNELS:
+        typer.echo(f"channel must be one of {', '.join(CHANNELS)}", err=True)
+        raise typer.Exit(2)
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        set_consent(conn, _user_id(conn, user), None, channel, grant, source)
+    typer.echo(f"{channel}: {'granted' if grant else 'withdrawn'}")
+
+
+@privacy_app.command("aggregates")
+def privacy_aggregates(
+        from_: Annotated[datetime, typer.Option("--from", help="Start (UTC).")],
+        to: Annotated[datetime, typer.Option("--to", help="End (UTC), exclusive.")],
+        k: Annotated[int, typer.Option(min=5, help="Smallest group published (organisations).")] = 5) -> None:
+    """Anonymised benchmark across every organisation on the platform, as JSON."""
+    import orjson
+    import psycopg
+
+    from wattline.privacy import anonymised_benchmark
+
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        data = anonymised_benchmark(conn, None, from_.replace(tzinfo=from_.tzinfo or UTC),
+                                    to.replace(tzinfo=to.tzinfo or UTC), k)
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def retention(dry_run: Annotated[bool, typer.Option(help="Report only; remove nothing.")] = False,
+              every_hours: Annotated[float, typer.Option(help="Repeat every this many hours (0: once).")] = 0.0,
+              ) -> None:
+    """Remove data past its retention period, per category, and report what went."""
+    import psycopg
+
+    from wattline.retention import run_retention
+
+    settings = get_settings()
+    configure_logging(settings.log_json)
+    url = _database_url()
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                report = run_retention(conn, settings, dry_run=dry_run)
+            for r in report:
+                kept = "kept for good" if r.keep_days is None else f"keep {r.keep_days} d"
+                verb = "would remove" if dry_run else "removed"
+                typer.echo(f"{r.category:<20} {kept:<14} {verb} {r.rows} row(s) ({r.chunks} chunk(s))")
+        except psycopg.OperationalError as exc:
+            if not every_hours:
+                raise
+            typer.echo(f"database unavailable, retrying next round: {str(exc).splitlines()[0]}", err=True)
+        if not every_hours:
+            return
+        time.sleep(every_hours * 3600)
 
 
 @app.command()

@@ -57,10 +57,17 @@ class Settings(BaseSettings):
     alerts_settle_s: float = 120.0
     alerts_health_port: int = 9109
 
-    # Retention (days); coarser rollups are kept for good by default.
-    retention_raw_days: int = 93
-    retention_1m_days: int = 93
-    retention_rejected_days: int = 30
+    # Retention (days; None keeps for good). Raw and 1-minute data about 3 months, as
+    # PowerRadar does; coarser rollups kept. Enforced by `wattline retention`.
+    retention_raw_days: int | None = 93
+    retention_1m_days: int | None = 93
+    retention_15m_days: int | None = None
+    retention_1h_days: int | None = None
+    retention_1d_days: int | None = None
+    retention_rejected_days: int | None = 30
+    retention_audit_days: int | None = 6 * 365
+    retention_support_days: int | None = 2 * 365  # after a request is closed
+    retention_webhook_days: int | None = 90
 
     secret_key: str = Field(default="dev-only-change-me", repr=False)
     log_json: bool = False

@@ -95,6 +95,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         start("api", ["api"])
         start("dashboard", ["dashboard"])
         start("alerts", ["alerts"])
+        start("retention", ["retention", "--every-hours", "6"])
         # The broker drops what is published before any subscription exists: the
         # simulator's back-fill waits until the gateway's session is subscribed.
         if not wait_for_http(f"http://127.0.0.1:{settings.gateway_metrics_port}/health", 60):

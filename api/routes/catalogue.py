@@ -28,7 +28,7 @@ from api.schemas import (
     SitePatch,
     TariffIn,
 )
-from wattline import catalogue, queries
+from wattline import audit, catalogue, queries
 from wattline.accounts import Principal
 from wattline.domain import Connection, Role
 
@@ -67,6 +67,10 @@ def get_customer(customer_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
     row = queries.customer(conn, p, customer_id)
     if row is None:
         raise not_found("customer")
+    if not p.can("admin"):  # a billing contact and payment data: personal, for admins only
+        return {**row, "billing_email": None, "card_last4": None}
+    if row["billing_email"] or row["card_last4"]:
+        audit.record(conn, p, "read", "customer", customer_id, fields=["billing_email", "card_last4"])
     return row
 
 
@@ -278,7 +282,10 @@ def _delete(conn: psycopg.Connection[Any], table: str, row_id: int, what: str) -
 def patch_customer(customer_id: int, body: CustomerPatch, p: Admin, conn: Conn) -> Created:
     if queries.customer(conn, p, customer_id) is None:
         raise not_found("customer")
-    _patch(conn, "customers", customer_id, body.model_dump(exclude_unset=True))
+    changes = body.model_dump(exclude_unset=True)
+    _patch(conn, "customers", customer_id, changes)
+    if "billing_email" in changes:
+        audit.record(conn, p, "rectify", "customer", customer_id, fields=["billing_email"])
     return Created(id=customer_id)
 
 

@@ -1,0 +1,89 @@
+"""Retention per data category, enforced by `wattline retention`.
+
+Time-series tables lose whole chunks with TimescaleDB's `drop_chunks` (cheap: a file
+unlink), then the rows older than the cut-off in the chunk that straddles it, so that the
+promise holds to the second and not only to the chunk. The Apache edition has no
+background retention policy, so this job is ours; it is idempotent and safe to run often.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from wattline import audit
+from wattline.settings import Settings
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    table: str
+    time_column: str
+    setting: str
+    hypertable: bool = True
+    extra_where: str = ""
+
+
+CATEGORIES = (
+    Category("raw readings", "readings", "ts", "retention_raw_days"),
+    Category("1-minute rollups", "rollups_1m", "bucket", "retention_1m_days"),
+    Category("15-minute rollups", "rollups_15m", "bucket", "retention_15m_days"),
+    Category("hourly rollups", "rollups_1h", "bucket", "retention_1h_days"),
+    Category("daily rollups", "rollups_1d", "bucket", "retention_1d_days"),
+    Category("rejected payloads", "rejected_readings", "received_at", "retention_rejected_days"),
+    Category("audit log", "audit_log", "at", "retention_audit_days", hypertable=False),
+    Category("support records", "support_requests", "closed_at", "retention_support_days", hypertable=False,
+             extra_where=" AND closed_at IS NOT NULL"),
+    Category("webhook deliveries", "webhook_deliveries", "created_at", "retention_webhook_days", hypertable=False,
+             extra_where=" AND (delivered_at IS NOT NULL OR failed_at IS NOT NULL)"),
+)
+
+
+@dataclass
+class Removed:
+    category: str
+    table: str
+    keep_days: int | None
+    cutoff: str | None
+    rows: int
+    chunks: int
+
+
+def run_retention(conn: psycopg.Connection[Any], settings: Settings, *, now: datetime | None = None,
+                  dry_run: bool = False) -> list[Removed]:
+    """Apply every category's policy; returns what was (or, dry run, would be) removed."""
+    now = now or datetime.now(UTC)
+    report: list[Removed] = []
+    for cat in CATEGORIES:
+        days: int | None = getattr(settings, cat.setting)
+        if days is None:
+            report.append(Removed(cat.name, cat.table, None, None, 0, 0))
+            continue
+        cutoff = now - timedelta(days=days)
+        where = f"{cat.time_column} < %(cutoff)s{cat.extra_where}"
+        with conn.transaction():
+            row = conn.execute(f"SELECT count(*) FROM {cat.table} WHERE {where}", {"cutoff": cutoff}).fetchone()
+            rows = int(row[0]) if row else 0
+            chunks = 0
+            if not dry_run and rows:
+                if cat.table == "audit_log":
+                    # The append-only trigger lets this job, and only it, delete.
+                    conn.execute("SET LOCAL wattline.retention_job = 'on'")
+                if cat.hypertable:
+                    chunks = len(conn.execute("SELECT drop_chunks(%s, older_than => %s)",
+                                              (cat.table, cutoff)).fetchall())
+                conn.execute(f"DELETE FROM {cat.table} WHERE {where}", {"cutoff": cutoff})
+        report.append(Removed(cat.name, cat.table, days, cutoff.isoformat(), rows, chunks))
+    if not dry_run:
+        with conn.transaction():
+            audit.record(conn, None, "retention", "system", "retention",
+                         removed={r.table: r.rows for r in report if r.rows})
+    return report
+
+
+def as_rows(report: list[Removed]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in report]
