@@ -17,7 +17,8 @@ from tests.conftest import count
 from tests.test_api import Tenant, auth, client, make_tenant, tenants  # noqa: F401 - fixtures
 from tests.test_cli import run
 from wattline import catalogue, privacy
-from wattline.accounts import Role, create_user, issue_key
+from wattline.accounts import create_user, issue_key
+from wattline.domain import Role
 
 __all__ = ["client", "tenants"]
 
