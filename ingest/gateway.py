@@ -145,8 +145,12 @@ class Gateway:
                 ) as client:
                     client._client.manual_ack_set(True)
                     share = self.settings.mqtt_share_group
-                    await client.subscribe(f"$share/{share}/{SENML_FILTER}", qos=1)
-                    await client.subscribe(f"$share/{share}/{STATUS_FILTER}", qos=1)
+                    # Shared: N gateways split the load. Plain (empty group): one gateway, and
+                    # the subscription survives a Mosquitto 2.0 restart while we are away,
+                    # which a shared one does not (tests/faults: broker restart).
+                    prefix = f"$share/{share}/" if share else ""
+                    await client.subscribe(prefix + SENML_FILTER, qos=1)
+                    await client.subscribe(prefix + STATUS_FILTER, qos=1)
                     log.info("gateway subscribed", broker=f"{parts.hostname}:{parts.port}", group=share)
                     self.subscribed = True
                     backoff = 0.5
@@ -196,9 +200,16 @@ class Gateway:
         committing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
-                await self._arrived.wait()
+                # Wait for packs or for the reader to die, whichever first: a wake-up set by a
+                # dying reader can be cleared below before it is seen (found by the broker-
+                # restart fault test: the gateway sat subscribed to a dead connection).
+                if not self._arrived.is_set():
+                    arrived = asyncio.ensure_future(self._arrived.wait())
+                    await asyncio.wait({arrived, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    arrived.cancel()
                 if reader.done():
                     reader.result()  # re-raise the broker error
+                    raise aiomqtt.MqttError("the message stream ended")
                 if len(self._buffer) < self.settings.batch_max_packs:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._full.wait(), self.settings.batch_max_seconds)

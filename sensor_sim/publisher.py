@@ -65,7 +65,7 @@ class Simulator:
         self.client = connect(mqtt_url, client_id)
         self._delayed: deque[tuple[int, str, bytes]] = deque()
         self._offline_buffer: list[bytes] = []
-        self._pending: list[mqtt.MQTTMessageInfo] = []
+        self._pending: list[tuple[str, bytes, mqtt.MQTTMessageInfo]] = []
         index = {serial: i for i, serial in enumerate(fleet.serials)}
         self._changes = [(c, np.array([index[s] for s in c.serials], dtype=np.int64))
                          for c in self.faults.load_changes]
@@ -77,14 +77,30 @@ class Simulator:
         self.client.loop_stop()
         self.client.disconnect()
 
-    def flush(self) -> None:
-        for info in self._pending:
-            info.wait_for_publish(30)
-        self._pending.clear()
+    def flush(self, timeout_s: float = 120.0) -> None:
+        """Wait until the broker has acknowledged every pack. Like a bridge, ride out a broker
+        restart: a pack the client could not even send (no connection) is sent again once
+        it is back; one sent but unacknowledged, paho re-sends itself on reconnect."""
+        deadline = time.monotonic() + timeout_s
+        pending, self._pending = self._pending, []
+        while pending:
+            topic, payload, info = pending.pop(0)
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the broker did not acknowledge every pack")
+                try:
+                    if info.is_published():
+                        break
+                except RuntimeError:  # never left: not connected when published
+                    while not self.client.is_connected() and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    info = self.client.publish(topic, payload, qos=1)
+                    continue
+                time.sleep(0.002)
 
     def _publish(self, bridge: str, payload: bytes, report: Report) -> None:
-        info = self.client.publish(SENML_TOPIC.format(bridge=bridge), payload, qos=1)
-        self._pending.append(info)
+        topic = SENML_TOPIC.format(bridge=bridge)
+        self._pending.append((topic, payload, self.client.publish(topic, payload, qos=1)))
         report.packs_published += 1
         if len(self._pending) >= 1000:
             self.flush()

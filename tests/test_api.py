@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
@@ -45,6 +45,7 @@ class Tenant:
     rule_id: int = 0
     alert_id: int = 0
     webhook_id: int = 0
+    user_ids: dict[str, int] = field(default_factory=dict)
 
 
 def make_tenant(db: psycopg.Connection[Any], tag: str) -> Tenant:
@@ -63,6 +64,7 @@ def make_tenant(db: psycopg.Connection[Any], tag: str) -> Tenant:
                          standing_charge_minor_per_day=Decimal("50"), vat_rate=Decimal("0.2"))
     tokens: dict[str, str] = {}
     key_ids: dict[str, int] = {}
+    user_ids: dict[str, int] = {}
     for role in Role:
         reseller, customer = (r, None) if role is Role.RESELLER_ADMIN else (None, c)
         uid = create_user(db, email=f"{role.value}-{tag}-{uuid.uuid4().hex[:6]}@example.com", password="pw-" + tag,
@@ -70,6 +72,7 @@ def make_tenant(db: psycopg.Connection[Any], tag: str) -> Tenant:
         key = issue_key(db, uid, ["read", "write", "commission", "admin"])
         tokens[role.value] = key.token
         key_ids[role.value] = key.id
+        user_ids[role.value] = uid
     rule_id = alert_store.create_rule(db, site, circuit, "Chiller above 10 kW", Threshold(above_w=10_000))
     alert = db.execute("""INSERT INTO alert_episodes (rule_id, subject, message, started_at)
                           VALUES (%s, %s, %s, now() - interval '1 hour') RETURNING id""",
@@ -77,7 +80,7 @@ def make_tenant(db: psycopg.Connection[Any], tag: str) -> Tenant:
     assert alert is not None
     webhook_id, _ = alert_store.create_webhook(db, c, f"https://example.com/hooks/{tag}")
     return Tenant(tag, r, c, site, panel, circuit, bridge, bridge_serial, tokens, key_ids, f"CT-{tag}-1",
-                  f"CT-{tag}-NEW", rule_id, alert[0], webhook_id)
+                  f"CT-{tag}-NEW", rule_id, alert[0], webhook_id, user_ids)
 
 
 @pytest.fixture
@@ -109,7 +112,7 @@ def auth(token: str) -> dict[str, str]:
 def params_for(t: Tenant) -> dict[str, Any]:
     return {"site_id": t.site_id, "node_id": t.circuit_id, "customer_id": t.customer_id, "bridge_id": t.bridge_id,
             "serial": t.sensor_serial, "key_id": t.key_ids["viewer"], "rule_id": t.rule_id, "alert_id": t.alert_id,
-            "webhook_id": t.webhook_id}
+            "webhook_id": t.webhook_id, "user_id": t.user_ids["viewer"]}
 
 
 BODIES: dict[tuple[str, str], Any] = {
@@ -126,6 +129,7 @@ BODIES: dict[tuple[str, str], Any] = {
                    "start": "00:00", "end": "00:00"}]}},
     ("post", "/v1/sites/{site_id}/alert-rules"): {"json": {"name": "r", "params": {"kind": "sensor_offline"}}},
     ("patch", "/v1/alert-rules/{rule_id}"): {"json": {"enabled": False}},
+    ("patch", "/v1/users/{user_id}"): {"json": {"full_name": "renamed"}},
     ("post", "/v1/customers/{customer_id}/webhooks"): {"json": {"url": "https://example.com/x"}},
     ("post", "/v1/sites/{site_id}/hierarchy.csv"): {
         "files": {"file": ("h.csv", b"external_ref,parent_ref,kind,name\n")}},

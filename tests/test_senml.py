@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 
@@ -131,3 +132,12 @@ def test_decoder_throughput_is_sane() -> None:
     started = time.perf_counter()
     assert len(decode_pack(payload, Limits(NOW))) == 5000
     assert time.perf_counter() - started < 1.0
+
+
+def test_invalid_utf8_inside_a_record_is_invalid_json() -> None:
+    """Found by atheris (tests/faults/fuzz_senml.py): msgspec raised UnicodeDecodeError."""
+    payload = base64.b64decode("W3siYm4iOiJ1cm46ZGV2OndsOkNUMDoiLCJuIjoiOTk5OTk5MC6BfSx7ImJuIjoidXJuOmRldjp3bDpD"
+                               "VDI6IiwibiI6ImN1cnJlbnQiLCJ1dXJuOmRldjp3bDpDVDI6IiwibiI6ImN1cnJlbnQiLCJ1IjoiQSIs"
+                               "IordOjMuMH1d")
+    out = decode_pack(payload, Limits(NOW))
+    assert [r.reason for r in out.rejections] == [Reason.JSON] and len(out) == 0

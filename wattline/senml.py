@@ -133,7 +133,7 @@ def decode_pack(payload: bytes, limits: Limits) -> DecodedPack:
     if b'_"' not in payload:
         try:
             records = _fast_decoder.decode(payload)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter on bad UTF-8 in a key
             records = []
         else:
             if not records:

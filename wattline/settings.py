@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     gateway_metrics_port: int = 9108
 
     # Gateway
+    #: MQTT v5 shared-subscription group, so that N gateways split the load; empty: a plain
+    #: subscription (one gateway). Mosquitto 2.0 forgets an offline member's shared
+    #: subscription across a broker restart (see docs/scaling.md); a plain one it keeps.
     mqtt_share_group: str = "wattline"
     mqtt_client_id: str = "wattline-gateway-1"
     #: a batch closes at this many packs or this age, whichever comes first

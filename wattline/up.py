@@ -79,7 +79,9 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         say(f"migrations applied: {', '.join(applied)}" if applied else "schema is up to date")
 
         env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": mqtt_url,
-               "WATTLINE_SPOOL_DIR": str(settings.data_dir / "spool")}
+               "WATTLINE_SPOOL_DIR": str(settings.data_dir / "spool"),
+               # One gateway: a plain subscription, which survives a broker restart.
+               "WATTLINE_MQTT_SHARE_GROUP": os.environ.get("WATTLINE_MQTT_SHARE_GROUP", "")}
         cli = [sys.executable, "-m", "wattline.cli"]
         counts = seed_demo(database_url, sites=sites, bridges=bridges, sensors=sensors)
         say(f"demo portfolio: {counts['sites']} sites, {counts['circuits']} circuits, "
