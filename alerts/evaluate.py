@@ -173,7 +173,7 @@ def threshold(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]
     minute_of_day = np.asarray(local.hour * 60 + local.minute)
     lo, hi = (int(h[:2]) * 60 + int(h[3:]) for h in p.hours)
     days = {("mon", "tue", "wed", "thu", "fri", "sat", "sun").index(d) for d in p.days}
-    scheduled = np.isin(np.asarray(local.weekday), list(days)) & (minute_of_day >= lo) & (minute_of_day < hi)
+    scheduled = np.isin(np.asarray(local.day_of_week), list(days)) & (minute_of_day >= lo) & (minute_of_day < hi)
     over = power > p.above_w if p.above_w is not None else power < (p.below_w or 0.0)
     limit = f"above {p.above_w:g} W" if p.above_w is not None else f"below {p.below_w:g} W"
     found = detect.runs(grid, scheduled & over, power, 60.0, p.hold_minutes * 60.0)
@@ -198,7 +198,7 @@ def after_hours(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetim
     for i, name in enumerate(names):
         if name in hours:
             lo, hi = (int(h[:2]) * 60 + int(h[3:]) for h in hours[name])
-            opened |= (np.asarray(local.weekday) == i) & (minute >= lo) & (minute < hi)
+            opened |= (np.asarray(local.day_of_week) == i) & (minute >= lo) & (minute < hi)
     day_index = np.searchsorted(np.array([d.timestamp() for d in days]), grid, side="right") - 1
     n_days = len(days) - 1
     closed_known = ~opened & ~np.isnan(energy)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import psycopg
 import structlog
+from prometheus_client import Counter, Gauge
 
 from alerts import episodes
 from alerts.evaluate import Clock, evaluate, load_rule
@@ -22,6 +23,12 @@ from wattline.db import fetch_all
 from wattline.settings import Settings
 
 log = structlog.get_logger("wattline.alerts")
+
+RAISED = Counter("wattline_alerts_raised_total", "Alert episodes opened")
+CLEARED = Counter("wattline_alerts_cleared_total", "Alert episodes cleared")
+RULE_ERRORS = Counter("wattline_alerts_rule_errors_total", "Rule evaluations that failed")
+WEBHOOKS = Counter("wattline_alerts_webhook_deliveries_total", "Webhook delivery attempts", ["outcome"])
+LAST_PASS = Gauge("wattline_alerts_last_pass_timestamp_seconds", "When the last evaluation pass finished")
 
 #: advisory lock namespace for rule evaluation (the first key of the two-key form)
 LOCK_SPACE = 0x5741
@@ -74,6 +81,12 @@ def run_pass(conn: psycopg.Connection[Any], settings: Settings, http: httpx.Clie
             report.raised += len(changes.raised)
             report.cleared += len(changes.cleared)
     report.webhooks = deliver_due(conn, http)
+    RAISED.inc(report.raised)
+    CLEARED.inc(report.cleared)
+    RULE_ERRORS.inc(report.errors)
+    for outcome in ("delivered", "retried", "failed"):
+        WEBHOOKS.labels(outcome).inc(getattr(report.webhooks, outcome))
+    LAST_PASS.set_to_current_time()
     return report
 
 

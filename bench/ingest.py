@@ -142,10 +142,10 @@ def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000) -> float:
     return readings / elapsed
 
 
-def start_gateway(stack: Stack, port: int) -> subprocess.Popen[bytes]:
+def start_gateway(stack: Stack, port: int, n: int = 0) -> subprocess.Popen[bytes]:
     env = {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_MQTT_URL": stack.mqtt_url,
-           "WATTLINE_GATEWAY_METRICS_PORT": str(port), "WATTLINE_SPOOL_DIR": str(stack.root / "spool"),
-           "WATTLINE_MQTT_CLIENT_ID": "bench-gateway", "WATTLINE_MAX_READING_AGE_DAYS": "3650"}
+           "WATTLINE_GATEWAY_METRICS_PORT": str(port), "WATTLINE_SPOOL_DIR": str(stack.root / f"spool{n}"),
+           "WATTLINE_MQTT_CLIENT_ID": f"bench-gateway-{n}", "WATTLINE_MAX_READING_AGE_DAYS": "3650"}
     return subprocess.Popen([sys.executable, "-m", "wattline.cli", "gateway", "--no-rollups"], env=env,
                             stdout=subprocess.DEVNULL, stderr=(stack.root / "gateway.log").open("ab"))
 

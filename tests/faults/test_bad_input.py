@@ -93,6 +93,7 @@ def test_atheris_finds_no_crash_in_the_decoder(tmp_path: Path) -> None:
     corpus.mkdir()
     (corpus / "seed").write_bytes(encode_pack([("CT1", 1_799_999_990.0, 1.5), ("CT2", 1_799_999_990.0, 2.0)]))
     res = subprocess.run([sys.executable, str(Path(__file__).with_name("fuzz_senml.py")), "-runs=200000",
-                          "-max_len=4096", str(corpus)], capture_output=True, text=True, timeout=600)
+                          "-max_len=4096", f"-artifact_prefix={tmp_path}/", str(corpus)],
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Done 200000 runs" in res.stderr

@@ -1,0 +1,76 @@
+"""Soak: the simulator's wire traffic published in real time for 10 minutes (set
+WATTLINE_SOAK_SECONDS to change) into one gateway; its RSS and how far the stored rows trail
+the published ones, sampled every 10 s. Flat memory and a bounded lag are the pass marks."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import psutil
+
+from bench.common import Row, services
+from bench.ingest import PER_BRIDGE, SENSORS, bridges, client, count, seed, start_gateway, wait_healthy
+from wattline.senml import SENML_TOPIC, encode_pack
+
+
+def run() -> list[Row]:
+    from wattline.localstack import free_port
+
+    seconds = float(os.environ.get("WATTLINE_SOAK_SECONDS", "600"))
+    rate = float(os.environ.get("WATTLINE_SOAK_RATE", "50000"))
+    rows: list[Row] = []
+    with services() as stack:
+        seed(stack)
+        port = free_port()
+        gw = start_gateway(stack, port)
+        wait_healthy(port)
+        proc = psutil.Process(gw.pid)
+        pub = client(stack.mqtt_url, "bench-soak", clean=True)
+        pub.loop_start()
+        rng = np.random.default_rng(4)
+        groups = bridges()
+        interval = SENSORS / rate  # every sensor reports once per interval
+        began = time.time()
+        next_t = began // 1 + 1
+        published = 0
+        samples: list[tuple[float, float, int, int]] = []  # (elapsed, rss MiB, published, stored)
+        next_sample = began + 10
+        while time.time() - began < seconds:
+            time.sleep(max(0.0, next_t - time.time()))
+            for bridge, serials in groups:
+                amps = np.round(rng.uniform(0, 60, PER_BRIDGE), 3).tolist()
+                pub.publish(SENML_TOPIC.format(bridge=bridge),
+                            encode_pack(list(zip(serials, [next_t] * PER_BRIDGE, amps, strict=True))), qos=1)
+            published += SENSORS
+            next_t += interval
+            if time.time() >= next_sample:
+                samples.append((time.time() - began, proc.memory_info().rss / 2**20, published, count(stack)))
+                next_sample += 10
+        pub.loop_stop()
+        pub.disconnect()
+        settle_started = time.time()
+        while count(stack) < published and time.time() - settle_started < 300:
+            time.sleep(0.5)
+        drained_in = time.time() - settle_started
+        stored = count(stack)
+        gw.terminate()
+        gw.wait(30)
+    rss = [s[1] for s in samples]
+    lag = [(s[2] - s[3]) / rate for s in samples]
+    tenth = max(1, len(samples) // 10)
+    early, late = float(np.median(rss[tenth:2 * tenth])), float(np.median(rss[-tenth:]))
+    achieved = samples[-1][3] / samples[-1][0] if samples else 0.0
+    rows += [
+        Row("soak", f"{seconds / 60:.0f} min at {rate:,.0f} readings/s offered: stored while publishing",
+            achieved, "readings/s", f"target ≥ 100,000 sustained; {published:,} published"),
+        Row("soak", "gateway RSS, second tenth of the run (median)", early, "MiB"),
+        Row("soak", "gateway RSS, last tenth of the run (median)", late, "MiB",
+            f"growth {100 * (late - early) / early:+.1f} %; flat is within ±5 %"),
+        Row("soak", "stored rows behind published, at the end", lag[-1] if lag else 0.0, "s of traffic",
+            f"max {max(lag):.1f} s" if lag else ""),
+        Row("soak", "every published reading stored, drained after publishing stopped", drained_in, "s",
+            f"{stored:,} of {published:,} stored"),
+    ]
+    return rows
