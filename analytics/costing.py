@@ -13,13 +13,12 @@ import psycopg
 from analytics.tariffs import (
     Invoice,
     TariffError,
+    interval_prices,
     invoice,
     load_tariffs,
-    local_calendar,
     money,
-    rate_table,
+    pricing_step_s,
 )
-from analytics.worker import site_offset_minutes
 from wattline import queries
 from wattline.accounts import Principal
 from wattline.domain import Resolution
@@ -58,36 +57,39 @@ def site_cost(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from:
 
 def node_costs(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from: datetime, t_to: datetime,
                versions: list[Any], site: dict[str, Any]) -> list[NodeCost]:
-    """Energy cost per node and band. The rate and band of each distinct 15-minute interval
-    are worked out once (local calendar, holidays, tariff version); the database multiplies
-    and sums per node, so no per-node series travels to Python."""
-    # Where every band edge is on the hour (most tariffs), an hour has one rate and the
-    # hourly tier is exact and four times smaller; otherwise the 15-minute tier.
-    hourly = all(b.start.minute == 0 and b.end.minute == 0 for v in versions for b in v.bands) and all(
-        v.valid_from.timestamp() % 3600 == 0 for v in versions) and site_offset_minutes(site["timezone"]) % 60 == 0
-    step = 3600.0 if hourly else 900.0
+    """Energy cost per node and band. Whole local days the cost tier has priced are read from
+    it (`analytics.band_rollups`); every other interval is priced here, once per distinct
+    interval (local calendar, holidays, tariff version), and the database multiplies and sums
+    per node, so no per-node series travels to Python."""
+    step = pricing_step_s(versions, site["timezone"])
     first = t_from.timestamp() // step * step
     stamps = np.arange(first, t_to.timestamp(), step)
     if len(stamps) == 0:
         return []
-    cal = local_calendar(stamps, site["timezone"], site["country"])
-    table = rate_table(versions)
-    version = np.searchsorted(table.valid_from, stamps, side="right").astype(np.int64) - 1
-    valid = version >= 0
-    v = np.where(valid, version, 0)
-    rates = np.where(valid, table.rates[v, cal.day_type, cal.slot], 0.0)
-    bands = table.band_of[v, cal.day_type, cal.slot]
-    rows = queries.energy_cost_by_node(conn, p, site_id, stamps.tolist(), rates.tolist(), bands.tolist(),
-                                       t_from, t_to, Resolution.HOUR1 if hourly else Resolution.MIN15)
+    priced = queries.priced_days(conn, p, site_id, t_from, t_to)
+    starts = np.array([d["day_s"] for d in priced], dtype=np.float64)
+    ends = np.array([d["end_s"] for d in priced], dtype=np.float64)
+    day = np.searchsorted(starts, stamps, side="right") - 1
+    in_priced_day = (day >= 0) & (stamps < ends[np.maximum(day, 0)]) if len(starts) else np.zeros(len(stamps), bool)
+    rest = stamps[~in_priced_day]
+    rows = queries.band_costs_by_node(conn, p, site_id, [d["day"] for d in priced]) if priced else []
+    if len(rest):
+        rates, bands = interval_prices(rest, versions, site["timezone"], site["country"])
+        rows += queries.energy_cost_by_node(conn, p, site_id, rest.tolist(), rates.tolist(), bands, t_from, t_to,
+                                            Resolution.HOUR1 if step == 3600.0 else Resolution.MIN15)
     out: dict[int, NodeCost] = {}
+    cost: dict[int, dict[str, float]] = {}
     for r in rows:
         node = out.setdefault(r["node_id"], NodeCost(r["node_id"], 0.0, Decimal(0), {}))
         node.energy_wh += r["energy_wh"]
         if r["cost_minor"] > 0:
-            node.by_band_minor[table.band_names[r["band"]]] = money(r["cost_minor"])
-            node.energy_cost_minor = sum(node.by_band_minor.values(), Decimal(0))
+            bands_of = cost.setdefault(node.node_id, {})
+            bands_of[r["band"]] = bands_of.get(r["band"], 0.0) + r["cost_minor"]
         if r["unmonitored_wh"] is not None:
             node.unmonitored_wh = (node.unmonitored_wh or 0.0) + r["unmonitored_wh"]
         if r["max_power_w"] is not None:
             node.max_power_w = max(node.max_power_w or 0.0, r["max_power_w"])
+    for node in out.values():  # round once per band, after both sources are summed
+        node.by_band_minor = {band: money(minor) for band, minor in cost.get(node.node_id, {}).items()}
+        node.energy_cost_minor = sum(node.by_band_minor.values(), Decimal(0))
     return list(out.values())

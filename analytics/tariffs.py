@@ -94,6 +94,12 @@ def load_tariffs(conn: psycopg.Connection[Any], site_id: int) -> list[TariffVers
     return out
 
 
+def site_offset_minutes(tz: str) -> int:
+    """The zone's UTC offset in minutes now (only its sub-hour part is used)."""
+    offset = datetime.now(ZoneInfo(tz)).utcoffset()
+    return int(offset.total_seconds() // 60) if offset else 0
+
+
 @dataclass
 class RateTable:
     """rates[version, day type, slot] in minor units per kWh; band_of[...] indexes `band_names`."""
@@ -171,6 +177,31 @@ def interval_costs(bucket_utc_s: F64, energy_wh: F64, table: RateTable, cal: Loc
     version = np.searchsorted(table.valid_from, bucket_utc_s, side="right").astype(np.int64) - 1
     return _cost_kernel(version, cal.day_type, cal.slot, np.ascontiguousarray(energy_wh, dtype=np.float64),
                         table.rates, table.band_of, len(table.band_names))
+
+
+def pricing_step_s(versions: list[TariffVersion], tz: str) -> float:
+    """The interval at which a site's energy is priced. Where every band edge and version
+    start is on the hour (most tariffs) and the zone's hours are whole, an hour has one rate
+    and the hourly tier is exact and four times smaller than the 15-minute one."""
+    hourly = (all(b.start.minute == 0 and b.end.minute == 0 for v in versions for b in v.bands)
+              and all(v.valid_from.timestamp() % 3600 == 0 for v in versions)
+              and site_offset_minutes(tz) % 60 == 0)
+    return 3600.0 if hourly else 900.0
+
+
+def interval_prices(stamps: F64, versions: list[TariffVersion], tz: str, country: str
+                    ) -> tuple[F64, list[str]]:
+    """Rate (minor units per kWh) and band name of each interval starting at `stamps`; an
+    interval before the first version has rate 0 and band ''."""
+    cal = local_calendar(stamps, tz, country)
+    table = rate_table(versions)
+    version = np.searchsorted(table.valid_from, stamps, side="right").astype(np.int64) - 1
+    valid = version >= 0
+    v = np.where(valid, version, 0)
+    rates = np.where(valid, table.rates[v, cal.day_type, cal.slot], 0.0)
+    names = [*table.band_names, ""]
+    bands = np.where(valid, table.band_of[v, cal.day_type, cal.slot], len(names) - 1)
+    return rates, [names[b] for b in bands]
 
 
 def money(minor: float | Decimal) -> Decimal:

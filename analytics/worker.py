@@ -7,7 +7,8 @@ Per cycle, under one advisory lock (so concurrent workers never interleave write
    before and after it);
 3. re-sum the hierarchy of the affected sites for those minutes (with remainders);
 4. re-aggregate the 15-minute, hourly and daily buckets that contain them, the last two
-   in the site's local time (so a DST day has 23 or 25 hours).
+   in the site's local time (so a DST day has 23 or 25 hours);
+5. re-price the local days they fall in (the cost tier, `analytics.band_rollups`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
 import structlog
 
+from analytics.band_rollups import local_days, price_days, price_unpriced_days
 from analytics.hierarchy import load_trees, roll_up
 from analytics.rollup import bucket_stats, readings_power
+from analytics.tariffs import site_offset_minutes
 from wattline.db import fetch_tuples
 from wattline.domain import Connection
 from wattline.settings import Settings
@@ -33,6 +35,7 @@ from wattline.settings import Settings
 log = structlog.get_logger("wattline.rollups")
 ROLLUP_LOCK = 0x726F_6C6C  # "roll"
 MAX_WINDOW_MIN = 24 * 60
+PRICING_PERIOD_S = 30.0
 _COLUMNS = ("energy_wh", "mean_power_w", "max_power_w", "mean_current_a", "samples", "coverage")
 
 
@@ -114,7 +117,10 @@ class RollupEngine:
                 minutes_by_site[node_site[n]] |= {m for m in node_minutes[n] if lo <= m <= hi}
             self._hierarchy(conn, sites, minutes_by_site)
             for site in sites:
-                self._coarser(conn, site, site_tz[site], sorted(minutes_by_site[site]))
+                minutes = sorted(minutes_by_site[site])
+                self._coarser(conn, site, site_tz[site], minutes)
+                stamps = [datetime.fromtimestamp(m * 60, UTC) for m in minutes]
+                price_days(conn, site, local_days(conn, site_tz[site], stamps))
 
     def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], sensors_of_node: dict[int, list[int]],
                   sensor_info: dict[int, tuple[int, float, float]], node_minutes: dict[int, set[int]],
@@ -235,12 +241,6 @@ class RollupEngine:
                          {"tz": tz, "stamps": stamps, "fine": fine_s, "site": site_id, "offset": offset})
 
 
-def site_offset_minutes(tz: str) -> int:
-    """The zone's UTC offset in minutes now (only its sub-hour part is used)."""
-    offset = datetime.now(ZoneInfo(tz)).utcoffset()
-    return int(offset.total_seconds() // 60) if offset else 0
-
-
 def _windows(minutes: list[int]) -> list[tuple[int, int]]:
     """Contiguous-enough runs of minutes, at most a day long, to fetch readings in one go."""
     out: list[tuple[int, int]] = []
@@ -293,6 +293,7 @@ class RollupWorker(threading.Thread):
 
     def run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
+        next_pricing = 0.0
         while not self._stop_event.is_set():
             try:
                 if conn is None or conn.closed:
@@ -302,6 +303,12 @@ class RollupWorker(threading.Thread):
                 if n:
                     log.debug("rollups updated", dirty_rows=n, seconds=round(time.monotonic() - started, 3))
                     continue  # more may be waiting
+                # Idle: price days the cost tier lacks (after a tariff change, or a new
+                # deployment), at most every PRICING_PERIOD_S unless there is more to do.
+                if time.monotonic() >= next_pricing:
+                    if price_unpriced_days(conn):
+                        continue
+                    next_pricing = time.monotonic() + PRICING_PERIOD_S
             except psycopg.OperationalError as exc:
                 log.warning("rollup worker: database unavailable", error=str(exc).splitlines()[0])
                 if conn is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from analytics.band_rollups import price_unpriced_days
 from sensor_sim.seed import UK_STYLE_BANDS
 from wattline import catalogue
 from wattline.accounts import create_user, issue_key
@@ -15,9 +16,10 @@ from wattline.domain import Connection, Role
 
 
 def site_with_history(conn: psycopg.Connection[Any], *, circuits: int, days: int, minute_days: int = 1,
-                      panels: int = 10) -> dict[str, Any]:
+                      panels: int = 10, priced: bool = True) -> dict[str, Any]:
     """A site of `circuits` circuits under `panels` boards, with 15-min/1-h/1-d rollups for
-    `days` days and 1-min rollups for the last `minute_days`, for circuits and every parent."""
+    `days` days and 1-min rollups for the last `minute_days`, for circuits and every parent;
+    `priced`: the cost tier too."""
     r = catalogue.upsert_reseller(conn, "bench")
     c = catalogue.upsert_customer(conn, r, "bench")
     site = catalogue.upsert_site(conn, c, "Bench site", timezone="Europe/London")
@@ -52,6 +54,9 @@ def site_with_history(conn: psycopg.Connection[Any], *, circuits: int, days: int
                            sum(energy_wh), avg(mean_power_w), max(max_power_w), avg(mean_current_a), sum(samples),
                            avg(coverage)
                     FROM rollups_1h GROUP BY 1, 2""")
+    if priced:  # what the rollup worker does for a site with a tariff
+        while price_unpriced_days(conn):
+            pass
     uid = create_user(conn, email="bench@example.com", password="bench-password", role=Role.CUSTOMER_ADMIN,
                       customer_id=c)
     token = issue_key(conn, uid, ["read"]).token

@@ -87,8 +87,8 @@ def mqtt_url(services: Services) -> str:
 
 _TABLES = ("webhook_deliveries", "alert_episodes", "alert_rules", "webhooks", "audit_log", "support_requests",
            "readings", "rejected_readings", "rollup_dirty", "rollups_1m", "rollups_15m", "rollups_1h",
-           "rollups_1d", "bridge_status", "sensors", "bridges", "tariff_bands", "tariffs", "nodes", "sites",
-           "api_keys", "marketing_consents", "users", "customers", "resellers")
+           "rollups_1d", "rollups_band_1d", "bridge_status", "sensors", "bridges", "tariff_bands", "tariffs",
+           "nodes", "sites", "api_keys", "marketing_consents", "users", "customers", "resellers")
 
 
 @pytest.fixture

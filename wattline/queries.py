@@ -223,7 +223,7 @@ def energy_15m(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: d
 
 
 def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[float], rates: list[float],
-                        bands: list[int], t_from: datetime, t_to: datetime,
+                        bands: list[str], t_from: datetime, t_to: datetime,
                         resolution: Resolution = Resolution.MIN15) -> list[Row]:
     """Σ energy × rate per node of a site and band, given each interval's rate and band (15-min
     or hourly intervals). The site's nodes come in as a hashed sub-query: `= ANY(array)` of 500 ids is
@@ -232,7 +232,7 @@ def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[flo
     return _all(conn, f"""
         SELECT r.node_id, x.band, sum(r.energy_wh) AS energy_wh, sum(r.energy_wh / 1000.0 * x.rate) AS cost_minor,
                sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
-        FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::int[]) AS x(stamp, rate, band)
+        FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::text[]) AS x(stamp, rate, band)
         JOIN {resolution.table} r ON r.bucket = to_timestamp(x.stamp)
         WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
           AND r.node_id IN (SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
@@ -240,6 +240,31 @@ def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[flo
         GROUP BY r.node_id, x.band""",
                 {**params, "site": site_id, "stamps": stamps, "rates": rates, "bands": bands,
                  "from": t_from, "to": t_to})
+
+
+def priced_days(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime) -> list[Row]:
+    """The site's whole local days inside [t_from, t_to) that the cost tier has priced."""
+    where, params = scope(p)
+    return _all(conn, f"""
+        SELECT b.day, extract(epoch FROM b.day)::float8 AS day_s, extract(epoch FROM e.end_at)::float8 AS end_s
+        FROM band_days b JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
+        CROSS JOIN LATERAL (SELECT ((b.day AT TIME ZONE s.timezone) + interval '1 day') AT TIME ZONE s.timezone
+                            AS end_at) e
+        WHERE b.site_id = %(site)s AND {where} AND b.day >= %(from)s AND e.end_at <= %(to)s
+        ORDER BY b.day""", {**params, "site": site_id, "from": t_from, "to": t_to})
+
+
+def band_costs_by_node(conn: Conn, p: Principal, site_id: int, days: list[datetime]) -> list[Row]:
+    """Energy and cost per node and band over priced days, from the cost tier."""
+    where, params = scope(p)
+    return _all(conn, f"""
+        SELECT r.node_id, r.band, sum(r.energy_wh) AS energy_wh, sum(r.cost_minor) AS cost_minor,
+               sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
+        FROM rollups_band_1d r
+        WHERE r.bucket = ANY(%(days)s)
+          AND r.node_id IN (SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
+                            JOIN customers c ON c.id = s.customer_id WHERE n.site_id = %(site)s AND {where})
+        GROUP BY r.node_id, r.band""", {**params, "site": site_id, "days": days})
 
 
 def sensor_readings(conn: Conn, p: Principal, serial: str, t_from: datetime, t_to: datetime) -> tuple[

@@ -34,6 +34,9 @@ CATEGORIES = (
     Category("15-minute rollups", "rollups_15m", "bucket", "retention_15m_days"),
     Category("hourly rollups", "rollups_1h", "bucket", "retention_1h_days"),
     Category("daily rollups", "rollups_1d", "bucket", "retention_1d_days"),
+    # Marks before rows: a reader never finds a marked day whose priced rows are gone.
+    Category("priced-day marks", "band_days", "day", "retention_1d_days", hypertable=False),
+    Category("daily cost by tariff band", "rollups_band_1d", "bucket", "retention_1d_days"),
     Category("rejected payloads", "rejected_readings", "received_at", "retention_rejected_days"),
     Category("audit log", "audit_log", "at", "retention_audit_days", hypertable=False),
     Category("support records", "support_requests", "closed_at", "retention_support_days", hypertable=False,

@@ -181,7 +181,7 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
     import pandas as pd
 
     from analytics.rollup import bucket_stats, readings_power
-    from analytics.worker import site_offset_minutes
+    from analytics.tariffs import site_offset_minutes
     from wattline.domain import Connection
 
     t_from, t_to = checked_range(t_from, t_to)

@@ -1,0 +1,83 @@
+"""The cost tier: energy and cost per node, local day and tariff band (`rollups_band_1d`).
+
+Pricing a month per node from the hourly tier reads 720 rows per node; this tier reads
+about 30 per node and band. It is derived, like every rollup:
+- the rollup worker re-prices the local days it has just re-aggregated, in the same
+  transaction, so the tier never lags the hourly one;
+- a tariff or site change un-marks the days it can re-price (a trigger in
+  `sql/011_band_rollups.sql`), and `price_unpriced_days` re-prices them, newest first;
+- readers use the tier only for days marked in `band_days` and cost every other interval
+  from the hourly tier, so a result is right whether or not the worker has caught up.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from analytics.tariffs import interval_prices, load_tariffs, pricing_step_s
+from wattline.db import fetch_tuples
+from wattline.domain import Resolution
+
+_DAY_END = "((d AT TIME ZONE %(tz)s) + interval '1 day') AT TIME ZONE %(tz)s"
+
+
+def price_days(conn: psycopg.Connection[Any], site_id: int, days: list[datetime]) -> int:
+    """Re-price the given local days (their midnights) of a site and mark them. Returns the
+    number of days marked: none for a site without a tariff (nothing to price)."""
+    site = fetch_tuples(conn, "SELECT timezone, country FROM sites WHERE id = %s", (site_id,))
+    versions = load_tariffs(conn, site_id)
+    if not site or not versions or not days:
+        return 0
+    tz, country = site[0]
+    step = pricing_step_s(versions, tz)
+    spans = fetch_tuples(conn, f"""SELECT extract(epoch FROM d)::float8, extract(epoch FROM {_DAY_END})::float8
+                                   FROM unnest(%(days)s::timestamptz[]) d ORDER BY 1""", {"days": days, "tz": tz})
+    stamps = np.concatenate([np.arange(lo, hi, step) for lo, hi in spans])
+    day_of = np.concatenate([np.full(len(np.arange(lo, hi, step)), lo) for lo, hi in spans])
+    rates, bands = interval_prices(stamps, versions, tz, country)
+    table = (Resolution.HOUR1 if step == 3600.0 else Resolution.MIN15).table
+    params = {"site": site_id, "days": days, "stamps": stamps.tolist(), "rates": rates.tolist(), "bands": bands,
+              "day_of": day_of.tolist(), "from": datetime.fromtimestamp(spans[0][0], UTC),
+              "to": datetime.fromtimestamp(spans[-1][1], UTC)}
+    site_nodes = "SELECT id FROM nodes WHERE site_id = %(site)s"
+    conn.execute(f"DELETE FROM rollups_band_1d WHERE node_id IN ({site_nodes}) AND bucket = ANY(%(days)s)", params)
+    conn.execute(f"""
+        INSERT INTO rollups_band_1d (node_id, bucket, band, energy_wh, cost_minor, unmonitored_wh, max_power_w)
+        SELECT r.node_id, to_timestamp(x.day), x.band, sum(r.energy_wh), sum(r.energy_wh / 1000.0 * x.rate),
+               sum(r.unmonitored_wh), max(r.max_power_w)
+        FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::text[], %(day_of)s::float8[])
+             AS x(stamp, rate, band, day)
+        JOIN {table} r ON r.bucket = to_timestamp(x.stamp)
+        WHERE r.bucket >= %(from)s AND r.bucket < %(to)s AND r.node_id IN ({site_nodes})
+        GROUP BY r.node_id, x.day, x.band""", params)
+    conn.execute("""INSERT INTO band_days (site_id, day) SELECT %(site)s, unnest(%(days)s::timestamptz[])
+                    ON CONFLICT (site_id, day) DO UPDATE SET computed_at = now()""", params)
+    return len(days)
+
+
+def local_days(conn: psycopg.Connection[Any], tz: str, stamps: list[datetime]) -> list[datetime]:
+    """The local days (as their midnights) that contain these instants, as `rollups_1d` buckets them."""
+    return [r[0] for r in fetch_tuples(conn, "SELECT DISTINCT time_bucket('1 day', m, %s) "
+                                             "FROM unnest(%s::timestamptz[]) m ORDER BY 1", (tz, stamps))]
+
+
+def price_unpriced_days(conn: psycopg.Connection[Any], limit: int = 62) -> int:
+    """Price up to `limit` days that have a daily rollup but no mark (new tier, a tariff
+    change), newest first. Runs under the rollup lock. Returns the number of days priced."""
+    from analytics.worker import ROLLUP_LOCK
+
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
+        todo = fetch_tuples(conn, """
+            SELECT n.site_id, r.bucket FROM rollups_1d r JOIN nodes n ON n.id = r.node_id AND n.kind = 'site'
+            WHERE EXISTS (SELECT 1 FROM tariffs t WHERE t.site_id = n.site_id)
+              AND NOT EXISTS (SELECT 1 FROM band_days b WHERE b.site_id = n.site_id AND b.day = r.bucket)
+            ORDER BY r.bucket DESC LIMIT %s""", (limit,))
+        by_site: dict[int, list[datetime]] = {}
+        for site_id, day in todo:
+            by_site.setdefault(site_id, []).append(day)
+        return sum(price_days(conn, site_id, days) for site_id, days in by_site.items())
