@@ -142,12 +142,16 @@ def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000) -> float:
     return readings / elapsed
 
 
+def gateway_env(stack: Stack, port: int, n: int = 0) -> dict[str, str]:
+    return {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_MQTT_URL": stack.mqtt_url,
+            "WATTLINE_GATEWAY_METRICS_PORT": str(port), "WATTLINE_SPOOL_DIR": str(stack.root / f"spool{n}"),
+            "WATTLINE_MQTT_CLIENT_ID": f"bench-gateway-{n}", "WATTLINE_MAX_READING_AGE_DAYS": "3650"}
+
+
 def start_gateway(stack: Stack, port: int, n: int = 0) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_MQTT_URL": stack.mqtt_url,
-           "WATTLINE_GATEWAY_METRICS_PORT": str(port), "WATTLINE_SPOOL_DIR": str(stack.root / f"spool{n}"),
-           "WATTLINE_MQTT_CLIENT_ID": f"bench-gateway-{n}", "WATTLINE_MAX_READING_AGE_DAYS": "3650"}
-    return subprocess.Popen([sys.executable, "-m", "wattline.cli", "gateway", "--no-rollups"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=(stack.root / "gateway.log").open("ab"))
+    return subprocess.Popen([sys.executable, "-m", "wattline.cli", "gateway", "--no-rollups"],
+                            env=gateway_env(stack, port, n), stdout=subprocess.DEVNULL,
+                            stderr=(stack.root / "gateway.log").open("ab"))
 
 
 def wait_healthy(port: int, timeout: float = 60.0) -> None:

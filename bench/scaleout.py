@@ -4,6 +4,8 @@ no pack was handled twice (the gateways' stored counts add up exactly, no duplic
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -11,7 +13,7 @@ import httpx
 import psycopg
 
 from bench.common import Row, services
-from bench.ingest import SENSORS, T0, count, packs, publish_all, seed, start_gateway, wait_healthy
+from bench.ingest import SENSORS, T0, count, gateway_env, packs, publish_all, seed, start_gateway, wait_healthy
 
 TICKS = 10  # 1 M readings per round
 
@@ -23,6 +25,12 @@ def health(port: int) -> dict[str, Any]:
 def drain(stack: Any, n: int, round_no: int, ports: list[int]) -> tuple[float, int, int]:
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, rollup_dirty")
+    # Scaling down: members of the group beyond n leave it, or the broker would keep routing
+    # them a share of the backlog that nobody takes (their sessions outlive their processes).
+    for i in range(n, len(ports)):
+        subprocess.run([sys.executable, "-m", "wattline.cli", "gateway", "--leave"],
+                       env=gateway_env(stack, ports[i], i), check=True, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gws = [start_gateway(stack, ports[i], i) for i in range(n)]  # sessions and subscriptions first
     for port in ports[:n]:
         wait_healthy(port)

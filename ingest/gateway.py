@@ -15,7 +15,8 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import aiomqtt
 import psycopg
@@ -50,9 +51,18 @@ class GatewayStats:
     results: list[BatchResult] = field(default_factory=list, repr=False)
 
 
+LEAVE_IDLE_S = 3.0  # leaving: this long with nothing unacked and nothing arriving = drained
+
+
 class Gateway:
-    def __init__(self, settings: Settings, database_url: str, mqtt_url: str) -> None:
+    def __init__(self, settings: Settings, database_url: str, mqtt_url: str, *, leave: bool = False) -> None:
+        """`leave`: retire this gateway's session from the shared group (scaling down). It
+        unsubscribes, so the broker routes it nothing new, stores what the broker had already
+        queued for it, then ends the session. A plain stop keeps the session and its queue
+        for a restart: a gateway stopped for good that way strands its share of the queue."""
         self.settings = settings
+        self.leave = leave
+        self.drained = False
         self.mqtt_url = mqtt_url
         self.writer = BatchWriter(database_url, max_skew_s=settings.max_clock_skew_s,
                                   max_age_s=settings.max_reading_age_days * 86400.0)
@@ -149,9 +159,13 @@ class Gateway:
                     # the subscription survives a Mosquitto 2.0 restart while we are away,
                     # which a shared one does not (tests/faults: broker restart).
                     prefix = f"$share/{share}/" if share else ""
-                    await client.subscribe(prefix + SENML_FILTER, qos=1)
-                    await client.subscribe(prefix + STATUS_FILTER, qos=1)
-                    log.info("gateway subscribed", broker=f"{parts.hostname}:{parts.port}", group=share)
+                    if self.leave:
+                        await client.unsubscribe([prefix + SENML_FILTER, prefix + STATUS_FILTER])
+                        log.info("gateway leaving: unsubscribed, draining its queue", group=share)
+                    else:
+                        await client.subscribe(prefix + SENML_FILTER, qos=1)
+                        await client.subscribe(prefix + STATUS_FILTER, qos=1)
+                        log.info("gateway subscribed", broker=f"{parts.hostname}:{parts.port}", group=share)
                     self.subscribed = True
                     backoff = 0.5
                     try:
@@ -164,9 +178,19 @@ class Gateway:
                 log.warning("broker connection lost; reconnecting", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+        if self.drained:
+            await self._end_session(parts)
         await asyncio.to_thread(self.writer.close)
         log.info("gateway stopped", packs=self.stats.packs, stored=self.stats.stored,
                  duplicates=self.stats.duplicates, spooled=self.stats.spooled_packs)
+
+    async def _end_session(self, parts: SplitResult) -> None:
+        """A clean-start connection with no expiry replaces the session, and its end deletes it."""
+        async with aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883, username=parts.username,
+                                  password=parts.password, identifier=self.settings.mqtt_client_id,
+                                  protocol=aiomqtt.ProtocolVersion.V5, clean_start=True):
+            pass
+        log.info("gateway left the group: session ended", packs=self.stats.packs, stored=self.stats.stored)
 
     def _wake(self, _: object = None) -> None:
         self._arrived.set()
@@ -205,8 +229,16 @@ class Gateway:
                 # restart fault test: the gateway sat subscribed to a dead connection).
                 if not self._arrived.is_set():
                     arrived = asyncio.ensure_future(self._arrived.wait())
-                    await asyncio.wait({arrived, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    waits: set[asyncio.Future[Any]] = {arrived, reader}
+                    if committing is not None and not committing.done():
+                        waits.add(committing)
+                    done, _ = await asyncio.wait(waits, timeout=LEAVE_IDLE_S if self.leave else None,
+                                                 return_when=asyncio.FIRST_COMPLETED)
                     arrived.cancel()
+                    if not done and not self._buffer and (committing is None or committing.done()):
+                        self.drained = True  # leaving, and all the broker queued for us is stored
+                        self._stopping.set()
+                        break
                 if reader.done():
                     reader.result()  # re-raise the broker error
                     raise aiomqtt.MqttError("the message stream ended")
@@ -241,10 +273,11 @@ class Gateway:
         metrics.UNACKED.set(len(self._buffer))
 
 
-async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_rollups: bool = True) -> None:
+async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_rollups: bool = True,
+                leave: bool = False) -> None:
     from ingest.health import serve_http
 
-    gateway = Gateway(settings, database_url, mqtt_url)
+    gateway = Gateway(settings, database_url, mqtt_url, leave=leave)
     http = serve_http(settings.gateway_metrics_port, gateway.health) if settings.gateway_metrics_port else None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

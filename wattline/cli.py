@@ -61,14 +61,17 @@ def demo_seed(sites: int = 5, bridges: int = 2, sensors: int = 20) -> None:
 
 
 @app.command()
-def gateway(rollups: Annotated[bool, typer.Option(help="Run the rollup worker in-process.")] = True) -> None:
+def gateway(rollups: Annotated[bool, typer.Option(help="Run the rollup worker in-process.")] = True,
+            leave: Annotated[bool, typer.Option(
+                help="Scale down: leave the shared group for good. Stores what the broker queued for this "
+                     "client id, ends its session, exits.")] = False) -> None:
     """Ingest SenML packs from MQTT into TimescaleDB."""
     from ingest.gateway import serve
 
     settings = get_settings()
     configure_logging(settings.log_json)
     database_url, mqtt_url = _urls(settings)
-    asyncio.run(serve(settings, database_url, mqtt_url, with_rollups=rollups))
+    asyncio.run(serve(settings, database_url, mqtt_url, with_rollups=rollups and not leave, leave=leave))
 
 
 @app.command()

@@ -51,6 +51,11 @@ class GatewayProcess:
         wait_for(self.health, 60)
         return self
 
+    def leave(self) -> int:
+        """Run `wattline gateway --leave` to its end; its exit code."""
+        return subprocess.run([sys.executable, "-m", "wattline.cli", "gateway", "--leave"], env=self.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120).returncode
+
     def health(self) -> dict[str, Any] | None:
         try:
             res = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1)
@@ -84,10 +89,11 @@ def gateways(database_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[Any]:
         gw.stop()
 
 
-def simulate_in_background(mqtt_url: str, fleet: Any, ticks: int, pace_s: float) -> tuple[threading.Thread, Report]:
+def simulate_in_background(mqtt_url: str, fleet: Any, ticks: int, pace_s: float,
+                           start_tick: int = 0) -> tuple[threading.Thread, Report]:
     """Publish `ticks` ticks of the fleet, one every `pace_s` seconds (a stream, not a burst)."""
     report = Report(keep_expected=True)
-    start = (time.time() // 3600) * 3600 - 7200
+    start = (time.time() // 3600) * 3600 - 7200 + start_tick * 10.0
 
     def run() -> None:
         sim = Simulator(fleet, mqtt_url, client_id=f"sim-{uuid.uuid4().hex[:6]}")
@@ -262,6 +268,29 @@ def test_two_gateways_share_the_load_without_doubling(db: psycopg.Connection[Any
     # the other had already stored.
     assert sum(h["stored"] for h in health) == len(report.expected)
     assert sum(h["duplicates"] for h in health) == 0
+
+
+@pytest.mark.faults
+def test_scaling_down_strands_nothing(db: psycopg.Connection[Any], mqtt_url: str, gateways: Any) -> None:
+    """A gateway stopped for good keeps its session, and the broker keeps routing it a share
+    of the group's packs. `--leave` stores that share and ends the session."""
+    fleet = build_fleet(1, 4, 20)
+    seed_catalogue(db, fleet)
+    staying, leaving = gateways(n=1).start(), gateways(n=2).start()
+    leaving.stop()  # gone, but its session is still a member of the group
+    thread, report = simulate_in_background(mqtt_url, fleet, ticks=20, pace_s=0.02)
+    thread.join(60)
+    time.sleep(2.0)
+    stranded = len(report.expected) - count(db, "SELECT count(*) FROM readings")
+    assert stranded > 0  # the problem is real: a share waits for a member that is not coming back
+    assert leaving.leave() == 0
+    assert stored_set(db) == expected_set(report)
+    # With the session ended, the group is one member again: nothing more is stranded.
+    thread, more = simulate_in_background(mqtt_url, fleet, ticks=20, pace_s=0.02, start_tick=20)
+    thread.join(60)
+    wait_for(lambda: count(db, "SELECT count(*) FROM readings") >= len(report.expected) + len(more.expected), 60)
+    assert stored_set(db) == expected_set(report) | expected_set(more)
+    assert (staying.health() or {}).get("duplicates") == 0
 
 
 @pytest.mark.faults
