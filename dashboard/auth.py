@@ -53,7 +53,13 @@ def install(server: flask.Flask, pool: ConnectionPool) -> None:
 
     @server.route("/health")
     def health() -> Any:
-        return {"status": "ok"}
+        """200 when the dashboard and its database answer; 503 otherwise (as the API's)."""
+        try:
+            with pool.connection(timeout=2) as c:
+                c.execute("SELECT 1")
+        except Exception:
+            return {"status": "degraded", "database": "unreachable"}, 503
+        return {"status": "ok", "database": "ok"}
 
 
 def current_principal() -> Principal:

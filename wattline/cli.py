@@ -27,19 +27,24 @@ def _urls(settings: Settings) -> tuple[str, str]:
     return settings.database_url, settings.mqtt_url
 
 
+def _database_url() -> str:
+    settings = get_settings()
+    if not settings.database_url:
+        typer.echo("WATTLINE_DATABASE_URL must be set (or use `wattline up`).", err=True)
+        raise typer.Exit(2)
+    return settings.database_url
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply the migrations in sql/ that have not run yet."""
     from wattline.db import create_database
     from wattline.migrate import migrate
 
-    settings = get_settings()
-    if not settings.database_url:
-        typer.echo("WATTLINE_DATABASE_URL is not set.", err=True)
-        raise typer.Exit(2)
-    if create_database(settings.database_url):
+    database_url = _database_url()
+    if create_database(database_url):
         typer.echo("created the database")
-    applied = migrate(settings.database_url)
+    applied = migrate(database_url)
     typer.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
 
 
@@ -50,13 +55,10 @@ def demo_seed(sites: int = 5, bridges: int = 2, sensors: int = 20) -> None:
     from wattline.demo import seed_demo
     from wattline.migrate import migrate
 
-    settings = get_settings()
-    if not settings.database_url:
-        typer.echo("WATTLINE_DATABASE_URL is not set.", err=True)
-        raise typer.Exit(2)
-    create_database(settings.database_url)
-    migrate(settings.database_url)
-    counts = seed_demo(settings.database_url, sites=sites, bridges=bridges, sensors=sensors)
+    database_url = _database_url()
+    create_database(database_url)
+    migrate(database_url)
+    counts = seed_demo(database_url, sites=sites, bridges=bridges, sensors=sensors)
     typer.echo(f"demo portfolio: {counts}")
 
 
@@ -102,7 +104,7 @@ def simulate(
         raise typer.Exit(2)
     fleet = build_fleet(sites, bridges, sensors)
     if seed_catalogue:
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        with psycopg.connect(_database_url(), autocommit=True) as conn:
             counts = seed(conn, fleet, unassigned_every=unassigned_every)
         typer.echo(f"catalogue seeded: {counts}")
     faults = Faults(drop_rate, duplicate_rate, delay_rate, 5, malformed_rate, bad_value_rate, offline_bridge,
@@ -140,7 +142,7 @@ def rollup(
 
     settings = get_settings()
     engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor)
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
         minutes = engine.recompute_range(conn, from_.replace(tzinfo=from_.tzinfo or UTC),
                                          to.replace(tzinfo=to.tzinfo or UTC), site)
     typer.echo(f"re-computed {minutes} minutes of rollups")
@@ -153,7 +155,7 @@ def rollups() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_json)
-    worker = RollupWorker(settings.database_url, settings)
+    worker = RollupWorker(_database_url(), settings)
     worker.start()
     try:
         while worker.is_alive():
@@ -173,7 +175,7 @@ def alerts(once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = 
 
     settings = get_settings()
     configure_logging(settings.log_json)
-    database_url, _ = _urls(settings)
+    database_url = _database_url()
     if once:
         with psycopg.connect(database_url, autocommit=True) as conn, httpx.Client(timeout=10.0) as http:
             report = run_pass(conn, settings, http)
@@ -203,14 +205,6 @@ def _user_id(conn: Any, user: str) -> int:
         typer.echo("no such user", err=True)
         raise typer.Exit(1)
     return found
-
-
-def _database_url() -> str:
-    settings = get_settings()
-    if not settings.database_url:
-        typer.echo("WATTLINE_DATABASE_URL is not set.", err=True)
-        raise typer.Exit(2)
-    return settings.database_url
 
 
 @privacy_app.command("export")
