@@ -8,10 +8,21 @@ import os
 import time
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import psutil
 
 from bench.common import Row, services
-from bench.ingest import PER_BRIDGE, SENSORS, bridges, client, count, seed, start_gateway, wait_healthy
+from bench.ingest import (
+    PER_BRIDGE,
+    SENSORS,
+    bridges,
+    client,
+    count,
+    seed,
+    start_gateway,
+    stored_by,
+    wait_healthy,
+)
 from wattline.senml import SENML_TOPIC, encode_pack
 
 
@@ -19,7 +30,7 @@ def run() -> list[Row]:
     from wattline.localstack import free_port
 
     seconds = float(os.environ.get("WATTLINE_SOAK_SECONDS", "600"))
-    rate = float(os.environ.get("WATTLINE_SOAK_RATE", "50000"))
+    rate = float(os.environ.get("WATTLINE_SOAK_RATE", "100000"))
     rows: list[Row] = []
     with services() as stack:
         seed(stack)
@@ -30,28 +41,37 @@ def run() -> list[Row]:
         pub = client(stack.mqtt_url, "bench-soak", clean=True)
         pub.loop_start()
         rng = np.random.default_rng(4)
-        groups = bridges()
+        # Relative time (bt 0: "at receipt", RFC 8428 §4.5.3), so each bridge's pack is encoded
+        # once and the publisher on this same 2-core machine costs little: the soak measures
+        # the gateway and the database, not the simulated bridges' JSON encoder.
+        wire = [(SENML_TOPIC.format(bridge=bridge),
+                 encode_pack(list(zip(serials, [0.0] * PER_BRIDGE, np.round(rng.uniform(0, 60, PER_BRIDGE), 3).tolist(),
+                                      strict=True))))
+                for bridge, serials in bridges()]
         interval = SENSORS / rate  # every sensor reports once per interval
         began = time.time()
         next_t = began // 1 + 1
         published = 0
+        last: list[mqtt.MQTTMessageInfo] = []
         samples: list[tuple[float, float, int, int]] = []  # (elapsed, rss MiB, published, stored)
         next_sample = began + 10
         while time.time() - began < seconds:
             time.sleep(max(0.0, next_t - time.time()))
-            for bridge, serials in groups:
-                amps = np.round(rng.uniform(0, 60, PER_BRIDGE), 3).tolist()
-                pub.publish(SENML_TOPIC.format(bridge=bridge),
-                            encode_pack(list(zip(serials, [next_t] * PER_BRIDGE, amps, strict=True))), qos=1)
+            last = [pub.publish(topic, payload, qos=1) for topic, payload in wire]
             published += SENSORS
             next_t += interval
             if time.time() >= next_sample:
-                samples.append((time.time() - began, proc.memory_info().rss / 2**20, published, count(stack)))
+                # The gateway's own counter: a count(*) of tens of millions of rows every 10 s
+                # would load the database more than the ingest does.
+                samples.append((time.time() - began, proc.memory_info().rss / 2**20, published, stored_by([port])))
                 next_sample += 10
+        for info in last:  # in order: the last tick's acks mean everything before is in the broker
+            info.wait_for_publish(300)
+        publishing_s = time.time() - began
         pub.loop_stop()
         pub.disconnect()
         settle_started = time.time()
-        while count(stack) < published and time.time() - settle_started < 300:
+        while stored_by([port]) < published and time.time() - settle_started < 600:
             time.sleep(0.5)
         drained_in = time.time() - settle_started
         stored = count(stack)
@@ -63,8 +83,9 @@ def run() -> list[Row]:
     early, late = float(np.median(rss[tenth:2 * tenth])), float(np.median(rss[-tenth:]))
     achieved = samples[-1][3] / samples[-1][0] if samples else 0.0
     rows += [
-        Row("soak", f"{seconds / 60:.0f} min at {rate:,.0f} readings/s offered: stored while publishing",
-            achieved, "readings/s", f"target ≥ 100,000 sustained; {published:,} published"),
+        Row("soak", f"{seconds / 60:.0f} min, {rate:,.0f} readings/s asked: published", published / publishing_s,
+            "readings/s", f"{published:,} readings, pre-encoded packs of {PER_BRIDGE}"),
+        Row("soak", "stored while publishing", achieved, "readings/s", "target ≥ 100,000 sustained"),
         Row("soak", "gateway RSS, second tenth of the run (median)", early, "MiB"),
         Row("soak", "gateway RSS, last tenth of the run (median)", late, "MiB",
             f"growth {100 * (late - early) / early:+.1f} %; flat is within ±5 %"),
