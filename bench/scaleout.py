@@ -16,13 +16,12 @@ from bench.common import Row, services
 from bench.ingest import (
     SENSORS,
     T0,
-    count,
+    drain_seconds,
     gateway_env,
     packs,
     publish_all,
     seed,
     start_gateway,
-    stored_by,
     wait_healthy,
 )
 
@@ -53,14 +52,7 @@ def drain(stack: Any, n: int, round_no: int, ports: list[int]) -> tuple[float, i
     gws = [start_gateway(stack, ports[i], i) for i in range(n)]
     for port in ports[:n]:
         wait_healthy(port)
-    started = time.perf_counter()
-    while stored_by(ports[:n]) < readings:  # not count(*): that would load the database
-        time.sleep(0.05)
-        if time.perf_counter() - started > 600:
-            raise RuntimeError("the gateways did not drain the backlog")
-    elapsed = time.perf_counter() - started
-    if count(stack) != readings:
-        raise RuntimeError(f"stored {count(stack):,} rows, expected {readings:,}")
+    elapsed = drain_seconds(stack, ports[:n], readings)
     time.sleep(0.5)
     shares = [health(port) for port in ports[:n]]
     for gw in gws:

@@ -88,9 +88,11 @@ def run() -> list[Row]:
         Row("soak", "stored while publishing", achieved, "readings/s", "target ≥ 100,000 sustained"),
         Row("soak", "gateway RSS, second tenth of the run (median)", early, "MiB"),
         Row("soak", "gateway RSS, last tenth of the run (median)", late, "MiB",
-            f"growth {100 * (late - early) / early:+.1f} %; flat is within ±5 %"),
+            f"growth {100 * (late - early) / early:+.1f} %; flat is within ±5 %; by tenth: "
+            + " ".join(f"{float(np.median(rss[i:i + tenth])):.0f}" for i in range(0, len(rss), tenth))),
         Row("soak", "stored rows behind published, at the end", lag[-1] if lag else 0.0, "s of traffic",
-            f"max {max(lag):.1f} s" if lag else ""),
+            (f"max {max(lag):.1f} s; by tenth: " + " ".join(f"{lag[min(i + tenth, len(lag)) - 1]:.0f}"
+                                                             for i in range(0, len(lag), tenth))) if lag else ""),
         Row("soak", "every published reading stored, drained after publishing stopped", drained_in, "s",
             f"{stored:,} of {published:,} stored"),
     ]

@@ -1,11 +1,15 @@
 """The MQTT ingest gateway.
 
 Back-pressure, on purpose: paho's automatic acks are turned off, and a pack is acked
-only once its batch is committed to the database or fsynced to the local spool. The
-broker sends at most `receive_maximum` unacked packs (MQTT v5 Receive Maximum), so
-aiomqtt's unbounded queue is in fact bounded by the broker and never drops anything.
-When the database is down and the spool is full, the gateway stops acking; the broker
-keeps the rest in our persistent session.
+only once its batch is committed to the database or fsynced to the local spool. We ask
+the broker for at most `receive_maximum` unacked packs (MQTT v5 Receive Maximum), but do
+not rely on it: Mosquitto 2.0.11 stops honouring it after the first PUBACK (pinned in
+tests/faults/test_gateway.py), and an overloaded gateway then buffered without bound
+(found by the soak bench: RSS 175 → 409 MiB in 10 min). So the gateway also stops reading
+its socket while it holds `receive_maximum` unacked packs: TCP back-pressure, which every
+broker respects, and which leaves the rest queued in our persistent session. (paho reads
+as many packets per wake-up as it has in flight, so the bound is twice that.) When the
+database is down and the spool is full, the gateway stops acking and so stops reading.
 """
 
 from __future__ import annotations
@@ -51,6 +55,36 @@ class GatewayStats:
     results: list[BatchResult] = field(default_factory=list, repr=False)
 
 
+class _MqttClient(aiomqtt.Client):
+    """aiomqtt (pinned 2.5.1) whose socket reads can be paused: with the reader removed
+    from the event loop, TCP flow control holds the broker back."""
+
+    _fd = -1
+    paused = False
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        super()._on_socket_open(client, userdata, sock)
+        self._fd = sock.fileno()
+        self.paused = False
+
+    def pause_reading(self) -> None:
+        if not self.paused and self._fd >= 0:
+            self.paused = self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._loop.add_reader(self._fd, self._read_ready)
+
+    def _read_ready(self) -> None:
+        # What aiomqtt's own reader does (its closure cannot be re-added).
+        try:
+            self._client.loop_read()
+        except Exception as exc:  # a broken connection: aiomqtt's disconnect path takes over
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+
+
 LEAVE_IDLE_S = 3.0  # leaving: this long with nothing unacked and nothing arriving = drained
 
 
@@ -63,6 +97,7 @@ class Gateway:
         self.settings = settings
         self.leave = leave
         self.drained = False
+        self._unacked = 0  # packs received on this connection and not yet acked
         self.mqtt_url = mqtt_url
         self.writer = BatchWriter(database_url, max_skew_s=settings.max_clock_skew_s,
                                   max_age_s=settings.max_reading_age_days * 86400.0)
@@ -147,7 +182,8 @@ class Gateway:
             props.SessionExpiryInterval = 7 * 24 * 3600  # survive restarts: the broker keeps our queue
             props.ReceiveMaximum = self.settings.receive_maximum
             try:
-                async with aiomqtt.Client(
+                self._unacked = 0
+                async with _MqttClient(
                     parts.hostname or "127.0.0.1", parts.port or 1883,
                     username=parts.username, password=parts.password,
                     identifier=self.settings.mqtt_client_id, protocol=aiomqtt.ProtocolVersion.V5,
@@ -196,7 +232,7 @@ class Gateway:
         self._arrived.set()
         self._full.set()
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: _MqttClient) -> None:
         reader = asyncio.create_task(self._read(client))
         # A dead reader (broker gone) must wake the flush loop, which then re-raises.
         reader.add_done_callback(self._wake)
@@ -209,16 +245,19 @@ class Gateway:
             # Whatever is still buffered was never acked: the broker redelivers it.
             self._buffer.clear()
 
-    async def _read(self, client: aiomqtt.Client) -> None:
+    async def _read(self, client: _MqttClient) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             self._buffer.append(RawPack(str(message.topic), payload, time.time(), message.mid, message.qos))
-            metrics.UNACKED.set(len(self._buffer))
+            self._unacked += 1
+            metrics.UNACKED.set(self._unacked)
+            if self._unacked >= self.settings.receive_maximum:
+                client.pause_reading()
             self._arrived.set()
             if len(self._buffer) >= self.settings.batch_max_packs:
                 self._full.set()
 
-    async def _flush_loop(self, client: aiomqtt.Client, reader: asyncio.Task[None]) -> None:
+    async def _flush_loop(self, client: _MqttClient, reader: asyncio.Task[None]) -> None:
         """A batch closes when it is full or `batch_max_seconds` after its first pack. The next
         batch is decoded while the previous one commits; packs are acked after their commit."""
         committing: asyncio.Task[None] | None = None
@@ -262,7 +301,7 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await committing
 
-    async def _commit_and_ack(self, client: aiomqtt.Client, prepared: Prepared) -> None:
+    async def _commit_and_ack(self, client: _MqttClient, prepared: Prepared) -> None:
         while not await asyncio.to_thread(self._commit, prepared):
             if self._stopping.is_set():
                 return
@@ -270,7 +309,10 @@ class Gateway:
         for pack in prepared.packs:
             if pack.qos > 0:
                 client._client.ack(pack.mid, pack.qos)
-        metrics.UNACKED.set(len(self._buffer))
+        self._unacked -= len(prepared.packs)
+        metrics.UNACKED.set(self._unacked)
+        if self._unacked < self.settings.receive_maximum:
+            client.resume_reading()
 
 
 async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_rollups: bool = True,
