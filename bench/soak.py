@@ -24,6 +24,7 @@ from bench.ingest import (
     wait_healthy,
 )
 from wattline.senml import SENML_TOPIC, encode_pack
+from wattline.settings import Settings
 
 
 def run() -> list[Row]:
@@ -81,14 +82,19 @@ def run() -> list[Row]:
     lag = [(s[2] - s[3]) / rate for s in samples]
     tenth = max(1, len(samples) // 10)
     early, late = float(np.median(rss[tenth:2 * tenth])), float(np.median(rss[-tenth:]))
-    achieved = samples[-1][3] / samples[-1][0] if samples else 0.0
+    # Sustained: everything published, stored, over the publishing time plus the final drain.
+    achieved = stored / (publishing_s + drained_in)
+    # The gateway holds at most 2 × receive_maximum packs (ingest/gateway.py): its RSS may
+    # step up once by that buffer's high-water mark; anything beyond that is growth.
+    allowance = 2 * Settings().receive_maximum * len(wire[0][1]) / 2**20
     rows += [
         Row("soak", f"{seconds / 60:.0f} min, {rate:,.0f} readings/s asked: published", published / publishing_s,
             "readings/s", f"{published:,} readings, pre-encoded packs of {PER_BRIDGE}"),
-        Row("soak", "stored while publishing", achieved, "readings/s", "target ≥ 100,000 sustained"),
+        Row("soak", "stored, sustained (publishing time + final drain)", achieved, "readings/s",
+            "target ≥ 100,000 sustained"),
         Row("soak", "gateway RSS, second tenth of the run (median)", early, "MiB"),
         Row("soak", "gateway RSS, last tenth of the run (median)", late, "MiB",
-            f"growth {100 * (late - early) / early:+.1f} %; flat is within ±5 %; by tenth: "
+            f"growth {late - early:+.0f} MiB; flat: within the {allowance:.0f} MiB pack buffer; by tenth: "
             + " ".join(f"{float(np.median(rss[i:i + tenth])):.0f}" for i in range(0, len(rss), tenth))),
         Row("soak", "stored rows behind published, at the end", lag[-1] if lag else 0.0, "s of traffic",
             (f"max {max(lag):.1f} s; by tenth: " + " ".join(f"{lag[min(i + tenth, len(lag)) - 1]:.0f}"
