@@ -117,8 +117,9 @@ def mosquitto_ceiling(stack: Stack, items: list[tuple[str, bytes]], readings: in
     return readings / elapsed
 
 
-def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000) -> float:
-    """The same number of rows, binary COPY straight into the hypertable, no staging."""
+def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000, streams: int = 1) -> float:
+    """The same number of rows, binary COPY straight into the hypertable, no staging; with
+    `streams` connections COPYing disjoint halves at once (the ceiling N gateways face)."""
     ids = np.tile(np.arange(1, SENSORS + 1, dtype=np.int64), readings // SENSORS)
     ts = np.repeat(T0 - 86400 + np.arange(readings // SENSORS) * 10.0, SENSORS)
     amps = np.random.default_rng(2).uniform(0, 60, readings).astype(np.float32)
@@ -128,16 +129,26 @@ def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000) -> float:
     pf = np.full(readings, 0.9, dtype=np.float32)
     rssi = np.full(readings, -70.0, dtype=np.float32)
     bridge = (ids - 1) // PER_BRIDGE + 1
+    chunks = [encode_readings(ids[i:i + batch], ts[i:i + batch], amps[i:i + batch], volts[i:i + batch],
+                              pf[i:i + batch], rssi[i:i + batch], bridge[i:i + batch])
+              for i in range(0, readings, batch)]
+
+    def copy(mine: list[bytes]) -> None:
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            for data in mine:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(
+                        "COPY readings (sensor_id, ts, current_a, voltage_v, power_factor, rssi_dbw, bridge_id) "
+                        "FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.write(data)
+
+    workers = [threading.Thread(target=copy, args=(chunks[k::streams],)) for k in range(streams)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        started = time.perf_counter()
-        for i in range(0, readings, batch):
-            sl = slice(i, i + batch)
-            data = encode_readings(ids[sl], ts[sl], amps[sl], volts[sl], pf[sl], rssi[sl], bridge[sl])
-            with conn.transaction(), conn.cursor() as cur, cur.copy(
-                    "COPY readings (sensor_id, ts, current_a, voltage_v, power_factor, rssi_dbw, bridge_id) "
-                    "FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(data)
-        elapsed = time.perf_counter() - started
         conn.execute("TRUNCATE readings")
     return readings / elapsed
 
@@ -261,8 +272,14 @@ def run() -> list[Row]:
         port = free_port()
         mosq = mosquitto_ceiling(stack, items, readings)
         copy = copy_ceiling(stack, readings)
+        copy2 = copy_ceiling(stack, readings, streams=2)
         e2e, rss = gateway_throughput(stack, items, readings, port)
         size = bytes_per_reading(stack)
+        from bench.scaleout import drain, leave  # one gateway per core, as a deployment would run
+
+        ports = [port, free_port()]
+        e2e2 = drain(stack, 2, 1, ports)[0]  # round 1: a backlog an hour old, not in the future
+        leave(stack, ports[1], 1)  # back to one gateway for the latency run
         note = f"{len(items)} packs of {PER_BRIDGE} readings, {readings:,} readings"
         rows += [
             Row("ingest", "Mosquitto alone (null QoS 1 subscriber)", mosq, "readings/s", note),
@@ -270,6 +287,10 @@ def run() -> list[Row]:
             Row("ingest", "end to end: MQTT → committed rows", e2e, "readings/s", "target ≥ 100,000"),
             Row("ingest", "end to end / COPY ceiling", 100 * e2e / copy, "%", "target ≥ 70 %"),
             Row("ingest", "end to end / Mosquitto ceiling", 100 * e2e / mosq, "%"),
+            Row("ingest", "raw binary COPY, 2 connections at once", copy2, "readings/s"),
+            Row("ingest", "end to end, 2 gateways (one per core)", e2e2, "readings/s", "one shared subscription"),
+            Row("ingest", "end to end, 2 gateways / COPY ceiling", 100 * e2e2 / copy, "%", "target ≥ 70 %"),
+            Row("ingest", "end to end, 2 gateways / COPY with 2 connections", 100 * e2e2 / copy2, "%"),
             Row("ingest", "gateway RSS with 100,000 sensors", rss / 2**20, "MiB", "target < 300 MB"),
             Row("ingest", "disk per stored reading (heap + indexes)", size, "bytes",
                 f"{size * 8640 * 1000 / 2**30:,.2f} GiB per 1,000 sensors per day at 10 s"),

@@ -32,15 +32,19 @@ def health(port: int) -> dict[str, Any]:
     return dict(httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json())
 
 
+def leave(stack: Any, port: int, n: int) -> None:
+    """`wattline gateway --leave` for gateway n: its session leaves the shared group."""
+    subprocess.run([sys.executable, "-m", "wattline.cli", "gateway", "--leave"], env=gateway_env(stack, port, n),
+                   check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def drain(stack: Any, n: int, round_no: int, ports: list[int]) -> tuple[float, int, int]:
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, rollup_dirty")
     # Scaling down: members of the group beyond n leave it, or the broker would keep routing
     # them a share of the backlog that nobody takes (their sessions outlive their processes).
     for i in range(n, len(ports)):
-        subprocess.run([sys.executable, "-m", "wattline.cli", "gateway", "--leave"],
-                       env=gateway_env(stack, ports[i], i), check=True, timeout=120,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        leave(stack, ports[i], i)
     gws = [start_gateway(stack, ports[i], i) for i in range(n)]  # sessions and subscriptions first
     for port in ports[:n]:
         wait_healthy(port)
