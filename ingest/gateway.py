@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -85,6 +87,17 @@ class _MqttClient(aiomqtt.Client):
                 self._disconnected.set_exception(exc)
 
 
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+TRIM_EVERY_S = 10.0
+
+
 LEAVE_IDLE_S = 3.0  # leaving: this long with nothing unacked and nothing arriving = drained
 
 
@@ -98,6 +111,7 @@ class Gateway:
         self.leave = leave
         self.drained = False
         self._unacked = 0  # packs received on this connection and not yet acked
+        self._trimmed_at = time.monotonic()
         self.mqtt_url = mqtt_url
         self.writer = BatchWriter(database_url, max_skew_s=settings.max_clock_skew_s,
                                   max_age_s=settings.max_reading_age_days * 86400.0)
@@ -313,6 +327,12 @@ class Gateway:
         metrics.UNACKED.set(self._unacked)
         if self._unacked < self.settings.receive_maximum:
             client.resume_reading()
+        # Packs are ~32 kB bytes objects, below glibc's mmap threshold: a burst leaves the
+        # heap fragmented and RSS stepped up for good (the soak saw +39 MiB in 10 min).
+        # Handing free pages back now and then keeps RSS flat.
+        if _MALLOC_TRIM is not None and time.monotonic() - self._trimmed_at > TRIM_EVERY_S:
+            self._trimmed_at = time.monotonic()
+            await asyncio.to_thread(_MALLOC_TRIM, 0)
 
 
 async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_rollups: bool = True,
