@@ -21,28 +21,33 @@ import psycopg
 from analytics.tariffs import interval_prices, load_tariffs, pricing_step_s
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
+from wattline.queries import local_day_end
 
-_DAY_END = "((d AT TIME ZONE %(tz)s) + interval '1 day') AT TIME ZONE %(tz)s"
 
-
-def price_days(conn: psycopg.Connection[Any], site_id: int, days: list[datetime]) -> int:
-    """Re-price the given local days (their midnights) of a site and mark them. Returns the
-    number of days marked: none for a site without a tariff (nothing to price)."""
+def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datetime]) -> int:
+    """Re-price the site's local days that contain `instants` (a day's midnight names it)
+    and mark them. Returns the number of days marked: none for a site without a tariff
+    (nothing to price)."""
     site = fetch_tuples(conn, "SELECT timezone, country FROM sites WHERE id = %s", (site_id,))
     versions = load_tariffs(conn, site_id)
-    if not site or not versions or not days:
+    if not site or not versions or not instants:
         return 0
     tz, country = site[0]
     step = pricing_step_s(versions, tz)
-    spans = fetch_tuples(conn, f"""SELECT extract(epoch FROM d)::float8, extract(epoch FROM {_DAY_END})::float8
-                                   FROM unnest(%(days)s::timestamptz[]) d ORDER BY 1""", {"days": days, "tz": tz})
-    stamps = np.concatenate([np.arange(lo, hi, step) for lo, hi in spans])
-    day_of = np.concatenate([np.full(len(np.arange(lo, hi, step)), lo) for lo, hi in spans])
+    # The local days as rollups_1d buckets them, with their real lengths (23 or 25 hours across DST).
+    spans = fetch_tuples(conn, f"""
+        SELECT d, extract(epoch FROM d)::float8, extract(epoch FROM {local_day_end("d", "%(tz)s")})::float8
+        FROM (SELECT DISTINCT time_bucket('1 day', m, %(tz)s) AS d FROM unnest(%(instants)s::timestamptz[]) m) x
+        ORDER BY d""", {"instants": instants, "tz": tz})
+    days = [d for d, _, _ in spans]
+    per_day = [np.arange(lo, hi, step) for _, lo, hi in spans]
+    stamps = np.concatenate(per_day)
+    day_of = np.concatenate([np.full(len(s), lo) for s, (_, lo, _) in zip(per_day, spans, strict=True)])
     rates, bands = interval_prices(stamps, versions, tz, country)
     table = (Resolution.HOUR1 if step == 3600.0 else Resolution.MIN15).table
     params = {"site": site_id, "days": days, "stamps": stamps.tolist(), "rates": rates.tolist(), "bands": bands,
-              "day_of": day_of.tolist(), "from": datetime.fromtimestamp(spans[0][0], UTC),
-              "to": datetime.fromtimestamp(spans[-1][1], UTC)}
+              "day_of": day_of.tolist(), "from": datetime.fromtimestamp(spans[0][1], UTC),
+              "to": datetime.fromtimestamp(spans[-1][2], UTC)}
     site_nodes = "SELECT id FROM nodes WHERE site_id = %(site)s"
     conn.execute(f"DELETE FROM rollups_band_1d WHERE node_id IN ({site_nodes}) AND bucket = ANY(%(days)s)", params)
     conn.execute(f"""
@@ -57,12 +62,6 @@ def price_days(conn: psycopg.Connection[Any], site_id: int, days: list[datetime]
     conn.execute("""INSERT INTO band_days (site_id, day) SELECT %(site)s, unnest(%(days)s::timestamptz[])
                     ON CONFLICT (site_id, day) DO UPDATE SET computed_at = now()""", params)
     return len(days)
-
-
-def local_days(conn: psycopg.Connection[Any], tz: str, stamps: list[datetime]) -> list[datetime]:
-    """The local days (as their midnights) that contain these instants, as `rollups_1d` buckets them."""
-    return [r[0] for r in fetch_tuples(conn, "SELECT DISTINCT time_bucket('1 day', m, %s) "
-                                             "FROM unnest(%s::timestamptz[]) m ORDER BY 1", (tz, stamps))]
 
 
 def price_unpriced_days(conn: psycopg.Connection[Any], limit: int = 62) -> int:

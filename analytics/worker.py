@@ -24,12 +24,13 @@ import numpy as np
 import psycopg
 import structlog
 
-from analytics.band_rollups import local_days, price_days, price_unpriced_days
+from analytics.band_rollups import price_days, price_unpriced_days
 from analytics.hierarchy import load_trees, roll_up
 from analytics.rollup import bucket_stats, readings_power
 from analytics.tariffs import site_offset_minutes
 from wattline.db import fetch_tuples
 from wattline.domain import Connection
+from wattline.queries import local_day_end
 from wattline.settings import Settings
 
 log = structlog.get_logger("wattline.rollups")
@@ -119,8 +120,7 @@ class RollupEngine:
             for site in sites:
                 minutes = sorted(minutes_by_site[site])
                 self._coarser(conn, site, site_tz[site], minutes)
-                stamps = [datetime.fromtimestamp(m * 60, UTC) for m in minutes]
-                price_days(conn, site, local_days(conn, site_tz[site], stamps))
+                price_days(conn, site, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])
 
     def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], sensors_of_node: dict[int, list[int]],
                   sensor_info: dict[int, tuple[int, float, float]], node_minutes: dict[int, set[int]],
@@ -211,7 +211,7 @@ class RollupEngine:
             return
         stamps = [datetime.fromtimestamp(m * 60, UTC) for m in minutes]
         offset = timedelta(minutes=site_offset_minutes(tz) % 60)
-        day_end = "((t.b AT TIME ZONE %(tz)s) + interval '1 day') AT TIME ZONE %(tz)s"
+        day_end = local_day_end("t.b", "%(tz)s")
         tiers = (("rollups_1m", "rollups_15m", "time_bucket('15 minutes', {c})", "t.b + interval '15 minutes'", 60),
                  ("rollups_15m", "rollups_1h", "time_bucket('1 hour', {c}, %(offset)s::interval)",
                   "t.b + interval '1 hour'", 900),

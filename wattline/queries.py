@@ -242,14 +242,19 @@ def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[flo
                  "from": t_from, "to": t_to})
 
 
+def local_day_end(ts: str, tz: str) -> str:
+    """SQL for the end of the local day that starts at `ts` in zone `tz` (both SQL
+    expressions): 23 or 25 hours later across a DST change, as `rollups_1d` buckets days."""
+    return f"(({ts} AT TIME ZONE {tz}) + interval '1 day') AT TIME ZONE {tz}"
+
+
 def priced_days(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime) -> list[Row]:
     """The site's whole local days inside [t_from, t_to) that the cost tier has priced."""
     where, params = scope(p)
     return _all(conn, f"""
         SELECT b.day, extract(epoch FROM b.day)::float8 AS day_s, extract(epoch FROM e.end_at)::float8 AS end_s
         FROM band_days b JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
-        CROSS JOIN LATERAL (SELECT ((b.day AT TIME ZONE s.timezone) + interval '1 day') AT TIME ZONE s.timezone
-                            AS end_at) e
+        CROSS JOIN LATERAL (SELECT {local_day_end("b.day", "s.timezone")} AS end_at) e
         WHERE b.site_id = %(site)s AND {where} AND b.day >= %(from)s AND e.end_at <= %(to)s
         ORDER BY b.day""", {**params, "site": site_id, "from": t_from, "to": t_to})
 
