@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import aiomqtt
 import psycopg
@@ -113,6 +113,7 @@ class Gateway:
         self._unacked = 0  # packs received on this connection and not yet acked
         self._trimmed_at = time.monotonic()
         self.mqtt_url = mqtt_url
+        self._broker = urlsplit(mqtt_url)
         self.writer = BatchWriter(database_url, max_skew_s=settings.max_clock_skew_s,
                                   max_age_s=settings.max_reading_age_days * 86400.0)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
@@ -188,8 +189,14 @@ class Gateway:
         self.stats.last_batch_at = time.time()
 
     # -- MQTT --------------------------------------------------------------------------
+    def _client(self, **options: Any) -> _MqttClient:
+        """A client of our broker under our client id (MQTT v5); `options` set the session."""
+        parts = self._broker
+        return _MqttClient(parts.hostname or "127.0.0.1", parts.port or 1883, username=parts.username,
+                           password=parts.password, identifier=self.settings.mqtt_client_id,
+                           protocol=aiomqtt.ProtocolVersion.V5, **options)
+
     async def run(self) -> None:
-        parts = urlsplit(self.mqtt_url)
         backoff = 0.5
         while not self._stopping.is_set():
             props = Properties(PacketTypes.CONNECT)
@@ -197,12 +204,7 @@ class Gateway:
             props.ReceiveMaximum = self.settings.receive_maximum
             try:
                 self._unacked = 0
-                async with _MqttClient(
-                    parts.hostname or "127.0.0.1", parts.port or 1883,
-                    username=parts.username, password=parts.password,
-                    identifier=self.settings.mqtt_client_id, protocol=aiomqtt.ProtocolVersion.V5,
-                    clean_start=False, properties=props, keepalive=30,
-                ) as client:
+                async with self._client(clean_start=False, properties=props, keepalive=30) as client:
                     client._client.manual_ack_set(True)
                     share = self.settings.mqtt_share_group
                     # Shared: N gateways split the load. Plain (empty group): one gateway, and
@@ -215,7 +217,8 @@ class Gateway:
                     else:
                         await client.subscribe(prefix + SENML_FILTER, qos=1)
                         await client.subscribe(prefix + STATUS_FILTER, qos=1)
-                        log.info("gateway subscribed", broker=f"{parts.hostname}:{parts.port}", group=share)
+                        log.info("gateway subscribed", broker=f"{self._broker.hostname}:{self._broker.port}",
+                                 group=share)
                     self.subscribed = True
                     backoff = 0.5
                     try:
@@ -229,16 +232,14 @@ class Gateway:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
         if self.drained:
-            await self._end_session(parts)
+            await self._end_session()
         await asyncio.to_thread(self.writer.close)
         log.info("gateway stopped", packs=self.stats.packs, stored=self.stats.stored,
                  duplicates=self.stats.duplicates, spooled=self.stats.spooled_packs)
 
-    async def _end_session(self, parts: SplitResult) -> None:
+    async def _end_session(self) -> None:
         """A clean-start connection with no expiry replaces the session, and its end deletes it."""
-        async with aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883, username=parts.username,
-                                  password=parts.password, identifier=self.settings.mqtt_client_id,
-                                  protocol=aiomqtt.ProtocolVersion.V5, clean_start=True):
+        async with self._client(clean_start=True):
             pass
         log.info("gateway left the group: session ended", packs=self.stats.packs, stored=self.stats.stored)
 
