@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from wattline.logs import configure_logging
-from wattline.settings import Settings, get_settings
+from wattline.settings import get_settings
 
 app = typer.Typer(help="Wattline energy monitoring.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -20,19 +20,19 @@ privacy_app = typer.Typer(help="Data-subject requests and anonymised exports (au
 app.add_typer(privacy_app, name="privacy")
 
 
-def _urls(settings: Settings) -> tuple[str, str]:
-    if not settings.database_url or not settings.mqtt_url:
-        typer.echo("WATTLINE_DATABASE_URL and WATTLINE_MQTT_URL must be set (or use `wattline up`).", err=True)
+def _required(name: str, value: str | None) -> str:
+    if not value:
+        typer.echo(f"WATTLINE_{name.upper()} must be set (or use `wattline up`).", err=True)
         raise typer.Exit(2)
-    return settings.database_url, settings.mqtt_url
+    return value
 
 
 def _database_url() -> str:
-    settings = get_settings()
-    if not settings.database_url:
-        typer.echo("WATTLINE_DATABASE_URL must be set (or use `wattline up`).", err=True)
-        raise typer.Exit(2)
-    return settings.database_url
+    return _required("database_url", get_settings().database_url)
+
+
+def _mqtt_url() -> str:
+    return _required("mqtt_url", get_settings().mqtt_url)
 
 
 @db_app.command("migrate")
@@ -72,7 +72,7 @@ def gateway(rollups: Annotated[bool, typer.Option(help="Run the rollup worker in
 
     settings = get_settings()
     configure_logging(settings.log_json)
-    database_url, mqtt_url = _urls(settings)
+    database_url, mqtt_url = _database_url(), _mqtt_url()
     asyncio.run(serve(settings, database_url, mqtt_url, with_rollups=rollups and not leave, leave=leave))
 
 
@@ -99,9 +99,7 @@ def simulate(
 
     settings = get_settings()
     configure_logging(settings.log_json)
-    if not settings.mqtt_url:
-        typer.echo("WATTLINE_MQTT_URL is not set.", err=True)
-        raise typer.Exit(2)
+    mqtt_url = _mqtt_url()
     fleet = build_fleet(sites, bridges, sensors)
     if seed_catalogue:
         with psycopg.connect(_database_url(), autocommit=True) as conn:
@@ -109,7 +107,7 @@ def simulate(
         typer.echo(f"catalogue seeded: {counts}")
     faults = Faults(drop_rate, duplicate_rate, delay_rate, 5, malformed_rate, bad_value_rate, offline_bridge,
                     offline_after_ticks, offline_for_ticks)
-    sim = Simulator(fleet, settings.mqtt_url, interval_s=interval, faults=faults)
+    sim = Simulator(fleet, mqtt_url, interval_s=interval, faults=faults)
     report = Report()
     try:
         if backfill_from is not None:
