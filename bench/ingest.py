@@ -165,6 +165,33 @@ def start_gateway(stack: Stack, port: int, n: int = 0) -> subprocess.Popen[bytes
                             stderr=(stack.root / "gateway.log").open("ab"))
 
 
+def leave(stack: Stack, port: int, n: int) -> None:
+    """`wattline gateway --leave` for gateway n: its session leaves the shared group."""
+    subprocess.run([sys.executable, "-m", "wattline.cli", "gateway", "--leave"], env=gateway_env(stack, port, n),
+                   check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_all(gateways: list[subprocess.Popen[bytes]]) -> None:
+    for gw in gateways:
+        gw.terminate()
+        gw.wait(30)
+
+
+def start_on_backlog(stack: Stack, ports: list[int], items: list[tuple[str, bytes]]) -> list[subprocess.Popen[bytes]]:
+    """Gateways 0…n-1 on `ports`, started with `items` already waiting for them: each first
+    makes its persistent session and subscription and stops, then the backlog is published."""
+    stop_all(_started_and_healthy(stack, ports))
+    publish_all(stack.mqtt_url, items)  # the backlog waits in the broker for the gateways
+    return _started_and_healthy(stack, ports)
+
+
+def _started_and_healthy(stack: Stack, ports: list[int]) -> list[subprocess.Popen[bytes]]:
+    gateways = [start_gateway(stack, port, i) for i, port in enumerate(ports)]
+    for port in ports:
+        wait_healthy(port)
+    return gateways
+
+
 def wait_healthy(port: int, timeout: float = 60.0) -> None:
     import httpx
 
@@ -179,11 +206,15 @@ def wait_healthy(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError("gateway did not become healthy")
 
 
-def stored_by(ports: list[int]) -> int:
-    """Readings the gateways on these ports have committed (their /health counters)."""
+def gateway_health(port: int) -> dict[str, Any]:
     import httpx
 
-    return sum(int(httpx.get(f"http://127.0.0.1:{p}/health", timeout=5).json()["stored"]) for p in ports)
+    return dict(httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json())
+
+
+def stored_by(ports: list[int]) -> int:
+    """Readings the gateways on these ports have committed (their /health counters)."""
+    return sum(int(gateway_health(p)["stored"]) for p in ports)
 
 
 def count(stack: Stack) -> int:
@@ -208,17 +239,10 @@ def drain_seconds(stack: Stack, ports: list[int], readings: int) -> float:
 
 
 def gateway_throughput(stack: Stack, items: list[tuple[str, bytes]], readings: int, port: int) -> tuple[float, float]:
-    gw = start_gateway(stack, port)  # creates its persistent session and subscription
-    wait_healthy(port)
-    gw.terminate()
-    gw.wait(30)
-    publish_all(stack.mqtt_url, items)  # the backlog waits in the broker for the gateway
-    gw = start_gateway(stack, port)
-    wait_healthy(port)
+    gateways = start_on_backlog(stack, [port], items)
     elapsed = drain_seconds(stack, [port], readings)
-    rss = psutil.Process(gw.pid).memory_info().rss
-    gw.terminate()
-    gw.wait(30)
+    rss = psutil.Process(gateways[0].pid).memory_info().rss
+    stop_all(gateways)
     return readings / elapsed, rss
 
 
@@ -275,7 +299,7 @@ def run() -> list[Row]:
         copy2 = copy_ceiling(stack, readings, streams=2)
         e2e, rss = gateway_throughput(stack, items, readings, port)
         size = bytes_per_reading(stack)
-        from bench.scaleout import drain, leave  # one gateway per core, as a deployment would run
+        from bench.scaleout import drain  # one gateway per core, as a deployment would run
 
         ports = [port, free_port()]
         e2e2 = drain(stack, 2, 1, ports)[0]  # round 1: a backlog an hour old, not in the future

@@ -4,12 +4,9 @@ no pack was handled twice (the gateways' stored counts add up exactly, no duplic
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from typing import Any
 
-import httpx
 import psycopg
 
 from bench.common import Row, services
@@ -17,25 +14,15 @@ from bench.ingest import (
     SENSORS,
     T0,
     drain_seconds,
-    gateway_env,
+    gateway_health,
+    leave,
     packs,
-    publish_all,
     seed,
-    start_gateway,
-    wait_healthy,
+    start_on_backlog,
+    stop_all,
 )
 
 TICKS = 10  # 1 M readings per round
-
-
-def health(port: int) -> dict[str, Any]:
-    return dict(httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json())
-
-
-def leave(stack: Any, port: int, n: int) -> None:
-    """`wattline gateway --leave` for gateway n: its session leaves the shared group."""
-    subprocess.run([sys.executable, "-m", "wattline.cli", "gateway", "--leave"], env=gateway_env(stack, port, n),
-                   check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def drain(stack: Any, n: int, round_no: int, ports: list[int]) -> tuple[float, int, int]:
@@ -45,23 +32,12 @@ def drain(stack: Any, n: int, round_no: int, ports: list[int]) -> tuple[float, i
     # them a share of the backlog that nobody takes (their sessions outlive their processes).
     for i in range(n, len(ports)):
         leave(stack, ports[i], i)
-    gws = [start_gateway(stack, ports[i], i) for i in range(n)]  # sessions and subscriptions first
-    for port in ports[:n]:
-        wait_healthy(port)
-    for gw in gws:
-        gw.terminate()
-        gw.wait(30)
     readings = SENSORS * TICKS
-    publish_all(stack.mqtt_url, packs(TICKS, T0 + round_no * 1000.0))
-    gws = [start_gateway(stack, ports[i], i) for i in range(n)]
-    for port in ports[:n]:
-        wait_healthy(port)
+    gateways = start_on_backlog(stack, ports[:n], packs(TICKS, T0 + round_no * 1000.0))
     elapsed = drain_seconds(stack, ports[:n], readings)
     time.sleep(0.5)
-    shares = [health(port) for port in ports[:n]]
-    for gw in gws:
-        gw.terminate()
-        gw.wait(30)
+    shares = [gateway_health(port) for port in ports[:n]]
+    stop_all(gateways)
     return readings / elapsed, sum(h["stored"] for h in shares), sum(h["duplicates"] for h in shares)
 
 
