@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import dash
 from dash import Dash, dcc, html
 
@@ -9,12 +12,16 @@ from dashboard import auth, data
 from wattline.db import make_pool
 from wattline.settings import Settings
 
+# The page container's own content; typed Any because Dash declares the argument as a
+# TypedDict without keys.
+PAGE_BUILD: Any = {"_pages_content": "children"}
+
 
 def create_dash(settings: Settings, database_url: str | None = None) -> Dash:
     pool = make_pool(database_url or settings.database_url, max_size=8, name="dashboard", wait=False)
     data.configure(pool, settings)
     app = Dash(__name__, use_pages=True, pages_folder="", title="Wattline", suppress_callback_exceptions=True,
-               assets_folder=str(__import__("pathlib").Path(__file__).parent / "assets"))
+               assets_folder=str(Path(__file__).parent / "assets"))
     app.server.secret_key = settings.secret_key
     app.server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     auth.install(app.server, pool)
@@ -30,6 +37,10 @@ def create_dash(settings: Settings, database_url: str | None = None) -> Dash:
             html.Nav([html.A("Portfolio", href="/"), html.A("Alerts", href="/alerts"),
                       html.A("Sign out", href="/logout")]),
         ], className="topbar"),
-        dcc.Loading(dash.page_container, type="dot", delay_show=300),
+        # Only a page being built shows this spinner. By default dcc.Loading watches every
+        # callback inside it, so one slow chart would blank the whole page after 300 ms;
+        # charts and tables have their own spinners.
+        dcc.Loading(dash.page_container, type="dot", delay_show=300,
+                    target_components=PAGE_BUILD),
     ])
     return app

@@ -21,13 +21,14 @@ from alerts.rules import Threshold
 from alerts.scheduler import run_pass
 from analytics.costing import site_cost
 from analytics.worker import RollupEngine
+from dashboard.pages.site import power_figure
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
 from sensor_sim.fleet import build_fleet
 from sensor_sim.seed import seed_catalogue
 from tests.conftest import wait_for
 from wattline.accounts import DEMO_EMAIL, DEMO_PASSWORD, Principal, ensure_demo_users
-from wattline.domain import Role
+from wattline.domain import Resolution, Role
 from wattline.localstack import free_port
 from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.settings import Settings
@@ -69,7 +70,8 @@ def dashboard_url(database_url: str, seeded: dict[str, Any]) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(dashboard_url: str) -> Iterator[Any]:
+def browser_page() -> Iterator[Any]:
+    """A headless Chromium page that collects every console error and uncaught exception."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -81,18 +83,42 @@ def page(dashboard_url: str) -> Iterator[Any]:
             "--disable-sync", "--no-first-run"])
         pg = browser.new_page(viewport={"width": 1440, "height": 900})
         errors: list[str] = []
-        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.on("console", lambda m: errors.append(f"{pg.url}: {m.text}") if m.type == "error" else None)
+        pg.on("pageerror", lambda e: errors.append(f"{pg.url}: {e}"))
         pg.console_errors = errors  # type: ignore[attr-defined]
-        pg.goto(dashboard_url + "/")
         yield pg
         browser.close()
+
+
+@pytest.fixture
+def page(browser_page: Any, dashboard_url: str) -> Any:
+    browser_page.goto(dashboard_url + "/")
+    return browser_page
 
 
 def login(page: Any, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD) -> None:
     page.fill("input[name=email]", email)
     page.fill("input[name=password]", password)
     page.click("#sign-in")
+
+
+def test_a_flat_power_line_draws_cleanly(browser_page: Any) -> None:
+    """A steady load averages to values a few ULPs apart. Plotly autoranged that to a
+    3e-15 wide axis, hid every tick label and put the axis title at x=Infinity (a console
+    error on the site page whenever a node's load was flat)."""
+    import plotly.offline
+
+    start = datetime(2026, 11, 23, tzinfo=UTC)
+    rows = [{"bucket": start + timedelta(minutes=15 * k), "mean_power_w": 7648.736366224163 + (k % 2) * 3e-12}
+            for k in range(13)]
+    figure = power_figure(rows, "Europe/London", Resolution.MIN15)
+    browser_page.set_content('<div id="chart" style="width:1200px"></div>')
+    browser_page.add_script_tag(content=plotly.offline.get_plotlyjs())
+    browser_page.evaluate("f => Plotly.newPlot('chart', f.data, f.layout)", figure.to_plotly_json())
+    assert browser_page.console_errors == []
+    labels = browser_page.eval_on_selector_all(".ytick text", "ts => ts.filter(t => t.style.display !== 'none')"
+                                                             ".map(t => t.textContent)")
+    assert "0" in labels and len(labels) >= 3, labels
 
 
 def test_login_is_required_and_wrong_password_refused(page: Any, dashboard_url: str) -> None:
@@ -148,6 +174,13 @@ def test_every_page_shows_the_database_numbers(page: Any, dashboard_url: str, db
                              WHERE n.site_id = %s AND n.kind = 'site' AND r.bucket >= %s AND r.bucket < %s""",
                           (site_id, t_from, t_to)).fetchone()[0]
     assert re.search(rf"{re.escape(name)} · {site_kwh:,.1f} kWh", tree_text), tree_text[:200]
+    # The power chart: the site root's 15-minute means over the two picked days, in kW.
+    page.wait_for_function("document.querySelector('#site-series .js-plotly-plot')?.data?.[0]?.y?.length > 0")
+    plotted = page.evaluate("document.querySelector('#site-series .js-plotly-plot').data[0].y")
+    stored = db.execute("""SELECT round(r.mean_power_w) / 1000 FROM rollups_15m r JOIN nodes n ON n.id = r.node_id
+                           WHERE n.site_id = %s AND n.kind = 'site' AND r.bucket >= %s AND r.bucket < %s
+                           ORDER BY r.bucket""", (site_id, t_from, t_to)).fetchall()
+    assert plotted == [float(v) for (v,) in stored] and len(plotted) > 10
 
     page.goto(f"{dashboard_url}/tariffs/{site_id}")
     page.wait_for_selector(".tariff-map .main-svg", timeout=60_000)

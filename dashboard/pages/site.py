@@ -82,8 +82,8 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
 
 
 def _loading(child: Any) -> dcc.Loading:
-    """A spinner over the chart rather than in place of it: a Plotly chart drawn while
-    hidden measures zero and places its axis titles at Infinity (a console error)."""
+    """A spinner over the chart rather than in place of it, so the old chart stays in view,
+    dimmed, while a new range loads."""
     return dcc.Loading(child, overlay_style={"visibility": "visible", "opacity": 0.5})
 
 
@@ -176,12 +176,23 @@ def series(node_id: int, start: str, end: str, site_id: int) -> go.Figure:
         site, t_from, t_to = _visible_range(c, p, site_id, start, end)
         resolution = resolution_for(t_to - t_from)
         rows = queries.node_series(c, p, [node_id], resolution, t_from, t_to)
-    zone = ZoneInfo(site["timezone"])
+    return power_figure(rows, site["timezone"], resolution)
+
+
+def power_figure(rows: list[dict[str, Any]], timezone: str, resolution: Resolution) -> go.Figure:
+    """Mean power per bucket in the site's local time, in kW from zero.
+
+    Watts are the sensors' real precision, so values are rounded to them: averaging a
+    steady load leaves ULP noise (7.648736366224163 vs ...166), and Plotly autoranges such
+    a flat line to a 3e-15 wide axis, hides every tick label and draws the axis title at
+    x=Infinity. From zero is also how a facility manager reads a load."""
+    zone = ZoneInfo(timezone)
     fig = go.Figure(go.Scatter(x=[r["bucket"].astimezone(zone).replace(tzinfo=None) for r in rows],
-                               y=[r["mean_power_w"] / 1000 for r in rows], mode="lines", name="kW",
+                               y=[round(r["mean_power_w"]) / 1000 for r in rows], mode="lines", name="kW",
                                line={"shape": "hv"}))
-    fig.update_layout(height=360, margin={"t": 20, "l": 50, "r": 20, "b": 40}, yaxis_title="kW",
-                      xaxis_title=f"local time ({site['timezone']}), {resolution.value} buckets",
+    fig.update_layout(height=360, margin={"t": 20, "l": 50, "r": 20, "b": 40},
+                      xaxis_title=f"local time ({timezone}), {resolution.value} buckets",
+                      yaxis={"title": {"text": "kW"}, "rangemode": "tozero"},
                       xaxis={"rangeslider": {"visible": True}, "rangeselector": {"buttons": [
                           {"count": 6, "label": "6h", "step": "hour", "stepmode": "backward"},
                           {"count": 1, "label": "1d", "step": "day", "stepmode": "backward"},
