@@ -4,6 +4,9 @@
 - Raw binary COPY alone: the same rows COPYed straight into the readings hypertable.
 - The gateway (a `wattline gateway` process, rollups off) drains that backlog into
   TimescaleDB, validating, de-duplicating and queueing rollup work on the way.
+The COPY ceiling and the gateway alternate for `ROUNDS` rounds on an emptied table, and
+the ratio is the median of the rounds' ratios: on a shared 2-core machine one sample of
+each moved the ratio between 62 % and 90 % from run to run.
 Then the simulator publishes in real time at half the measured rate to read the
 sensor-to-row latency, and the gateway's RSS is read with 100,000 sensors known.
 """
@@ -25,13 +28,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.common import Row, Stack, percentile, services
+from bench.common import Row, Stack, median, percentile, services
 from ingest.copy import encode_readings
 from wattline.senml import SENML_TOPIC, encode_pack
 
 SENSORS = 100_000
 PER_BRIDGE = 500
 TICKS = 20  # 2 M readings in the backlog
+ROUNDS = 3
 T0 = float(int(time.time()) // 10 * 10 - 3600)
 
 
@@ -246,6 +250,11 @@ def gateway_throughput(stack: Stack, items: list[tuple[str, bytes]], readings: i
     return readings / elapsed, rss
 
 
+def empty(stack: Stack) -> None:
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, rollup_dirty")
+
+
 def bytes_per_reading(stack: Stack) -> float:
     """On disk per stored reading, heap and indexes (what sizing the raw tier needs)."""
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
@@ -255,9 +264,12 @@ def bytes_per_reading(stack: Stack) -> float:
 
 
 def latency(stack: Stack, rate: float, port: int, seconds: float = 30.0) -> tuple[float, float, int]:
-    """Publish in real time at `rate` readings/s; sensor time to row written, p50/p99."""
+    """Publish in real time at `rate` readings/s; sensor time to row written, p50/p99.
+    Starts from a checkpoint, as pgbench does: the rounds before it wrote ~10 M rows, and
+    their checkpoint would otherwise land in these 30 s (the soak bench covers checkpoints)."""
+    empty(stack)
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, rollup_dirty")
+        conn.execute("CHECKPOINT")
     gw = start_gateway(stack, port)
     wait_healthy(port)
     interval = max(0.5, SENSORS / rate)
@@ -295,10 +307,18 @@ def run() -> list[Row]:
         items = packs(TICKS, T0)
         port = free_port()
         mosq = mosquitto_ceiling(stack, items, readings)
-        copy = copy_ceiling(stack, readings)
+        copies, rates, ratios = [], [], []
+        for _ in range(ROUNDS):
+            copies.append(copy_ceiling(stack, readings))
+            rate, rss = gateway_throughput(stack, items, readings, port)
+            rates.append(rate)
+            ratios.append(100 * rate / copies[-1])
+            if len(rates) < ROUNDS:
+                empty(stack)
+        copy, e2e = median(copies), median(rates)
+        size = bytes_per_reading(stack)  # the last round's rows
+        empty(stack)
         copy2 = copy_ceiling(stack, readings, streams=2)
-        e2e, rss = gateway_throughput(stack, items, readings, port)
-        size = bytes_per_reading(stack)
         from bench.scaleout import drain  # one gateway per core, as a deployment would run
 
         ports = [port, free_port()]
@@ -307,9 +327,11 @@ def run() -> list[Row]:
         note = f"{len(items)} packs of {PER_BRIDGE} readings, {readings:,} readings"
         rows += [
             Row("ingest", "Mosquitto alone (null QoS 1 subscriber)", mosq, "readings/s", note),
-            Row("ingest", "raw binary COPY into readings", copy, "readings/s"),
-            Row("ingest", "end to end: MQTT → committed rows", e2e, "readings/s", "target ≥ 100,000"),
-            Row("ingest", "end to end / COPY ceiling", 100 * e2e / copy, "%", "target ≥ 70 %"),
+            Row("ingest", "raw binary COPY into readings", copy, "readings/s", f"median of {ROUNDS} rounds"),
+            Row("ingest", "end to end: MQTT → committed rows", e2e, "readings/s",
+                f"median of {ROUNDS} rounds; target ≥ 100,000"),
+            Row("ingest", "end to end / COPY ceiling", median(ratios), "%",
+                f"median of the rounds' ratios ({' '.join(f'{r:.0f}' for r in ratios)}); target ≥ 70 %"),
             Row("ingest", "end to end / Mosquitto ceiling", 100 * e2e / mosq, "%"),
             Row("ingest", "raw binary COPY, 2 connections at once", copy2, "readings/s"),
             Row("ingest", "end to end, 2 gateways (one per core)", e2e2, "readings/s", "one shared subscription"),

@@ -1,7 +1,10 @@
 """Decoding a batch of packs, then committing it: readings, rejections and rollup work, at once.
 
-`prepare` decodes (CPU only, no database), `commit` writes (one transaction), so that the
-gateway can decode the next batch while the last one commits. Readings are COPYed straight
+`prepare` decodes, maps serials to ids from the catalogue cache and encodes the COPY data
+(CPU only, no database); `commit` writes (one transaction). The gateway prepares the next
+batch while the last one commits, so commit should hold little but the COPY: a pack whose
+bridge or sensors the cache lacks is left unmapped and mapped in `commit`, which can ask
+the database. Readings are COPYed straight
 into the hypertable inside a savepoint; if any (sensor, time) is already there (a resend),
 the savepoint is rolled back and the batch goes through a staging table and
 `INSERT … ON CONFLICT DO NOTHING` instead: every reading is stored once either way, and
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -19,7 +23,7 @@ import psycopg
 import structlog
 
 from ingest import metrics
-from ingest.copy import COLUMNS, encode_readings
+from ingest.copy import COLUMNS, SensorIds, SensorIdsDumper, encode_readings
 from ingest.packs import BatchResult, RawPack
 from wattline.senml import DecodedPack, Limits, Reason, Rejection, bridge_from_topic, decode_pack
 
@@ -47,12 +51,26 @@ class _Rejected:
     payload: bytes
 
 
+Columns = tuple[np.ndarray[Any, Any], ...]  # one array per COLUMNS entry
+
+
+@dataclass
+class Rows:
+    """Readings ready to write: binary COPY data and the rollup work they make."""
+
+    count: int
+    copy_data: bytes
+    dirty: list[tuple[int, SensorIds]]  # (minute start in Unix s, sensors with readings in it)
+
+
 @dataclass
 class Prepared:
     """A decoded batch, not yet written."""
 
     packs: list[RawPack]
-    decoded: list[tuple[RawPack, str, DecodedPack]] = field(default_factory=list)
+    mapped: list[Columns] = field(default_factory=list)
+    unmapped: list[tuple[RawPack, str, DecodedPack]] = field(default_factory=list)  # mapped in commit
+    rows: Rows | None = None  # `mapped`, encoded, when nothing is unmapped
     rejected: list[_Rejected] = field(default_factory=list)
     statuses: list[tuple[str, bool, float]] = field(default_factory=list)
 
@@ -66,10 +84,13 @@ class BatchWriter:
         self.max_age_s = max_age_s
         self._conn: psycopg.Connection[Any] | None = None
         self._bridges: dict[str, Known] = {}
-        # serial -> sensor id, and serial -> site id: two dicts so that np.fromiter can map a
-        # pack's serials without building a tuple per reading.
+        # serial -> sensor id, serial -> site id, and per site serial -> sensor id: the last
+        # maps a pack's serials with one np.fromiter, no tuple per reading. Read by `prepare`
+        # while `commit` fills them in another thread: dict operations are atomic under the
+        # GIL, and a serial not there yet only leaves its pack for `commit` to map.
         self._sensors: dict[str, int] = {}
         self._sensor_site: dict[str, int] = {}
+        self._site_sensors: dict[int, dict[str, int]] = {}
         self._sites_loaded: set[int] = set()
 
     def close(self) -> None:
@@ -80,6 +101,7 @@ class BatchWriter:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+            self._conn.adapters.register_dumper(SensorIds, SensorIdsDumper)
             self._conn.execute(_STAGING_DDL)
         return self._conn
 
@@ -103,8 +125,29 @@ class BatchWriter:
                 raw = r.record if r.record is not None else pack.payload
                 out.rejected.append(_Rejected(pack.topic, bridge, r, raw))
             if len(d):
-                out.decoded.append((pack, bridge, d))
+                columns = self._map_cached(bridge, d)
+                if columns is None:
+                    out.unmapped.append((pack, bridge, d))
+                else:
+                    out.mapped.append(columns)
+        if not out.unmapped:
+            out.rows = encode_rows(out.mapped)
         return out
+
+    def _map_cached(self, bridge: str, d: DecodedPack) -> Columns | None:
+        """The pack's columns if the cache knows its bridge and all its sensors at that
+        bridge's site; None leaves the pack to `commit`."""
+        known_bridge = self._bridges.get(bridge)
+        if known_bridge is None:
+            return None
+        site = self._site_sensors.get(known_bridge.site_id)
+        if site is None:
+            return None
+        n = len(d.serials)
+        ids = np.fromiter(map(site.get, d.serials, repeat(-1)), dtype=np.int64, count=n)
+        if (ids < 0).any():
+            return None
+        return _columns(ids, d, known_bridge.id)
 
     # -- writing ------------------------------------------------------------------------------
     def commit(self, batch: Prepared) -> BatchResult:
@@ -114,14 +157,19 @@ class BatchWriter:
         rejected = list(batch.rejected)
         conn = self._connection()
         with conn.transaction():
-            self._resolve_bridges(conn, {b for _, b, _ in batch.decoded} | {s[0] for s in batch.statuses})
-            result.discovered = self._resolve_sensors(conn, batch.decoded)
-            columns = self._columns(conn, batch.decoded, rejected)
-            if columns is not None:
-                result.readings = len(columns[0])
-                result.stored = self._store(conn, columns)
+            self._resolve_bridges(conn, {b for _, b, _ in batch.unmapped} | {s[0] for s in batch.statuses})
+            result.discovered = self._resolve_sensors(conn, batch.unmapped)
+            rows = batch.rows
+            if rows is None:
+                rows = encode_rows(batch.mapped + self._map(conn, batch.unmapped, rejected))
+            if rows.count:
+                result.readings = rows.count
+                result.stored = self._store(conn, rows)
                 result.duplicates = result.readings - result.stored
-                self._queue_rollups(conn, columns[0], columns[1])
+                with conn.cursor() as cur:
+                    cur.executemany("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids)
+                                       VALUES (to_timestamp(%s), to_timestamp(%s) + interval '1 minute', %b)""",
+                                    [(m, m, ids) for m, ids in rows.dirty])
             if rejected:
                 self._store_rejections(conn, rejected)
                 for rej in rejected:
@@ -137,10 +185,12 @@ class BatchWriter:
                                  (known.id, online, at))
         return result
 
-    def _columns(self, conn: psycopg.Connection[Any], decoded: list[tuple[RawPack, str, DecodedPack]],
-                 rejected: list[_Rejected]) -> tuple[np.ndarray[Any, Any], ...] | None:
-        parts: list[tuple[np.ndarray[Any, Any], ...]] = []
-        for pack, bridge, d in decoded:
+    def _map(self, conn: psycopg.Connection[Any], unmapped: list[tuple[RawPack, str, DecodedPack]],
+             rejected: list[_Rejected]) -> list[Columns]:
+        """Columns of the packs the cache could not map, after `_resolve_*` asked the database:
+        an unknown bridge, or a sensor now at another site than its pack's bridge, is rejected."""
+        parts: list[Columns] = []
+        for pack, bridge, d in unmapped:
             known_bridge = self._bridges.get(bridge)
             if known_bridge is None:
                 rejected.append(_Rejected(pack.topic, bridge, Rejection(
@@ -156,54 +206,29 @@ class BatchWriter:
                     rejected.append(_Rejected(pack.topic, bridge, Rejection(
                         Reason.SPOOFED_SENSOR, f"sensor {serial} belongs to another site", serial),
                         pack.payload))
-            n = int(keep.sum())
-            if n == 0:
+            if not keep.any():
                 continue
             ids = np.fromiter(map(self._sensors.__getitem__, d.serials), dtype=np.int64, count=n_all)
-            parts.append((ids[keep], np.asarray(d.ts)[keep], np.asarray(d.current)[keep],
-                          np.asarray(d.voltage)[keep], np.asarray(d.power_factor)[keep], np.asarray(d.rssi)[keep],
-                          np.full(n, known_bridge.id, dtype=np.int64)))
-        if not parts:
-            return None
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(7))
+            parts.append(tuple(column[keep] for column in _columns(ids, d, known_bridge.id)))
+        return parts
 
-    def _store(self, conn: psycopg.Connection[Any], columns: tuple[np.ndarray[Any, Any], ...]) -> int:
-        data = encode_readings(*columns)
+    def _store(self, conn: psycopg.Connection[Any], rows: Rows) -> int:
+        """COPY the rows; returns how many were new."""
         try:
             with conn.transaction(), conn.cursor() as cur, cur.copy(
                     f"COPY readings ({_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(data)
-            return len(columns[0])
+                cp.write(rows.copy_data)
+            return rows.count
         except psycopg.errors.UniqueViolation:
             pass  # a resend: some of these are stored already
         with conn.cursor() as cur:
             with cur.copy(f"COPY staging_readings ({_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(data)
+                cp.write(rows.copy_data)
             cur.execute(f"""INSERT INTO readings ({_COPY_COLUMNS}) SELECT {_COPY_COLUMNS} FROM staging_readings
                             ON CONFLICT (sensor_id, ts) DO NOTHING""")
             stored = cur.rowcount
             cur.execute("TRUNCATE staging_readings")
         return stored
-
-    @staticmethod
-    def _queue_rollups(conn: psycopg.Connection[Any], sensor_ids: np.ndarray[Any, Any],
-                       ts: np.ndarray[Any, Any]) -> None:
-        """One work-queue row per touched minute, naming the sensors with readings in it."""
-        minutes = np.floor(ts / 60.0).astype(np.int64)
-        first, last = int(minutes.min()), int(minutes.max())
-        # A real-time batch touches a minute or two: a mask per minute beats sorting 100,000
-        # keys. A sensor named twice in a minute is harmless (the worker takes a set).
-        span = range(first, last + 1) if last - first <= 60 else np.unique(minutes).tolist()
-        rows = []
-        for minute in span:
-            chunk = sensor_ids[minutes == minute]
-            if len(chunk):
-                # An array literal as text: far cheaper than adapting 100,000 Python ints.
-                rows.append((minute * 60, "{" + ",".join(map(str, chunk.tolist())) + "}"))
-        with conn.cursor() as cur:
-            cur.executemany("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids)
-                               VALUES (to_timestamp(%s), to_timestamp(%s) + interval '1 minute', %s::bigint[])""",
-                            [(m, m, ids) for m, ids in rows])
 
     # -- the catalogue cache -----------------------------------------------------------------
     def _resolve_bridges(self, conn: psycopg.Connection[Any], serials: set[str]) -> None:
@@ -212,25 +237,24 @@ class BatchWriter:
             for row in conn.execute("SELECT serial, id, site_id FROM bridges WHERE serial = ANY(%s)", (missing,)):
                 self._bridges[row[0]] = Known(row[1], row[2])
 
-    def _resolve_sensors(self, conn: psycopg.Connection[Any], decoded: list[tuple[RawPack, str, DecodedPack]]) -> int:
-        """Ids for every serial: a whole site's sensors load on its first miss, and serials
-        never heard of are recorded as discovered on their bridge. Returns how many were new."""
+    def _resolve_sensors(self, conn: psycopg.Connection[Any], unmapped: list[tuple[RawPack, str, DecodedPack]]) -> int:
+        """Ids for every serial of the packs the cache could not map: a site's sensors all
+        load the first time one of its packs is seen, and serials never heard of are
+        recorded as discovered on their bridge. Returns how many were new."""
+        bridges = [(self._bridges[bridge], d) for _, bridge, d in unmapped if bridge in self._bridges]
+        sites = {b.site_id for b, _ in bridges} - self._sites_loaded
+        if sites:
+            for site_id in sites:
+                self._site_sensors.setdefault(site_id, {})
+            self._sites_loaded |= sites
+            self._load_sensors(conn, "b.site_id", list(sites))
         wanted: dict[str, Known] = {}
         sensors = self._sensors
-        for _, bridge, d in decoded:
-            known_bridge = self._bridges.get(bridge)
-            if known_bridge is None:
-                continue
+        for known_bridge, d in bridges:
             # Not `set(...) - sensors.keys()`: that copies all cached keys into a set per pack.
             for serial in [s for s in d.serials if s not in sensors]:
                 wanted[serial] = known_bridge
-        if not wanted:
-            return 0
-        sites = {k.site_id for k in wanted.values()} - self._sites_loaded
-        if sites:
-            self._load_sensors(conn, "b.site_id", list(sites))
-            self._sites_loaded |= sites
-        unknown = [s for s in wanted if s not in self._sensors]
+        unknown = list(wanted)
         if not unknown:
             return 0
         inserted = conn.execute(
@@ -256,8 +280,13 @@ class BatchWriter:
         for serial, sensor_id, site_id in conn.execute(
                 f"""SELECT s.serial, s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
                     WHERE {column} = ANY(%s)""", (values,)):
+            moved_from = self._sensor_site.get(serial)
+            if moved_from is not None and moved_from != site_id:
+                self._site_sensors.get(moved_from, {}).pop(serial, None)
             self._sensors[serial] = sensor_id
             self._sensor_site[serial] = site_id
+            if site_id in self._sites_loaded:
+                self._site_sensors[site_id][serial] = sensor_id
 
     @staticmethod
     def _store_rejections(conn: psycopg.Connection[Any], rejected: list[_Rejected]) -> None:
@@ -269,3 +298,27 @@ class BatchWriter:
 
 
 
+
+
+def _columns(ids: np.ndarray[Any, Any], d: DecodedPack, bridge_id: int) -> Columns:
+    return (ids, np.asarray(d.ts), np.asarray(d.current), np.asarray(d.voltage), np.asarray(d.power_factor),
+            np.asarray(d.rssi), np.full(len(ids), bridge_id, dtype=np.int64))
+
+
+def encode_rows(parts: list[Columns]) -> Rows:
+    """Concatenate packs' columns into COPY data and the rollup work of each touched minute."""
+    if not parts:
+        return Rows(0, b"", [])
+    columns = tuple(np.concatenate([p[i] for p in parts]) for i in range(len(COLUMNS)))
+    sensor_ids, ts = columns[0], columns[1]
+    minutes = np.floor(ts / 60.0).astype(np.int64)
+    first, last = int(minutes.min()), int(minutes.max())
+    # A real-time batch touches a minute or two: a mask per minute beats sorting 100,000
+    # keys. A sensor named twice in a minute is harmless (the worker takes a set).
+    span = range(first, last + 1) if last - first <= 60 else np.unique(minutes).tolist()
+    dirty = []
+    for minute in span:
+        chunk = sensor_ids[minutes == minute]
+        if len(chunk):
+            dirty.append((minute * 60, SensorIds(chunk)))
+    return Rows(len(sensor_ids), encode_readings(*columns), dirty)

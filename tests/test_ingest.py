@@ -142,3 +142,44 @@ def test_status_topic_mirrors_bridge_online_state(db: psycopg.Connection[Any], m
                                    WHERE b.serial = 'BR-S000-00'""").fetchone() == (True,))
 
 
+
+
+def test_sensor_moved_by_an_installer_follows_its_new_site(db: psycopg.Connection[Any], database_url: str) -> None:
+    """The writer maps serials from a per-site cache before it touches the database. A
+    sensor moved to a bridge at another site must be stored from there, and from then on
+    be refused from its old site, whatever the cache held."""
+    from ingest.packs import RawPack
+    from ingest.writer import BatchWriter
+    from wattline.senml import Reason, encode_pack
+
+    fleet = build_fleet(2, 1, 2)
+    seed_catalogue(db, fleet)
+    old_bridge, new_bridge = "BR-S000-00", "BR-S001-00"
+    serial = "CT0000000000"
+    writer = BatchWriter(database_url)
+    now = time.time() // 10 * 10
+
+    def pack(bridge: str, t: float) -> list[RawPack]:
+        return [RawPack(SENML_TOPIC.format(bridge=bridge), encode_pack([(serial, t, 5.0)]), now)]
+
+    def send(bridge: str, t: float) -> Any:
+        return writer.write(pack(bridge, t))
+
+    try:
+        assert send(old_bridge, now - 30).stored == 1  # cached at site 0 from here on
+        prepared = writer.prepare(pack(old_bridge, now - 20))
+        assert prepared.mapped and not prepared.unmapped  # mapped from the cache, no database
+        assert writer.commit(prepared).stored == 1
+        db.execute("UPDATE sensors SET bridge_id = (SELECT id FROM bridges WHERE serial = %s) WHERE serial = %s",
+                   (new_bridge, serial))
+        moved = send(new_bridge, now - 10)
+        assert moved.stored == 1 and not moved.rejected
+        stale = send(old_bridge, now)
+        assert stale.stored == 0 and stale.rejected[Reason.SPOOFED_SENSOR] == 1
+        prepared = writer.prepare(pack(new_bridge, now - 5))
+        assert prepared.mapped and not prepared.unmapped  # the new site's cache has it now
+        assert writer.commit(prepared).stored == 1
+    finally:
+        writer.close()
+    assert count(db, "SELECT count(*) FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.serial = %s",
+                 serial) == 4

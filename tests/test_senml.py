@@ -8,9 +8,10 @@ import time
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from wattline import senml
 from wattline.senml import DecodedPack, Limits, Reason, bridge_from_topic, decode_pack, encode_pack
 
 NOW = 1_790_000_000.0
@@ -46,6 +47,68 @@ def test_structured_garbage_is_rejected_with_reasons(records: list[dict[str, obj
     assert {r.reason for r in out.rejections} <= REASONS
     for current in out.current:
         assert 0 <= current <= 10_000 and math.isfinite(current)
+
+
+# Records of a bridge's sweep, now and then wrong in one way: so that most packs take the
+# common path and the rest are handed, whole, to the full path.
+UNITS = {"current": "A", "voltage": "V", "power_factor": "/", "rssi": "dBW", "kwh": "kWh"}
+
+
+def rarely(common: object, *odd: object) -> st.SearchStrategy[object]:
+    """`common` nineteen times in twenty, else one of `odd`."""
+    return st.sampled_from([common] * 19 * len(odd) + list(odd))
+
+
+@st.composite
+def sweep_records(draw: st.DrawFn) -> dict[str, object]:
+    measurement = draw(rarely("current", "voltage", "power_factor", "rssi", "kwh", "current"))
+    record: dict[str, object] = {"n": measurement}
+    base = draw(rarely("same", "none", "bad"))
+    if base != "none":
+        names = ["urn:dev:wl:CT1:", "urn:dev:wl:CT2:", "urn:dev:wl:CT3:"] if base == "same" else [
+            "urn:dev:wl:", "urn:dev:wl:C T:", "urn:x:CT1:"]
+        record["bn"] = draw(st.sampled_from(names))
+    unit = draw(rarely("right", "none", "wrong"))
+    if unit != "none":
+        record["u"] = UNITS[measurement] if unit == "right" else "W"
+    value = draw(rarely("good", "missing", "out"))
+    if value != "missing":
+        in_range = {"current": [0.0, 12.5], "voltage": [230.0], "power_factor": [0.93, 1.0], "rssi": [-70.0],
+                    "kwh": [1.0]}[measurement]
+        record["v"] = draw(st.sampled_from(in_range if value == "good" else [-1.0, 1e5, -400.0]))
+    for key, choices in (("t", [0.0, 5.0, -10.0]), ("bt", [NOW - 20, 0.0, NOW + 3600, NOW - 1e9]),
+                         ("bu", ["A", "V"]), ("bver", [10, 11])):
+        if draw(rarely(False, True)):
+            record[key] = draw(st.sampled_from(choices))
+    return record
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(sweep_records(), min_size=1, max_size=10))
+@example([{"bn": "urn:dev:wl:CT1:", "bt": NOW - 20, "n": "current", "v": 1.0}, {"n": "rssi", "v": -70.0},
+          {"n": "rssi", "v": -71.0}])  # a second RSSI for one reading
+@example([{"bn": "urn:dev:wl:CT1:", "bt": NOW - 20, "n": "rssi", "v": -70.0}])  # RSSI without a current
+def test_common_path_decodes_as_the_full_path_does(records: list[dict[str, object]]) -> None:
+    payload = orjson.dumps(records)
+    fast = decode_pack(payload, Limits(NOW))
+    full = DecodedPack()
+    senml._resolve(senml._fast_decoder.decode(payload), Limits(NOW), full, typed=True)
+
+    def rows(d: DecodedPack) -> set[tuple[object, ...]]:
+        return {(s, t, c, *(None if math.isnan(x) else x for x in extra))
+                for s, t, c, *extra in zip(d.serials, d.ts, d.current, d.voltage, d.power_factor, d.rssi, strict=True)}
+
+    assert rows(fast) == rows(full) and len(fast) == len(full)
+    assert [(r.reason, r.sensor_serial) for r in fast.rejections] == [(r.reason, r.sensor_serial)
+                                                                       for r in full.rejections]
+
+
+def test_common_path_takes_a_bridge_sweep() -> None:
+    """The pack every bridge sends is decoded by the common path, not the full one."""
+    payload = encode_pack([(f"CT{i}", NOW - 10, 1.5 * i) for i in range(50)], extra={"CT3": {"rssi": -70.0}})
+    out = DecodedPack()
+    assert senml._resolve_common(senml._fast_decoder.decode(payload), Limits(NOW), out)
+    assert len(out) == 50 and out.rssi[3] == -70.0 and not out.rejections
 
 
 def test_round_trip_with_optional_measurements() -> None:
