@@ -118,6 +118,12 @@ def mosquitto_ceiling(stack: Stack, items: list[tuple[str, bytes]], readings: in
     elapsed = time.perf_counter() - started
     sub.loop_stop()
     sub.disconnect()
+    # End the null session: left subscribed, it queued a copy of everything the later
+    # rounds published (Mosquitto's queues are unbounded here, as the gateway needs): ~10 M
+    # readings, 640 MB in the broker, which slowed the rounds and the latency run.
+    end = client(stack.mqtt_url, "bench-null", clean=True)
+    end.loop(1.0)
+    end.disconnect()
     return readings / elapsed
 
 
