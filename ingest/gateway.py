@@ -129,7 +129,7 @@ class Gateway:
             return None
         return {"status": "ok", "packs": self.stats.packs, "stored": self.stats.stored,
                 "duplicates": self.stats.duplicates,
-                "spool_bytes": self.spool.size(), "unacked": len(self._buffer)}
+                "spool_bytes": self.spool.size(), "unacked": self._unacked, "buffered": len(self._buffer)}
 
     def stop(self) -> None:
         self._stopping.set()
