@@ -73,6 +73,7 @@ class Prepared:
     rows: Rows | None = None  # `mapped`, encoded, when nothing is unmapped
     rejected: list[_Rejected] = field(default_factory=list)
     statuses: list[tuple[str, bool, float]] = field(default_factory=list)
+    generation: int = 0  # of the catalogue cache it was mapped from
 
 
 class BatchWriter:
@@ -83,6 +84,13 @@ class BatchWriter:
         self.max_skew_s = max_skew_s
         self.max_age_s = max_age_s
         self._conn: psycopg.Connection[Any] | None = None
+        self._generation = 0
+        self._forget_catalogue()
+
+    def _forget_catalogue(self) -> None:
+        """Empty the catalogue cache. After a failed commit: its transaction may have
+        discovered sensors and cached their ids, which the rollback took away again."""
+        self._generation += 1
         self._bridges: dict[str, Known] = {}
         # serial -> sensor id, serial -> site id, and per site serial -> sensor id: the last
         # maps a pack's serials with one np.fromiter, no tuple per reading. Read by `prepare`
@@ -110,7 +118,7 @@ class BatchWriter:
 
     # -- decoding (no database) ------------------------------------------------------------
     def prepare(self, packs: list[RawPack]) -> Prepared:
-        out = Prepared(packs)
+        out = Prepared(packs, generation=self._generation)
         for pack in packs:
             bridge = bridge_from_topic(pack.topic)
             if bridge is None:
@@ -153,6 +161,15 @@ class BatchWriter:
     def commit(self, batch: Prepared) -> BatchResult:
         """Raises psycopg.OperationalError when the database is unreachable; then nothing of the
         batch is committed and the caller keeps it (spool, retry)."""
+        if batch.generation != self._generation:
+            batch = self.prepare(batch.packs)  # mapped from a cache that has been forgotten since
+        try:
+            return self._commit(batch)
+        except BaseException:
+            self._forget_catalogue()
+            raise
+
+    def _commit(self, batch: Prepared) -> BatchResult:
         result = BatchResult(packs=len(batch.packs))
         rejected = list(batch.rejected)
         conn = self._connection()

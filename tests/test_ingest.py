@@ -183,3 +183,48 @@ def test_sensor_moved_by_an_installer_follows_its_new_site(db: psycopg.Connectio
         writer.close()
     assert count(db, "SELECT count(*) FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.serial = %s",
                  serial) == 4
+
+
+def test_a_failed_commit_does_not_leave_discovered_ids_behind(db: psycopg.Connection[Any], database_url: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit that discovers a sensor caches its new id; if the commit then fails, the
+    rollback takes the id away. Neither the retry nor a batch already prepared from that
+    cache may file readings under it (readings have no foreign key to catch it)."""
+    from ingest.packs import RawPack
+    from ingest.writer import BatchWriter
+    from wattline.senml import encode_pack
+
+    fleet = build_fleet(1, 1, 2)
+    seed_catalogue(db, fleet)
+    bridge = "BR-S000-00"
+    now = time.time() // 10 * 10
+    writer = BatchWriter(database_url)
+
+    def pack(t: float) -> list[RawPack]:
+        return [RawPack(SENML_TOPIC.format(bridge=bridge), encode_pack([("CT-NEW-1", t, 5.0)]), now)]
+
+    real_store = BatchWriter._store
+    meanwhile = []
+
+    def database_dies(self: BatchWriter, conn: Any, rows: Any) -> int:
+        # The gateway prepares the next batch while this one commits: here, with CT-NEW-1's
+        # new id already cached.
+        meanwhile.append(self.prepare(pack(now - 10)))
+        raise psycopg.OperationalError("the database went away mid-commit")
+
+    try:
+        monkeypatch.setattr(BatchWriter, "_store", database_dies)
+        with pytest.raises(psycopg.OperationalError):
+            writer.write(pack(now - 20))  # discovers CT-NEW-1, then fails: rolled back
+        [prepared_meanwhile] = meanwhile
+        assert prepared_meanwhile.mapped  # from the doomed cache
+        monkeypatch.setattr(BatchWriter, "_store", real_store)
+        assert writer.write(pack(now - 20)).stored == 1  # the retry
+        assert writer.commit(prepared_meanwhile).stored == 1
+    finally:
+        writer.close()
+    orphans = count(db, "SELECT count(*) FROM readings r WHERE NOT EXISTS (SELECT 1 FROM sensors s "
+                        "WHERE s.id = r.sensor_id)")
+    assert orphans == 0
+    assert count(db, """SELECT count(*) FROM readings r JOIN sensors s ON s.id = r.sensor_id
+                        WHERE s.serial = 'CT-NEW-1'""") == 2
