@@ -93,13 +93,13 @@ class BatchWriter:
         self._generation += 1
         self._bridges: dict[str, Known] = {}
         # serial -> sensor id, serial -> site id, and per site serial -> sensor id: the last
-        # maps a pack's serials with one np.fromiter, no tuple per reading. Read by `prepare`
-        # while `commit` fills them in another thread: dict operations are atomic under the
-        # GIL, and a serial not there yet only leaves its pack for `commit` to map.
+        # maps a pack's serials with one np.fromiter, no tuple per reading, and holds the
+        # sites whose sensors have all been loaded. Read by `prepare` while `commit` fills
+        # them in another thread: dict operations are atomic under the GIL, and a serial
+        # not there yet only leaves its pack for `commit` to map.
         self._sensors: dict[str, int] = {}
         self._sensor_site: dict[str, int] = {}
         self._site_sensors: dict[int, dict[str, int]] = {}
-        self._sites_loaded: set[int] = set()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -259,11 +259,10 @@ class BatchWriter:
         load the first time one of its packs is seen, and serials never heard of are
         recorded as discovered on their bridge. Returns how many were new."""
         bridges = [(self._bridges[bridge], d) for _, bridge, d in unmapped if bridge in self._bridges]
-        sites = {b.site_id for b, _ in bridges} - self._sites_loaded
+        sites = {b.site_id for b, _ in bridges} - self._site_sensors.keys()
         if sites:
             for site_id in sites:
-                self._site_sensors.setdefault(site_id, {})
-            self._sites_loaded |= sites
+                self._site_sensors[site_id] = {}
             self._load_sensors(conn, "b.site_id", list(sites))
         wanted: dict[str, Known] = {}
         sensors = self._sensors
@@ -302,8 +301,9 @@ class BatchWriter:
                 self._site_sensors.get(moved_from, {}).pop(serial, None)
             self._sensors[serial] = sensor_id
             self._sensor_site[serial] = site_id
-            if site_id in self._sites_loaded:
-                self._site_sensors[site_id][serial] = sensor_id
+            loaded = self._site_sensors.get(site_id)
+            if loaded is not None:
+                loaded[serial] = sensor_id
 
     @staticmethod
     def _store_rejections(conn: psycopg.Connection[Any], rejected: list[_Rejected]) -> None:
@@ -312,9 +312,6 @@ class BatchWriter:
             for r in rejected:
                 cp.write_row((r.topic[:512], r.bridge, r.rejection.sensor_serial, r.rejection.reason,
                               r.rejection.detail[:500], r.payload))
-
-
-
 
 
 def _columns(ids: np.ndarray[Any, Any], d: DecodedPack, bridge_id: int) -> Columns:

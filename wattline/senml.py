@@ -263,11 +263,8 @@ def _resolve_common(records: list[_Record], limits: Limits, out: DecodedPack) ->
 
 def _base_serial(bn: str) -> str | None:
     """The serial in a base name `urn:dev:wl:{serial}:`, or None if it is not one."""
-    if bn.startswith(NAME_PREFIX) and bn.endswith(":"):
-        serial = bn[len(NAME_PREFIX):-1]
-        if SERIAL_RE.match(serial):
-            return serial
-    return None
+    serial, measurement, problem = _split_name(bn)
+    return serial if problem is None and measurement == "" else None
 
 
 def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: bool) -> None:
@@ -377,7 +374,7 @@ _COLUMN_NAMES = ("current", "voltage", "power_factor", "rssi")
 #: measurement -> (column, lowest, highest valid value); voltage must be > 0 and PF > 0.
 _RANGES = {"current": (0, 0.0, MAX_CURRENT_A), "voltage": (1, 1e-9, 99_999.999),
            "power_factor": (2, 1e-9, 1.0), "rssi": (3, -300.0, 100.0)}
-#: measurement -> (column, lowest, highest, unit), for `_resolve_common`
+#: measurement -> (column, lowest, highest valid value, unit)
 _MEASURES = {m: (column, lo, hi, MEASUREMENTS[m]) for m, (column, lo, hi) in _RANGES.items()}
 _NAME_CACHE_SIZE = 1_000_000
 #: base name -> sensor serial, for `_resolve_common`
@@ -391,11 +388,11 @@ def _parse_name(name: str) -> tuple[str | None, int, float, float, str, str | No
     if problem is not None:
         return None, -1, 0.0, 0.0, "", problem
     assert measurement is not None
-    spec = _RANGES.get(measurement)
+    spec = _MEASURES.get(measurement)
     if spec is None:
         return serial, -2, 0.0, 0.0, "", measurement
-    column, lo, hi = spec
-    return serial, column, lo, hi, MEASUREMENTS[measurement], None
+    column, lo, hi, unit = spec
+    return serial, column, lo, hi, unit, None
 
 
 def _split_name(name: str) -> tuple[str | None, str | None, str | None]:
