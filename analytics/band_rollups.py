@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from analytics.tariffs import interval_prices, load_tariffs, pricing_step_s
+from analytics.tariffs import interval_prices, load_tariffs, pricing_resolution
 from wattline.db import fetch_tuples
-from wattline.domain import Resolution
 from wattline.queries import local_day_end
 
 
@@ -33,7 +32,8 @@ def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datet
     if not site or not versions or not instants:
         return 0
     tz, country = site[0]
-    step = pricing_step_s(versions, tz)
+    resolution = pricing_resolution(versions, tz)
+    step = resolution.minutes * 60.0
     # The local days as rollups_1d buckets them, with their real lengths (23 or 25 hours across DST).
     spans = fetch_tuples(conn, f"""
         SELECT d, extract(epoch FROM d)::float8, extract(epoch FROM {local_day_end("d", "%(tz)s")})::float8
@@ -44,7 +44,6 @@ def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datet
     stamps = np.concatenate(per_day)
     day_of = np.concatenate([np.full(len(s), lo) for s, (_, lo, _) in zip(per_day, spans, strict=True)])
     rates, bands = interval_prices(stamps, versions, tz, country)
-    table = (Resolution.HOUR1 if step == 3600.0 else Resolution.MIN15).table
     params = {"site": site_id, "days": days, "stamps": stamps.tolist(), "rates": rates.tolist(), "bands": bands,
               "day_of": day_of.tolist(), "from": datetime.fromtimestamp(spans[0][1], UTC),
               "to": datetime.fromtimestamp(spans[-1][2], UTC)}
@@ -56,7 +55,7 @@ def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datet
                sum(r.unmonitored_wh), max(r.max_power_w)
         FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::text[], %(day_of)s::float8[])
              AS x(stamp, rate, band, day)
-        JOIN {table} r ON r.bucket = to_timestamp(x.stamp)
+        JOIN {resolution.table} r ON r.bucket = to_timestamp(x.stamp)
         WHERE r.bucket >= %(from)s AND r.bucket < %(to)s AND r.node_id IN ({site_nodes})
         GROUP BY r.node_id, x.day, x.band""", params)
     conn.execute("""INSERT INTO band_days (site_id, day) SELECT %(site)s, unnest(%(days)s::timestamptz[])

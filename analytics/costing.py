@@ -17,11 +17,10 @@ from analytics.tariffs import (
     invoice,
     load_tariffs,
     money,
-    pricing_step_s,
+    pricing_resolution,
 )
 from wattline import queries
 from wattline.accounts import Principal
-from wattline.domain import Resolution
 
 
 @dataclass
@@ -61,7 +60,8 @@ def node_costs(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from
     it (`analytics.band_rollups`); every other interval is priced here, once per distinct
     interval (local calendar, holidays, tariff version), and the database multiplies and sums
     per node, so no per-node series travels to Python."""
-    step = pricing_step_s(versions, site["timezone"])
+    resolution = pricing_resolution(versions, site["timezone"])
+    step = resolution.minutes * 60.0
     first = t_from.timestamp() // step * step
     stamps = np.arange(first, t_to.timestamp(), step)
     if len(stamps) == 0:
@@ -76,7 +76,7 @@ def node_costs(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from
     if len(rest):
         rates, bands = interval_prices(rest, versions, site["timezone"], site["country"])
         rows += queries.energy_cost_by_node(conn, p, site_id, rest.tolist(), rates.tolist(), bands, t_from, t_to,
-                                            Resolution.HOUR1 if step == 3600.0 else Resolution.MIN15)
+                                            resolution)
     out: dict[int, NodeCost] = {}
     cost: dict[int, dict[str, float]] = {}
     for r in rows:

@@ -30,6 +30,7 @@ import pandas as pd
 import psycopg
 
 from wattline.catalogue import Band
+from wattline.domain import Resolution
 
 SLOT_MIN = 15
 SLOTS = 24 * 60 // SLOT_MIN
@@ -179,14 +180,14 @@ def interval_costs(bucket_utc_s: F64, energy_wh: F64, table: RateTable, cal: Loc
                         table.rates, table.band_of, len(table.band_names))
 
 
-def pricing_step_s(versions: list[TariffVersion], tz: str) -> float:
-    """The interval at which a site's energy is priced. Where every band edge and version
-    start is on the hour (most tariffs) and the zone's hours are whole, an hour has one rate
-    and the hourly tier is exact and four times smaller than the 15-minute one."""
+def pricing_resolution(versions: list[TariffVersion], tz: str) -> Resolution:
+    """The rollup tier a site's energy is priced from, one rate per bucket. Where every band
+    edge and version start is on the hour (most tariffs) and the zone's hours are whole, an
+    hour has one rate and the hourly tier is exact and four times smaller than the 15-minute one."""
     hourly = (all(b.start.minute == 0 and b.end.minute == 0 for v in versions for b in v.bands)
               and all(v.valid_from.timestamp() % 3600 == 0 for v in versions)
               and site_offset_minutes(tz) % 60 == 0)
-    return 3600.0 if hourly else 900.0
+    return Resolution.HOUR1 if hourly else Resolution.MIN15
 
 
 def interval_prices(stamps: F64, versions: list[TariffVersion], tz: str, country: str
