@@ -158,8 +158,7 @@ def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000, streams: int
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - started
-    with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings")
+    empty(stack)
     return readings / elapsed
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psycopg
-
 from bench.common import Row, services
 from bench.ingest import (
     SENSORS,
     T0,
     drain_seconds,
+    empty,
     gateway_health,
     leave,
     packs,
@@ -26,8 +25,7 @@ TICKS = 10  # 1 M readings per round
 
 
 def drain(stack: Any, n: int, round_no: int, ports: list[int]) -> tuple[float, int, int]:
-    with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, rollup_dirty")
+    empty(stack)
     # Scaling down: members of the group beyond n leave it, or the broker would keep routing
     # them a share of the backlog that nobody takes (their sessions outlive their processes).
     for i in range(n, len(ports)):
