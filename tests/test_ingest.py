@@ -9,12 +9,19 @@ from typing import Any
 import psycopg
 import pytest
 
+from ingest.packs import RawPack
+from ingest.writer import BatchWriter
 from sensor_sim.faults import Faults
 from sensor_sim.fleet import build_fleet
 from sensor_sim.publisher import Report, Simulator, connect
 from sensor_sim.seed import seed_catalogue
 from tests.conftest import RunningGateway, count, wait_for
-from wattline.senml import SENML_TOPIC
+from wattline.senml import SENML_TOPIC, Reason, encode_pack
+
+
+def one_reading(bridge: str, serial: str, t: float) -> list[RawPack]:
+    """A batch of one pack from `bridge` with one current reading, received at `t`."""
+    return [RawPack(SENML_TOPIC.format(bridge=bridge), encode_pack([(serial, t, 5.0)]), t)]
 
 
 def stored(db: psycopg.Connection[Any]) -> int:
@@ -148,10 +155,6 @@ def test_sensor_moved_by_an_installer_follows_its_new_site(db: psycopg.Connectio
     """The writer maps serials from a per-site cache before it touches the database. A
     sensor moved to a bridge at another site must be stored from there, and from then on
     be refused from its old site, whatever the cache held."""
-    from ingest.packs import RawPack
-    from ingest.writer import BatchWriter
-    from wattline.senml import Reason, encode_pack
-
     fleet = build_fleet(2, 1, 2)
     seed_catalogue(db, fleet)
     old_bridge, new_bridge = "BR-S000-00", "BR-S001-00"
@@ -160,7 +163,7 @@ def test_sensor_moved_by_an_installer_follows_its_new_site(db: psycopg.Connectio
     now = time.time() // 10 * 10
 
     def pack(bridge: str, t: float) -> list[RawPack]:
-        return [RawPack(SENML_TOPIC.format(bridge=bridge), encode_pack([(serial, t, 5.0)]), now)]
+        return one_reading(bridge, serial, t)
 
     def send(bridge: str, t: float) -> Any:
         return writer.write(pack(bridge, t))
@@ -190,10 +193,6 @@ def test_a_failed_commit_does_not_leave_discovered_ids_behind(db: psycopg.Connec
     """A commit that discovers a sensor caches its new id; if the commit then fails, the
     rollback takes the id away. Neither the retry nor a batch already prepared from that
     cache may file readings under it (readings have no foreign key to catch it)."""
-    from ingest.packs import RawPack
-    from ingest.writer import BatchWriter
-    from wattline.senml import encode_pack
-
     fleet = build_fleet(1, 1, 2)
     seed_catalogue(db, fleet)
     bridge = "BR-S000-00"
@@ -201,7 +200,7 @@ def test_a_failed_commit_does_not_leave_discovered_ids_behind(db: psycopg.Connec
     writer = BatchWriter(database_url)
 
     def pack(t: float) -> list[RawPack]:
-        return [RawPack(SENML_TOPIC.format(bridge=bridge), encode_pack([("CT-NEW-1", t, 5.0)]), now)]
+        return one_reading(bridge, "CT-NEW-1", t)
 
     real_store = BatchWriter._store
     meanwhile = []
