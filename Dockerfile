@@ -1,14 +1,17 @@
 # One image for every Wattline service; docker-compose picks the sub-command.
+# Every package of pyproject.toml is copied (tests/test_architecture.py holds this file to it).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY wattline ./wattline
-COPY ingest ./ingest
 COPY analytics ./analytics
+COPY sensor_sim ./sensor_sim
+COPY ingest ./ingest
+COPY alerts ./alerts
 COPY api ./api
 COPY dashboard ./dashboard
-COPY sensor_sim ./sensor_sim
+COPY launcher ./launcher
 COPY sql ./sql
 COPY scripts ./scripts
 RUN pip install -e .

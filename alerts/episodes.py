@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from alerts.evaluate import Evaluation, Rule
@@ -81,9 +82,10 @@ EPISODE_COLUMNS = """e.id, e.rule_id, r.name AS rule_name, r.kind, r.site_id, r.
 
 
 def payload(conn: psycopg.Connection[Any], episode_id: int, event: str) -> dict[str, Any]:
-    row = fetch_one(conn, f"""SELECT {EPISODE_COLUMNS}, s.name AS site_name, s.customer_id
+    row = fetch_one(conn, sql.SQL("""SELECT {episode_columns}, s.name AS site_name, s.customer_id
                               FROM alert_episodes e JOIN alert_rules r ON r.id = e.rule_id
-                              JOIN sites s ON s.id = r.site_id WHERE e.id = %s""", (episode_id,))
+                              JOIN sites s ON s.id = r.site_id WHERE e.id = %s""").format(
+                                  episode_columns=sql.SQL(EPISODE_COLUMNS)), (episode_id,))
     assert row is not None
     # Round-trip through JSON so that datetimes become ISO strings in the stored payload.
     body: dict[str, Any] = orjson.loads(orjson.dumps({"event": event, "alert": row}))

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg import sql
 
 from alerts import detect
 from alerts.rules import (
@@ -130,8 +131,10 @@ def _series(conn: Conn, table: str, column: str, node_id: int, start: datetime, 
     """A node's rollup column on a full grid from start to end; NaN where there is no row."""
     grid = np.arange(start.timestamp(), end.timestamp(), step_s)
     values = np.full(len(grid), np.nan)
-    rows = fetch_tuples(conn, f"""SELECT extract(epoch FROM bucket)::float8, {column} FROM {table}
-                                  WHERE node_id = %s AND bucket >= %s AND bucket < %s""", (node_id, start, end))
+    rows = fetch_tuples(conn, sql.SQL("""SELECT extract(epoch FROM bucket)::float8, {column} FROM {table}
+                                  WHERE node_id = %s AND bucket >= %s AND bucket < %s""").format(
+                                      column=sql.Identifier(column),
+                                      table=sql.Identifier(table)), (node_id, start, end))
     if rows and len(grid):
         at = np.array([r[0] for r in rows])
         idx = ((at - grid[0]) // step_s).astype(np.int64)

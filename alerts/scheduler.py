@@ -5,8 +5,6 @@ a rule is evaluated by whichever holds its advisory lock."""
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +18,7 @@ from alerts import episodes
 from alerts.evaluate import Clock, evaluate, load_rule
 from alerts.webhooks import DeliveryReport, deliver_due
 from wattline.db import fetch_all
+from wattline.service import LoopService
 from wattline.settings import Settings
 
 log = structlog.get_logger("wattline.alerts")
@@ -90,38 +89,32 @@ def run_pass(conn: psycopg.Connection[Any], settings: Settings, http: httpx.Clie
     return report
 
 
-class AlertScheduler(threading.Thread):
-    def __init__(self, database_url: str, settings: Settings) -> None:
-        super().__init__(name="alert-scheduler", daemon=True)
-        self.database_url = database_url
+class AlertPass:
+    """One pass of the alert service, on an HTTP client that lives as long as the service."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.stop_event = threading.Event()
-        self.last_pass_at: float = 0.0
+        self.http: httpx.Client | None = None
         self.last_report = PassReport()
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=30)
+    def open(self) -> None:
+        self.http = httpx.Client(timeout=10.0)
 
-    def run(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
-        with httpx.Client(timeout=10.0) as http:
-            while not self.stop_event.is_set():
-                try:
-                    if conn is None or conn.closed:
-                        conn = psycopg.connect(self.database_url, autocommit=True)
-                    self.last_report = run_pass(conn, self.settings, http)
-                    self.last_pass_at = time.time()
-                    r = self.last_report
-                    if r.raised or r.cleared or r.errors or r.webhooks.delivered or r.webhooks.failed:
-                        log.info("alert_pass", rules=r.rules, raised=r.raised, cleared=r.cleared, errors=r.errors,
-                                 delivered=r.webhooks.delivered, retried=r.webhooks.retried,
-                                 failed=r.webhooks.failed)
-                except psycopg.OperationalError as exc:
-                    log.warning("alerts: database unavailable", error=str(exc).splitlines()[0])
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                self.stop_event.wait(self.settings.alerts_period_s)
-        if conn is not None:
-            conn.close()
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> bool:
+        assert self.http is not None, "open() first"
+        r = self.last_report = run_pass(conn, self.settings, self.http)
+        if r.raised or r.cleared or r.errors or r.webhooks.delivered or r.webhooks.failed:
+            log.info("alert_pass", rules=r.rules, raised=r.raised, cleared=r.cleared, errors=r.errors,
+                     delivered=r.webhooks.delivered, retried=r.webhooks.retried, failed=r.webhooks.failed)
+        return False
+
+
+def alert_service(settings: Settings) -> LoopService:
+    """`wattline alerts` as a long-running service: a pass every `alerts_period_s`."""
+    one_pass = AlertPass(settings)
+    return LoopService("alerts", settings.require_database_url(), one_pass, settings.alerts_period_s,
+                       setup=one_pass.open, teardown=one_pass.close)

@@ -7,13 +7,16 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from alerts.episodes import EPISODE_COLUMNS
 from alerts.rules import RULE_PARAMS, RuleParams
 from alerts.webhooks import new_secret
+from wattline import audit
 from wattline.accounts import Principal
 from wattline.db import fetch_all, fetch_one
+from wattline.errors import NotFound
 from wattline.queries import scope
 
 Conn = psycopg.Connection[Any]
@@ -30,38 +33,56 @@ def _dump(params: RuleParams) -> Jsonb:
 
 
 def create_rule(conn: Conn, site_id: int, node_id: int | None, name: str, params: RuleParams,
-                enabled: bool = True) -> int:
-    row = fetch_one(conn, """INSERT INTO alert_rules (site_id, node_id, kind, name, params, enabled)
-                             VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
-                    (site_id, node_id, params.kind, name, _dump(params), enabled))
-    assert row is not None
+                enabled: bool = True, *, actor: Principal | None = None) -> int:
+    """A rule for a site, or for one of its nodes (which must belong to the site)."""
+    with conn.transaction():
+        if node_id is not None and fetch_one(conn, "SELECT 1 FROM nodes WHERE id = %s AND site_id = %s",
+                                             (node_id, site_id)) is None:
+            raise NotFound("node", field="node_id")
+        row = fetch_one(conn, """INSERT INTO alert_rules (site_id, node_id, kind, name, params, enabled)
+                                 VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
+                        (site_id, node_id, params.kind, name, _dump(params), enabled))
+        assert row is not None
+        audit.record(conn, actor, "create", "alert_rule", row["id"], kind=params.kind)
     return int(row["id"])
 
 
 def rules(conn: Conn, p: Principal, site_id: int) -> list[Row]:
     where, params = scope(p)
-    return fetch_all(conn, f"SELECT {RULE_COLUMNS} FROM {_RULE_FROM} WHERE r.site_id = %(site)s AND {where} "
-                           "ORDER BY r.id", {**params, "site": site_id})
+    return fetch_all(conn, sql.SQL("SELECT {rule_columns} FROM {rule_from} WHERE r.site_id = %(site)s AND {where} "
+                                   "ORDER BY r.id").format(
+        rule_columns=sql.SQL(RULE_COLUMNS), rule_from=sql.SQL(_RULE_FROM), where=where), {**params, "site": site_id})
 
 
 def rule(conn: Conn, p: Principal, rule_id: int) -> Row | None:
     where, params = scope(p)
-    return fetch_one(conn, f"SELECT {RULE_COLUMNS} FROM {_RULE_FROM} WHERE r.id = %(id)s AND {where}",
+    return fetch_one(conn, sql.SQL("SELECT {rule_columns} FROM {rule_from} WHERE r.id = %(id)s AND {where}").format(
+        rule_columns=sql.SQL(RULE_COLUMNS), rule_from=sql.SQL(_RULE_FROM), where=where),
                      {**params, "id": rule_id})
 
 
 def update_rule(conn: Conn, rule_id: int, *, name: str | None = None, params: RuleParams | None = None,
-                enabled: bool | None = None) -> None:
+                enabled: bool | None = None, actor: Principal | None = None) -> None:
     """A changed condition is judged afresh from now on; its ongoing episodes clear or carry
     on at the next evaluation."""
+    changed = [f for f, v in (("name", name), ("params", params), ("enabled", enabled)) if v is not None]
+    with conn.transaction():
+        _update_rule(conn, rule_id, name, params, enabled)
+        audit.record(conn, actor, "update", "alert_rule", rule_id, fields=changed)
+
+
+def _update_rule(conn: Conn, rule_id: int, name: str | None, params: RuleParams | None, enabled: bool | None) -> None:
     conn.execute("""UPDATE alert_rules SET name = COALESCE(%s, name), params = COALESCE(%s, params),
                     kind = COALESCE(%s, kind), enabled = COALESCE(%s, enabled), updated_at = now()
                     WHERE id = %s""",
                  (name, _dump(params) if params else None, params.kind if params else None, enabled, rule_id))
 
 
-def delete_rule(conn: Conn, rule_id: int) -> None:
-    conn.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,))
+def delete_rule(conn: Conn, rule_id: int, *, actor: Principal | None = None) -> None:
+    """Delete a rule with its episodes (their history goes too)."""
+    with conn.transaction():
+        conn.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,))
+        audit.record(conn, actor, "delete", "alert_rule", rule_id)
 
 
 # -- notification centre ------------------------------------------------------------------------
@@ -75,16 +96,20 @@ def alerts(conn: Conn, p: Principal, *, state: State = "active", site_id: int | 
     where, params = scope(p)
     extra = " AND r.site_id = %(site)s" if site_id is not None else ""
     extra += " AND e.started_at >= %(since)s" if since is not None else ""
-    return fetch_all(conn, f"""SELECT {EPISODE_COLUMNS}, s.name AS site_name, s.timezone FROM {_EPISODE_FROM}
-                               WHERE {where} AND {_STATES[state]}{extra}
-                               ORDER BY e.started_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s""",
+    return fetch_all(conn, sql.SQL("""SELECT {episode_columns}, s.name AS site_name, s.timezone FROM {episode_from}
+                               WHERE {where} AND {states_state}{extra}
+                               ORDER BY e.started_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s""").format(
+                                   episode_columns=sql.SQL(EPISODE_COLUMNS), episode_from=sql.SQL(_EPISODE_FROM),
+                                   where=where, states_state=sql.SQL(_STATES[state]), extra=sql.SQL(extra)),
                      {**params, "site": site_id, "since": since, "limit": limit, "offset": offset})
 
 
 def alert(conn: Conn, p: Principal, episode_id: int) -> Row | None:
     where, params = scope(p)
-    return fetch_one(conn, f"""SELECT {EPISODE_COLUMNS}, s.name AS site_name, e.acknowledged_by, e.resolved_by
-                               FROM {_EPISODE_FROM} WHERE e.id = %(id)s AND {where}""", {**params, "id": episode_id})
+    return fetch_one(conn, sql.SQL("""SELECT {episode_columns}, s.name AS site_name, e.acknowledged_by, e.resolved_by
+                               FROM {episode_from} WHERE e.id = %(id)s AND {where}""").format(
+                                   episode_columns=sql.SQL(EPISODE_COLUMNS), episode_from=sql.SQL(_EPISODE_FROM),
+                                   where=where), {**params, "id": episode_id})
 
 
 def acknowledge(conn: Conn, episode_id: int, user_id: int) -> None:
@@ -102,31 +127,43 @@ def resolve(conn: Conn, episode_id: int, user_id: int) -> None:
 def open_counts(conn: Conn, p: Principal) -> dict[int, int]:
     """Unresolved episodes per site, for the portfolio's flags."""
     where, params = scope(p)
-    rows = fetch_all(conn, f"""SELECT r.site_id, count(*) AS n FROM {_EPISODE_FROM}
-                               WHERE {where} AND e.resolved_at IS NULL GROUP BY r.site_id""", params)
+    rows = fetch_all(conn, sql.SQL("""SELECT r.site_id, count(*) AS n FROM {episode_from}
+                               WHERE {where} AND e.resolved_at IS NULL GROUP BY r.site_id""").format(
+                                   episode_from=sql.SQL(_EPISODE_FROM), where=where), params)
     return {r["site_id"]: r["n"] for r in rows}
 
 
 # -- webhooks ---------------------------------------------------------------------------------
-def create_webhook(conn: Conn, customer_id: int, url: str) -> tuple[int, str]:
+def create_webhook(conn: Conn, customer_id: int, url: str, *, actor: Principal | None = None) -> tuple[int, str]:
+    """Register a webhook; returns its id and its signing secret (shown once)."""
     secret = new_secret()
-    row = fetch_one(conn, "INSERT INTO webhooks (customer_id, url, secret) VALUES (%s, %s, %s) RETURNING id",
-                    (customer_id, url, secret))
-    assert row is not None
+    with conn.transaction():
+        row = fetch_one(conn, "INSERT INTO webhooks (customer_id, url, secret) VALUES (%s, %s, %s) RETURNING id",
+                        (customer_id, url, secret))
+        assert row is not None
+        audit.record(conn, actor, "create", "webhook", row["id"])
     return int(row["id"]), secret
+
+
+def delete_webhook(conn: Conn, webhook_id: int, *, actor: Principal | None = None) -> None:
+    """Delete a webhook and its delivery history."""
+    with conn.transaction():
+        conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,))
+        audit.record(conn, actor, "delete", "webhook", webhook_id)
 
 
 def webhooks(conn: Conn, p: Principal, customer_id: int) -> list[Row]:
     where, params = scope(p)
-    return fetch_all(conn, f"""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at FROM webhooks w
+    return fetch_all(conn, sql.SQL("""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at FROM webhooks w
                                JOIN customers c ON c.id = w.customer_id WHERE w.customer_id = %(cust)s AND {where}
-                               ORDER BY w.id""", {**params, "cust": customer_id})
+                               ORDER BY w.id""").format(where=where), {**params, "cust": customer_id})
 
 
 def webhook(conn: Conn, p: Principal, webhook_id: int) -> Row | None:
     where, params = scope(p)
-    return fetch_one(conn, f"""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at FROM webhooks w
-                               JOIN customers c ON c.id = w.customer_id WHERE w.id = %(id)s AND {where}""",
+    return fetch_one(conn, sql.SQL("""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at FROM webhooks w
+                               JOIN customers c ON c.id = w.customer_id WHERE w.id = %(id)s AND {where}""").format(
+                                   where=where),
                      {**params, "id": webhook_id})
 
 

@@ -17,10 +17,13 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from analytics.tariffs import interval_prices, load_tariffs, pricing_resolution
+from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
-from wattline.queries import local_day_end
+from wattline.domain import Resolution
+from wattline.rollup_queue import ROLLUP_LOCK
 
 
 def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datetime]) -> int:
@@ -35,29 +38,28 @@ def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datet
     resolution = pricing_resolution(versions, tz)
     step = resolution.minutes * 60.0
     # The local days as rollups_1d buckets them, with their real lengths (23 or 25 hours across DST).
-    spans = fetch_tuples(conn, f"""
-        SELECT d, extract(epoch FROM d)::float8, extract(epoch FROM {local_day_end("d", "%(tz)s")})::float8
-        FROM (SELECT DISTINCT time_bucket('1 day', m, %(tz)s) AS d FROM unnest(%(instants)s::timestamptz[]) m) x
-        ORDER BY d""", {"instants": instants, "tz": tz})
-    days = [d for d, _, _ in spans]
-    per_day = [np.arange(lo, hi, step) for _, lo, hi in spans]
+    starts, ends = bucket_bounds([t.timestamp() for t in instants], Resolution.DAY1, tz)
+    spans = sorted({(float(lo), float(hi)) for lo, hi in zip(starts, ends, strict=True)})
+    days = [datetime.fromtimestamp(lo, UTC) for lo, _ in spans]
+    per_day = [np.arange(lo, hi, step) for lo, hi in spans]
     stamps = np.concatenate(per_day)
-    day_of = np.concatenate([np.full(len(s), lo) for s, (_, lo, _) in zip(per_day, spans, strict=True)])
+    day_of = np.concatenate([np.full(len(s), lo) for s, (lo, _) in zip(per_day, spans, strict=True)])
     rates, bands = interval_prices(stamps, versions, tz, country)
     params = {"site": site_id, "days": days, "stamps": stamps.tolist(), "rates": rates.tolist(), "bands": bands,
-              "day_of": day_of.tolist(), "from": datetime.fromtimestamp(spans[0][1], UTC),
-              "to": datetime.fromtimestamp(spans[-1][2], UTC)}
-    site_nodes = "SELECT id FROM nodes WHERE site_id = %(site)s"
-    conn.execute(f"DELETE FROM rollups_band_1d WHERE node_id IN ({site_nodes}) AND bucket = ANY(%(days)s)", params)
-    conn.execute(f"""
+              "day_of": day_of.tolist(), "from": datetime.fromtimestamp(spans[0][0], UTC),
+              "to": datetime.fromtimestamp(spans[-1][1], UTC)}
+    conn.execute("""DELETE FROM rollups_band_1d WHERE node_id IN (SELECT id FROM nodes WHERE site_id = %(site)s)
+                    AND bucket = ANY(%(days)s)""", params)
+    conn.execute(sql.SQL("""
         INSERT INTO rollups_band_1d (node_id, bucket, band, energy_wh, cost_minor, unmonitored_wh, max_power_w)
         SELECT r.node_id, to_timestamp(x.day), x.band, sum(r.energy_wh), sum(r.energy_wh / 1000.0 * x.rate),
                sum(r.unmonitored_wh), max(r.max_power_w)
         FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::text[], %(day_of)s::float8[])
              AS x(stamp, rate, band, day)
-        JOIN {resolution.table} r ON r.bucket = to_timestamp(x.stamp)
-        WHERE r.bucket >= %(from)s AND r.bucket < %(to)s AND r.node_id IN ({site_nodes})
-        GROUP BY r.node_id, x.day, x.band""", params)
+        JOIN {} r ON r.bucket = to_timestamp(x.stamp)
+        WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
+          AND r.node_id IN (SELECT id FROM nodes WHERE site_id = %(site)s)
+        GROUP BY r.node_id, x.day, x.band""").format(sql.Identifier(resolution.table)), params)
     conn.execute("""INSERT INTO band_days (site_id, day) SELECT %(site)s, unnest(%(days)s::timestamptz[])
                     ON CONFLICT (site_id, day) DO UPDATE SET computed_at = now()""", params)
     return len(days)
@@ -66,8 +68,6 @@ def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datet
 def price_unpriced_days(conn: psycopg.Connection[Any], limit: int = 62) -> int:
     """Price up to `limit` days that have a daily rollup but no mark (new tier, a tariff
     change), newest first. Runs under the rollup lock. Returns the number of days priced."""
-    from analytics.worker import ROLLUP_LOCK
-
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
         todo = fetch_tuples(conn, """

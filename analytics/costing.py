@@ -12,7 +12,6 @@ import psycopg
 
 from analytics.tariffs import (
     Invoice,
-    TariffError,
     interval_prices,
     invoice,
     load_tariffs,
@@ -21,6 +20,7 @@ from analytics.tariffs import (
 )
 from wattline import queries
 from wattline.accounts import Principal
+from wattline.tariffs import TariffError
 
 
 @dataclass

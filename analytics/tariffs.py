@@ -29,18 +29,12 @@ import numpy.typing as npt
 import pandas as pd
 import psycopg
 
-from wattline.catalogue import Band
+from wattline.buckets import site_offset_minutes
 from wattline.domain import Resolution
+from wattline.tariffs import DAY_TYPES, SLOT_MIN, SLOTS, Band, TariffError, slot_minute, validate_bands
 
-SLOT_MIN = 15
-SLOTS = 24 * 60 // SLOT_MIN
-DAY_TYPES = ("weekday", "weekend", "holiday")
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-
-class TariffError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -56,31 +50,6 @@ class TariffVersion:
     bands: tuple[Band, ...]
 
 
-def _minute(t: time) -> int:
-    return t.hour * 60 + t.minute
-
-
-def validate_bands(bands: list[Band] | tuple[Band, ...]) -> None:
-    """Bands must cover every 15-minute slot of every day type exactly once."""
-    for day_type in DAY_TYPES:
-        cover = np.zeros(SLOTS, dtype=int)
-        for band in bands:
-            if day_type not in band.day_types:
-                continue
-            start, end = _minute(band.start), _minute(band.end) or 1440
-            if start % SLOT_MIN or end % SLOT_MIN:
-                raise TariffError(f"band {band.name!r} must start and end on a quarter hour")
-            if end <= start:
-                raise TariffError(f"band {band.name!r} ends before it starts")
-            cover[start // SLOT_MIN:end // SLOT_MIN] += 1
-        if (cover == 0).any():
-            gap = int(np.argmax(cover == 0)) * SLOT_MIN
-            raise TariffError(f"no band covers {day_type} {gap // 60:02d}:{gap % 60:02d}")
-        if (cover > 1).any():
-            clash = int(np.argmax(cover > 1)) * SLOT_MIN
-            raise TariffError(f"bands overlap on {day_type} at {clash // 60:02d}:{clash % 60:02d}")
-
-
 def load_tariffs(conn: psycopg.Connection[Any], site_id: int) -> list[TariffVersion]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         versions = cur.execute("SELECT * FROM tariffs WHERE site_id = %s ORDER BY valid_from", (site_id,)).fetchall()
@@ -93,12 +62,6 @@ def load_tariffs(conn: psycopg.Connection[Any], site_id: int) -> list[TariffVers
                 tuple(Band(b["name"], b["rate_minor_per_kwh"], tuple(b["day_types"]), b["start_time"], b["end_time"])
                       for b in bands)))
     return out
-
-
-def site_offset_minutes(tz: str) -> int:
-    """The zone's UTC offset in minutes now (only its sub-hour part is used)."""
-    offset = datetime.now(ZoneInfo(tz)).utcoffset()
-    return int(offset.total_seconds() // 60) if offset else 0
 
 
 @dataclass
@@ -120,7 +83,7 @@ def rate_table(versions: list[TariffVersion]) -> RateTable:
         for band in version.bands:
             if band.name not in names:
                 names.append(band.name)
-            start, end = _minute(band.start) // SLOT_MIN, (_minute(band.end) or 1440) // SLOT_MIN
+            start, end = slot_minute(band.start) // SLOT_MIN, (slot_minute(band.end) or 1440) // SLOT_MIN
             for day_type in band.day_types:
                 d = DAY_TYPES.index(day_type)
                 rates[v, d, start:end] = float(band.rate_minor_per_kwh)

@@ -23,10 +23,11 @@ details. Each key is rate limited (429 with Retry-After).
 """
 
 
-def create_app(settings: Settings | None = None, *, database_url: str | None = None,
-               rate_per_s: float = 50.0, burst: int = 200, max_body_bytes: int = 2_000_000) -> FastAPI:
+def create_app(settings: Settings | None = None, *, rate_per_s: float = 50.0, burst: int = 200,
+               max_body_bytes: int = 2_000_000) -> FastAPI:
+    """The API over the database of `settings` (default: the process's settings)."""
     settings = settings or get_settings()
-    url = database_url or settings.database_url
+    url = settings.require_database_url()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

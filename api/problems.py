@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wattline.errors import Conflict, DomainError, NotFound
+
 log = structlog.get_logger("wattline.api")
 PROBLEM = "application/problem+json"
 
@@ -44,6 +46,13 @@ def install(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status_code, exc.title, str(exc.detail), request.url.path, dict(exc.headers or {}),
                                 **exc.extra)
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        # A core function's refusal: the same mapping for every route.
+        status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
+        extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
+        return problem_response(status, exc.title, exc.detail, request.url.path, None, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

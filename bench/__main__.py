@@ -6,6 +6,8 @@ absolute numbers move with whatever else the (shared) machine is doing.
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 
 from bench.common import Row, print_table
@@ -18,6 +20,8 @@ def main(argv: list[str]) -> None:
     unknown = set(chosen) - set(SUITES)
     if unknown:
         raise SystemExit(f"unknown bench {sorted(unknown)}; choose from {SUITES}")
+    # Services the benches start refuse known default secrets, as production does.
+    os.environ.setdefault("WATTLINE_SECRET_KEY", secrets.token_urlsafe(32))
     rows: list[Row] = []
     for name in chosen:
         module = __import__(f"bench.{name}", fromlist=["run"])

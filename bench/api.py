@@ -14,7 +14,7 @@ import psycopg
 
 from bench.common import Row, percentile, services
 from bench.seed import site_with_history
-from wattline.localstack import free_port
+from launcher.localstack import free_port
 
 
 def run() -> list[Row]:
@@ -24,7 +24,7 @@ def run() -> list[Row]:
             seeded = site_with_history(conn, circuits=20, days=31, minute_days=30, panels=2)
         port = free_port()
         env = {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_API_PORT": str(port)}
-        api = subprocess.Popen([sys.executable, "-m", "wattline.cli", "api"], env=env,
+        api = subprocess.Popen([sys.executable, "-m", "launcher.cli", "api"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.localstack import LocalMosquitto, LocalPostgres, ensure_installed, free_port
 from wattline.db import create_database, with_database
-from wattline.localstack import LocalMosquitto, LocalPostgres, ensure_installed, free_port
 from wattline.migrate import migrate
 
 

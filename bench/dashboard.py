@@ -34,7 +34,7 @@ def run() -> list[Row]:
     with services() as stack:
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             seeded = site_with_history(conn, circuits=500, days=30, minute_days=1, priced=False)
-        app = create_dash(Settings(secret_key="bench"), database_url=stack.database_url)
+        app = create_dash(Settings(database_url=stack.database_url))
         client = app.server.test_client()
         res = client.post("/login", data={"email": seeded["email"], "password": seeded["password"]})
         assert res.status_code == 302

@@ -169,14 +169,14 @@ def gateway_env(stack: Stack, port: int, n: int = 0) -> dict[str, str]:
 
 
 def start_gateway(stack: Stack, port: int, n: int = 0) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "wattline.cli", "gateway", "--no-rollups"],
+    return subprocess.Popen([sys.executable, "-m", "launcher.cli", "gateway", "--no-rollups"],
                             env=gateway_env(stack, port, n), stdout=subprocess.DEVNULL,
                             stderr=(stack.root / "gateway.log").open("ab"))
 
 
 def leave(stack: Stack, port: int, n: int) -> None:
     """`wattline gateway --leave` for gateway n: its session leaves the shared group."""
-    subprocess.run([sys.executable, "-m", "wattline.cli", "gateway", "--leave"], env=gateway_env(stack, port, n),
+    subprocess.run([sys.executable, "-m", "launcher.cli", "gateway", "--leave"], env=gateway_env(stack, port, n),
                    check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -302,8 +302,24 @@ def latency(stack: Stack, rate: float, port: int, seconds: float = 30.0) -> tupl
     return percentile(lat, 50), percentile(lat, 99), len(lat)
 
 
+def drain_shared(stack: Stack, n: int, round_no: int, ports: list[int], ticks: int) -> tuple[float, int, int]:
+    """n gateways on one shared subscription drain `ticks` of the fleet: (readings/s, stored, handled twice)."""
+    empty(stack)
+    # Scaling down: members of the group beyond n leave it, or the broker would keep routing
+    # them a share of the backlog that nobody takes (their sessions outlive their processes).
+    for i in range(n, len(ports)):
+        leave(stack, ports[i], i)
+    readings = SENSORS * ticks
+    gateways = start_on_backlog(stack, ports[:n], packs(ticks, T0 + round_no * 1000.0))
+    elapsed = drain_seconds(stack, ports[:n], readings)
+    time.sleep(0.5)
+    shares = [gateway_health(port) for port in ports[:n]]
+    stop_all(gateways)
+    return readings / elapsed, sum(h["stored"] for h in shares), sum(h["duplicates"] for h in shares)
+
+
 def run() -> list[Row]:
-    from wattline.localstack import free_port
+    from launcher.localstack import free_port
 
     rows: list[Row] = []
     readings = SENSORS * TICKS
@@ -324,10 +340,8 @@ def run() -> list[Row]:
         size = bytes_per_reading(stack)  # the last round's rows
         empty(stack)
         copy2 = copy_ceiling(stack, readings, streams=2)
-        from bench.scaleout import drain  # one gateway per core, as a deployment would run
-
-        ports = [port, free_port()]
-        e2e2 = drain(stack, 2, 1, ports)[0]  # round 1: a backlog an hour old, not in the future
+        ports = [port, free_port()]  # one gateway per core, as a deployment would run
+        e2e2 = drain_shared(stack, 2, 1, ports, 10)[0]  # round 1: a backlog an hour old, not in the future
         leave(stack, ports[1], 1)  # back to one gateway for the latency run
         note = f"{len(items)} packs of {PER_BRIDGE} readings, {readings:,} readings"
         rows += [

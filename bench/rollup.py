@@ -19,7 +19,7 @@ import pandas as pd
 from analytics.rollup import bucket_stats
 from analytics.tariffs import TariffVersion, interval_costs, local_calendar, rate_table
 from bench.common import Row, best_of
-from wattline.catalogue import Band
+from wattline.tariffs import Band
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 GAP = 30.0

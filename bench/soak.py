@@ -28,7 +28,7 @@ from wattline.settings import Settings
 
 
 def run() -> list[Row]:
-    from wattline.localstack import free_port
+    from launcher.localstack import free_port
 
     seconds = float(os.environ.get("WATTLINE_SOAK_SECONDS", "600"))
     rate = float(os.environ.get("WATTLINE_SOAK_RATE", "105000"))  # the 100k target, 5 % over

@@ -17,8 +17,9 @@ from wattline.settings import Settings
 PAGE_BUILD: Any = {"_pages_content": "children"}
 
 
-def create_dash(settings: Settings, database_url: str | None = None) -> Dash:
-    pool = make_pool(database_url or settings.database_url, max_size=8, name="dashboard", wait=False)
+def create_dash(settings: Settings) -> Dash:
+    """The dashboard over the database of `settings`."""
+    pool = make_pool(settings.require_database_url(), max_size=8, name="dashboard", wait=False)
     data.configure(pool, settings)
     app = Dash(__name__, use_pages=True, pages_folder="", title="Wattline", suppress_callback_exceptions=True,
                assets_folder=str(Path(__file__).parent / "assets"))

@@ -34,6 +34,7 @@ from ingest import metrics
 from ingest.packs import BatchResult, RawPack
 from ingest.spool import Spool
 from ingest.writer import BatchWriter, Prepared
+from wattline.service import LoopService, serve_http
 from wattline.settings import Settings
 
 log = structlog.get_logger("wattline.gateway")
@@ -102,7 +103,7 @@ LEAVE_IDLE_S = 3.0  # leaving: this long with nothing unacked and nothing arrivi
 
 
 class Gateway:
-    def __init__(self, settings: Settings, database_url: str, mqtt_url: str, *, leave: bool = False) -> None:
+    def __init__(self, settings: Settings, *, leave: bool = False) -> None:
         """`leave`: retire this gateway's session from the shared group (scaling down). It
         unsubscribes, so the broker routes it nothing new, stores what the broker had already
         queued for it, then ends the session. A plain stop keeps the session and its queue
@@ -112,9 +113,10 @@ class Gateway:
         self.drained = False
         self._unacked = 0  # packs received on this connection and not yet acked
         self._trimmed_at = time.monotonic()
-        self.mqtt_url = mqtt_url
-        self._broker = urlsplit(mqtt_url)
-        self.writer = BatchWriter(database_url, max_skew_s=settings.max_clock_skew_s,
+        self.mqtt_url = settings.require_mqtt_url()
+        self._broker = urlsplit(self.mqtt_url)
+        self.rollups: LoopService | None = None  # the in-process rollup worker, shown in health
+        self.writer = BatchWriter(settings.require_database_url(), max_skew_s=settings.max_clock_skew_s,
                                   max_age_s=settings.max_reading_age_days * 86400.0)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
         self.stats = GatewayStats()
@@ -129,7 +131,8 @@ class Gateway:
             return None
         return {"status": "ok", "packs": self.stats.packs, "stored": self.stats.stored,
                 "duplicates": self.stats.duplicates,
-                "spool_bytes": self.spool.size(), "unacked": self._unacked, "buffered": len(self._buffer)}
+                "spool_bytes": self.spool.size(), "unacked": self._unacked, "buffered": len(self._buffer),
+                "rollups": None if self.rollups is None else (self.rollups.health() or {"status": "stalled"})}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -336,21 +339,22 @@ class Gateway:
             await asyncio.to_thread(_MALLOC_TRIM, 0)
 
 
-async def serve(settings: Settings, database_url: str, mqtt_url: str, *, with_rollups: bool = True,
-                leave: bool = False) -> None:
-    from ingest.health import serve_http
+async def serve(settings: Settings, *, with_rollups: bool = True, leave: bool = False) -> None:
+    """Run a gateway until SIGINT or SIGTERM, with its health and metrics, and (by default) the rollup worker."""
+    gateway = Gateway(settings, leave=leave)
+    worker: LoopService | None = None
+    if with_rollups:
+        # Imported here: Numba and LLVM cost ~100 MB of RSS a --no-rollups gateway need not pay.
+        from analytics.worker import rollup_service
 
-    gateway = Gateway(settings, database_url, mqtt_url, leave=leave)
-    http = serve_http(settings.gateway_metrics_port, gateway.health) if settings.gateway_metrics_port else None
+        worker = rollup_service(settings)
+        gateway.rollups = worker
+    http = serve_http(settings.gateway_metrics_port, gateway.health, name="gateway") \
+        if settings.gateway_metrics_port else None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gateway.stop)
-    worker = None
-    if with_rollups:
-        # Imported here: Numba and LLVM cost ~100 MB of RSS a --no-rollups gateway need not pay.
-        from analytics.worker import RollupWorker
-
-        worker = RollupWorker(database_url, settings)
+    if worker is not None:
         worker.start()
     try:
         await gateway.run()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import structlog
+from psycopg import sql
 
 from ingest import metrics
 from ingest.copy import COLUMNS, SensorIds, SensorIdsDumper, encode_readings
@@ -241,8 +242,8 @@ class BatchWriter:
         with conn.cursor() as cur:
             with cur.copy(f"COPY staging_readings ({_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(rows.copy_data)
-            cur.execute(f"""INSERT INTO readings ({_COPY_COLUMNS}) SELECT {_COPY_COLUMNS} FROM staging_readings
-                            ON CONFLICT (sensor_id, ts) DO NOTHING""")
+            cur.execute(sql.SQL("""INSERT INTO readings ({columns}) SELECT {columns} FROM staging_readings
+                                   ON CONFLICT (sensor_id, ts) DO NOTHING""").format(columns=sql.SQL(_COPY_COLUMNS)))
             stored = cur.rowcount
             cur.execute("TRUNCATE staging_readings")
         return stored
@@ -294,8 +295,8 @@ class BatchWriter:
     def _load_sensors(self, conn: psycopg.Connection[Any], column: str, values: list[Any]) -> None:
         """Cache id and site of the sensors whose `column` (s.serial or b.site_id) is in `values`."""
         for serial, sensor_id, site_id in conn.execute(
-                f"""SELECT s.serial, s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
-                    WHERE {column} = ANY(%s)""", (values,)):
+                sql.SQL("""SELECT s.serial, s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
+                           WHERE {} = ANY(%s)""").format(sql.Identifier(*column.split("."))), (values,)):
             moved_from = self._sensor_site.get(serial)
             if moved_from is not None and moved_from != site_id:
                 self._site_sensors.get(moved_from, {}).pop(serial, None)

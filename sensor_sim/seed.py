@@ -1,4 +1,4 @@
-"""Seed the catalogue that matches a simulated fleet, through the storage layer."""
+"""Seed the catalogue that matches a simulated fleet, through the core's site builder."""
 
 from __future__ import annotations
 
@@ -8,63 +8,67 @@ from typing import Any
 
 import psycopg
 
-from sensor_sim.fleet import Fleet
-from wattline import catalogue
-from wattline.catalogue import Band
+from sensor_sim.fleet import Fleet, Site
 from wattline.domain import Connection
+from wattline.site_builder import (
+    CircuitSpec,
+    PanelSpec,
+    SensorSpec,
+    SiteSpec,
+    TariffSpec,
+    build_site,
+    build_tenant,
+)
+from wattline.tariffs import Band
 
 DEMO_RESELLER = "Demo Reseller"
 DEMO_CUSTOMER = "Demo Retail Ltd"
 
-UK_STYLE_BANDS = [
+UK_STYLE_BANDS = (
     Band("night", Decimal("14.50"), ("weekday", "weekend", "holiday"), time(0, 0), time(7, 0)),
     Band("day", Decimal("28.62"), ("weekday",), time(7, 0), time(16, 0)),
     Band("peak", Decimal("39.10"), ("weekday",), time(16, 0), time(19, 0)),
     Band("day", Decimal("28.62"), ("weekday",), time(19, 0), time(0, 0)),
     Band("weekend", Decimal("22.00"), ("weekend", "holiday"), time(7, 0), time(0, 0)),
-]
+)
+UK_STYLE_TARIFF = TariffSpec("Business day/night", "GBP", datetime(2024, 1, 1, tzinfo=UTC), UK_STYLE_BANDS,
+                             standing_charge_minor_per_day=Decimal("95.00"),
+                             demand_charge_minor_per_kw=Decimal("450.00"), vat_rate=Decimal("0.20"))
+
+
+def site_spec(site: Site, *, unassigned_every: int = 0) -> SiteSpec:
+    """The simulated site as a catalogue: a main switchboard feeding one board per panel ref,
+    each circuit's sensors on its phases. Every `unassigned_every`-th circuit's sensors are
+    left for an installer to assign (0: assign all)."""
+    boards: dict[str, list[CircuitSpec]] = {}
+    for n, circuit in enumerate(site.circuits):
+        bridge = f"BR-{site.code}-{circuit.ref.split('-B')[1][:2]}"
+        left = bool(unassigned_every) and n % unassigned_every == unassigned_every - 1
+        sensors = () if left else tuple(SensorSpec(serial, bridge, phase, circuit.rated_a * 1.25)
+                                        for phase, serial in enumerate(circuit.sensor_serials, start=1))
+        boards.setdefault(circuit.panel_ref, []).append(
+            CircuitSpec(circuit.ref, circuit.name, sensors, asset_type=circuit.profile.name.lower()))
+    sub_panels = tuple(PanelSpec(ref, f"Board {ref}", 400.0, 0.92, Connection.THREE_PHASE_WYE, tuple(circuits),
+                                 feeder=CircuitSpec(f"{ref}-FEED", f"Feeder to {ref}"))
+                       for ref, circuits in boards.items())
+    main = PanelSpec(f"{site.code}-MSB", "Main switchboard", 400.0, 0.95, Connection.THREE_PHASE_WYE,
+                     sub_panels=sub_panels)
+    return SiteSpec(site.name, timezone=site.timezone, floor_area_m2=1500.0 + 100 * site.index,
+                    opening_hours={d: ["07:00", "19:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")},
+                    bridges=tuple(site.bridge_serials), panels=(main,), tariff=UK_STYLE_TARIFF)
 
 
 def seed_catalogue(conn: psycopg.Connection[Any], fleet: Fleet, *, unassigned_every: int = 0,
                    customer: str = DEMO_CUSTOMER, reseller: str = DEMO_RESELLER) -> dict[str, int]:
     """Create reseller, customer, sites, panels, circuits, bridges, sensor assignments and a
-    tariff. Idempotent. Every `unassigned_every`-th circuit's sensors are left for an
-    installer to assign (0: assign all). Returns counts."""
+    tariff for the fleet. Idempotent. Returns counts."""
     counts = {"sites": 0, "circuits": 0, "sensors": 0, "unassigned": 0}
     with conn.transaction():
-        reseller_id = catalogue.upsert_reseller(conn, reseller)
-        customer_id = catalogue.upsert_customer(conn, reseller_id, customer)
+        _, customer_id = build_tenant(conn, reseller, customer)
         for site in fleet.sites:
-            site_id = catalogue.upsert_site(
-                conn, customer_id, site.name, timezone=site.timezone, floor_area_m2=1500.0 + 100 * site.index,
-                opening_hours={d: ["07:00", "19:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")})
+            built = build_site(conn, customer_id, site_spec(site, unassigned_every=unassigned_every))
             counts["sites"] += 1
-            root = catalogue.site_root(conn, site_id)
-            main = catalogue.upsert_node(conn, site_id, root, "panel", "Main switchboard", f"{site.code}-MSB",
-                                         nominal_voltage_v=400.0, power_factor=0.95,
-                                         connection=Connection.THREE_PHASE_WYE)
-            bridges = {serial: catalogue.upsert_bridge(conn, site_id, serial, f"Bridge {serial}")
-                       for serial in site.bridge_serials}
-            panels: dict[str, int] = {}
-            for n, circuit in enumerate(site.circuits):
-                if circuit.panel_ref not in panels:
-                    feeder = catalogue.upsert_node(conn, site_id, main, "circuit", f"Feeder to {circuit.panel_ref}",
-                                                   f"{circuit.panel_ref}-FEED")
-                    panels[circuit.panel_ref] = catalogue.upsert_node(
-                        conn, site_id, feeder, "panel", f"Board {circuit.panel_ref}", circuit.panel_ref,
-                        nominal_voltage_v=400.0, power_factor=0.92, connection=Connection.THREE_PHASE_WYE)
-                node = catalogue.upsert_node(conn, site_id, panels[circuit.panel_ref], "circuit", circuit.name,
-                                             circuit.ref, asset_type=circuit.profile.name.lower())
-                counts["circuits"] += 1
-                bridge_serial = f"BR-{site.code}-{circuit.ref.split('-B')[1][:2]}"
-                if unassigned_every and n % unassigned_every == unassigned_every - 1:
-                    counts["unassigned"] += len(circuit.sensor_serials)
-                    continue
-                for phase, serial in enumerate(circuit.sensor_serials, start=1):
-                    catalogue.assign_sensor(conn, serial, node, phase, circuit.rated_a * 1.25,
-                                            bridge_id=bridges[bridge_serial])
-                    counts["sensors"] += 1
-            catalogue.add_tariff(conn, site_id, "Business day/night", "GBP", datetime(2024, 1, 1, tzinfo=UTC),
-                                 UK_STYLE_BANDS, standing_charge_minor_per_day=Decimal("95.00"),
-                                 demand_charge_minor_per_kw=Decimal("450.00"), vat_rate=Decimal("0.20"))
+            counts["circuits"] += len(site.circuits)
+            counts["sensors"] += len(built.sensors)
+            counts["unassigned"] += sum(len(c.sensor_serials) for c in site.circuits) - len(built.sensors)
     return counts

@@ -37,8 +37,8 @@ from sensor_sim.fleet import Circuit, Fleet, build_fleet
 from sensor_sim.profiles import Profile
 from sensor_sim.publisher import Report, Simulator
 from sensor_sim.seed import seed_catalogue
-from tests.conftest import RunningGateway, count, wait_for
-from tests.conftest import test_settings as settings_for
+from tests.factories import count, wait_for
+from tests.fixtures.gateway import RunningGateway, settings_for
 from wattline.settings import Settings
 
 V_PHASE = 400.0 / 3 ** 0.5  # the seeded boards: 400 V three-phase wye

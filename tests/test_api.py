@@ -2,111 +2,19 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from datetime import time as dtime
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from alerts import store as alert_store
-from alerts.rules import Threshold
-from analytics.worker import RollupEngine
 from api.app import create_app
-from ingest.packs import RawPack
-from ingest.writer import BatchWriter
+from tests.factories import Tenant, auth, drain
 from wattline import catalogue
-from wattline.accounts import create_user, issue_key
-from wattline.domain import Connection, Role
-from wattline.senml import SENML_TOPIC, encode_pack
+from wattline.accounts import create_user
+from wattline.domain import Role
 from wattline.settings import Settings
-
-
-@dataclass
-class Tenant:
-    name: str
-    reseller_id: int
-    customer_id: int
-    site_id: int
-    panel_id: int
-    circuit_id: int
-    bridge_id: int
-    bridge_serial: str
-    tokens: dict[str, str]
-    key_ids: dict[str, int]
-    sensor_serial: str
-    discovered_serial: str
-    rule_id: int = 0
-    alert_id: int = 0
-    webhook_id: int = 0
-    user_ids: dict[str, int] = field(default_factory=dict)
-
-
-def make_tenant(db: psycopg.Connection[Any], tag: str) -> Tenant:
-    r = catalogue.upsert_reseller(db, f"Reseller {tag}")
-    c = catalogue.upsert_customer(db, r, f"Customer {tag}")
-    site = catalogue.upsert_site(db, c, f"Site {tag}", timezone="Europe/London")
-    root = catalogue.site_root(db, site)
-    panel = catalogue.upsert_node(db, site, root, "panel", "MSB", f"{tag}-MSB", nominal_voltage_v=230.0,
-                                  power_factor=1.0, connection=Connection.SINGLE_PHASE)
-    circuit = catalogue.upsert_node(db, site, panel, "circuit", f"Chiller {tag}", f"{tag}-C1")
-    bridge_serial = f"BR-{tag}"
-    bridge = catalogue.upsert_bridge(db, site, bridge_serial)
-    catalogue.assign_sensor(db, f"CT-{tag}-1", circuit, 1, 100.0, bridge_id=bridge)
-    catalogue.add_tariff(db, site, "Flat", "GBP", datetime(2024, 1, 1, tzinfo=UTC),
-                         [catalogue.Band("flat", Decimal("25"), ("weekday", "weekend", "holiday"), dtime(0), dtime(0))],
-                         standing_charge_minor_per_day=Decimal("50"), vat_rate=Decimal("0.2"))
-    tokens: dict[str, str] = {}
-    key_ids: dict[str, int] = {}
-    user_ids: dict[str, int] = {}
-    for role in Role:
-        reseller, customer = (r, None) if role is Role.RESELLER_ADMIN else (None, c)
-        uid = create_user(db, email=f"{role.value}-{tag}-{uuid.uuid4().hex[:6]}@example.com", password="pw-" + tag,
-                          role=role, reseller_id=reseller, customer_id=customer)
-        key = issue_key(db, uid, ["read", "write", "commission", "admin"])
-        tokens[role.value] = key.token
-        key_ids[role.value] = key.id
-        user_ids[role.value] = uid
-    rule_id = alert_store.create_rule(db, site, circuit, "Chiller above 10 kW", Threshold(above_w=10_000))
-    alert = db.execute("""INSERT INTO alert_episodes (rule_id, subject, message, started_at)
-                          VALUES (%s, %s, %s, now() - interval '1 hour') RETURNING id""",
-                       (rule_id, str(circuit), f"Chiller {tag} above 10 kW")).fetchone()
-    assert alert is not None
-    webhook_id, _ = alert_store.create_webhook(db, c, f"https://example.com/hooks/{tag}")
-    return Tenant(tag, r, c, site, panel, circuit, bridge, bridge_serial, tokens, key_ids, f"CT-{tag}-1",
-                  f"CT-{tag}-NEW", rule_id, alert[0], webhook_id, user_ids)
-
-
-@pytest.fixture
-def tenants(db: psycopg.Connection[Any], database_url: str) -> tuple[Tenant, Tenant]:
-    a, b = make_tenant(db, "A"), make_tenant(db, "B")
-    writer = BatchWriter(database_url)
-    now = time.time()
-    for t in (a, b):  # readings for the assigned sensor and one discovered sensor
-        readings = [(s, now - 540 + i * 10, 12.0) for i in range(55) for s in (t.sensor_serial, t.discovered_serial)]
-        writer.write([RawPack(SENML_TOPIC.format(bridge=t.bridge_serial), encode_pack(readings), now)])
-    writer.close()
-    while RollupEngine(30.0).process_dirty(db):
-        pass
-    return a, b
-
-
-@pytest.fixture
-def client(database_url: str) -> Iterator[TestClient]:
-    # A minute-long reporting interval: "live" must not depend on how fast this machine is.
-    app = create_app(Settings(reporting_interval_s=60), database_url=database_url, rate_per_s=1000, burst=5000)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        yield c
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def params_for(t: Tenant) -> dict[str, Any]:
@@ -231,8 +139,7 @@ def test_installer_assigns_discovered_sensor_and_its_energy_appears(
     res = client.put(f"/v1/sensors/{a.discovered_serial}/assignment", headers=auth(token),
                      json={"node_id": node, "phase": 1, "ct_rating_a": 32})
     assert res.status_code == 200, res.text
-    while RollupEngine(30.0).process_dirty(db):
-        pass
+    drain(db)
     rows = client.get(f"/v1/nodes/{node}/measurements", headers=auth(token),
                       params={**query(), "resolution": "1m"}).json()
     energy = sum(r["energy_wh"] for r in rows)
@@ -303,7 +210,7 @@ def test_bad_requests_get_problem_details(client: TestClient, tenants: tuple[Ten
 
 def test_rate_limit_answers_429_with_retry_after(database_url: str, tenants: tuple[Tenant, Tenant]) -> None:
     a, _ = tenants
-    app = create_app(Settings(), database_url=database_url, rate_per_s=1, burst=3)
+    app = create_app(Settings(database_url=database_url), rate_per_s=1, burst=3)
     with TestClient(app) as c:
         codes = [c.get("/v1/me", headers=auth(a.tokens["viewer"])).status_code for _ in range(5)]
         assert codes[:3] == [200, 200, 200] and codes[-1] == 429
@@ -313,9 +220,9 @@ def test_rate_limit_answers_429_with_retry_after(database_url: str, tenants: tup
 
 
 def test_dead_database_answers_503(services: Any) -> None:
-    from wattline.localstack import free_port
+    from launcher.localstack import free_port
 
-    app = create_app(Settings(), database_url=f"postgresql://wattline@127.0.0.1:{free_port()}/x?connect_timeout=1")
+    app = create_app(Settings(database_url=f"postgresql://wattline@127.0.0.1:{free_port()}/x?connect_timeout=1"))
     with TestClient(app, raise_server_exceptions=False) as c:
         assert c.get("/health").status_code == 503
         res = c.get("/v1/sites", headers=auth("wl_AAAAAAAA.x"))

@@ -8,21 +8,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
 
-from tests.conftest import Services, count
-from tests.test_rollups import TABLES, _one_circuit_site, snapshot, write
-from wattline.cli import app
+from tests.factories import ROLLUP_TABLES, count, one_circuit_site, snapshot, write
+from tests.factories import run_cli as run
+from tests.fixtures.services import Services
 from wattline.db import drop_database, with_database
-from wattline.settings import get_settings
-
-
-def run(*args: str, env: dict[str, str]) -> Any:
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(app, list(args), env=env)
-    finally:
-        get_settings.cache_clear()
 
 
 def test_db_migrate_creates_then_changes_nothing(services: Services) -> None:
@@ -43,7 +33,7 @@ def test_missing_settings_are_a_clear_error() -> None:
 
 
 def test_rollup_command_recomputes_a_range(db: psycopg.Connection[Any], database_url: str) -> None:
-    _one_circuit_site(db)
+    one_circuit_site(db)
     base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
     write(database_url, [("CT-1", base + i * 10, 10.0) for i in range(361)])
     db.execute("TRUNCATE rollup_dirty")  # as if the worker had never run
@@ -55,7 +45,7 @@ def test_rollup_command_recomputes_a_range(db: psycopg.Connection[Any], database
     ten = datetime(2026, 5, 4, 10, tzinfo=UTC)
     # Circuit, panel and site: an hour of 10 A at 230 V (the 11:00:00 reading opens the next hour).
     assert [v[0] for k, v in hour.items() if k[1] == ten] == [pytest.approx(2300.0)] * 3
-    assert {t: len(snapshot(db, t)) > 0 for t in TABLES} == dict.fromkeys(TABLES, True)
+    assert {t: len(snapshot(db, t)) > 0 for t in ROLLUP_TABLES} == dict.fromkeys(ROLLUP_TABLES, True)
 
 
 def test_demo_seed_is_idempotent(db: psycopg.Connection[Any], database_url: str) -> None:

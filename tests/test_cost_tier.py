@@ -17,11 +17,11 @@ import pytest
 from analytics.band_rollups import price_unpriced_days
 from analytics.costing import NodeCost, site_cost
 from sensor_sim.seed import UK_STYLE_BANDS
-from tests.test_rollups import _one_circuit_site, drain, write
-from wattline import catalogue, queries
+from tests.factories import drain, one_circuit_site, write
+from wattline import queries
 from wattline.accounts import Principal
-from wattline.catalogue import Band
 from wattline.domain import Role
+from wattline.tariffs import Band, add_tariff
 
 LONDON = ZoneInfo("Europe/London")
 SAT = datetime(2026, 5, 2, tzinfo=LONDON)  # Monday 4 May 2026 is a UK bank holiday
@@ -60,8 +60,8 @@ def _priced(db: psycopg.Connection[Any], site: int, t_from: datetime, t_to: date
 
 @pytest.fixture
 def priced_site(db: psycopg.Connection[Any], database_url: str) -> int:
-    site, _, _ = _one_circuit_site(db)
-    catalogue.add_tariff(db, site, "Day/night", "GBP", datetime(2026, 1, 1, tzinfo=LONDON), UK_STYLE_BANDS)
+    site = one_circuit_site(db).site_id
+    add_tariff(db, site, "Day/night", "GBP", datetime(2026, 1, 1, tzinfo=LONDON), UK_STYLE_BANDS)
     write(database_url, _readings(SAT + timedelta(hours=12), 48), now=SAT.timestamp() + 3 * 86400)
     drain(db)
     return site
@@ -118,7 +118,7 @@ def test_a_tariff_change_unmarks_the_days_it_reprices(db: psycopg.Connection[Any
     old = _costs(db, priced_site, *whole)
     # A back-dated version (the test database allows rewriting history) from Sunday on.
     flat = [Band("flat", Decimal("50"), ("weekday", "weekend", "holiday"), time(0), time(0))]
-    catalogue.add_tariff(db, priced_site, "Flat", "GBP", SAT + timedelta(days=1), flat)
+    add_tariff(db, priced_site, "Flat", "GBP", SAT + timedelta(days=1), flat)
     assert _priced(db, priced_site, *whole) == []  # from the day before the version on
     fresh = _costs(db, priced_site, *whole)  # priced from the hourly tier meanwhile
     assert fresh != old and "flat" in fresh[min(fresh)][2]

@@ -24,12 +24,12 @@ from analytics.worker import RollupEngine
 from dashboard.pages.site import power_figure
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
+from launcher.localstack import free_port
 from sensor_sim.fleet import build_fleet
 from sensor_sim.seed import seed_catalogue
-from tests.conftest import wait_for
+from tests.factories import wait_for
 from wattline.accounts import DEMO_EMAIL, DEMO_PASSWORD, Principal, ensure_demo_users
 from wattline.domain import Resolution, Role
-from wattline.localstack import free_port
 from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.settings import Settings
 
@@ -60,7 +60,7 @@ def seeded(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any]:
 def dashboard_url(database_url: str, seeded: dict[str, Any]) -> Iterator[str]:
     from dashboard.app import create_dash
 
-    app = create_dash(Settings(secret_key="test-secret"), database_url=database_url)
+    app = create_dash(Settings(database_url=database_url))
     port = free_port()
     server = make_server("127.0.0.1", port, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

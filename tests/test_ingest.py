@@ -13,46 +13,11 @@ from ingest.packs import RawPack
 from ingest.writer import BatchWriter
 from sensor_sim.faults import Faults
 from sensor_sim.fleet import build_fleet
-from sensor_sim.publisher import Report, Simulator, connect
+from sensor_sim.publisher import connect
 from sensor_sim.seed import seed_catalogue
-from tests.conftest import RunningGateway, count, wait_for
-from wattline.senml import SENML_TOPIC, Reason, encode_pack
-
-
-def one_reading(bridge: str, serial: str, t: float) -> list[RawPack]:
-    """A batch of one pack from `bridge` with one current reading, received at `t`."""
-    return [RawPack(SENML_TOPIC.format(bridge=bridge), encode_pack([(serial, t, 5.0)]), t)]
-
-
-def stored(db: psycopg.Connection[Any]) -> int:
-    return count(db, "SELECT count(*) FROM readings")
-
-
-def stored_set(db: psycopg.Connection[Any]) -> set[tuple[str, float]]:
-    rows = db.execute("""SELECT s.serial, extract(epoch FROM r.ts)::float8 FROM readings r
-                         JOIN sensors s ON s.id = r.sensor_id""").fetchall()
-    return {(serial, round(ts, 3)) for serial, ts in rows}
-
-
-def run_sim(mqtt_url: str, faults: Faults | None = None, *, minutes: float = 5, sites: int = 1,
-            bridges: int = 2, sensors: int = 6, start: float | None = None,
-            seed_db: psycopg.Connection[Any] | None = None,
-            unassigned_every: int = 0) -> Report:
-    fleet = build_fleet(sites, bridges, sensors)
-    if seed_db is not None:
-        seed_catalogue(seed_db, fleet, unassigned_every=unassigned_every)
-    sim = Simulator(fleet, mqtt_url, faults=faults, client_id=f"sim-{time.monotonic_ns()}")
-    report = Report(keep_expected=True)
-    begin = start if start is not None else (time.time() // 600) * 600 - 3600
-    try:
-        sim.backfill(begin, begin + minutes * 60, report)
-    finally:
-        sim.close()
-    return report
-
-
-def expected_set(report: Report) -> set[tuple[str, float]]:
-    return {(s, round(t, 3)) for s, t in report.expected}
+from tests.factories import count, expected_set, one_reading, run_sim, stored, stored_set, wait_for
+from tests.fixtures.gateway import RunningGateway
+from wattline.senml import SENML_TOPIC, Reason
 
 
 def test_clean_stream_is_stored_exactly(db: psycopg.Connection[Any], mqtt_url: str,

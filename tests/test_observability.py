@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 
 import alerts.scheduler  # noqa: F401 - registers the scheduler's metrics
 import ingest.metrics  # noqa: F401 - registers the gateway's metrics
-from tests.conftest import wait_for
-from wattline.localstack import free_port
+from launcher.localstack import free_port
+from tests.factories import wait_for
 from wattline.settings import Settings
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
@@ -49,15 +49,15 @@ def test_every_service_has_a_health_endpoint_that_tells_the_truth(database_url: 
 
     dead = f"postgresql://wattline@127.0.0.1:{free_port()}/x?connect_timeout=1"
     for url, code in ((database_url, 200), (dead, 503)):
-        with TestClient(create_app(Settings(), database_url=url), raise_server_exceptions=False) as api:
+        with TestClient(create_app(Settings(database_url=url)), raise_server_exceptions=False) as api:
             assert api.get("/health").status_code == code
-        dash = create_dash(Settings(secret_key="health"), database_url=url).server.test_client()
+        dash = create_dash(Settings(database_url=url)).server.test_client()
         res = dash.get("/health")
         assert res.status_code == code, res.data
     port = free_port()
     env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_ALERTS_HEALTH_PORT": str(port),
            "WATTLINE_ALERTS_PERIOD_S": "1", "WATTLINE_LOG_TEE": str(tmp_path / "alerts.log")}
-    proc = subprocess.Popen([sys.executable, "-m", "wattline.cli", "alerts"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "alerts"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         health = wait_for(lambda: (r := _get(f"http://127.0.0.1:{port}/health")) is not None

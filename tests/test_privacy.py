@@ -12,15 +12,14 @@ import orjson
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 
-from tests.conftest import count
-from tests.test_api import Tenant, auth, client, make_tenant, tenants  # noqa: F401 - fixtures
-from tests.test_cli import run
-from wattline import catalogue, privacy
+from tests.factories import Tenant, auth, count
+from tests.factories import run_cli as run
+from wattline import privacy
 from wattline.accounts import create_user, issue_key
 from wattline.domain import Role
-
-__all__ = ["client", "tenants"]
+from wattline.site_builder import SiteSpec, build_site, build_tenant
 
 
 def person(db: psycopg.Connection[Any], t: Tenant, email: str = "ada@example.com") -> tuple[int, str]:
@@ -109,7 +108,8 @@ def test_erasure_anonymises_the_person_and_keeps_the_organisations_data(
                                                 "password": "correct horse battery"}).status_code == 401
     # Nothing personal is left anywhere, the erasure record included.
     for table in ("users", "audit_log", "support_requests", "marketing_consents", "customers", "api_keys"):
-        dump = db.execute(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t").fetchone()[0]
+        dump = db.execute(sql.SQL("SELECT coalesce(string_agg(t::text, ' '), '') FROM {} t").format(
+            sql.Identifier(table))).fetchone()[0]
         for secret in ("ada@example.com", "Ada Lovelace", "7946 0001", "07700 900000", "Ada's question"):
             assert secret not in dump, (table, secret)
     assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'erase' AND subject_id = %s", str(uid)) == 1
@@ -210,13 +210,11 @@ def test_reading_customer_payment_data_is_audited(client: TestClient, db: psycop
 
 def test_anonymised_aggregates_suppress_groups_under_k(client: TestClient, db: psycopg.Connection[Any],
                                                        database_url: str) -> None:
-    reseller = catalogue.upsert_reseller(db, "Aggregator")
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     for i in range(8):  # six organisations in GB, two in DE
-        customer = catalogue.upsert_customer(db, reseller, f"Org {i}")
-        site = catalogue.upsert_site(db, customer, f"Store {i}", timezone="Europe/London",
-                                     country="GB" if i < 6 else "DE", floor_area_m2=1000.0)
-        root = catalogue.site_root(db, site)
+        reseller, customer = build_tenant(db, "Aggregator", f"Org {i}")
+        root = build_site(db, customer, SiteSpec(f"Store {i}", timezone="Europe/London",
+                                                 country="GB" if i < 6 else "DE", floor_area_m2=1000.0)).root
         db.execute("""INSERT INTO rollups_1h (node_id, bucket, energy_wh, mean_power_w, max_power_w, mean_current_a,
                       samples, coverage) VALUES (%s, %s, %s, 1, 1, 1, 1, 1)""", (root, hour, 10_000.0 * (i + 1)))
     uid = create_user(db, email=f"agg-{time.time_ns()}@example.com", password=None, role=Role.RESELLER_ADMIN,

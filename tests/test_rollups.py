@@ -14,33 +14,24 @@ import psycopg
 import pytest
 
 from analytics.worker import RollupEngine
-from ingest.packs import RawPack
-from ingest.writer import BatchWriter
-from tests.conftest import RunningGateway, count, wait_for
-from tests.test_ingest import run_sim, stored
+from tests.factories import (
+    GAP,
+    ROLLUP_TABLES,
+    count,
+    drain,
+    one_circuit_site,
+    run_sim,
+    snapshot,
+    stored,
+    wait_for,
+    write,
+)
+from tests.fixtures.gateway import RunningGateway
 from wattline import catalogue
 from wattline.domain import Connection
-from wattline.senml import SENML_TOPIC, encode_pack
-
-GAP = 30.0
-
-
-def drain(db: psycopg.Connection[Any], engine: RollupEngine | None = None) -> None:
-    engine = engine or RollupEngine(GAP)
-    while engine.process_dirty(db):
-        pass
-
-
-def snapshot(db: psycopg.Connection[Any], table: str) -> dict[tuple[int, datetime], tuple[Any, ...]]:
-    rows = db.execute(f"""SELECT node_id, bucket, round(energy_wh::numeric, 6), round(mean_power_w::numeric, 4),
-                                 round(max_power_w::numeric, 4), samples, round(coverage::numeric, 4),
-                                 round(unmonitored_wh::numeric, 6)
-                          FROM {table}""").fetchall()
-    return {(r[0], r[1]): tuple(r[2:]) for r in rows}
-
+from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
 
 COVERAGE = 4  # index in a snapshot row
-TABLES = ("rollups_1m", "rollups_15m", "rollups_1h", "rollups_1d")
 
 
 def test_incremental_rollups_equal_full_recompute_and_raw_energy(
@@ -50,11 +41,11 @@ def test_incremental_rollups_equal_full_recompute_and_raw_energy(
     report = run_sim(mqtt_url, seed_db=db, minutes=40, start=t0)
     wait_for(lambda: stored(db) >= len(report.expected))
     drain(db)
-    incremental = {t: snapshot(db, t) for t in TABLES}
-    db.execute(f"TRUNCATE {', '.join(TABLES)}")
+    incremental = {t: snapshot(db, t) for t in ROLLUP_TABLES}
+    db.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}")
     RollupEngine(GAP).recompute_range(db, datetime.fromtimestamp(t0 - 3600, UTC),
                                       datetime.fromtimestamp(t0 + 7200, UTC))
-    for table in TABLES:
+    for table in ROLLUP_TABLES:
         assert snapshot(db, table) == incremental[table], table
     # The site total equals the trapezoid energy of every assigned sensor's raw readings.
     rows = db.execute("""SELECT r.sensor_id, extract(epoch FROM r.ts)::float8, r.current_a FROM readings r
@@ -73,29 +64,8 @@ def test_incremental_rollups_equal_full_recompute_and_raw_energy(
     assert site_total is not None and site_total[0] == pytest.approx(expected, rel=1e-6)
 
 
-def _one_circuit_site(db: psycopg.Connection[Any], tz: str = "Europe/London") -> tuple[int, int, int]:
-    r = catalogue.upsert_reseller(db, "R")
-    c = catalogue.upsert_customer(db, r, "C")
-    site = catalogue.upsert_site(db, c, "S", timezone=tz)
-    root = catalogue.site_root(db, site)
-    panel = catalogue.upsert_node(db, site, root, "panel", "P", "P", nominal_voltage_v=230.0, power_factor=1.0,
-                                  connection=Connection.SINGLE_PHASE)
-    circuit = catalogue.upsert_node(db, site, panel, "circuit", "C", "C")
-    bridge = catalogue.upsert_bridge(db, site, "BR-1")
-    catalogue.assign_sensor(db, "CT-1", circuit, 1, 100.0, bridge_id=bridge)
-    return site, root, circuit
-
-
-def write(database_url: str, readings: list[tuple[str, float, float]], now: float | None = None) -> None:
-    writer = BatchWriter(database_url, max_age_s=10 * 365 * 86400.0)
-    packs = [RawPack(SENML_TOPIC.format(bridge="BR-1"), encode_pack(readings[i:i + 500]), now or time.time())
-             for i in range(0, len(readings), 500)]
-    writer.write(packs)
-    writer.close()
-
-
 def test_late_reading_recomputes_exactly_its_buckets(db: psycopg.Connection[Any], database_url: str) -> None:
-    _, _, circuit = _one_circuit_site(db)
+    circuit = one_circuit_site(db).nodes["C"]
     base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
     # Every 10 s for an hour, but a hole from 10:20:00 to 10:21:00 (wider than the gap limit).
     readings = [("CT-1", base + i * 10, 10.0) for i in range(360) if not 120 < i < 126]
@@ -123,7 +93,7 @@ def computed_at(db: psycopg.Connection[Any]) -> dict[tuple[int, datetime], datet
 
 @pytest.mark.parametrize(("day", "hours"), [("2026-03-29", 23), ("2026-10-25", 25), ("2026-06-10", 24)])
 def test_local_days_of_23_and_25_hours(db: psycopg.Connection[Any], database_url: str, day: str, hours: int) -> None:
-    _site, _root, circuit = _one_circuit_site(db)
+    circuit = one_circuit_site(db).nodes["C"]
     start = datetime.fromisoformat(day).replace(tzinfo=ZoneInfo("Europe/London"))
     t0 = start.timestamp() - 60
     write(database_url, [("CT-1", t0 + i * 10, 10.0) for i in range(int((hours * 3600 + 120) / 10) + 1)])
@@ -139,36 +109,30 @@ def test_local_days_of_23_and_25_hours(db: psycopg.Connection[Any], database_url
 
 
 def test_main_meter_remainder_and_nested_sums(db: psycopg.Connection[Any], database_url: str) -> None:
-    r = catalogue.upsert_reseller(db, "R")
-    c = catalogue.upsert_customer(db, r, "C")
-    site = catalogue.upsert_site(db, c, "S", timezone="UTC")
-    root = catalogue.site_root(db, site)
-    msb = catalogue.upsert_node(db, site, root, "panel", "MSB", "MSB", nominal_voltage_v=230.0, power_factor=1.0,
-                                connection=Connection.SINGLE_PHASE)
-    a = catalogue.upsert_node(db, site, msb, "circuit", "A", "A")
-    feeder = catalogue.upsert_node(db, site, msb, "circuit", "Feeder", "F")
-    sub = catalogue.upsert_node(db, site, feeder, "panel", "Sub", "SUB", nominal_voltage_v=230.0, power_factor=1.0,
-                                connection=Connection.SINGLE_PHASE)
-    b = catalogue.upsert_node(db, site, sub, "circuit", "B", "B")
-    bridge = catalogue.upsert_bridge(db, site, "BR-1")
-    for serial, node in (("CT-MAIN", msb), ("CT-A", a), ("CT-B", b)):
-        catalogue.assign_sensor(db, serial, node, 1, 200.0, bridge_id=bridge)
+    _, customer = build_tenant(db, "R", "C")
+    sub = PanelSpec("SUB", "Sub", 230.0, 1.0, Connection.SINGLE_PHASE, feeder=CircuitSpec("F", "Feeder"),
+                    circuits=(CircuitSpec("B", "B", (SensorSpec("CT-B", "BR-1", ct_rating_a=200.0),)),))
+    built = build_site(db, customer, SiteSpec("S", bridges=("BR-1",), panels=(PanelSpec(
+        "MSB", "MSB", 230.0, 1.0, Connection.SINGLE_PHASE, sensors=(SensorSpec("CT-MAIN", "BR-1", ct_rating_a=200.0),),
+        circuits=(CircuitSpec("A", "A", (SensorSpec("CT-A", "BR-1", ct_rating_a=200.0),)),), sub_panels=(sub,)),)))
+    root = built.root
+    msb, a, feeder, sub_id, b = (built.nodes[ref] for ref in ("MSB", "A", "F", "SUB", "B"))
     base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
     amps = {"CT-MAIN": 50.0, "CT-A": 20.0, "CT-B": 10.0}
     write(database_url, [(s, base + i * 10, amps[s]) for i in range(61) for s in amps])
     drain(db)
     hour = datetime.fromtimestamp(base, UTC).replace(minute=0)
     got = {n: db.execute("SELECT energy_wh, unmonitored_wh FROM rollups_1h WHERE node_id = %s AND bucket = %s",
-                         (n, hour)).fetchone() for n in (root, msb, a, feeder, sub, b)}
+                         (n, hour)).fetchone() for n in (root, msb, a, feeder, sub_id, b)}
     wh = {k: v * 230.0 * 600 / 3600 for k, v in amps.items()}  # 10 minutes of readings
     assert got[msb][0] == pytest.approx(wh["CT-MAIN"])
     assert got[msb][1] == pytest.approx(wh["CT-MAIN"] - wh["CT-A"] - wh["CT-B"])
-    assert got[feeder][0] == pytest.approx(wh["CT-B"]) and got[sub][0] == pytest.approx(wh["CT-B"])
+    assert got[feeder][0] == pytest.approx(wh["CT-B"]) and got[sub_id][0] == pytest.approx(wh["CT-B"])
     assert got[root][0] == pytest.approx(wh["CT-MAIN"])  # the main meter, never main + children
 
 
 def test_assigning_a_discovered_sensor_backfills_its_history(db: psycopg.Connection[Any], database_url: str) -> None:
-    site, _root, _circuit = _one_circuit_site(db)
+    site = one_circuit_site(db).site_id
     other = catalogue.upsert_node(db, site, db.execute("SELECT id FROM nodes WHERE kind='panel'").fetchone()[0],
                                   "circuit", "D", "D")
     base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
@@ -176,7 +140,7 @@ def test_assigning_a_discovered_sensor_backfills_its_history(db: psycopg.Connect
     drain(db)
     assert count(db, "SELECT count(*) FROM discovered_sensors WHERE serial = 'CT-NEW'") == 1
     assert count(db, "SELECT count(*) FROM rollups_1m WHERE node_id = %s", other) == 0
-    catalogue.assign_sensor(db, "CT-NEW", other, 1, 32.0)
+    catalogue.assign_sensor(db, None, "CT-NEW", other, 1, 32.0)
     drain(db)
     energy = db.execute("SELECT sum(energy_wh) FROM rollups_1m WHERE node_id = %s", (other,)).fetchone()
     assert energy is not None and energy[0] == pytest.approx(5.0 * 230.0 * 600 / 3600)

@@ -9,11 +9,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Services, count
+from tests.factories import count
+from tests.fixtures.services import Services
 from wattline import catalogue
 from wattline.db import create_database, drop_database, with_database
 from wattline.domain import Connection
 from wattline.migrate import MigrationError, discover, migrate
+from wattline.site_builder import SiteSpec, build_site, build_tenant
 
 
 def test_migrations_apply_once_then_change_nothing(services: Services) -> None:
@@ -76,10 +78,9 @@ def test_extension_is_timescaledb_with_hypertables(db: psycopg.Connection[Any]) 
 
 
 def _site(db: psycopg.Connection[Any]) -> tuple[int, int]:
-    r = catalogue.upsert_reseller(db, "R")
-    c = catalogue.upsert_customer(db, r, "C")
-    s = catalogue.upsert_site(db, c, "Site", timezone="Europe/London")
-    return s, catalogue.site_root(db, s)
+    _, customer = build_tenant(db, "R", "C")
+    built = build_site(db, customer, SiteSpec("Site", timezone="Europe/London"))
+    return built.site_id, built.root
 
 
 def test_site_gets_root_node_and_tree_rules_hold(db: psycopg.Connection[Any]) -> None:

@@ -20,7 +20,7 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from wattline.db import fetch_one
+from wattline.db import fetch_all, fetch_one
 from wattline.domain import Role
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -39,10 +39,12 @@ DEMO_PASSWORD = "wattline-demo"  # noqa: S105 - the documented demo login of `wa
 
 
 def hash_password(password: str) -> str:
+    """An argon2id hash of the password (never reversible)."""
     return _hasher.hash(password)
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
+    """Whether the password matches the stored hash (False for no hash)."""
     if not stored_hash:
         _hasher.hash(password)  # same time whether or not the account exists
         return False
@@ -64,6 +66,7 @@ class Principal:
     key_id: int | None = None
 
     def can(self, scope: str) -> bool:
+        """Whether the credentials carry this scope (admin carries every scope)."""
         return scope in self.scopes or "admin" in self.scopes
 
 
@@ -74,6 +77,7 @@ def _principal(row: dict[str, Any], scopes: frozenset[str], key_id: int | None) 
 
 def create_user(conn: psycopg.Connection[Any], *, email: str, password: str | None, role: Role,
                 reseller_id: int | None = None, customer_id: int | None = None, full_name: str = "") -> int:
+    """A user of a reseller or a customer; `password` None leaves the login unusable."""
     row = fetch_one(
         conn, """INSERT INTO users (email, password_hash, role, reseller_id, customer_id, full_name)
                  VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
@@ -83,6 +87,7 @@ def create_user(conn: psycopg.Connection[Any], *, email: str, password: str | No
 
 
 def authenticate_password(conn: psycopg.Connection[Any], email: str, password: str) -> Principal | None:
+    """The user's principal if the email and password match an enabled account."""
     row = fetch_one(conn, """SELECT id, role, reseller_id, customer_id, password_hash FROM users
                         WHERE lower(email) = lower(%s) AND disabled_at IS NULL""", (email,))
     if not verify_password(row["password_hash"] if row else None, password) or row is None:
@@ -94,6 +99,7 @@ def authenticate_password(conn: psycopg.Connection[Any], email: str, password: s
 
 @dataclass(frozen=True)
 class IssuedKey:
+    """A key as issued: the token is shown to the user once and never stored."""
     id: int
     prefix: str
     token: str  # shown once; only its digest is kept
@@ -107,6 +113,7 @@ def _digest(secret: str) -> str:
 
 def issue_key(conn: psycopg.Connection[Any], user_id: int, scopes: list[str], *, name: str = "",
               ttl: timedelta | None = None) -> IssuedKey:
+    """A new API key (or login session with `ttl`) for the user, with these scopes."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
         raise ValueError(f"scopes must be a non-empty subset of {SCOPES}")
@@ -123,6 +130,7 @@ def issue_key(conn: psycopg.Connection[Any], user_id: int, scopes: list[str], *,
 
 
 def authenticate_key(conn: psycopg.Connection[Any], token: str) -> Principal | None:
+    """The principal of a valid, unexpired, unrevoked token, or None."""
     prefix, _, secret = token.partition(".")
     if not prefix.startswith("wl_") or not secret:
         return None
@@ -135,6 +143,19 @@ def authenticate_key(conn: psycopg.Connection[Any], token: str) -> Principal | N
     conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s AND "
                  "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')", (row["key_id"],))
     return _principal(row, frozenset(row["scopes"]), row["key_id"])
+
+
+def api_keys(conn: psycopg.Connection[Any], user_id: int) -> list[dict[str, Any]]:
+    """A user's API keys and login sessions (never their secrets)."""
+    return fetch_all(conn, """SELECT id, prefix, name, scopes, expires_at, revoked_at, last_used_at, created_at
+                              FROM api_keys WHERE user_id = %s ORDER BY id""", (user_id,))
+
+
+def revoke_key(conn: psycopg.Connection[Any], user_id: int, key_id: int) -> bool:
+    """Revoke one of the user's keys at once; False if the user has no such key."""
+    row = fetch_one(conn, "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND user_id = %s RETURNING id",
+                    (key_id, user_id))
+    return row is not None
 
 
 def ensure_demo_users(conn: psycopg.Connection[Any]) -> None:

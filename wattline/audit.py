@@ -13,6 +13,7 @@ from wattline.accounts import Principal
 
 def record(conn: psycopg.Connection[Any], actor: Principal | None, action: str, subject_type: str,
            subject_id: int | str, **detail: Any) -> None:
+    """Append an entry: who (`actor`, None for the system), did what, to which subject."""
     conn.execute("""INSERT INTO audit_log (actor_user_id, actor_key_id, action, subject_type, subject_id, detail)
                     VALUES (%s, %s, %s, %s, %s, %s)""",
                  (actor.user_id if actor and actor.user_id else None, actor.key_id if actor else None, action,

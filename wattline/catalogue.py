@@ -1,44 +1,114 @@
-"""Writes to the catalogue: tenants, sites, the electrical hierarchy, bridges, sensors, tariffs.
+"""Writes to the catalogue: tenants, sites, the electrical hierarchy, bridges and sensors.
 
-Every function takes an open connection so that callers decide the transaction.
+One function per write, called alike by the API, the dashboard, the CLI and the seeders.
+Each carries its side effects in the same transaction: the audit entry, and the rollup
+re-queue of exactly what the change affects (`wattline.rollup_queue`). Callers authorise
+first (the tenant-scoped reads in `wattline.queries` find only what the caller may see);
+these functions trust the ids they are given and raise `wattline.errors` for the rest.
+
+Every function takes an open connection; each opens a transaction (a savepoint inside
+the caller's), so a failed write leaves nothing behind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, time
-from decimal import Decimal
+import csv
+import io
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from wattline.db import fetch_one
+from wattline import audit, rollup_queue
+from wattline.accounts import Principal
+from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection
+from wattline.errors import Conflict, Invalid, NotFound
 
 Conn = psycopg.Connection[Any]
+#: Columns of the installers' hierarchy spreadsheet, in order.
+CSV_COLUMNS = ("external_ref", "parent_ref", "kind", "name", "nominal_voltage_v", "power_factor", "connection",
+               "asset_type")
+#: Node fields whose change alters the rollups of the sensors below the node.
+_ROLLUP_FIELDS = frozenset({"parent_id", "nominal_voltage_v", "power_factor", "connection"})
 
 
-def _id(conn: Conn, sql: str, params: tuple[Any, ...]) -> int:
-    row = fetch_one(conn, sql, params)
+def _id(conn: Conn, query: str, params: tuple[Any, ...]) -> int:
+    row = fetch_one(conn, query, params)
     assert row is not None
     return int(row["id"])
 
 
+def _update(conn: Conn, table: str, row_id: int, changes: Mapping[str, Any]) -> None:
+    """UPDATE one row's given columns; column and table names are identifiers, never text."""
+    if not changes:
+        return
+    values = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in changes.items()}
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values)
+    conn.execute(sql.SQL("UPDATE {} SET {} WHERE id = {}").format(
+        sql.Identifier(table), assignments, sql.Placeholder("row_id")), {**values, "row_id": row_id})
+
+
+def _delete(conn: Conn, table: str, row_id: int, what: str, attached: str) -> None:
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(table)), (row_id,))
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise Conflict(f"the {what} still has {attached}") from exc
+
+
+def _db_detail(exc: psycopg.Error) -> str:
+    return (exc.diag.message_primary if exc.diag and exc.diag.message_primary else type(exc).__name__)[:300]
+
+
+# -- tenants and sites ---------------------------------------------------------------------
 def upsert_reseller(conn: Conn, name: str) -> int:
+    """The reseller of this name, created if missing."""
     return _id(conn, """INSERT INTO resellers (name) VALUES (%s)
                         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id""", (name,))
 
 
 def upsert_customer(conn: Conn, reseller_id: int, name: str) -> int:
+    """The reseller's customer of this name, created if missing."""
     return _id(conn, """INSERT INTO customers (reseller_id, name) VALUES (%s, %s)
                         ON CONFLICT (reseller_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id""",
                (reseller_id, name))
 
 
+def create_customer(conn: Conn, actor: Principal | None, reseller_id: int, name: str,
+                    billing_email: str | None = None) -> int:
+    """A customer (organisation) of the reseller, with an optional billing contact."""
+    with conn.transaction():
+        customer_id = upsert_customer(conn, reseller_id, name)
+        if billing_email:
+            conn.execute("UPDATE customers SET billing_email = %s WHERE id = %s", (billing_email, customer_id))
+        audit.record(conn, actor, "create", "customer", customer_id)
+    return customer_id
+
+
+def update_customer(conn: Conn, actor: Principal | None, customer_id: int, changes: Mapping[str, Any]) -> None:
+    """Rename a customer or change its billing email (a rectification of personal data, audited)."""
+    with conn.transaction():
+        _update(conn, "customers", customer_id, changes)
+        if "billing_email" in changes:
+            audit.record(conn, actor, "rectify", "customer", customer_id, fields=["billing_email"])
+        elif changes:
+            audit.record(conn, actor, "update", "customer", customer_id, fields=sorted(changes))
+
+
+def delete_customer(conn: Conn, actor: Principal | None, customer_id: int) -> None:
+    """Delete a customer that has no sites or users left."""
+    with conn.transaction():
+        _delete(conn, "customers", customer_id, "customer", "things attached (remove or move them first)")
+        audit.record(conn, actor, "delete", "customer", customer_id)
+
+
 def upsert_site(conn: Conn, customer_id: int, name: str, *, timezone: str = "UTC", country: str = "GB",
                 floor_area_m2: float | None = None, opening_hours: dict[str, list[str]] | None = None) -> int:
-    from psycopg.types.json import Jsonb
-
+    """The customer's site of this name, created if missing (its root node comes with it)."""
     return _id(conn, """INSERT INTO sites (customer_id, name, timezone, country, floor_area_m2, opening_hours)
                         VALUES (%s, %s, %s, %s, %s, %s)
                         ON CONFLICT (customer_id, name) DO UPDATE SET timezone = EXCLUDED.timezone
@@ -46,14 +116,46 @@ def upsert_site(conn: Conn, customer_id: int, name: str, *, timezone: str = "UTC
                (customer_id, name, timezone, country, floor_area_m2, Jsonb(opening_hours or {})))
 
 
+def create_site(conn: Conn, actor: Principal | None, customer_id: int, name: str, *, timezone: str = "UTC",
+                country: str = "GB", floor_area_m2: float | None = None,
+                opening_hours: dict[str, list[str]] | None = None) -> int:
+    """A site of the customer (the same name again updates its zone)."""
+    with conn.transaction():
+        site_id = upsert_site(conn, customer_id, name, timezone=timezone, country=country,
+                              floor_area_m2=floor_area_m2, opening_hours=opening_hours)
+        audit.record(conn, actor, "create", "site", site_id)
+    return site_id
+
+
+def update_site(conn: Conn, actor: Principal | None, site_id: int, changes: Mapping[str, Any]) -> None:
+    """Change a site's name, zone, area or opening hours (a zone change re-prices through a trigger)."""
+    with conn.transaction():
+        _update(conn, "sites", site_id, changes)
+        if changes:
+            audit.record(conn, actor, "update", "site", site_id, fields=sorted(changes))
+
+
+def delete_site(conn: Conn, actor: Principal | None, site_id: int) -> None:
+    """Delete a site that has no bridges left."""
+    with conn.transaction():
+        _delete(conn, "sites", site_id, "site", "things attached (remove or move them first)")
+        audit.record(conn, actor, "delete", "site", site_id)
+
+
+# -- the electrical hierarchy -----------------------------------------------------------------
 def site_root(conn: Conn, site_id: int) -> int:
+    """The id of the site's root node (every site has one; site totals are its rollups)."""
     return _id(conn, "SELECT id FROM nodes WHERE site_id = %s AND kind = 'site'", (site_id,))
 
 
 def upsert_node(conn: Conn, site_id: int, parent_id: int, kind: str, name: str, external_ref: str, *,
                 nominal_voltage_v: float | None = None, power_factor: float | None = None,
                 connection: Connection | None = None, asset_type: str | None = None) -> int:
-    """Create or update a node identified by (site, external_ref), the installers' device id."""
+    """Create or update a node identified by (site, external_ref), the installers' device id.
+
+    Low level: no audit and no re-queue. Doors call `create_node`, `update_node` or
+    `import_hierarchy`; the site builder calls this for trees that have no readings yet.
+    """
     return _id(conn, """INSERT INTO nodes (site_id, parent_id, kind, name, external_ref, nominal_voltage_v,
                                            power_factor, connection, asset_type)
                         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -67,69 +169,241 @@ def upsert_node(conn: Conn, site_id: int, parent_id: int, kind: str, name: str, 
                 connection.value if connection else None, asset_type))
 
 
+def _node(conn: Conn, node_id: int) -> dict[str, Any] | None:
+    return fetch_one(conn, """SELECT id, site_id, parent_id, kind, name, external_ref, nominal_voltage_v,
+                                     power_factor, connection, asset_type FROM nodes WHERE id = %s""", (node_id,))
+
+
+def _same_site_parent(conn: Conn, site_id: int, parent_id: int) -> None:
+    parent = _node(conn, parent_id)
+    if parent is None or parent["site_id"] != site_id:
+        raise NotFound("parent node", field="parent_id")
+
+
+def create_node(conn: Conn, actor: Principal | None, site_id: int, parent_id: int, kind: str, name: str,
+                external_ref: str | None = None, *, nominal_voltage_v: float | None = None,
+                power_factor: float | None = None, connection: Connection | None = None,
+                asset_type: str | None = None) -> int:
+    """Add a panel, circuit or device under a parent of the same site.
+
+    A new node has no sensors, so no rollup changes; an existing external_ref is updated
+    as `update_node` would, re-queueing what that affects.
+    """
+    _same_site_parent(conn, site_id, parent_id)
+    ref = external_ref or f"node-{parent_id}-{name}"
+    try:
+        with conn.transaction():
+            before = fetch_one(conn, "SELECT id FROM nodes WHERE site_id = %s AND external_ref = %s", (site_id, ref))
+            old = _node(conn, int(before["id"])) if before else None
+            node_id = upsert_node(conn, site_id, parent_id, kind, name, ref, nominal_voltage_v=nominal_voltage_v,
+                                  power_factor=power_factor, connection=connection, asset_type=asset_type)
+            if old is not None:
+                _requeue_if_changed(conn, old)
+            audit.record(conn, actor, "create" if old is None else "update", "node", node_id)
+    except psycopg.errors.IntegrityError as exc:
+        raise Invalid("Invalid node", _db_detail(exc)) from exc
+    return node_id
+
+
+def _requeue_if_changed(conn: Conn, before: dict[str, Any]) -> bool:
+    """Re-queue the sensors under a node whose parent or electrical parameters changed
+    (a move also names the parent it left, whose totals lose them)."""
+    after = _node(conn, int(before["id"]))
+    assert after is not None
+    if not any(before[f] != after[f] for f in _ROLLUP_FIELDS):
+        return False
+    moved_from = [before["parent_id"]] if before["parent_id"] != after["parent_id"] else []
+    rollup_queue.queue_subtrees(conn, [int(before["id"])], former_parents=moved_from)
+    return True
+
+
+def update_node(conn: Conn, actor: Principal | None, node_id: int, changes: Mapping[str, Any]) -> None:
+    """Rename, re-rate or move a node. A move or a re-rating re-queues the history of
+    every sensor below it, so that both the old and the new parents' totals are re-summed."""
+    before = _node(conn, node_id)
+    if before is None:
+        raise NotFound("node")
+    if changes.get("parent_id") is not None:
+        _same_site_parent(conn, before["site_id"], int(changes["parent_id"]))
+    if not changes:
+        return
+    try:
+        with conn.transaction():
+            _update(conn, "nodes", node_id, changes)
+            _requeue_if_changed(conn, before)
+            audit.record(conn, actor, "update", "node", node_id, fields=sorted(changes))
+    except psycopg.errors.IntegrityError as exc:  # a cycle, a parent of the wrong kind (trigger-checked)
+        raise Invalid("Invalid node", _db_detail(exc)) from exc
+
+
+def delete_node(conn: Conn, actor: Principal | None, node_id: int) -> None:
+    """Delete a node with no children and no sensors, with its rollups."""
+    node = _node(conn, node_id)
+    if node is None:
+        raise NotFound("node")
+    if node["kind"] == "site":
+        raise Invalid("Cannot delete", "a site's root node goes with the site")
+    try:
+        with conn.transaction():  # the node's rollups go with it, or nothing does
+            for table in ("rollups_1m", "rollups_15m", "rollups_1h", "rollups_1d", "rollups_band_1d"):
+                conn.execute(sql.SQL("DELETE FROM {} WHERE node_id = %s").format(sql.Identifier(table)), (node_id,))
+            conn.execute("DELETE FROM nodes WHERE id = %s", (node_id,))
+            audit.record(conn, actor, "delete", "node", node_id)
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise Conflict("the node still has children or sensors (move or unassign them first)") from exc
+
+
+def export_hierarchy(conn: Conn, site_id: int) -> str:
+    """The site's tree as the installers' CSV (`CSV_COLUMNS`), parents before children."""
+    rows = fetch_all(conn, """
+        SELECT n.external_ref, par.external_ref AS parent_ref, n.kind, n.name, n.nominal_voltage_v, n.power_factor,
+               n.connection, n.asset_type
+        FROM nodes n LEFT JOIN nodes par ON par.id = n.parent_id
+        WHERE n.site_id = %s AND n.kind <> 'site' ORDER BY n.id""", (site_id,))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow(["" if r[c] is None else r[c] for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def import_hierarchy(conn: Conn, actor: Principal | None, site_id: int, data: bytes) -> int:
+    """Create or update nodes from the installers' CSV: all rows or none.
+
+    Parents must come before their children. Nodes whose parent or electrical
+    parameters change have their sensors' history re-queued, as `update_node` does.
+    Returns the number of rows imported.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise Invalid("Invalid CSV", f"line {line}: not UTF-8 text (save the sheet as CSV UTF-8)") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not {"external_ref", "parent_ref", "kind", "name"} <= set(reader.fieldnames):
+        raise Invalid("Invalid CSV", f"columns must include external_ref, parent_ref, kind, name; "
+                      f"export gives {', '.join(CSV_COLUMNS)}")
+    count = 0
+    line = 1
+    try:
+        with conn.transaction():
+            root = site_root(conn, site_id)
+            existing = {r["external_ref"]: r for r in fetch_all(conn, """
+                SELECT id, site_id, parent_id, kind, name, external_ref, nominal_voltage_v, power_factor, connection,
+                       asset_type FROM nodes WHERE site_id = %s AND external_ref IS NOT NULL""", (site_id,))}
+            refs = {ref: int(r["id"]) for ref, r in existing.items()}
+            for line, row in enumerate(reader, start=2):
+                parent = root if not row.get("parent_ref") else refs.get(row["parent_ref"])
+                if parent is None:
+                    raise Invalid("Invalid CSV", f"line {line}: unknown parent_ref {row['parent_ref']!r} "
+                                  "(parents must come before their children)")
+                kind = (row.get("kind") or "").strip()
+                if kind not in ("panel", "circuit", "device") or not row.get("external_ref") or not row.get("name"):
+                    raise Invalid("Invalid CSV", f"line {line}: kind, external_ref and name are required")
+                refs[row["external_ref"]] = upsert_node(
+                    conn, site_id, parent, kind, row["name"], row["external_ref"],
+                    nominal_voltage_v=float(row["nominal_voltage_v"]) if row.get("nominal_voltage_v") else None,
+                    power_factor=float(row["power_factor"]) if row.get("power_factor") else None,
+                    connection=Connection(row["connection"]) if row.get("connection") else None,
+                    asset_type=row.get("asset_type") or None)
+                count += 1
+            changed = sum(_requeue_if_changed(conn, before) for before in existing.values())
+            audit.record(conn, actor, "import", "site", site_id, rows=count, nodes_changed=changed)
+    except (psycopg.errors.IntegrityError, ValueError) as exc:
+        if isinstance(exc, Invalid):
+            raise
+        detail = _db_detail(exc) if isinstance(exc, psycopg.Error) else str(exc)
+        raise Invalid("Invalid CSV", f"line {line}: {detail or 'invalid row'}") from exc
+    return count
+
+
+# -- hardware ------------------------------------------------------------------------------------
 def upsert_bridge(conn: Conn, site_id: int, serial: str, name: str = "") -> int:
+    """The bridge of this serial at the site, created if missing (low level: no checks, no audit)."""
     return _id(conn, """INSERT INTO bridges (serial, site_id, name) VALUES (%s, %s, %s)
                         ON CONFLICT (serial) DO UPDATE SET name = EXCLUDED.name RETURNING id""",
                (serial, site_id, name))
 
 
-class AssignmentError(ValueError):
-    pass
+def register_bridge(conn: Conn, actor: Principal | None, site_id: int, serial: str, name: str = "") -> int:
+    """Register a bridge at a site by its serial (again at the same site: a rename)."""
+    with conn.transaction():
+        existing = fetch_one(conn, "SELECT site_id FROM bridges WHERE serial = %s", (serial,))
+        if existing is not None and existing["site_id"] != site_id:
+            raise Conflict("that bridge serial is registered elsewhere")
+        bridge_id = upsert_bridge(conn, site_id, serial, name)
+        audit.record(conn, actor, "create", "bridge", bridge_id)
+    return bridge_id
 
 
-def assign_sensor(conn: Conn, serial: str, node_id: int, phase: int, ct_rating_a: float,
+def rename_bridge(conn: Conn, actor: Principal | None, bridge_id: int, name: str) -> None:
+    """Give a bridge a name installers recognise."""
+    with conn.transaction():
+        _update(conn, "bridges", bridge_id, {"name": name})
+        audit.record(conn, actor, "update", "bridge", bridge_id, fields=["name"])
+
+
+def delete_bridge(conn: Conn, actor: Principal | None, bridge_id: int) -> None:
+    """Remove a bridge that carries no sensors."""
+    with conn.transaction():
+        _delete(conn, "bridges", bridge_id, "bridge", "sensors (unassign and remove them first)")
+        audit.record(conn, actor, "delete", "bridge", bridge_id)
+
+
+def assign_sensor(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase: int, ct_rating_a: float,
                   bridge_id: int | None = None) -> int:
-    """Map a sensor (discovered or not yet heard) to a circuit phase, and queue its kept
-    readings for rollup so that its history appears in the hierarchy (back-fill)."""
+    """Map a sensor (discovered, or not yet heard through `bridge_id`) to a node's phase.
+
+    If the sensor's node changes, its kept readings are re-queued (back-fill on the new
+    node) and the node it left is rebuilt without them. Assignment has no dates yet: a
+    new node takes the sensor's whole history. Returns the sensor's id.
+    """
     node = fetch_one(conn, "SELECT site_id, kind FROM nodes WHERE id = %s", (node_id,))
     if node is None:
-        raise AssignmentError(f"node {node_id} does not exist")
+        raise NotFound("node", field="node_id")
     node_site, kind = node["site_id"], node["kind"]
     if kind not in ("circuit", "panel"):
-        raise AssignmentError(f"a sensor clamps a circuit or a panel feed, not a {kind}")
-    existing = fetch_one(
-        conn, "SELECT s.id, b.site_id FROM sensors s JOIN bridges b ON b.id = s.bridge_id WHERE s.serial = %s",
-        (serial,))
-    if existing is not None:
-        sensor_id, sensor_site = existing["id"], existing["site_id"]
-        if sensor_site != node_site:
-            raise AssignmentError(f"sensor {serial} reports through a bridge of another site")
-        conn.execute("""UPDATE sensors SET node_id = %s, phase = %s, ct_rating_a = %s, assigned_at = now()
-                        WHERE id = %s""", (node_id, phase, ct_rating_a, sensor_id))
-    else:
-        if bridge_id is None:
-            raise AssignmentError(f"sensor {serial} has not reported yet: name its bridge")
-        sensor_id = _id(conn, """INSERT INTO sensors (serial, bridge_id, node_id, phase, ct_rating_a, assigned_at)
-                                 VALUES (%s, %s, %s, %s, %s, now()) RETURNING id""",
-                        (serial, bridge_id, node_id, phase, ct_rating_a))
-    conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids)
-                    SELECT min(ts), max(ts), ARRAY[%s::bigint] FROM readings WHERE sensor_id = %s
-                    HAVING count(*) > 0""", (sensor_id, sensor_id))
-    return int(sensor_id)
+        raise Invalid("Cannot assign", f"a sensor clamps a circuit or a panel feed, not a {kind}", field="node_id")
+    try:
+        with conn.transaction():
+            existing = fetch_one(conn, """SELECT s.id, s.node_id, s.phase, s.ct_rating_a, b.site_id FROM sensors s
+                                          JOIN bridges b ON b.id = s.bridge_id WHERE s.serial = %s""", (serial,))
+            former: int | None = None
+            if existing is not None:
+                sensor_id, former = int(existing["id"]), existing["node_id"]
+                if existing["site_id"] != node_site:
+                    raise Invalid("Cannot assign", f"sensor {serial} reports through a bridge of another site")
+                if (former, existing["phase"], existing["ct_rating_a"]) == (node_id, phase, ct_rating_a):
+                    return sensor_id  # already so: nothing changes, nothing to audit
+                conn.execute("""UPDATE sensors SET node_id = %s, phase = %s, ct_rating_a = %s, assigned_at = now()
+                                WHERE id = %s""", (node_id, phase, ct_rating_a, sensor_id))
+            else:
+                if bridge_id is None:
+                    raise Invalid("Cannot assign", f"sensor {serial} has not reported yet: name its bridge",
+                                  field="bridge_id")
+                sensor_id = _id(conn, """INSERT INTO sensors (serial, bridge_id, node_id, phase, ct_rating_a,
+                                                              assigned_at)
+                                         VALUES (%s, %s, %s, %s, %s, now()) RETURNING id""",
+                                (serial, bridge_id, node_id, phase, ct_rating_a))
+            if former != node_id:
+                rollup_queue.queue_history(conn, [sensor_id], former_nodes=[former] if former is not None else [])
+            audit.record(conn, actor, "assign", "sensor", sensor_id, node_id=node_id, phase=phase)
+    except psycopg.errors.UniqueViolation as exc:
+        raise Conflict("another sensor already measures that phase of the node") from exc
+    except psycopg.errors.CheckViolation as exc:
+        raise Invalid("Invalid data", _db_detail(exc)) from exc
+    return sensor_id
 
 
-@dataclass(frozen=True)
-class Band:
-    name: str
-    rate_minor_per_kwh: Decimal
-    day_types: tuple[str, ...]
-    start: time
-    end: time
-
-
-def add_tariff(conn: Conn, site_id: int, name: str, currency: str, valid_from: datetime, bands: list[Band], *,
-               standing_charge_minor_per_day: Decimal = Decimal(0), demand_charge_minor_per_kw: Decimal = Decimal(0),
-               demand_interval_minutes: int = 30, vat_rate: Decimal = Decimal(0)) -> int:
-    existing = fetch_one(conn, "SELECT id FROM tariffs WHERE site_id = %s AND valid_from = %s", (site_id, valid_from))
-    if existing is not None:
-        return int(existing["id"])
-    tariff_id = _id(conn, """INSERT INTO tariffs (site_id, name, currency, valid_from, standing_charge_minor_per_day,
-                                                  demand_charge_minor_per_kw, demand_interval_minutes, vat_rate)
-                             VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-                    (site_id, name, currency, valid_from, standing_charge_minor_per_day,
-                     demand_charge_minor_per_kw, demand_interval_minutes, vat_rate))
-    for band in bands:
-        conn.execute("""INSERT INTO tariff_bands (tariff_id, name, rate_minor_per_kwh, day_types, start_time, end_time)
-                        VALUES (%s, %s, %s, %s, %s, %s)""",
-                     (tariff_id, band.name, band.rate_minor_per_kwh, list(band.day_types), band.start, band.end))
-    return tariff_id
+def unassign_sensor(conn: Conn, actor: Principal | None, sensor_id: int) -> None:
+    """Take a sensor off its node; the node's rollups are rebuilt without its readings."""
+    with conn.transaction():
+        row = fetch_one(conn, """UPDATE sensors s SET node_id = NULL, phase = NULL, assigned_at = NULL
+                                 FROM sensors old WHERE s.id = old.id AND s.id = %s RETURNING old.node_id""",
+                        (sensor_id,))
+        if row is None:
+            raise NotFound("sensor")
+        if row["node_id"] is not None:
+            rollup_queue.queue_history(conn, [sensor_id], former_nodes=[int(row["node_id"])])
+        audit.record(conn, actor, "unassign", "sensor", sensor_id)

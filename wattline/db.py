@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
@@ -33,6 +34,7 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: 
 
 @contextmanager
 def connect(database_url: str) -> Iterator[psycopg.Connection[dict[str, object]]]:
+    """A short-lived autocommit connection with dict rows."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 
@@ -44,6 +46,7 @@ def with_database(database_url: str, dbname: str) -> str:
 
 
 def database_name(database_url: str) -> str:
+    """The database a URL names (default `postgres`)."""
     return urlsplit(database_url).path.lstrip("/") or "postgres"
 
 
@@ -59,6 +62,7 @@ def create_database(database_url: str) -> bool:
 
 
 def drop_database(database_url: str) -> None:
+    """Drop the URL's database, disconnecting its sessions."""
     name = database_name(database_url)
     with connect(with_database(database_url, "postgres")) as conn:
         conn.execute(
@@ -69,18 +73,23 @@ def drop_database(database_url: str) -> None:
 # Row helpers that pick the row shape themselves, so that callers work the same whatever
 # row factory the connection they were handed has (pools hand out dict rows, scripts tuples).
 Params = dict[str, Any] | tuple[Any, ...]
+#: SQL text, or SQL composed with `psycopg.sql` (identifiers are never formatted into text).
+Query = str | sql.SQL | sql.Composed
 
 
-def fetch_all(conn: psycopg.Connection[Any], sql: str, params: Params = ()) -> list[dict[str, Any]]:
+def fetch_all(conn: psycopg.Connection[Any], query: Query, params: Params = ()) -> list[dict[str, Any]]:
+    """All rows as dicts."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql, params).fetchall()
+        return cur.execute(query, params).fetchall()
 
 
-def fetch_one(conn: psycopg.Connection[Any], sql: str, params: Params = ()) -> dict[str, Any] | None:
+def fetch_one(conn: psycopg.Connection[Any], query: Query, params: Params = ()) -> dict[str, Any] | None:
+    """The first row as a dict, or None."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql, params).fetchone()
+        return cur.execute(query, params).fetchone()
 
 
-def fetch_tuples(conn: psycopg.Connection[Any], sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+def fetch_tuples(conn: psycopg.Connection[Any], query: Query, params: Params = ()) -> list[tuple[Any, ...]]:
+    """All rows as tuples."""
     with conn.cursor(row_factory=tuple_row) as cur:
-        return cur.execute(sql, params).fetchall()
+        return cur.execute(query, params).fetchall()

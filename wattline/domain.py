@@ -17,6 +17,7 @@ class Connection(StrEnum):
 
     @property
     def conductors(self) -> int:
+        """How many phase conductors a circuit of this connection has."""
         return {"single_phase": 1, "split_phase": 2}.get(self.value, 3)
 
     def conductor_voltage(self, nominal_voltage_v: float) -> float:
@@ -30,6 +31,7 @@ class Connection(StrEnum):
 
 
 class NodeKind(StrEnum):
+    """The kinds of node in a site's electrical tree."""
     SITE = "site"
     PANEL = "panel"
     CIRCUIT = "circuit"
@@ -37,6 +39,7 @@ class NodeKind(StrEnum):
 
 
 class Role(StrEnum):
+    """What a user is to the platform; each role has a set of API scopes."""
     RESELLER_ADMIN = "reseller_admin"
     CUSTOMER_ADMIN = "customer_admin"
     FACILITY_MANAGER = "facility_manager"
@@ -54,10 +57,12 @@ class Resolution(StrEnum):
 
     @property
     def minutes(self) -> int:
+        """The tier's bucket width in minutes (a day: 1440, though a local day may be 23 or 25 h)."""
         return {"1m": 1, "15m": 15, "1h": 60, "1d": 1440}[self.value]
 
     @property
     def table(self) -> str:
+        """The tier's rollup table."""
         return f"rollups_{self.value}"
 
 

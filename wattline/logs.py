@@ -63,6 +63,7 @@ class _ScrubbingFilter(logging.Filter):
 
 
 def configure_logging(json: bool = False, level: int = logging.INFO) -> None:
+    """Structured logs to stderr (and the test tee), scrubbed of emails and secrets."""
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         _scrub_event,

@@ -20,24 +20,29 @@ _LOCK_KEY = 0x7761_746C  # "watl"
 
 
 class MigrationError(RuntimeError):
+    """A migration that cannot be applied, or that changed after it ran."""
     pass
 
 
 @dataclass(frozen=True)
 class Migration:
+    """One file of `sql/`, identified by its version (the file name's stem)."""
     version: str
     path: Path
 
     @property
     def sql(self) -> str:
+        """The file's SQL text."""
         return self.path.read_text(encoding="utf-8")
 
     @property
     def checksum(self) -> str:
+        """SHA-256 of the file, recorded when it ran."""
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files of `directory`, in version order."""
     files = sorted(p for p in directory.glob("*.sql") if p.name[:3].isdigit())
     versions = [p.stem for p in files]
     if len({v[:3] for v in versions}) != len(versions):

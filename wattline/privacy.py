@@ -14,12 +14,13 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 import psycopg
+from psycopg import sql
 
-from analytics.benchmark import opening_hours_between
 from wattline import audit, queries
 from wattline.accounts import Principal
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Role
+from wattline.opening_hours import opening_hours_between
 
 Conn = psycopg.Connection[Any]
 Channel = Literal["email", "sms", "phone", "post"]
@@ -49,6 +50,14 @@ def visible_user(conn: Conn, p: Principal, user_id: int) -> dict[str, Any] | Non
     if p.customer_id is not None and row["customer_id"] == p.customer_id and p.role is not Role.VIEWER:
         return row
     return None
+
+
+def open_support_request(conn: Conn, p: Principal, subject: str, body: str) -> int:
+    """A support request from the caller (personal data: kept per the support retention)."""
+    row = fetch_one(conn, """INSERT INTO support_requests (customer_id, user_id, subject, body)
+                             VALUES (%s, %s, %s, %s) RETURNING id""", (p.customer_id, p.user_id, subject, body))
+    assert row is not None
+    return int(row["id"])
 
 
 def find_user(conn: Conn, user: str) -> int | None:
@@ -119,8 +128,8 @@ def rectify(conn: Conn, user_id: int, actor: Principal | None, changes: dict[str
         raise PrivacyError("no such user")
     if row["erased_at"] is not None:
         raise PrivacyError("this account has been erased")
-    sets = ", ".join(f"{f} = %({f})s" for f in fields)
-    conn.execute(f"UPDATE users SET {sets}, updated_at = now() WHERE id = %(id)s",
+    sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(f), sql.Placeholder(f)) for f in fields)
+    conn.execute(sql.SQL("UPDATE users SET {}, updated_at = now() WHERE id = %(id)s").format(sets),
                  {**{f: changes[f] for f in fields}, "id": user_id})
     audit.record(conn, actor, "rectify", "user", user_id, fields=fields)
     return fields
@@ -129,6 +138,7 @@ def rectify(conn: Conn, user_id: int, actor: Principal | None, changes: dict[str
 # -- erasure ----------------------------------------------------------------------------------
 @dataclass
 class Erasure:
+    """What an erasure did, for the operator's record (counts only)."""
     user_id: int
     api_keys_revoked: int
     consents_removed: int

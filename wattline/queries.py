@@ -8,21 +8,25 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import tuple_row
 
 from wattline.accounts import Principal
+from wattline.buckets import bucket_bounds
 from wattline.db import fetch_all, fetch_one
-from wattline.domain import Connection, Resolution
+from wattline.domain import Resolution
+from wattline.electrical import UNCONFIGURED, electrical
 
 Row = dict[str, Any]
 Conn = psycopg.Connection[Any]
 
 
-def scope(p: Principal, alias: str = "c") -> tuple[str, dict[str, Any]]:
+def scope(p: Principal, alias: str = "c") -> tuple[sql.Composable, dict[str, Any]]:
     """SQL predicate on a customers alias limiting rows to what `p` may see."""
     if p.reseller_id is not None:
-        return f"{alias}.reseller_id = %(scope_reseller)s", {"scope_reseller": p.reseller_id}
-    return f"{alias}.id = %(scope_customer)s", {"scope_customer": p.customer_id}
+        return (sql.SQL("{}.reseller_id = %(scope_reseller)s").format(sql.Identifier(alias)),
+                {"scope_reseller": p.reseller_id})
+    return sql.SQL("{}.id = %(scope_customer)s").format(sql.Identifier(alias)), {"scope_customer": p.customer_id}
 
 
 _all = fetch_all
@@ -31,46 +35,53 @@ _one = fetch_one
 
 # -- tenants and sites --------------------------------------------------------------------
 def customers(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) -> list[Row]:
+    """Customers the principal may see, by id."""
     where, params = scope(p)
-    return _all(conn, f"""SELECT c.id, c.name, c.reseller_id, c.created_at FROM customers c WHERE {where}
-                          ORDER BY c.id LIMIT %(limit)s OFFSET %(offset)s""",
+    return _all(conn, sql.SQL("""SELECT c.id, c.name, c.reseller_id, c.created_at FROM customers c WHERE {where}
+                          ORDER BY c.id LIMIT %(limit)s OFFSET %(offset)s""").format(where=where),
                 {**params, "limit": limit, "offset": offset})
 
 
 def customer(conn: Conn, p: Principal, customer_id: int) -> Row | None:
+    """One customer, with its billing contact and card's last four digits (callers decide who sees them)."""
     where, params = scope(p)
-    return _one(conn, f"""SELECT c.id, c.name, c.reseller_id, c.billing_email, c.card_last4, c.created_at
-                          FROM customers c WHERE c.id = %(id)s AND {where}""", {**params, "id": customer_id})
+    return _one(conn, sql.SQL("""SELECT c.id, c.name, c.reseller_id, c.billing_email, c.card_last4, c.created_at
+                          FROM customers c WHERE c.id = %(id)s AND {where}""").format(
+                              where=where), {**params, "id": customer_id})
 
 
 def sites(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) -> list[Row]:
+    """Sites the principal may see, by id."""
     where, params = scope(p)
-    return _all(conn, f"""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2, s.opening_hours
+    return _all(conn, sql.SQL("""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2,
+                                 s.opening_hours
                           FROM sites s JOIN customers c ON c.id = s.customer_id WHERE {where}
-                          ORDER BY s.id LIMIT %(limit)s OFFSET %(offset)s""",
+                          ORDER BY s.id LIMIT %(limit)s OFFSET %(offset)s""").format(where=where),
                 {**params, "limit": limit, "offset": offset})
 
 
 def site(conn: Conn, p: Principal, site_id: int) -> Row | None:
+    """One site the principal may see, or None."""
     where, params = scope(p)
-    return _one(conn, f"""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2,
+    return _one(conn, sql.SQL("""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2,
                                  s.opening_hours, s.address
                           FROM sites s JOIN customers c ON c.id = s.customer_id
-                          WHERE s.id = %(id)s AND {where}""", {**params, "id": site_id})
+                          WHERE s.id = %(id)s AND {where}""").format(where=where), {**params, "id": site_id})
 
 
 def node(conn: Conn, p: Principal, node_id: int) -> Row | None:
+    """One node (with its site's zone) the principal may see, or None."""
     where, params = scope(p)
-    return _one(conn, f"""SELECT n.id, n.site_id, n.parent_id, n.kind, n.name, n.external_ref,
+    return _one(conn, sql.SQL("""SELECT n.id, n.site_id, n.parent_id, n.kind, n.name, n.external_ref,
                                  n.nominal_voltage_v, n.power_factor, n.connection, n.asset_type, s.timezone
                           FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
-                          WHERE n.id = %(id)s AND {where}""", {**params, "id": node_id})
+                          WHERE n.id = %(id)s AND {where}""").format(where=where), {**params, "id": node_id})
 
 
 def tree(conn: Conn, p: Principal, site_id: int) -> list[Row]:
     """The site's nodes, parents before children, with the number of sensors on each."""
     where, params = scope(p)
-    return _all(conn, f"""
+    return _all(conn, sql.SQL("""
         WITH RECURSIVE t AS (
             SELECT n.id, n.parent_id, n.kind, n.name, n.external_ref, 0 AS depth, ARRAY[n.id] AS path
             FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
@@ -81,27 +92,30 @@ def tree(conn: Conn, p: Principal, site_id: int) -> list[Row]:
         )
         SELECT t.id, t.parent_id, t.kind, t.name, t.external_ref, t.depth,
                (SELECT count(*) FROM sensors se WHERE se.node_id = t.id) AS sensors
-        FROM t ORDER BY t.path""", {**params, "site": site_id})
+        FROM t ORDER BY t.path""").format(where=where), {**params, "site": site_id})
 
 
 # -- hardware -------------------------------------------------------------------------------
 def bridges(conn: Conn, p: Principal, site_id: int, *, limit: int = 10_000, offset: int = 0) -> list[Row]:
+    """A site's bridges with their retained online status and sensor count."""
     where, params = scope(p)
-    return _all(conn, f"""SELECT b.id, b.serial, b.name, b.site_id, bs.online, bs.changed_at AS status_changed_at,
+    return _all(conn, sql.SQL("""SELECT b.id, b.serial, b.name, b.site_id, bs.online,
+                                 bs.changed_at AS status_changed_at,
                                  (SELECT count(*) FROM sensors se WHERE se.bridge_id = b.id) AS sensors
                           FROM bridges b JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
                           LEFT JOIN bridge_status bs ON bs.bridge_id = b.id
                           WHERE b.site_id = %(site)s AND {where} ORDER BY b.serial
-                          LIMIT %(limit)s OFFSET %(offset)s""",
+                          LIMIT %(limit)s OFFSET %(offset)s""").format(where=where),
                 {**params, "site": site_id, "limit": limit, "offset": offset})
 
 
 def bridge(conn: Conn, p: Principal, bridge_id: int) -> Row | None:
+    """One bridge the principal may see, or None."""
     where, params = scope(p)
-    return _one(conn, f"""SELECT b.id, b.serial, b.name, b.site_id, bs.online, bs.changed_at AS status_changed_at
+    return _one(conn, sql.SQL("""SELECT b.id, b.serial, b.name, b.site_id, bs.online, bs.changed_at AS status_changed_at
                           FROM bridges b JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
                           LEFT JOIN bridge_status bs ON bs.bridge_id = b.id
-                          WHERE b.id = %(id)s AND {where}""", {**params, "id": bridge_id})
+                          WHERE b.id = %(id)s AND {where}""").format(where=where), {**params, "id": bridge_id})
 
 
 _SENSOR_COLUMNS = """se.id, se.serial, se.bridge_id, b.serial AS bridge_serial, se.node_id, n.name AS node_name,
@@ -113,26 +127,32 @@ _LAST_READING = """LEFT JOIN LATERAL (SELECT r.ts, r.current_a, r.rssi_dbw FROM 
 
 def sensors(conn: Conn, p: Principal, site_id: int, *, discovered_only: bool = False,
             bridge_id: int | None = None, limit: int = 100_000, offset: int = 0) -> list[Row]:
+    """A site's sensors with their last reading and RSSI; `discovered_only`: not yet assigned."""
     where, params = scope(p)
     extra = " AND se.node_id IS NULL" if discovered_only else ""
     if bridge_id is not None:
         extra += " AND se.bridge_id = %(bridge)s"
-    return _all(conn, f"""SELECT {_SENSOR_COLUMNS}
+    return _all(conn, sql.SQL("""SELECT {sensor_columns}
                           FROM sensors se JOIN bridges b ON b.id = se.bridge_id
                           JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
-                          LEFT JOIN nodes n ON n.id = se.node_id {_LAST_READING}
+                          LEFT JOIN nodes n ON n.id = se.node_id {last_reading}
                           WHERE b.site_id = %(site)s AND {where}{extra} ORDER BY se.serial
-                          LIMIT %(limit)s OFFSET %(offset)s""",
+                          LIMIT %(limit)s OFFSET %(offset)s""").format(
+                              sensor_columns=sql.SQL(_SENSOR_COLUMNS), last_reading=sql.SQL(_LAST_READING),
+                              where=where, extra=sql.SQL(extra)),
                 {**params, "site": site_id, "bridge": bridge_id, "limit": limit, "offset": offset})
 
 
 def sensor_by_serial(conn: Conn, p: Principal, serial: str) -> Row | None:
+    """One sensor by serial, if it reports through a bridge the principal may see."""
     where, params = scope(p)
-    return _one(conn, f"""SELECT {_SENSOR_COLUMNS}, b.site_id
+    return _one(conn, sql.SQL("""SELECT {sensor_columns}, b.site_id
                           FROM sensors se JOIN bridges b ON b.id = se.bridge_id
                           JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
-                          LEFT JOIN nodes n ON n.id = se.node_id {_LAST_READING}
-                          WHERE se.serial = %(serial)s AND {where}""", {**params, "serial": serial})
+                          LEFT JOIN nodes n ON n.id = se.node_id {last_reading}
+                          WHERE se.serial = %(serial)s AND {where}""").format(
+                              sensor_columns=sql.SQL(_SENSOR_COLUMNS), last_reading=sql.SQL(_LAST_READING),
+                              where=where), {**params, "serial": serial})
 
 
 # -- measurements --------------------------------------------------------------------------
@@ -144,26 +164,25 @@ def measurements(conn: Conn, p: Principal, node_id: int, resolution: Resolution,
                  t_to: datetime, *, batch: int = 5000) -> Iterator[Row]:
     """PowerRadar-style export rows of one node, streamed in batches from the rollup tier.
 
-    Voltage and power factor are the node's panel defaults (the rollups keep energy and
-    power, not per-reading voltage); they are NULL above the panel level."""
+    Voltage and power factor are what the tree configures for the node (`wattline.electrical`:
+    the rollups keep energy and power, not per-reading voltage); NULL where nothing does."""
     where, params = scope(p)
-    head = _one(conn, f"""
-        SELECT n.id AS device_id, n.name AS device_name, s.id AS site_id, s.name AS site_name,
-               COALESCE(n.nominal_voltage_v, pn.nominal_voltage_v) AS nominal_v,
-               COALESCE(n.connection, pn.connection) AS connection,
-               COALESCE(n.power_factor, pn.power_factor) AS power_factor
-        FROM nodes n LEFT JOIN nodes pn ON pn.id = n.parent_id AND pn.kind = 'panel'
-        JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
-        WHERE n.id = %(node)s AND {where}""", {**params, "node": node_id})
+    head = _one(conn, sql.SQL("""
+        SELECT n.id AS device_id, n.name AS device_name, s.id AS site_id, s.name AS site_name
+        FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+        WHERE n.id = %(node)s AND {where}""").format(where=where), {**params, "node": node_id})
     if head is None:
         return
-    nominal, connection = head.pop("nominal_v"), head.pop("connection")
-    voltage = Connection(connection).conductor_voltage(nominal) if nominal is not None and connection else None
+    params_of_node = electrical(conn, [node_id]).get(node_id, UNCONFIGURED)
+    voltage = params_of_node.configured_conductor_voltage_v
+    head["power_factor"] = params_of_node.power_factor
     with conn.cursor(name="measurements", row_factory=tuple_row) as cur:  # server-side: memory stays flat
         cur.itersize = batch
-        cur.execute(f"""SELECT bucket, mean_current_a, mean_power_w, energy_wh, coverage, samples
-                        FROM {resolution.table} WHERE node_id = %(node)s AND bucket >= %(from)s AND bucket < %(to)s
-                        ORDER BY bucket""", {"node": node_id, "from": t_from, "to": t_to})
+        cur.execute(sql.SQL("""SELECT bucket, mean_current_a, mean_power_w, energy_wh, coverage, samples
+                        FROM {resolution_table} WHERE node_id = %(node)s AND bucket >= %(from)s AND bucket < %(to)s
+                        ORDER BY bucket""").format(
+                            resolution_table=sql.Identifier(resolution.table)),
+                    {"node": node_id, "from": t_from, "to": t_to})
         for bucket, current, power, energy, coverage, samples in cur:
             yield {"device_id": head["device_id"], "device_name": head["device_name"], "time_utc": bucket,
                    "resolution_minutes": resolution.minutes, "site_id": head["site_id"],
@@ -176,12 +195,13 @@ def node_series(conn: Conn, p: Principal, node_ids: list[int], resolution: Resol
                 t_to: datetime) -> list[Row]:
     """Energy and power of several nodes (one site's tree, say) for charts."""
     where, params = scope(p)
-    return _all(conn, f"""SELECT r.node_id, r.bucket, r.energy_wh, r.mean_power_w, r.max_power_w, r.coverage,
+    return _all(conn, sql.SQL("""SELECT r.node_id, r.bucket, r.energy_wh, r.mean_power_w, r.max_power_w, r.coverage,
                                  r.unmonitored_wh
-                          FROM {resolution.table} r JOIN nodes n ON n.id = r.node_id
+                          FROM {resolution_table} r JOIN nodes n ON n.id = r.node_id
                           JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
                           WHERE r.node_id = ANY(%(nodes)s) AND r.bucket >= %(from)s AND r.bucket < %(to)s
-                            AND {where} ORDER BY r.node_id, r.bucket""",
+                            AND {where} ORDER BY r.node_id, r.bucket""").format(
+                                resolution_table=sql.Identifier(resolution.table), where=where),
                 {**params, "nodes": node_ids, "from": t_from, "to": t_to})
 
 
@@ -189,23 +209,25 @@ def usage_by_node(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to
     """Energy per node of a site over a range, from the finest tier that covers it cheaply."""
     where, params = scope(p)
     table = Resolution.HOUR1.table if (t_to - t_from).total_seconds() > 2 * 86400 else Resolution.MIN15.table
-    return _all(conn, f"""SELECT n.id AS node_id, n.parent_id, n.kind, n.name,
+    return _all(conn, sql.SQL("""SELECT n.id AS node_id, n.parent_id, n.kind, n.name,
                                  COALESCE(sum(r.energy_wh), 0) AS energy_wh,
                                  sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
                           FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
                           LEFT JOIN {table} r ON r.node_id = n.id AND r.bucket >= %(from)s AND r.bucket < %(to)s
                           WHERE n.site_id = %(site)s AND {where}
-                          GROUP BY n.id ORDER BY n.id""", {**params, "site": site_id, "from": t_from, "to": t_to})
+                          GROUP BY n.id ORDER BY n.id""").format(
+                              table=sql.Identifier(table),
+                              where=where), {**params, "site": site_id, "from": t_from, "to": t_to})
 
 
 def site_power_now(conn: Conn, p: Principal, site_id: int) -> Row | None:
     """The site root's latest complete-ish minute."""
     where, params = scope(p)
-    return _one(conn, f"""SELECT r.bucket, r.mean_power_w, r.coverage FROM rollups_1m r
+    return _one(conn, sql.SQL("""SELECT r.bucket, r.mean_power_w, r.coverage FROM rollups_1m r
                           JOIN nodes n ON n.id = r.node_id AND n.kind = 'site'
                           JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
                           WHERE n.site_id = %(site)s AND {where} AND r.bucket > now() - interval '15 minutes'
-                          ORDER BY r.bucket DESC LIMIT 1""", {**params, "site": site_id})
+                          ORDER BY r.bucket DESC LIMIT 1""").format(where=where), {**params, "site": site_id})
 
 
 def energy_15m(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime,
@@ -213,12 +235,12 @@ def energy_15m(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: d
     """15-minute energy of a site's nodes (default: its root), the costing input."""
     where, params = scope(p)
     node_filter = "r.node_id = ANY(%(nodes)s)" if node_ids is not None else "n.kind = 'site'"
-    return _all(conn, f"""SELECT r.node_id, extract(epoch FROM r.bucket)::float8 AS bucket_s, r.energy_wh
+    return _all(conn, sql.SQL("""SELECT r.node_id, extract(epoch FROM r.bucket)::float8 AS bucket_s, r.energy_wh
                           FROM rollups_15m r JOIN nodes n ON n.id = r.node_id
                           JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
                           WHERE n.site_id = %(site)s AND {node_filter} AND r.bucket >= %(from)s
                             AND r.bucket < %(to)s AND {where}
-                          ORDER BY r.node_id, r.bucket""",
+                          ORDER BY r.node_id, r.bucket""").format(node_filter=sql.SQL(node_filter), where=where),
                 {**params, "site": site_id, "from": t_from, "to": t_to, "nodes": node_ids})
 
 
@@ -229,64 +251,61 @@ def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[flo
     or hourly intervals). The site's nodes come in as a hashed sub-query: `= ANY(array)` of 500 ids is
     scanned row by row."""
     where, params = scope(p)
-    return _all(conn, f"""
+    return _all(conn, sql.SQL("""
         SELECT r.node_id, x.band, sum(r.energy_wh) AS energy_wh, sum(r.energy_wh / 1000.0 * x.rate) AS cost_minor,
                sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
         FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::text[]) AS x(stamp, rate, band)
-        JOIN {resolution.table} r ON r.bucket = to_timestamp(x.stamp)
+        JOIN {resolution_table} r ON r.bucket = to_timestamp(x.stamp)
         WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
           AND r.node_id IN (SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
                             JOIN customers c ON c.id = s.customer_id WHERE n.site_id = %(site)s AND {where})
-        GROUP BY r.node_id, x.band""",
+        GROUP BY r.node_id, x.band""").format(resolution_table=sql.Identifier(resolution.table), where=where),
                 {**params, "site": site_id, "stamps": stamps, "rates": rates, "bands": bands,
                  "from": t_from, "to": t_to})
-
-
-def local_day_end(ts: str, tz: str) -> str:
-    """SQL for the end of the local day that starts at `ts` in zone `tz` (both SQL
-    expressions): 23 or 25 hours later across a DST change, as `rollups_1d` buckets days."""
-    return f"(({ts} AT TIME ZONE {tz}) + interval '1 day') AT TIME ZONE {tz}"
 
 
 def priced_days(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime) -> list[Row]:
     """The site's whole local days inside [t_from, t_to) that the cost tier has priced."""
     where, params = scope(p)
-    return _all(conn, f"""
-        SELECT b.day, extract(epoch FROM b.day)::float8 AS day_s, extract(epoch FROM e.end_at)::float8 AS end_s
+    rows = _all(conn, sql.SQL("""
+        SELECT b.day, extract(epoch FROM b.day)::float8 AS day_s, s.timezone
         FROM band_days b JOIN sites s ON s.id = b.site_id JOIN customers c ON c.id = s.customer_id
-        CROSS JOIN LATERAL (SELECT {local_day_end("b.day", "s.timezone")} AS end_at) e
-        WHERE b.site_id = %(site)s AND {where} AND b.day >= %(from)s AND e.end_at <= %(to)s
-        ORDER BY b.day""", {**params, "site": site_id, "from": t_from, "to": t_to})
+        WHERE b.site_id = %(site)s AND {where} AND b.day >= %(from)s AND b.day < %(to)s
+        ORDER BY b.day""").format(where=where), {**params, "site": site_id, "from": t_from, "to": t_to})
+    if not rows:
+        return []
+    _, ends = bucket_bounds([r["day_s"] for r in rows], Resolution.DAY1, rows[0]["timezone"])
+    limit = t_to.timestamp()
+    return [{"day": r["day"], "day_s": r["day_s"], "end_s": float(end)}
+            for r, end in zip(rows, ends, strict=True) if end <= limit]
 
 
 def band_costs_by_node(conn: Conn, p: Principal, site_id: int, days: list[datetime]) -> list[Row]:
     """Energy and cost per node and band over priced days, from the cost tier."""
     where, params = scope(p)
-    return _all(conn, f"""
+    return _all(conn, sql.SQL("""
         SELECT r.node_id, r.band, sum(r.energy_wh) AS energy_wh, sum(r.cost_minor) AS cost_minor,
                sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
         FROM rollups_band_1d r
         WHERE r.bucket = ANY(%(days)s)
           AND r.node_id IN (SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
                             JOIN customers c ON c.id = s.customer_id WHERE n.site_id = %(site)s AND {where})
-        GROUP BY r.node_id, r.band""", {**params, "site": site_id, "days": days})
+        GROUP BY r.node_id, r.band""").format(where=where), {**params, "site": site_id, "days": days})
 
 
 def sensor_readings(conn: Conn, p: Principal, serial: str, t_from: datetime, t_to: datetime) -> tuple[
         Row | None, list[tuple[Any, ...]]]:
-    """A visible sensor's metadata (with its panel's defaults) and raw readings in a range."""
+    """A visible sensor's metadata (with its node's `Electrical` parameters) and raw readings in a range."""
     where, params = scope(p)
-    meta = _one(conn, f"""
-        SELECT se.id, se.serial, se.node_id, n.name AS node_name, s.id AS site_id, s.name AS site_name, s.timezone,
-               COALESCE(n.nominal_voltage_v, pn.nominal_voltage_v) AS nominal_v,
-               COALESCE(n.connection, pn.connection) AS connection,
-               COALESCE(n.power_factor, pn.power_factor) AS power_factor
+    meta = _one(conn, sql.SQL("""
+        SELECT se.id, se.serial, se.node_id, n.name AS node_name, s.id AS site_id, s.name AS site_name, s.timezone
         FROM sensors se JOIN bridges b ON b.id = se.bridge_id JOIN sites s ON s.id = b.site_id
-        JOIN customers c ON c.id = s.customer_id
-        LEFT JOIN nodes n ON n.id = se.node_id LEFT JOIN nodes pn ON pn.id = n.parent_id AND pn.kind = 'panel'
-        WHERE se.serial = %(serial)s AND {where}""", {**params, "serial": serial})
+        JOIN customers c ON c.id = s.customer_id LEFT JOIN nodes n ON n.id = se.node_id
+        WHERE se.serial = %(serial)s AND {where}""").format(where=where), {**params, "serial": serial})
     if meta is None:
         return None, []
+    node = meta["node_id"]
+    meta["electrical"] = electrical(conn, [node]).get(node, UNCONFIGURED) if node is not None else UNCONFIGURED
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute("""SELECT extract(epoch FROM ts)::float8, current_a, COALESCE(voltage_v, 'NaN'),
                                      COALESCE(power_factor, 'NaN')

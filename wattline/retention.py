@@ -8,18 +8,22 @@ background retention policy, so this job is ours; it is idempotent and safe to r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from wattline import audit
+from wattline.service import LoopService
 from wattline.settings import Settings
 
 
 @dataclass(frozen=True)
 class Category:
+    """A kind of data with its own retention setting and time column."""
     name: str
     table: str
     time_column: str
@@ -48,6 +52,7 @@ CATEGORIES = (
 
 @dataclass
 class Removed:
+    """What retention removed (or, dry run, would remove) of one category."""
     category: str
     table: str
     keep_days: int | None
@@ -67,9 +72,11 @@ def run_retention(conn: psycopg.Connection[Any], settings: Settings, *, now: dat
             report.append(Removed(cat.name, cat.table, None, None, 0, 0))
             continue
         cutoff = now - timedelta(days=days)
-        where = f"{cat.time_column} < %(cutoff)s{cat.extra_where}"
+        table = sql.Identifier(cat.table)
+        where = sql.SQL("{} < %(cutoff)s{}").format(sql.Identifier(cat.time_column), sql.SQL(cat.extra_where))
         with conn.transaction():
-            row = conn.execute(f"SELECT count(*) FROM {cat.table} WHERE {where}", {"cutoff": cutoff}).fetchone()
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table, where),
+                               {"cutoff": cutoff}).fetchone()
             rows = int(row[0]) if row else 0
             chunks = 0
             if not dry_run and rows:
@@ -79,7 +86,7 @@ def run_retention(conn: psycopg.Connection[Any], settings: Settings, *, now: dat
                 if cat.hypertable:
                     chunks = len(conn.execute("SELECT drop_chunks(%s, older_than => %s)",
                                               (cat.table, cutoff)).fetchall())
-                conn.execute(f"DELETE FROM {cat.table} WHERE {where}", {"cutoff": cutoff})
+                conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(table, where), {"cutoff": cutoff})
         report.append(Removed(cat.name, cat.table, days, cutoff.isoformat(), rows, chunks))
     if not dry_run:
         with conn.transaction():
@@ -89,4 +96,17 @@ def run_retention(conn: psycopg.Connection[Any], settings: Settings, *, now: dat
 
 
 def as_rows(report: list[Removed]) -> list[dict[str, Any]]:
+    """The report as plain dicts (for JSON)."""
     return [asdict(r) for r in report]
+
+
+def retention_service(settings: Settings, every_hours: float, *, dry_run: bool = False,
+                      on_report: Callable[[list[Removed]], None] | None = None) -> LoopService:
+    """`wattline retention --every-hours N` as a long-running service."""
+    def one_pass(conn: psycopg.Connection[Any]) -> bool:
+        report = run_retention(conn, settings, dry_run=dry_run)
+        if on_report is not None:
+            on_report(report)
+        return False
+
+    return LoopService("retention", settings.require_database_url(), one_pass, every_hours * 3600.0)

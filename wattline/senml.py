@@ -67,6 +67,7 @@ class Reason:
 
 @dataclass(frozen=True)
 class Rejection:
+    """A reading or pack refused at ingest, with its reason and the bytes it came in."""
     reason: str
     detail: str
     sensor_serial: str | None = None
@@ -119,12 +120,14 @@ _fast_decoder = msgspec.json.Decoder(list[_Record])
 
 @dataclass
 class Limits:
+    """Bounds a pack must keep: clock skew, reading age, size."""
     now: float
     max_skew_s: float = 300.0
     max_age_s: float = 400 * 86400.0
 
 
 def decode_pack(payload: bytes, limits: Limits) -> DecodedPack:
+    """Decode a SenML pack into readings and rejections; one bad record never sinks the rest."""
     out = DecodedPack()
     if len(payload) > MAX_PACK_BYTES:
         out.rejections.append(Rejection(Reason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PACK_BYTES}"))

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wattline import PROJECT_ROOT
 
+#: Secrets that ship in examples, templates and old defaults: never accepted outside the demo.
+KNOWN_DEFAULT_SECRETS = frozenset({"", "dev-only-change-me", "change-me-in-production", "changethis", "change-me",
+                                   "secret", "changeme"})
+
+
+class SettingsError(ValueError):
+    """A setting a component needs is missing or unsafe; the message names the variable."""
+
 
 class Settings(BaseSettings):
+    """Every setting, from `WATTLINE_*` variables. The launcher resolves the embedded
+    services' URLs into `database_url` and `mqtt_url` once; components take `Settings` alone."""
+
     model_config = SettingsConfigDict(env_prefix="WATTLINE_", env_file=".env", extra="ignore")
 
-    #: External services. Empty means "run the embedded ones under `data_dir`".
+    #: External services. Empty means "run the embedded ones under `data_dir`" (`wattline up` only).
     database_url: str = ""
     mqtt_url: str = ""
+    #: The local demo (`wattline up`): known default secrets are allowed. Never in production.
+    demo: bool = False
 
     data_dir: Path = PROJECT_ROOT / ".wattline"
     local_pg_port: int = 55432
@@ -59,6 +73,8 @@ class Settings(BaseSettings):
     #: the newest minutes are left this long to settle (late packs, rollup lag)
     alerts_settle_s: float = 120.0
     alerts_health_port: int = 9109
+    rollups_health_port: int = 9110
+    retention_health_port: int = 9111
 
     # Retention (days; None keeps for good). Raw and 1-minute data about 3 months, as
     # PowerRadar does; coarser rollups kept. Enforced by `wattline retention`.
@@ -72,10 +88,33 @@ class Settings(BaseSettings):
     retention_support_days: int | None = 2 * 365  # after a request is closed
     retention_webhook_days: int | None = 90
 
-    secret_key: str = Field(default="dev-only-change-me", repr=False)
+    #: Signs the dashboard's session cookies. Required outside the demo.
+    secret_key: str = Field(default="", repr=False)
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Self:
+        if not self.demo and (self.secret_key in KNOWN_DEFAULT_SECRETS or len(self.secret_key) < 16):
+            raise SettingsError(
+                "WATTLINE_SECRET_KEY is unset, too short or a known default: set at least 16 random characters "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or WATTLINE_DEMO=true for the "
+                "local demo only")
+        return self
+
+    def require_database_url(self) -> str:
+        """The database URL, or a SettingsError naming the variable (embedded: only `wattline up`)."""
+        if not self.database_url:
+            raise SettingsError("WATTLINE_DATABASE_URL must be set (or use `wattline up`)")
+        return self.database_url
+
+    def require_mqtt_url(self) -> str:
+        """The broker URL, or a SettingsError naming the variable."""
+        if not self.mqtt_url:
+            raise SettingsError("WATTLINE_MQTT_URL must be set (or use `wattline up`)")
+        return self.mqtt_url
 
 
 @lru_cache
 def get_settings() -> Settings:
+    """The process's settings, read once."""
     return Settings()

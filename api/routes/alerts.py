@@ -29,21 +29,12 @@ from wattline import queries
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
 
-def _check_node(conn: Conn, p: Reader, site_id: int, node_id: int | None) -> None:
-    if node_id is None:
-        return
-    node = queries.node(conn, p, node_id)
-    if node is None or node["site_id"] != site_id:
-        raise not_found("node")
-
-
 @router.post("/sites/{site_id}/alert-rules", response_model=Created, status_code=201,
              summary="Create an alert rule for a site or one of its nodes")
 def create_rule(site_id: int, body: AlertRuleIn, p: Writer, conn: Conn) -> Created:
     if queries.site(conn, p, site_id) is None:
         raise not_found("site")
-    _check_node(conn, p, site_id, body.node_id)
-    return Created(id=store.create_rule(conn, site_id, body.node_id, body.name, body.params, body.enabled))
+    return Created(id=store.create_rule(conn, site_id, body.node_id, body.name, body.params, body.enabled, actor=p))
 
 
 @router.get("/sites/{site_id}/alert-rules", response_model=list[AlertRule], summary="A site's alert rules")
@@ -65,7 +56,7 @@ def get_rule(rule_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
 def patch_rule(rule_id: int, body: AlertRulePatch, p: Writer, conn: Conn) -> Created:
     if store.rule(conn, p, rule_id) is None:
         raise not_found("alert rule")
-    store.update_rule(conn, rule_id, name=body.name, params=body.params, enabled=body.enabled)
+    store.update_rule(conn, rule_id, name=body.name, params=body.params, enabled=body.enabled, actor=p)
     return Created(id=rule_id)
 
 
@@ -73,7 +64,7 @@ def patch_rule(rule_id: int, body: AlertRulePatch, p: Writer, conn: Conn) -> Cre
 def delete_rule(rule_id: int, p: Writer, conn: Conn) -> Created:
     if store.rule(conn, p, rule_id) is None:
         raise not_found("alert rule")
-    store.delete_rule(conn, rule_id)
+    store.delete_rule(conn, rule_id, actor=p)
     return Created(id=rule_id)
 
 
@@ -118,7 +109,7 @@ def resolve(alert_id: int, p: Writer, conn: Conn) -> dict[str, Any]:
 def create_webhook(customer_id: int, body: WebhookIn, p: Admin, conn: Conn) -> dict[str, Any]:
     if queries.customer(conn, p, customer_id) is None:
         raise not_found("customer")
-    webhook_id, secret = store.create_webhook(conn, customer_id, body.url)
+    webhook_id, secret = store.create_webhook(conn, customer_id, body.url, actor=p)
     row = store.webhook(conn, p, webhook_id)
     assert row is not None
     return {**row, "secret": secret}
@@ -143,7 +134,7 @@ def list_deliveries(webhook_id: int, p: Admin, conn: Conn) -> list[dict[str, Any
 def delete_webhook(webhook_id: int, p: Admin, conn: Conn) -> Created:
     if store.webhook(conn, p, webhook_id) is None:
         raise not_found("webhook")
-    conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,))
+    store.delete_webhook(conn, webhook_id, actor=p)
     return Created(id=webhook_id)
 
 

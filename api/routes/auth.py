@@ -10,7 +10,8 @@ from fastapi import APIRouter, status
 from api.deps import Conn, Reader
 from api.problems import Problem, not_found
 from api.schemas import Created, KeyInfo, KeyRequest, Login, Me, Token
-from wattline.accounts import ROLE_SCOPES, authenticate_password, issue_key
+from wattline import accounts
+from wattline.accounts import ROLE_SCOPES, api_keys, authenticate_password, issue_key
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 SESSION_TTL = timedelta(hours=12)
@@ -45,15 +46,11 @@ def create_key(body: KeyRequest, principal: Reader, conn: Conn) -> Token:
 
 @router.get("/api-keys", response_model=list[KeyInfo], summary="Your API keys (never their secrets)")
 def list_keys(principal: Reader, conn: Conn) -> list[dict[str, Any]]:
-    return conn.execute(
-        """SELECT id, prefix, name, scopes, expires_at, revoked_at, last_used_at, created_at FROM api_keys
-           WHERE user_id = %s ORDER BY id""", (principal.user_id,)).fetchall()
+    return api_keys(conn, principal.user_id)
 
 
 @router.delete("/api-keys/{key_id}", response_model=Created, summary="Revoke one of your API keys")
 def revoke_key(key_id: int, principal: Reader, conn: Conn) -> Created:
-    row = conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s AND user_id = %s RETURNING id",
-                       (key_id, principal.user_id)).fetchone()
-    if row is None:
+    if not accounts.revoke_key(conn, principal.user_id, key_id):
         raise not_found("api key")
     return Created(id=key_id)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Query, Request
 
 from api.deps import Commissioner, Conn, Reader
-from api.problems import Problem, not_found
+from api.problems import not_found
 from api.schemas import Assignment, BridgeCheck, CommissioningReport, Created, SensorCheck, SensorInfo
 from wattline import catalogue, queries
 from wattline.domain import sensor_state
@@ -48,16 +47,8 @@ def assign(serial: str, body: Assignment, p: Commissioner, conn: Conn) -> Create
         bridge = queries.bridge(conn, p, body.bridge_id)
         if bridge is None or bridge["site_id"] != node["site_id"]:
             raise not_found("bridge")
-    try:
-        with conn.transaction():
-            sensor_id = catalogue.assign_sensor(conn, serial, body.node_id, body.phase, body.ct_rating_a,
-                                                bridge_id=body.bridge_id)
-    except catalogue.AssignmentError as exc:
-        raise Problem(422, "Cannot assign", str(exc)) from exc
-    except psycopg.errors.UniqueViolation as exc:
-        raise Problem(409, "Conflict", "another sensor already measures that phase of the node") from exc
-    except psycopg.errors.CheckViolation as exc:
-        raise Problem(422, "Invalid data", exc.diag.message_primary or "check failed") from exc
+    sensor_id = catalogue.assign_sensor(conn, p, serial, body.node_id, body.phase, body.ct_rating_a,
+                                        bridge_id=body.bridge_id)
     return Created(id=sensor_id)
 
 
@@ -66,7 +57,7 @@ def unassign(serial: str, p: Commissioner, conn: Conn) -> Created:
     sensor = queries.sensor_by_serial(conn, p, serial)
     if sensor is None:
         raise not_found("sensor")
-    conn.execute("UPDATE sensors SET node_id = NULL, phase = NULL, assigned_at = NULL WHERE id = %s", (sensor["id"],))
+    catalogue.unassign_sensor(conn, p, sensor["id"])
     return Created(id=sensor["id"])
 
 

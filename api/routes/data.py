@@ -133,7 +133,7 @@ def site_cost(site_id: int, p: Reader, conn: Conn,
               t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")]
               ) -> dict[str, Any]:
     from analytics.costing import site_cost as compute
-    from analytics.tariffs import TariffError
+    from wattline.tariffs import TariffError
 
     t_from, t_to = checked_range(t_from, t_to)
     try:
@@ -178,11 +178,9 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
     history is its raw readings; rollups are kept per node). 1 h and 1 d follow the site's
     clock and calendar, as node rollups do."""
     import numpy as np
-    import pandas as pd
 
     from analytics.rollup import bucket_stats, readings_power
-    from analytics.tariffs import site_offset_minutes
-    from wattline.domain import Connection
+    from wattline.buckets import bucket_bounds
 
     t_from, t_to = checked_range(t_from, t_to)
     if t_to - t_from > timedelta(days=93):
@@ -193,9 +191,7 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
                                          t_to + timedelta(seconds=gap))
     if meta is None:
         raise not_found("sensor")
-    volts = (Connection(meta["connection"]).conductor_voltage(meta["nominal_v"])
-             if meta["nominal_v"] is not None and meta["connection"] else 230.0)
-    pf = meta["power_factor"] or 1.0
+    volts, pf = meta["electrical"].conductor_voltage_v, meta["electrical"].effective_power_factor
     out: list[dict[str, Any]] = []
     if rows:
         arr = np.array(rows, dtype=np.float64)
@@ -207,13 +203,7 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
         stamps = t0 + 60.0 * np.arange(n)
         inside = (stamps >= t_from.timestamp()) & (stamps < t_to.timestamp())
         stamps = stamps[inside]
-        if resolution is Resolution.DAY1:  # local calendar days
-            local = pd.DatetimeIndex(pd.to_datetime(stamps, unit="s", utc=True)).tz_convert(meta["timezone"])
-            keys = local.normalize().tz_convert("UTC").asi8 / 1e9
-        else:  # hours on the site's clock (its sub-hour offset), minutes and quarters in UTC
-            off = (site_offset_minutes(meta["timezone"]) % 60) * 60.0 if resolution is Resolution.HOUR1 else 0.0
-            width = resolution.minutes * 60.0
-            keys = np.floor((stamps - off) / width) * width + off
+        keys, _ = bucket_bounds(stamps, resolution, meta["timezone"])
         buckets, which = np.unique(keys, return_inverse=True)
         sums = {name: np.bincount(which, weights=np.asarray(col)[0][inside], minlength=len(buckets))
                 for name, col in (("energy", st.energy_wh), ("covered", st.covered_s), ("amp_s", st.amp_s),

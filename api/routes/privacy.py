@@ -15,7 +15,6 @@ from api.routes.data import checked_range
 from api.schemas import ConsentIn, ConsentState, ContactPatch, Created, ErasureDone, SupportRequestIn
 from wattline import privacy
 from wattline.accounts import Principal
-from wattline.db import fetch_one
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
 
@@ -79,11 +78,7 @@ def set_my_consent(body: ConsentIn, p: Reader, conn: Conn) -> dict[str, Any]:
 
 @router.post("/support-requests", response_model=Created, status_code=201, summary="Ask for support")
 def create_support_request(body: SupportRequestIn, p: Reader, conn: Conn) -> Created:
-    row = fetch_one(conn, """INSERT INTO support_requests (customer_id, user_id, subject, body)
-                             VALUES (%s, %s, %s, %s) RETURNING id""",
-                    (p.customer_id, p.user_id, body.subject, body.body))
-    assert row is not None
-    return Created(id=row["id"])
+    return Created(id=privacy.open_support_request(conn, p, body.subject, body.body))
 
 
 @router.get("/benchmarks/anonymised",

@@ -12,11 +12,11 @@ from dash import Dash, Input, Output, dcc, html
 from alerts import store as alert_store
 from analytics.benchmark import site_benchmarks
 from analytics.costing import site_cost
-from analytics.tariffs import TariffError
 from dashboard.auth import current_principal
 from dashboard.data import conn, reporting_interval_s
 from wattline import queries
 from wattline.domain import sensor_state
+from wattline.tariffs import TariffError
 
 
 def register(app: Dash) -> None:

@@ -12,12 +12,12 @@ import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html
 
 from analytics.costing import site_cost
-from analytics.tariffs import TariffError
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
 from wattline import queries
 from wattline.accounts import Principal
 from wattline.domain import Resolution
+from wattline.tariffs import TariffError
 
 
 def register(app: Dash) -> None:

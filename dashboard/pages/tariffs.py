@@ -8,8 +8,9 @@ import dash
 import plotly.graph_objects as go
 from dash import Dash, dcc, html
 
-from analytics.tariffs import DAY_TYPES, SLOT_MIN, load_tariffs, rate_table
+from analytics.tariffs import load_tariffs, rate_table
 from dashboard.data import conn, no_such_site, site_from_path
+from wattline.tariffs import DAY_TYPES, SLOT_MIN
 
 WEEK_ROWS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "Public holiday"]
 

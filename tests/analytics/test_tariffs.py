@@ -8,8 +8,8 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from analytics.tariffs import TariffError, TariffVersion, demand_peaks, invoice, validate_bands
-from wattline.catalogue import Band
+from analytics.tariffs import TariffVersion, demand_peaks, invoice
+from wattline.tariffs import Band, TariffError, validate_bands
 
 ALL = ("weekday", "weekend", "holiday")
 

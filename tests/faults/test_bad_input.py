@@ -17,7 +17,8 @@ import pytest
 from sensor_sim.fleet import build_fleet
 from sensor_sim.publisher import connect
 from sensor_sim.seed import seed_catalogue
-from tests.conftest import RunningGateway, count, wait_for
+from tests.factories import count, wait_for
+from tests.fixtures.gateway import RunningGateway
 from wattline.senml import MAX_PACK_BYTES, SENML_TOPIC, Reason, encode_pack
 
 GOOD_BRIDGE, OTHER_SITE_BRIDGE = "BR-S000-00", "BR-S001-00"

@@ -22,16 +22,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from analytics.worker import RollupEngine
+from launcher.localstack import LocalMosquitto, LocalPostgres, free_port
 from sensor_sim.fleet import build_fleet
 from sensor_sim.publisher import Report, Simulator
 from sensor_sim.seed import seed_catalogue
-from tests.conftest import count, wait_for
-from tests.test_ingest import expected_set, stored_set
-from tests.test_rollups import TABLES, drain
+from tests.factories import ROLLUP_TABLES, count, drain, expected_set, stored_set, wait_for
 from wattline.db import create_database, with_database
-from wattline.localstack import LocalMosquitto, LocalPostgres, free_port
 from wattline.migrate import migrate
 
 
@@ -46,14 +45,14 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> GatewayProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "wattline.cli", "gateway", "--no-rollups"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "gateway", "--no-rollups"],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.health, 60)
         return self
 
     def leave(self) -> int:
         """Run `wattline gateway --leave` to its end; its exit code."""
-        return subprocess.run([sys.executable, "-m", "wattline.cli", "gateway", "--leave"], env=self.env,
+        return subprocess.run([sys.executable, "-m", "launcher.cli", "gateway", "--leave"], env=self.env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120).returncode
 
     def health(self) -> dict[str, Any] | None:
@@ -135,13 +134,13 @@ def assert_rollups_equal_recompute(db: psycopg.Connection[Any]) -> None:
     """The rollup work queued by the crashed and restarted gateways, processed, gives the
     same rollups as computing everything afresh from the stored readings."""
     drain(db)
-    incremental = {t: values(db, t) for t in TABLES}
+    incremental = {t: values(db, t) for t in ROLLUP_TABLES}
     assert incremental["rollups_1m"], "no rollups were made"
     row = db.execute("SELECT min(ts), max(ts) FROM readings").fetchone()
     assert row is not None
-    db.execute(f"TRUNCATE {', '.join(TABLES)}")
+    db.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}")
     RollupEngine(30.0).recompute_range(db, row[0] - timedelta(hours=1), row[1] + timedelta(hours=2))
-    for table in TABLES:
+    for table in ROLLUP_TABLES:
         fresh = values(db, table)
         assert fresh.keys() == incremental[table].keys(), table
         # Equal but for summation order: the batches differ between the two runs, and means
@@ -151,8 +150,9 @@ def assert_rollups_equal_recompute(db: psycopg.Connection[Any]) -> None:
 
 
 def values(db: psycopg.Connection[Any], table: str) -> dict[tuple[int, Any], tuple[float, ...]]:
-    rows = db.execute(f"""SELECT node_id, bucket, energy_wh, mean_power_w, max_power_w, samples, coverage,
-                                 coalesce(unmonitored_wh, 0) FROM {table}""").fetchall()
+    cur = db.execute(sql.SQL("""SELECT node_id, bucket, energy_wh, mean_power_w, max_power_w, samples, coverage,
+                                       coalesce(unmonitored_wh, 0) FROM {}""").format(sql.Identifier(table)))
+    rows = cur.fetchall()
     return {(r[0], r[1]): tuple(float(x) for x in r[2:]) for r in rows}
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from wattline.logs import configure_logging
-from wattline.settings import get_settings
+from wattline.service import run_until_signalled
+from wattline.settings import Settings, SettingsError, get_settings
 
 app = typer.Typer(help="Wattline energy monitoring.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -20,19 +23,31 @@ privacy_app = typer.Typer(help="Data-subject requests and anonymised exports (au
 app.add_typer(privacy_app, name="privacy")
 
 
-def _required(name: str, value: str | None) -> str:
-    if not value:
-        typer.echo(f"WATTLINE_{name.upper()} must be set (or use `wattline up`).", err=True)
-        raise typer.Exit(2)
-    return value
+def _settings() -> Settings:
+    """The settings, or a clear message and exit code 2 when one is missing or unsafe."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        messages = "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())
+        typer.echo(messages, err=True)
+        raise typer.Exit(2) from exc
+
+
+def _required(url: Callable[[Settings], str]) -> str:
+    """A URL the command cannot run without, or a clear message and exit code 2."""
+    try:
+        return url(_settings())
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
 
 
 def _database_url() -> str:
-    return _required("database_url", get_settings().database_url)
+    return _required(Settings.require_database_url)
 
 
 def _mqtt_url() -> str:
-    return _required("mqtt_url", get_settings().mqtt_url)
+    return _required(Settings.require_mqtt_url)
 
 
 @db_app.command("migrate")
@@ -51,8 +66,8 @@ def db_migrate() -> None:
 @app.command("demo-seed")
 def demo_seed(sites: int = 5, bridges: int = 2, sensors: int = 20) -> None:
     """Migrate, then create the demo portfolio's catalogue and logins (idempotent)."""
+    from launcher.demo import seed_demo
     from wattline.db import create_database
-    from wattline.demo import seed_demo
     from wattline.migrate import migrate
 
     database_url = _database_url()
@@ -70,10 +85,10 @@ def gateway(rollups: Annotated[bool, typer.Option(help="Run the rollup worker in
     """Ingest SenML packs from MQTT into TimescaleDB."""
     from ingest.gateway import serve
 
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings.log_json)
-    database_url, mqtt_url = _database_url(), _mqtt_url()
-    asyncio.run(serve(settings, database_url, mqtt_url, with_rollups=rollups and not leave, leave=leave))
+    _database_url(), _mqtt_url()
+    asyncio.run(serve(settings, with_rollups=rollups and not leave, leave=leave))
 
 
 @app.command()
@@ -97,7 +112,7 @@ def simulate(
     from sensor_sim.publisher import Report, Simulator
     from sensor_sim.seed import seed_catalogue as seed
 
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings.log_json)
     mqtt_url = _mqtt_url()
     fleet = build_fleet(sites, bridges, sensors)
@@ -138,7 +153,7 @@ def rollup(
 
     from analytics.worker import RollupEngine
 
-    settings = get_settings()
+    settings = _settings()
     engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor)
     with psycopg.connect(_database_url(), autocommit=True) as conn:
         minutes = engine.recompute_range(conn, from_.replace(tzinfo=from_.tzinfo or UTC),
@@ -149,17 +164,12 @@ def rollup(
 @app.command()
 def rollups() -> None:
     """Run the rollup worker on its own (when gateways run with --no-rollups)."""
-    from analytics.worker import RollupWorker
+    from analytics.worker import rollup_service
 
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings.log_json)
-    worker = RollupWorker(_database_url(), settings)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(1.0)
-    except KeyboardInterrupt:
-        worker.stop()
+    _database_url()
+    run_until_signalled(rollup_service(settings), settings.rollups_health_port)
 
 
 @app.command()
@@ -168,10 +178,9 @@ def alerts(once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = 
     import httpx
     import psycopg
 
-    from alerts.scheduler import AlertScheduler, run_pass
-    from ingest.health import serve_http
+    from alerts.scheduler import alert_service, run_pass
 
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings.log_json)
     database_url = _database_url()
     if once:
@@ -180,19 +189,7 @@ def alerts(once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = 
         typer.echo(f"rules {report.rules}, raised {report.raised}, cleared {report.cleared}, "
                    f"errors {report.errors}, webhooks delivered {report.webhooks.delivered}")
         raise typer.Exit(1 if report.errors else 0)
-    scheduler = AlertScheduler(database_url, settings)
-
-    def ready() -> dict[str, object] | None:
-        fresh = time.time() - scheduler.last_pass_at < 3 * settings.alerts_period_s + 30
-        return {"status": "ok", "last_pass_at": scheduler.last_pass_at} if fresh else None
-
-    serve_http(settings.alerts_health_port, ready)
-    scheduler.start()
-    try:
-        while scheduler.is_alive():
-            scheduler.join(1.0)
-    except KeyboardInterrupt:
-        scheduler.stop()
+    run_until_signalled(alert_service(settings), settings.alerts_health_port)
 
 
 def _user_id(conn: Any, user: str) -> int:
@@ -287,26 +284,24 @@ def retention(dry_run: Annotated[bool, typer.Option(help="Report only; remove no
     """Remove data past its retention period, per category, and report what went."""
     import psycopg
 
-    from wattline.retention import run_retention
+    from wattline.retention import Removed, retention_service, run_retention
 
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings.log_json)
     url = _database_url()
-    while True:
-        try:
-            with psycopg.connect(url, autocommit=True) as conn:
-                report = run_retention(conn, settings, dry_run=dry_run)
-            for r in report:
-                kept = "kept for good" if r.keep_days is None else f"keep {r.keep_days} d"
-                verb = "would remove" if dry_run else "removed"
-                typer.echo(f"{r.category:<20} {kept:<14} {verb} {r.rows} row(s) ({r.chunks} chunk(s))")
-        except psycopg.OperationalError as exc:
-            if not every_hours:
-                raise
-            typer.echo(f"database unavailable, retrying next round: {str(exc).splitlines()[0]}", err=True)
-        if not every_hours:
-            return
-        time.sleep(every_hours * 3600)
+
+    def show(report: list[Removed]) -> None:
+        for r in report:
+            kept = "kept for good" if r.keep_days is None else f"keep {r.keep_days} d"
+            verb = "would remove" if dry_run else "removed"
+            typer.echo(f"{r.category:<20} {kept:<14} {verb} {r.rows} row(s) ({r.chunks} chunk(s))")
+
+    if every_hours:
+        service = retention_service(settings, every_hours, dry_run=dry_run, on_report=show)
+        run_until_signalled(service, settings.retention_health_port)
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        show(run_retention(conn, settings, dry_run=dry_run))
 
 
 @app.command()
@@ -314,8 +309,9 @@ def api() -> None:
     """Serve the REST API."""
     import uvicorn
 
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings.log_json)
+    _database_url()
     uvicorn.run("api.app:create_app", factory=True, host=settings.api_host, port=settings.api_port,
                 log_level="warning")
 
@@ -325,8 +321,9 @@ def dashboard() -> None:
     """Serve the Dash dashboard."""
     from dashboard.app import create_dash
 
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings.log_json)
+    _database_url()
     dash_app = create_dash(settings)
     dash_app.run(host=settings.dashboard_host, port=settings.dashboard_port, debug=False)
 
@@ -338,7 +335,7 @@ def up(
 ) -> None:
     """Install what is missing, start PostgreSQL+TimescaleDB and Mosquitto, then the
     simulator, gateway, API and dashboard. Ctrl-C stops everything."""
-    from wattline.up import run_up
+    from launcher.up import run_up
 
     run_up(get_settings(), history_hours=history_hours, sites=sites, bridges=bridges, sensors=sensors)
 

@@ -7,16 +7,36 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from types import FrameType
 
 import typer
 
+from launcher.demo import DEMO_UNASSIGNED_EVERY, seed_demo
+from launcher.localstack import LocalMosquitto, LocalPostgres, ensure_installed, missing_software
+from launcher.localstack.software import wait_for_port
 from wattline.db import create_database, with_database
-from wattline.demo import DEMO_UNASSIGNED_EVERY, seed_demo
-from wattline.localstack import LocalMosquitto, LocalPostgres, ensure_installed, missing_software
-from wattline.localstack.software import wait_for_port
 from wattline.migrate import migrate
 from wattline.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A long-running service of `wattline up` (and of docker-compose.yml): its CLI command
+    and the setting that names the port its health endpoint answers on."""
+
+    name: str
+    args: tuple[str, ...]
+    health_port_setting: str
+
+
+LONG_RUNNING = (
+    ServiceSpec("gateway", ("gateway",), "gateway_metrics_port"),  # with the rollup worker in-process
+    ServiceSpec("api", ("api",), "api_port"),
+    ServiceSpec("dashboard", ("dashboard",), "dashboard_port"),
+    ServiceSpec("alerts", ("alerts",), "alerts_health_port"),
+    ServiceSpec("retention", ("retention", "--every-hours", "6"), "retention_health_port"),
+)
 
 
 def wait_for_http(url: str, timeout_s: float) -> bool:
@@ -38,6 +58,7 @@ def say(message: str) -> None:
 
 
 def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int, sensors: int) -> None:
+    """Start the embedded services (unless URLs are set), migrate, seed the demo and run every service."""
     postgres: LocalPostgres | None = None
     mosquitto: LocalMosquitto | None = None
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -73,16 +94,19 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
             mqtt_url = mosquitto.url
         else:
             say("using the broker at WATTLINE_MQTT_URL")
+        # Resolved once: every component below gets these settings (children: the same values by env).
+        settings = settings.model_copy(update={"database_url": database_url, "mqtt_url": mqtt_url})
         if create_database(database_url):
             say("created database 'wattline'")
         applied = migrate(database_url)
         say(f"migrations applied: {', '.join(applied)}" if applied else "schema is up to date")
 
         env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": mqtt_url,
+               "WATTLINE_DEMO": "true" if settings.demo else "false",
                "WATTLINE_SPOOL_DIR": str(settings.data_dir / "spool"),
                # One gateway: a plain subscription, which survives a broker restart.
                "WATTLINE_MQTT_SHARE_GROUP": os.environ.get("WATTLINE_MQTT_SHARE_GROUP", "")}
-        cli = [sys.executable, "-m", "wattline.cli"]
+        cli = [sys.executable, "-m", "launcher.cli"]
         counts = seed_demo(database_url, sites=sites, bridges=bridges, sensors=sensors)
         say(f"demo portfolio: {counts['sites']} sites, {counts['circuits']} circuits, "
             f"{counts['sensors']} sensors assigned, {counts['unassigned']} left for an installer")
@@ -93,11 +117,8 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
             children.append((name, subprocess.Popen([*cli, *args], env=env, stdout=log, stderr=log)))
             say(f"started {name} (log: {logs / (name + '.log')})")
 
-        start("gateway", ["gateway"])
-        start("api", ["api"])
-        start("dashboard", ["dashboard"])
-        start("alerts", ["alerts"])
-        start("retention", ["retention", "--every-hours", "6"])
+        for service in LONG_RUNNING:
+            start(service.name, list(service.args))
         # The broker drops what is published before any subscription exists: the
         # simulator's back-fill waits until the gateway's session is subscribed.
         if not wait_for_http(f"http://127.0.0.1:{settings.gateway_metrics_port}/health", 60):

@@ -4,8 +4,8 @@ Used by `wattline up` (under the project's data folder) and by the test fixtures
 temporary folder on free ports). Both start real servers; nothing here is a fake.
 """
 
-from wattline.localstack.mosquitto import LocalMosquitto
-from wattline.localstack.postgres import LocalPostgres
-from wattline.localstack.software import ensure_installed, free_port, missing_software
+from launcher.localstack.mosquitto import LocalMosquitto
+from launcher.localstack.postgres import LocalPostgres
+from launcher.localstack.software import ensure_installed, free_port, missing_software
 
 __all__ = ["LocalMosquitto", "LocalPostgres", "ensure_installed", "free_port", "missing_software"]

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from wattline.localstack.software import pg_bindir
+from launcher.localstack.software import pg_bindir
 
 
 class ServiceError(RuntimeError):

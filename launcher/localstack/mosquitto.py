@@ -8,8 +8,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wattline.localstack.postgres import ServiceError
-from wattline.localstack.software import mosquitto_binary, wait_for_port
+from launcher.localstack.postgres import ServiceError
+from launcher.localstack.software import mosquitto_binary, wait_for_port
 
 
 @dataclass
