@@ -36,9 +36,9 @@ from alerts.rules import (
 )
 from analytics.costing import node_costs
 from analytics.tariffs import load_tariffs
-from wattline.accounts import Principal
 from wattline.db import fetch_all, fetch_one, fetch_tuples
 from wattline.domain import Role
+from wattline.principal import Principal
 
 Conn = psycopg.Connection[Any]
 DAY = 86400.0

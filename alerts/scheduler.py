@@ -57,7 +57,17 @@ def evaluate_rule(conn: psycopg.Connection[Any], rule_id: int, clock: Clock) -> 
         if rule is None:
             return None
         current = {s: started for s, (_, started) in episodes.ongoing(conn, rule_id).items()}
-        return episodes.apply(conn, rule, evaluate(conn, rule, clock, current))
+        changes = episodes.apply(conn, rule, evaluate(conn, rule, clock, current))
+        conn.execute("UPDATE alert_rules SET last_error = NULL, failing_since = NULL "
+                     "WHERE id = %s AND last_error IS NOT NULL", (rule_id,))
+        return changes
+
+
+def record_rule_error(conn: psycopg.Connection[Any], rule_id: int, exc: BaseException) -> None:
+    """Keep a failed evaluation's reason on the rule, where its owner sees it (the API)."""
+    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".replace("\x00", "")[:500]
+    conn.execute("""UPDATE alert_rules SET last_error = %s, failing_since = COALESCE(failing_since, now())
+                    WHERE id = %s""", (error, rule_id))
 
 
 def run_pass(conn: psycopg.Connection[Any], settings: Settings, http: httpx.Client,
@@ -69,21 +79,22 @@ def run_pass(conn: psycopg.Connection[Any], settings: Settings, http: httpx.Clie
     for row in fetch_all(conn, "SELECT id FROM alert_rules WHERE enabled ORDER BY id"):
         try:
             changes = evaluate_rule(conn, row["id"], clock)
-        except psycopg.OperationalError:
-            raise
-        except Exception as exc:  # one bad rule must not stop the others
+        except Exception as exc:  # one bad rule must not stop the others, whatever it raised
+            if conn.broken or conn.closed:
+                raise  # the connection, not the rule: the service reconnects
             report.errors += 1
-            log.error("alert_rule_failed", rule=row["id"], error=f"{type(exc).__name__}: {exc}")
+            log.error("alert_rule_failed", rule=row["id"], error=type(exc).__name__)
+            record_rule_error(conn, row["id"], exc)
             continue
         if changes is not None:
             report.rules += 1
             report.raised += len(changes.raised)
             report.cleared += len(changes.cleared)
-    report.webhooks = deliver_due(conn, http)
+    report.webhooks = deliver_due(conn, http, allow_private=settings.allow_private_destinations)
     RAISED.inc(report.raised)
     CLEARED.inc(report.cleared)
     RULE_ERRORS.inc(report.errors)
-    for outcome in ("delivered", "retried", "failed"):
+    for outcome in ("delivered", "retried", "failed", "suspended"):
         WEBHOOKS.labels(outcome).inc(getattr(report.webhooks, outcome))
     LAST_PASS.set_to_current_time()
     return report

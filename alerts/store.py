@@ -14,16 +14,18 @@ from alerts.episodes import EPISODE_COLUMNS
 from alerts.rules import RULE_PARAMS, RuleParams
 from alerts.webhooks import new_secret
 from wattline import audit
-from wattline.accounts import Principal
 from wattline.db import fetch_all, fetch_one
 from wattline.errors import NotFound
+from wattline.outbound import parse_destination
+from wattline.principal import Principal
 from wattline.queries import scope
 
 Conn = psycopg.Connection[Any]
 Row = dict[str, Any]
 State = Literal["open", "acknowledged", "resolved", "active", "all"]
 
-RULE_COLUMNS = "r.id, r.site_id, r.node_id, r.kind, r.name, r.params, r.enabled, r.evaluated_to, r.created_at"
+RULE_COLUMNS = ("r.id, r.site_id, r.node_id, r.kind, r.name, r.params, r.enabled, r.evaluated_to, r.created_at, "
+                "r.last_error, r.failing_since")
 _RULE_FROM = "alert_rules r JOIN sites s ON s.id = r.site_id JOIN customers c ON c.id = s.customer_id"
 _EPISODE_FROM = f"alert_episodes e JOIN {_RULE_FROM} ON r.id = e.rule_id"
 
@@ -134,8 +136,13 @@ def open_counts(conn: Conn, p: Principal) -> dict[int, int]:
 
 
 # -- webhooks ---------------------------------------------------------------------------------
-def create_webhook(conn: Conn, customer_id: int, url: str, *, actor: Principal | None = None) -> tuple[int, str]:
-    """Register a webhook; returns its id and its signing secret (shown once)."""
+def create_webhook(conn: Conn, customer_id: int, url: str, *, actor: Principal | None = None,
+                   allow_private: bool = False) -> tuple[int, str]:
+    """Register a webhook; returns its id and its signing secret (shown once).
+
+    The URL must be a safe destination (`wattline.outbound`); it is checked again, after
+    DNS, at every delivery."""
+    parse_destination(url, allow_private=allow_private)
     secret = new_secret()
     with conn.transaction():
         row = fetch_one(conn, "INSERT INTO webhooks (customer_id, url, secret) VALUES (%s, %s, %s) RETURNING id",
@@ -143,6 +150,14 @@ def create_webhook(conn: Conn, customer_id: int, url: str, *, actor: Principal |
         assert row is not None
         audit.record(conn, actor, "create", "webhook", row["id"])
     return int(row["id"]), secret
+
+
+def resume_webhook(conn: Conn, webhook_id: int, *, actor: Principal | None = None) -> None:
+    """Lift a suspension: deliveries are attempted again from now on."""
+    with conn.transaction():
+        conn.execute("""UPDATE webhooks SET suspended_at = NULL, suspended_reason = NULL, deliveries_given_up = 0
+                        WHERE id = %s""", (webhook_id,))
+        audit.record(conn, actor, "resume", "webhook", webhook_id)
 
 
 def delete_webhook(conn: Conn, webhook_id: int, *, actor: Principal | None = None) -> None:
@@ -154,14 +169,16 @@ def delete_webhook(conn: Conn, webhook_id: int, *, actor: Principal | None = Non
 
 def webhooks(conn: Conn, p: Principal, customer_id: int) -> list[Row]:
     where, params = scope(p)
-    return fetch_all(conn, sql.SQL("""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at FROM webhooks w
+    return fetch_all(conn, sql.SQL("""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at, w.last_error,
+                                      w.failing_since, w.suspended_at, w.suspended_reason FROM webhooks w
                                JOIN customers c ON c.id = w.customer_id WHERE w.customer_id = %(cust)s AND {where}
                                ORDER BY w.id""").format(where=where), {**params, "cust": customer_id})
 
 
 def webhook(conn: Conn, p: Principal, webhook_id: int) -> Row | None:
     where, params = scope(p)
-    return fetch_one(conn, sql.SQL("""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at FROM webhooks w
+    return fetch_one(conn, sql.SQL("""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at, w.last_error,
+                                      w.failing_since, w.suspended_at, w.suspended_reason FROM webhooks w
                                JOIN customers c ON c.id = w.customer_id WHERE w.id = %(id)s AND {where}""").format(
                                    where=where),
                      {**params, "id": webhook_id})

@@ -21,6 +21,7 @@ import psycopg
 import structlog
 
 from wattline.db import fetch_all
+from wattline.outbound import UnsafeDestination, pin
 
 log = structlog.get_logger("wattline.webhooks")
 
@@ -63,50 +64,108 @@ class DeliveryReport:
     delivered: int = 0
     retried: int = 0
     failed: int = 0
+    suspended: int = 0  # webhooks suspended in this pass
 
 
-def deliver_due(conn: psycopg.Connection[Any], client: httpx.Client, limit: int = 100) -> DeliveryReport:
+#: A webhook is suspended once this many of its deliveries in a row were given up (each after
+#: MAX_ATTEMPTS attempts over about an hour): a dead receiver costs bounded work, and its
+#: owner sees why. A delivery that gets through resets the count.
+SUSPEND_AFTER = 3
+
+
+def deliver_due(conn: psycopg.Connection[Any], client: httpx.Client, limit: int = 100, *,
+                allow_private: bool = False) -> DeliveryReport:
     """Send the deliveries that are due. Each is locked (SKIP LOCKED) in its own short
-    transaction, so several schedulers can share the outbox."""
+    transaction, so several schedulers can share the outbox. Whatever one delivery raises
+    is recorded against it and its webhook; the others go on."""
     report = DeliveryReport()
     for _ in range(limit):
-        with conn.transaction():
-            rows = fetch_all(conn, """
-                SELECT d.id, d.event, d.payload, d.attempts, w.url, w.secret
-                FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-                WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= now() AND w.enabled
-                ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE OF d SKIP LOCKED""")
-            if not rows:
+        picked: list[int] = []
+        try:
+            if not _deliver_one(conn, client, allow_private, report, picked):
                 break
-            d = rows[0]
-            body = orjson.dumps(d["payload"])
-            error = _post(client, d["url"], d["secret"], body, d["id"], d["event"])
-            attempts = d["attempts"] + 1
-            if error is None:
-                conn.execute("UPDATE webhook_deliveries SET delivered_at = now(), attempts = %s, last_error = NULL "
-                             "WHERE id = %s", (attempts, d["id"]))
-                report.delivered += 1
-            elif attempts >= MAX_ATTEMPTS:
-                conn.execute("UPDATE webhook_deliveries SET failed_at = now(), attempts = %s, last_error = %s "
-                             "WHERE id = %s", (attempts, error, d["id"]))
-                report.failed += 1
-                log.warning("webhook_gave_up", delivery=d["id"], attempts=attempts, error=error)
-            else:
-                delay = timedelta(seconds=backoff(attempts))
-                conn.execute("UPDATE webhook_deliveries SET attempts = %s, last_error = %s, "
-                             "next_attempt_at = now() + %s WHERE id = %s", (attempts, error, delay, d["id"]))
-                report.retried += 1
+        except Exception as exc:
+            if conn.broken or conn.closed or not picked:
+                raise  # the connection itself: the service reconnects
+            report.failed += 1
+            log.error("webhook_delivery_error", delivery=picked[0], error=type(exc).__name__)
+            conn.execute("UPDATE webhook_deliveries SET failed_at = now(), last_error = %s WHERE id = %s",
+                         (f"internal error: {type(exc).__name__}", picked[0]))
     return report
 
 
-def _post(client: httpx.Client, url: str, secret: str, body: bytes, delivery_id: int, event: str) -> str | None:
-    headers = {"Content-Type": "application/json", "User-Agent": "Wattline-Webhooks/1",
-               "Wattline-Event": f"alert.{event}", "Wattline-Delivery": str(delivery_id),
-               "Wattline-Signature": sign(secret, body)}
+def _deliver_one(conn: psycopg.Connection[Any], client: httpx.Client, allow_private: bool, report: DeliveryReport,
+                 picked: list[int]) -> bool:
+    with conn.transaction():
+        rows = fetch_all(conn, """
+            SELECT d.id, d.webhook_id, d.event, d.payload, d.attempts, w.url, w.secret
+            FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+            WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= now() AND w.enabled
+              AND w.suspended_at IS NULL
+            ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE OF d SKIP LOCKED""")
+        if not rows:
+            return False
+        d = rows[0]
+        picked.append(d["id"])
+        error = _attempt(client, d, allow_private)
+        attempts = d["attempts"] + 1
+        if error is None:
+            conn.execute("UPDATE webhook_deliveries SET delivered_at = now(), attempts = %s, last_error = NULL "
+                         "WHERE id = %s", (attempts, d["id"]))
+            conn.execute("UPDATE webhooks SET last_error = NULL, failing_since = NULL, deliveries_given_up = 0 "
+                         "WHERE id = %s", (d["webhook_id"],))
+            report.delivered += 1
+            return True
+        if attempts >= MAX_ATTEMPTS:
+            conn.execute("UPDATE webhook_deliveries SET failed_at = now(), attempts = %s, last_error = %s "
+                         "WHERE id = %s", (attempts, error, d["id"]))
+            report.failed += 1
+            log.warning("webhook_gave_up", delivery=d["id"], attempts=attempts, error=error)
+        else:
+            delay = timedelta(seconds=backoff(attempts))
+            conn.execute("UPDATE webhook_deliveries SET attempts = %s, last_error = %s, "
+                         "next_attempt_at = now() + %s WHERE id = %s", (attempts, error, delay, d["id"]))
+            report.retried += 1
+        if _webhook_failed(conn, d["webhook_id"], error, given_up=attempts >= MAX_ATTEMPTS):
+            report.suspended += 1
+            log.warning("webhook_suspended", webhook=d["webhook_id"], error=error)
+        return True
+
+
+def _webhook_failed(conn: psycopg.Connection[Any], webhook_id: int, error: str, *, given_up: bool) -> bool:
+    """Record a failed attempt on the webhook (and a give-up); True if that suspends it."""
+    row = conn.execute("""
+        UPDATE webhooks SET last_error = %(error)s::text, failing_since = COALESCE(failing_since, now()),
+               deliveries_given_up = deliveries_given_up + %(given_up)s::int,
+               suspended_at = CASE WHEN deliveries_given_up + %(given_up)s::int >= %(limit)s::int THEN now() END,
+               suspended_reason = CASE WHEN deliveries_given_up + %(given_up)s::int >= %(limit)s::int
+                   THEN format('%%s deliveries in a row failed every attempt, since %%s; last error: %%s',
+                               deliveries_given_up + %(given_up)s::int,
+                               to_char(COALESCE(failing_since, now()) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
+                               %(error)s::text) END
+        WHERE id = %(id)s RETURNING suspended_at""",
+        {"error": error, "given_up": int(given_up), "limit": SUSPEND_AFTER, "id": webhook_id}).fetchone()
+    return row is not None and row[0] is not None
+
+
+def _attempt(client: httpx.Client, d: dict[str, Any], allow_private: bool) -> str | None:
+    """One delivery attempt: None when the receiver took it, else why not. Never raises."""
     try:
-        res = client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"[:500]
+        target = pin(d["url"], allow_private=allow_private)  # checked again, after DNS
+        body = orjson.dumps(d["payload"])
+        headers = {**target.headers, "Content-Type": "application/json", "User-Agent": "Wattline-Webhooks/1",
+                   "Wattline-Event": f"alert.{d['event']}", "Wattline-Delivery": str(d["id"]),
+                   "Wattline-Signature": sign(d["secret"], body)}
+        res = client.post(target.url, content=body, headers=headers, extensions=target.extensions)
+    except UnsafeDestination as exc:
+        return _clean(f"refused: {exc.detail}")
+    except Exception as exc:  # InvalidURL, TLS, UnicodeError, …: a tenant's URL fails its own delivery only
+        return _clean(f"{type(exc).__name__}: {exc}")
     if 200 <= res.status_code < 300:
         return None
     return f"HTTP {res.status_code}"
+
+
+def _clean(error: str) -> str:
+    """An error fit to store: PostgreSQL text holds no NUL, and a line is enough."""
+    return error.replace("\x00", "")[:500]

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 
 from wattline import queries
-from wattline.accounts import Principal
 from wattline.db import fetch_all
 from wattline.opening_hours import opening_hours_between
+from wattline.principal import Principal
 
 
 def site_benchmarks(conn: psycopg.Connection[Any], p: Principal, customer_id: int, t_from: datetime,

@@ -19,7 +19,7 @@ from analytics.tariffs import (
     pricing_resolution,
 )
 from wattline import queries
-from wattline.accounts import Principal
+from wattline.principal import Principal
 from wattline.tariffs import TariffError
 
 

@@ -55,11 +55,19 @@ Minutes = dict[int, set[int]]
 
 
 class RollupEngine:
-    """Re-computes the rollups of queued minutes; `gap_s` is the longest gap integration bridges."""
+    """Re-computes the rollups of queued minutes; `gap_s` is the longest gap integration bridges.
 
-    def __init__(self, gap_s: float) -> None:
+    `horizon_s` (`Settings.late_data_horizon_s`): minutes older than this are never
+    re-computed, since retention has dropped part of the raw readings and 1-minute rows
+    their hours and days were summed from; the kept coarse rows stay as they are."""
+
+    def __init__(self, gap_s: float, *, horizon_s: float | None = None) -> None:
         self.gap_s = gap_s
         self.pad_min = max(1, math.ceil(gap_s / 60.0))
+        self.horizon_s = horizon_s
+
+    def _oldest_minute(self) -> int | None:
+        return None if self.horizon_s is None else math.ceil((time.time() - self.horizon_s) / 60.0)
 
     # -- entry points ----------------------------------------------------------------
     def process_dirty(self, conn: psycopg.Connection[Any], limit: int = 2000) -> int:
@@ -81,10 +89,12 @@ class RollupEngine:
             conn.execute("DELETE FROM rollup_dirty WHERE id = ANY(%s)", ([r[0] for r in taken],))
             touched: Minutes = defaultdict(set)
             former: Minutes = defaultdict(set)
+            oldest = self._oldest_minute()
             for _, ts_from, ts_to, sensor_ids, node_ids in taken:
                 first = math.floor(ts_from / 60.0)
                 last = max(first, math.ceil(ts_to / 60.0) - 1) if ts_to > ts_from else first
-                minutes = range(first - self.pad_min, last + self.pad_min + 1)
+                minutes = range(max(first - self.pad_min, oldest if oldest is not None else first - self.pad_min),
+                                last + self.pad_min + 1)
                 for sensor in sensor_ids:
                     touched[int(sensor)].update(minutes)
                 for node in node_ids:
@@ -97,8 +107,13 @@ class RollupEngine:
         """Re-compute every rollup of [t_from, t_to) (optionally one site), a day at a time.
 
         The range's rows of the site's nodes go first, so the result equals a computation
-        from scratch whatever the tree or the assignments were before.
+        from scratch whatever the tree or the assignments were before. A range older than
+        the horizon is cut to it: those rollups can no longer be rebuilt, and are kept.
         """
+        if (oldest := self._oldest_minute()) is not None:
+            t_from = max(t_from, datetime.fromtimestamp(oldest * 60.0, UTC))
+            if t_to <= t_from:
+                return 0
         sensors = [r[0] for r in fetch_tuples(conn,
             """SELECT s.id FROM sensors s JOIN nodes n ON n.id = s.node_id
                WHERE %s::bigint IS NULL OR n.site_id = %s""", (site_id, site_id))]
@@ -360,7 +375,8 @@ class RollupPass:
     cost tier lacks (after a tariff change or a new deployment) at most every PRICING_PERIOD_S."""
 
     def __init__(self, settings: Settings) -> None:
-        self.engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor)
+        self.engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor,
+                                   horizon_s=settings.late_data_horizon_s)
         self.next_pricing = 0.0
 
     def __call__(self, conn: psycopg.Connection[Any]) -> bool:

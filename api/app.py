@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
-from api.limits import ProtectionMiddleware
+from api.limits import ProtectionMiddleware, RateLimits, TokenBucket
 from api.routes import alerts, auth, catalogue, commissioning, data, health, privacy
+from wattline.accounts import FailureBudget
 from wattline.db import make_pool
 from wattline.settings import Settings, get_settings
 
@@ -21,6 +22,11 @@ API key from `POST /v1/api-keys` (shown once; stored only as a hash). Objects of
 tenant answer 404, exactly like objects that do not exist. Errors are RFC 9457 problem
 details. Each key is rate limited (429 with Retry-After).
 """
+
+
+#: Requests whose credentials fail: 30 at once from an address, then one every 2 s.
+UNVERIFIED_BURST = 30
+UNVERIFIED_RATE_PER_S = 0.5
 
 
 def create_app(settings: Settings | None = None, *, rate_per_s: float = 50.0, burst: int = 200,
@@ -40,9 +46,11 @@ def create_app(settings: Settings | None = None, *, rate_per_s: float = 50.0, bu
     app.state.settings = settings
     # Opened here, not in the lifespan, so that ASGI test clients without one work too;
     # it connects in the background, so the API starts even while the database is down.
-    app.state.pool = make_pool(url, max_size=16, name="api", wait=False)
+    app.state.pool = make_pool(url, max_size=settings.api_pool_size, name="api", wait=False)
     problems.install(app)
     for module in (health, auth, catalogue, commissioning, data, alerts, privacy):
         app.include_router(module.router)
+    app.state.limits = RateLimits(keys=TokenBucket(rate_per_s, burst),
+                                  unverified=FailureBudget(UNVERIFIED_BURST, UNVERIFIED_RATE_PER_S))
     app.add_middleware(ProtectionMiddleware, max_body_bytes=max_body_bytes, rate_per_s=rate_per_s, burst=burst)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
@@ -9,8 +10,10 @@ import psycopg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.limits import RateLimits
 from api.problems import Problem
-from wattline.accounts import Principal, authenticate_key
+from wattline.accounts import authenticate_key
+from wattline.principal import Principal
 
 bearer = HTTPBearer(auto_error=False, description="An API key or a login token: `wl_XXXXXXXX.<secret>`")
 
@@ -20,18 +23,41 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-Conn = Annotated[psycopg.Connection[Any], Depends(get_conn)]
+# Handed back when the handler returns, before the response is sent: a streamed body
+# holds a connection of its own (api.routes.data), not this one as well.
+Conn = Annotated[psycopg.Connection[Any], Depends(get_conn, scope="function")]
 
 
-def get_principal(conn: Conn, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-                  ) -> Principal:
+def client_address(request: Request) -> str:
+    """The caller's address (what unverified traffic is limited by)."""
+    return request.client.host if request.client else "unknown"
+
+
+def get_principal(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """Verify the credentials, then count the request against the key's own budget.
+
+    Credentials that fail count against the client address instead, so that nobody can
+    spend another key's budget by sending its public prefix with a wrong secret."""
     if credentials is None:
         raise Problem(401, "Unauthorized", "send Authorization: Bearer <api key>",
                       headers={"WWW-Authenticate": "Bearer"})
-    principal = authenticate_key(conn, credentials.credentials)
+    limits: RateLimits = request.app.state.limits
+    address = client_address(request)
+    if wait := limits.unverified.wait_s(address):
+        raise Problem(429, "Too many requests", "too many requests with unknown credentials from this address",
+                      headers={"Retry-After": str(math.ceil(wait))})
+    # A connection of its own, handed back at once: a handler that streams holds only its
+    # stream's connection, so a burst of exports cannot starve the pool waiting on itself.
+    with request.app.state.pool.connection() as conn:
+        principal = authenticate_key(conn, credentials.credentials)
     if principal is None:
+        limits.unverified.wait_s(address, take=True)
         raise Problem(401, "Unauthorized", "the key is unknown, expired or revoked",
                       headers={"WWW-Authenticate": "Bearer"})
+    if wait := limits.keys.take(f"key:{principal.key_id}"):
+        raise Problem(429, "Too many requests", "rate limit exceeded for this key",
+                      headers={"Retry-After": str(math.ceil(wait))})
     return principal
 
 

@@ -1,14 +1,23 @@
-"""Protection: a per-key token-bucket rate limit and a request body size limit (pure ASGI)."""
+"""Protection: rate limits and a request body size limit.
+
+- A verified key has its own budget (`RateLimits.keys`), counted after verification in
+  `api.deps.get_principal`.
+- Credentials that fail verification count against the client address
+  (`RateLimits.unverified`); an address out of that budget is refused before verifying.
+- Requests without credentials (sign-in, health, docs) are limited per client address here,
+  in the middleware, which also bounds request bodies.
+"""
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from wattline.accounts import FailureBudget
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -17,24 +26,23 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class TokenBucket:
+class TokenBucket(FailureBudget):
+    """A token bucket per key with bounded memory; `take` spends a token when there is one."""
+
     def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate = rate_per_s
-        self.burst = burst
-        self._state: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+        super().__init__(burst, rate_per_s)
 
     def take(self, key: str) -> float:
-        """0 if allowed, else seconds until a token is available."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, at = self._state.get(key, (float(self.burst), now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate)
-            if tokens >= 1:
-                self._state[key] = (tokens - 1, now)
-                return 0.0
-            self._state[key] = (tokens, now)
-            return (1 - tokens) / self.rate
+        """0 if allowed (a token spent), else seconds until a token is available."""
+        return self.wait_s(key, take=True)
+
+
+@dataclass
+class RateLimits:
+    """The budgets of one API process."""
+
+    keys: TokenBucket
+    unverified: FailureBudget
 
 
 async def _problem(send: Send, status: int, title: str, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
@@ -56,14 +64,13 @@ class ProtectionMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        # Keyed by the credential's public prefix (or the client address without one).
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        key = auth.split(".", 1)[0][-11:] if auth else (scope.get("client") or ("?",))[0]
-        wait = self.bucket.take(key)
-        if wait > 0:
-            await _problem(send, 429, "Too many requests", "rate limit exceeded for this key",
-                           [(b"retry-after", str(math.ceil(wait)).encode())])
-            return
+        # With credentials, the key's budget is counted once they are verified (api.deps).
+        if b"authorization" not in headers:
+            wait = self.bucket.take((scope.get("client") or ("unknown",))[0])
+            if wait > 0:
+                await _problem(send, 429, "Too many requests", "rate limit exceeded for this address",
+                               [(b"retry-after", str(math.ceil(wait)).encode())])
+                return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await _problem(send, 413, "Payload too large", f"request bodies are limited to {self.max_body} bytes", [])

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wattline.accounts import LoginRefused, LoginThrottled, Overloaded
 from wattline.errors import Conflict, DomainError, NotFound
 
 log = structlog.get_logger("wattline.api")
@@ -41,6 +42,11 @@ def _db_message(exc: psycopg.Error) -> str:
     return (exc.diag.message_primary if exc.diag and exc.diag.message_primary else type(exc).__name__)[:300]
 
 
+#: How each kind of refusal answers; any other DomainError is 422.
+STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, LoginRefused: 401, LoginThrottled: 429,
+                                        Overloaded: 503}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -50,9 +56,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         # A core function's refusal: the same mapping for every route.
-        status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
+        status = STATUS.get(type(exc), 422)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, LoginThrottled | Overloaded) else None
+        if isinstance(exc, LoginRefused):
+            headers = {"WWW-Authenticate": "Bearer"}
         extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
-        return problem_response(status, exc.title, exc.detail, request.url.path, None, **extra)
+        return problem_response(status, exc.title, exc.detail, request.url.path, headers, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

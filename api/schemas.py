@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, time
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -118,13 +118,19 @@ class Customer(BaseModel):
     card_last4: str | None = Field(None, description="admins only; the card itself is never held")
 
 
+#: A local time of day: "00:00" to "24:00".
+HourMinute = Annotated[str, Field(pattern=r"^(?:[01]\d|2[0-3]):[0-5]\d$|^24:00$", examples=["07:00"])]
+#: Per weekday, [opening, closing] in the site's local time; a day left out is closed.
+OpeningHours = dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], tuple[HourMinute, HourMinute]]
+
+
 class SiteIn(BaseModel):
     customer_id: int | None = Field(None, description="Required for reseller users.")
     name: str = Field(min_length=1, max_length=200, examples=["Leeds depot"])
     timezone: str = Field("UTC", max_length=64, examples=["Europe/London"])
     country: str = Field("GB", pattern=r"^[A-Z]{2}$")
     floor_area_m2: float | None = Field(None, gt=0, lt=10_000_000)
-    opening_hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], tuple[str, str]] = Field(
+    opening_hours: OpeningHours = Field(
         default_factory=dict, examples=[{"mon": ["07:00", "19:00"]}]
     )
 
@@ -388,7 +394,7 @@ class SitePatch(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     timezone: str | None = Field(None, max_length=64)
     floor_area_m2: float | None = Field(None, gt=0, lt=10_000_000)
-    opening_hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], tuple[str, str]] | None = None
+    opening_hours: OpeningHours | None = None
 
 
 class BridgePatch(BaseModel):
@@ -425,6 +431,8 @@ class AlertRule(BaseModel):
     enabled: bool
     evaluated_to: datetime | None
     created_at: datetime
+    last_error: str | None = Field(None, description="why the last evaluation failed; null once one succeeds")
+    failing_since: datetime | None = None
 
 
 class Alert(BaseModel):
@@ -464,6 +472,10 @@ class Webhook(BaseModel):
     url: str
     enabled: bool
     created_at: datetime
+    last_error: str | None = Field(None, description="why the last attempt failed; null once one succeeds")
+    failing_since: datetime | None = None
+    suspended_at: datetime | None = Field(None, description="no attempts while suspended; resume to retry")
+    suspended_reason: str | None = None
 
 
 class WebhookCreated(Webhook):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import flask
 from psycopg_pool import ConnectionPool
 
-from wattline.accounts import Principal, authenticate_password
+from wattline.accounts import LoginRefused, LoginThrottled, Overloaded
+from wattline.accounts import login as login_with_password
 from wattline.domain import Role
+from wattline.principal import Principal
 
 LOGIN_FORM = """<!doctype html><html><head><title>Wattline · sign in</title>
 <link rel="stylesheet" href="/assets/style.css"></head><body class="login">
@@ -34,17 +37,23 @@ def install(server: flask.Flask, pool: ConnectionPool) -> None:
     @server.route("/login", methods=["GET", "POST"])
     def login() -> Any:
         error = ""
+        status = 200
         if flask.request.method == "POST":
-            with pool.connection() as conn:
-                p = authenticate_password(conn, flask.request.form.get("email", ""),
-                                          flask.request.form.get("password", ""))
-            if p is not None:
+            try:
+                with pool.connection() as conn:
+                    p = login_with_password(conn, flask.request.form.get("email", ""),
+                                            flask.request.form.get("password", ""),
+                                            client=flask.request.remote_addr or "unknown")
+            except (LoginRefused, LoginThrottled, Overloaded) as exc:
+                status = 429 if isinstance(exc, LoginThrottled) else 503 if isinstance(exc, Overloaded) else 401
+                wait = f" Try again in {exc.retry_after_s} s." if isinstance(exc, LoginThrottled) else ""
+                error = f'<p class="error">{html.escape(exc.detail.capitalize())}.{wait}</p>'
+            else:
                 flask.session.clear()
                 flask.session.update(user_id=p.user_id, role=p.role.value, reseller_id=p.reseller_id,
                                      customer_id=p.customer_id, scopes=sorted(p.scopes))
                 return flask.redirect("/")
-            error = '<p class="error">Wrong email or password.</p>'
-        return LOGIN_FORM.format(error=error)
+        return LOGIN_FORM.format(error=error), status
 
     @server.route("/logout")
     def logout() -> Any:

@@ -34,6 +34,7 @@ from ingest import metrics
 from ingest.packs import BatchResult, RawPack
 from ingest.spool import Spool
 from ingest.writer import BatchWriter, Prepared
+from wattline.senml import Reason
 from wattline.service import LoopService, serve_http
 from wattline.settings import Settings
 
@@ -99,7 +100,14 @@ _MALLOC_TRIM = _libc_malloc_trim()
 TRIM_EVERY_S = 10.0
 
 
+def refuses_writes(exc: BaseException) -> bool:
+    """The database, not the data: down, unreachable, read-only, out of disk, shutting down."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction |
+                      psycopg.errors.InsufficientPrivilege | psycopg.errors.InFailedSqlTransaction)
+
+
 LEAVE_IDLE_S = 3.0  # leaving: this long with nothing unacked and nothing arriving = drained
+SPOOL_RETRY_S = 2.0  # idle with packs in the spool: try the database again this often
 
 
 class Gateway:
@@ -117,7 +125,7 @@ class Gateway:
         self._broker = urlsplit(self.mqtt_url)
         self.rollups: LoopService | None = None  # the in-process rollup worker, shown in health
         self.writer = BatchWriter(settings.require_database_url(), max_skew_s=settings.max_clock_skew_s,
-                                  max_age_s=settings.max_reading_age_days * 86400.0)
+                                  max_age_s=settings.late_data_horizon_s)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
         self.stats = GatewayStats()
         self._buffer: list[RawPack] = []
@@ -144,35 +152,86 @@ class Gateway:
         return self.writer.prepare(packs)
 
     def _commit(self, prepared: Prepared) -> bool:
-        """Make the batch durable. True: ack it. False: not durable yet (retry later)."""
+        """Make the batch durable. True: ack it. False: not durable yet (retry later).
+
+        A database that is down or refuses writes (read-only, out of disk) gets the batch
+        spooled, then acks held once the spool is full. Any other failure is the batch's
+        own: its packs are committed one by one, and a pack that fails alone is rejected
+        (`processing_error`) and acked, so that no pack is redelivered forever."""
         started = time.monotonic()
         try:
             self._replay_spool()
             result = self.writer.commit(prepared)
-        except psycopg.OperationalError as exc:
-            metrics.DB_UP.set(0)
-            self.writer.close()
-            if self.spool.full():
-                log.warning("database down and spool full: holding acks", error=str(exc).splitlines()[0])
-                return False
-            self.spool.append(prepared.packs)
-            metrics.SPOOLED_PACKS.inc(len(prepared.packs))
-            metrics.SPOOL_BYTES.set(self.spool.size())
-            self.stats.spooled_packs += len(prepared.packs)
-            log.warning("database down: batch spooled", packs=len(prepared.packs), error=str(exc).splitlines()[0])
-            return True
+        except Exception as exc:
+            if refuses_writes(exc):
+                return self._hold(prepared.packs, exc)
+            log.error("batch failed; committing its packs one by one", packs=len(prepared.packs),
+                      error=type(exc).__name__)
+            return self._commit_one_by_one(prepared.packs, started)
         metrics.DB_UP.set(1)
         self._account(result, prepared.packs, started)
         return True
 
+    def _hold(self, packs: list[RawPack], exc: BaseException) -> bool:
+        """The database will not take writes now: spool the packs (ack), or hold the acks."""
+        metrics.DB_UP.set(0)
+        self.writer.close()
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if self.spool.full():
+            log.warning("database refuses writes and spool full: holding acks", error=reason)
+            return False
+        self.spool.append(packs)
+        metrics.SPOOLED_PACKS.inc(len(packs))
+        metrics.SPOOL_BYTES.set(self.spool.size())
+        self.stats.spooled_packs += len(packs)
+        log.warning("database refuses writes: batch spooled", packs=len(packs), error=reason)
+        return True
+
+    def _commit_one_by_one(self, packs: list[RawPack], started: float) -> bool:
+        for i, pack in enumerate(packs):
+            try:
+                self._account(self.writer.write([pack]), [pack], started)
+            except Exception as exc:
+                if refuses_writes(exc):
+                    return self._hold(packs[i:], exc)
+                self._reject_unprocessable(pack, exc)
+        return True
+
+    def _reject_unprocessable(self, pack: RawPack, exc: BaseException) -> None:
+        metrics.REJECTED.labels(Reason.PROCESSING_ERROR).inc()
+        self.stats.rejected += 1
+        log.error("pack could not be processed: rejected", topic=pack.topic[:200], error=type(exc).__name__)
+        try:
+            self.writer.reject_unprocessable(pack, exc)
+        except Exception as again:  # not even its rejection can be stored: count it, never loop on it
+            metrics.UNPROCESSABLE_LOST.inc()
+            log.error("unprocessable pack could not be kept", error=type(again).__name__)
+
+    def _replay_when_idle(self) -> None:
+        try:
+            self._replay_spool()
+        except Exception as exc:
+            if not refuses_writes(exc):
+                raise
+            metrics.DB_UP.set(0)
+            self.writer.close()
+            return
+        metrics.DB_UP.set(1)
+
     def _replay_spool(self) -> None:
         for segment in self.spool.segments():
             packs = Spool.read(segment)
-            result = self.writer.write(packs)
+            try:
+                result = self.writer.write(packs)
+            except Exception as exc:
+                if refuses_writes(exc):
+                    raise
+                self._commit_one_by_one(packs, time.monotonic())
+            else:
+                self._account(result, packs, time.monotonic())
+                log.info("spool segment replayed", packs=len(packs), stored=result.stored)
             segment.unlink()
-            self._account(result, packs, time.monotonic())
             metrics.SPOOL_BYTES.set(self.spool.size())
-            log.info("spool segment replayed", packs=len(packs), stored=result.stored)
 
     def _account(self, result: BatchResult, packs: list[RawPack], started: float) -> None:
         metrics.PACKS_RECEIVED.inc(result.packs)
@@ -289,10 +348,14 @@ class Gateway:
                     waits: set[asyncio.Future[Any]] = {arrived, reader}
                     if committing is not None and not committing.done():
                         waits.add(committing)
-                    done, _ = await asyncio.wait(waits, timeout=LEAVE_IDLE_S if self.leave else None,
-                                                 return_when=asyncio.FIRST_COMPLETED)
+                    # Idle with a spool: retry it now and then, not only when the next pack comes.
+                    idle = LEAVE_IDLE_S if self.leave else SPOOL_RETRY_S if self.spool.size() else None
+                    done, _ = await asyncio.wait(waits, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
                     arrived.cancel()
                     if not done and not self._buffer and (committing is None or committing.done()):
+                        if not self.leave:
+                            await asyncio.to_thread(self._replay_when_idle)
+                            continue
                         self.drained = True  # leaving, and all the broker queued for us is stored
                         self._stopping.set()
                         break

@@ -119,29 +119,39 @@ class BatchWriter:
 
     # -- decoding (no database) ------------------------------------------------------------
     def prepare(self, packs: list[RawPack]) -> Prepared:
+        """Decode the packs and map what the cache knows; a pack whose decoding raises is
+        rejected alone (`processing_error`), its neighbours go on."""
         out = Prepared(packs, generation=self._generation)
         for pack in packs:
-            bridge = bridge_from_topic(pack.topic)
-            if bridge is None:
-                problem = Rejection(Reason.TOPIC, "not a wattline/v1 bridge topic")
-                out.rejected.append(_Rejected(pack.topic, None, problem, pack.payload))
-                continue
-            if pack.topic.endswith("/status"):
-                out.statuses.append((bridge, pack.payload.strip() == b"online", pack.received_at))
-                continue
-            d = decode_pack(pack.payload, Limits(pack.received_at, self.max_skew_s, self.max_age_s))
-            for r in d.rejections:
-                raw = r.record if r.record is not None else pack.payload
-                out.rejected.append(_Rejected(pack.topic, bridge, r, raw))
-            if len(d):
-                columns = self._map_cached(bridge, d)
-                if columns is None:
-                    out.unmapped.append((pack, bridge, d))
-                else:
-                    out.mapped.append(columns)
+            marks = len(out.rejected), len(out.statuses), len(out.mapped), len(out.unmapped)
+            try:
+                self._prepare_pack(pack, out)
+            except Exception as exc:  # nothing of the pack stays but its rejection
+                del out.rejected[marks[0]:], out.statuses[marks[1]:], out.mapped[marks[2]:], out.unmapped[marks[3]:]
+                out.rejected.append(_unprocessable(pack, exc))
         if not out.unmapped:
             out.rows = encode_rows(out.mapped)
         return out
+
+    def _prepare_pack(self, pack: RawPack, out: Prepared) -> None:
+        bridge = bridge_from_topic(pack.topic)
+        if bridge is None:
+            problem = Rejection(Reason.TOPIC, "not a wattline/v1 bridge topic")
+            out.rejected.append(_Rejected(pack.topic, None, problem, pack.payload))
+            return
+        if pack.topic.endswith("/status"):
+            out.statuses.append((bridge, pack.payload.strip() == b"online", pack.received_at))
+            return
+        d = decode_pack(pack.payload, Limits(pack.received_at, self.max_skew_s, self.max_age_s))
+        for r in d.rejections:
+            raw = r.record if r.record is not None else pack.payload
+            out.rejected.append(_Rejected(pack.topic, bridge, r, raw))
+        if len(d):
+            columns = self._map_cached(bridge, d)
+            if columns is None:
+                out.unmapped.append((pack, bridge, d))
+            else:
+                out.mapped.append(columns)
 
     def _map_cached(self, bridge: str, d: DecodedPack) -> Columns | None:
         """The pack's columns if the cache knows its bridge and all its sensors at that
@@ -306,6 +316,12 @@ class BatchWriter:
             if loaded is not None:
                 loaded[serial] = sensor_id
 
+    def reject_unprocessable(self, pack: RawPack, exc: BaseException) -> None:
+        """Keep a pack that could not be processed, byte for byte, with the reason."""
+        conn = self._connection()
+        with conn.transaction():
+            self._store_rejections(conn, [_unprocessable(pack, exc)])
+
     @staticmethod
     def _store_rejections(conn: psycopg.Connection[Any], rejected: list[_Rejected]) -> None:
         copy = "COPY rejected_readings (topic, bridge_serial, sensor_serial, reason, detail, payload) FROM STDIN"
@@ -313,6 +329,13 @@ class BatchWriter:
             for r in rejected:
                 cp.write_row((r.topic[:512], r.bridge, r.rejection.sensor_serial, r.rejection.reason,
                               r.rejection.detail[:500], r.payload))
+
+
+def _unprocessable(pack: RawPack, exc: BaseException) -> _Rejected:
+    bridge = bridge_from_topic(pack.topic) if isinstance(pack.topic, str) else None
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".replace("\x00", "")
+    return _Rejected(str(pack.topic).replace("\x00", ""), bridge, Rejection(Reason.PROCESSING_ERROR, detail),
+                     pack.payload)
 
 
 def _columns(ids: np.ndarray[Any, Any], d: DecodedPack, bridge_id: int) -> Columns:

@@ -154,7 +154,7 @@ def rollup(
     from analytics.worker import RollupEngine
 
     settings = _settings()
-    engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor)
+    engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor, horizon_s=settings.late_data_horizon_s)
     with psycopg.connect(_database_url(), autocommit=True) as conn:
         minutes = engine.recompute_range(conn, from_.replace(tzinfo=from_.tzinfo or UTC),
                                          to.replace(tzinfo=to.tzinfo or UTC), site)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
 import typer
 
 from launcher.demo import DEMO_UNASSIGNED_EVERY, seed_demo
 from launcher.localstack import LocalMosquitto, LocalPostgres, ensure_installed, missing_software
 from launcher.localstack.software import wait_for_port
+from launcher.supervisor import Supervisor
 from wattline.db import create_database, with_database
 from wattline.migrate import migrate
+from wattline.service import serve_http
 from wattline.settings import Settings
 
 
@@ -61,7 +63,8 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
     """Start the embedded services (unless URLs are set), migrate, seed the demo and run every service."""
     postgres: LocalPostgres | None = None
     mosquitto: LocalMosquitto | None = None
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    supervisor: Supervisor | None = None
+    http: WSGIServer | None = None
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -112,19 +115,17 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
             f"{counts['sensors']} sensors assigned, {counts['unassigned']} left for an installer")
         logs = settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        def start(name: str, args: list[str]) -> None:
-            log = (logs / f"{name}.log").open("ab")
-            children.append((name, subprocess.Popen([*cli, *args], env=env, stdout=log, stderr=log)))
-            say(f"started {name} (log: {logs / (name + '.log')})")
-
+        supervisor = Supervisor(env, logs, say)
         for service in LONG_RUNNING:
-            start(service.name, list(service.args))
+            supervisor.start(service.name, [*cli, *service.args])
         # The broker drops what is published before any subscription exists: the
         # simulator's back-fill waits until the gateway's session is subscribed.
         if not wait_for_http(f"http://127.0.0.1:{settings.gateway_metrics_port}/health", 60):
             raise RuntimeError("the gateway did not become ready; see its log")
-        start("simulator", ["simulate", "--sites", str(sites), "--bridges", str(bridges), "--sensors", str(sensors),
-                            "--unassigned-every", str(DEMO_UNASSIGNED_EVERY), "--history-hours", str(history_hours)])
+        supervisor.start("simulator", [*cli, "simulate", "--sites", str(sites), "--bridges", str(bridges),
+                                       "--sensors", str(sensors), "--unassigned-every", str(DEMO_UNASSIGNED_EVERY),
+                                       "--history-hours", str(history_hours)])
+        http = serve_http(settings.up_health_port, supervisor.health, name="up")
         for port in (settings.api_port, settings.dashboard_port):
             wait_for_port(port, 60)
         say("ready:")
@@ -133,25 +134,19 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         typer.echo(f"  API         http://{settings.api_host}:{settings.api_port}/docs")
         typer.echo(f"  metrics     http://127.0.0.1:{settings.gateway_metrics_port}/metrics")
         typer.echo(f"  alerts      http://127.0.0.1:{settings.alerts_health_port}/health")
+        typer.echo(f"  services    http://127.0.0.1:{settings.up_health_port}/health   (restarts of each)")
         typer.echo(f"  database    psql {database_url}")
         typer.echo(f"  broker      mosquitto_sub -L {mqtt_url}/wattline/v1/bridges/+/status -v")
-        typer.echo("Ctrl-C stops everything.")
+        typer.echo("Ctrl-C stops everything; a service that exits is restarted.")
         while not stopping:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    say(f"{name} exited with {proc.returncode}; see its log. Stopping.")
-                    stopping = True
+            supervisor.tend()
             time.sleep(0.5)
     finally:
         say("stopping")
-        for _name, proc in reversed(children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _name, proc in children:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if supervisor is not None:
+            supervisor.stop()
+        if http is not None:
+            http.shutdown()
         if mosquitto is not None:
             mosquitto.stop()
         if postgres is not None:

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.gateway",
     "tests.fixtures.api",
+    "tests.fixtures.receivers",
 ]

@@ -4,12 +4,10 @@ raise one episode for it, clear it when it ends, and stay quiet on normal circui
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,6 +37,7 @@ from sensor_sim.publisher import Report, Simulator
 from sensor_sim.seed import seed_catalogue
 from tests.factories import count, wait_for
 from tests.fixtures.gateway import RunningGateway, settings_for
+from tests.fixtures.receivers import Receiver
 from wattline.settings import Settings
 
 V_PHASE = 400.0 / 3 ** 0.5  # the seeded boards: 400 V three-phase wye
@@ -109,7 +108,9 @@ def near(a: datetime, b: float, tolerance_s: float) -> bool:
 
 @pytest.fixture
 def settings(tmp_path: Any) -> Settings:
-    return settings_for(tmp_path, alerts_first_lookback_h=24 * 40, alerts_settle_s=60.0)
+    # The webhook receivers of these tests run on this machine.
+    return settings_for(tmp_path, alerts_first_lookback_h=24 * 40, alerts_settle_s=60.0,
+                        allow_private_destinations=True)
 
 
 # -- threshold ---------------------------------------------------------------------------------
@@ -337,45 +338,6 @@ def test_budget_projection_raises_and_clears_when_the_cap_is_raised(
 
 
 # -- webhooks ------------------------------------------------------------------------------------
-class Receiver:
-    """A webhook endpoint (the one boundary we do not ship): fails the first `fail` posts."""
-
-    def __init__(self, fail: int) -> None:
-        self.fail = fail
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.received.append((dict(self.headers), body))
-                ok = len(outer.received) > outer.fail
-                self.send_response(204 if ok else 503)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Callable[[int], Receiver]]:
-    made: list[Receiver] = []
-
-    def make(fail: int) -> Receiver:
-        made.append(Receiver(fail))
-        return made[-1]
-    yield make
-    for r in made:
-        r.close()
-
-
 def test_webhooks_are_signed_retried_with_backoff_and_sent_once_per_event(
         db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway],
         settings: Settings, receiver: Callable[[int], Receiver]) -> None:
@@ -390,7 +352,7 @@ def test_webhooks_are_signed_retried_with_backoff_and_sent_once_per_event(
     endpoint = receiver(2)
     customer = db.execute("SELECT id FROM customers").fetchone()
     assert customer is not None
-    hook_id, secret = store.create_webhook(db, customer[0], endpoint.url)
+    hook_id, secret = store.create_webhook(db, customer[0], endpoint.url, allow_private=True)
     offline = rule(db, SensorOffline(intervals=6))
     evaluate(db, settings, t0 + 600)  # raised; the first delivery fails (503)
     row = db.execute("SELECT attempts, next_attempt_at - now(), delivered_at FROM webhook_deliveries").fetchone()
@@ -416,7 +378,7 @@ def test_webhooks_are_signed_retried_with_backoff_and_sent_once_per_event(
     assert len(endpoint.received) == 3
     assert len(episodes(db, offline)) == 1
     # A receiver that never recovers: given up after the last attempt, with the error kept.
-    store.create_webhook(db, customer[0], "http://127.0.0.1:9/unreachable")
+    store.create_webhook(db, customer[0], "http://127.0.0.1:9/unreachable", allow_private=True)
     rule(db, SensorOffline(intervals=3))
     evaluate(db, settings, t0 + 640)  # a second rule's episode, queued to both hooks
     for _ in range(10):

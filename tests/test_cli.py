@@ -38,8 +38,11 @@ def test_rollup_command_recomputes_a_range(db: psycopg.Connection[Any], database
     write(database_url, [("CT-1", base + i * 10, 10.0) for i in range(361)])
     db.execute("TRUNCATE rollup_dirty")  # as if the worker had never run
     assert count(db, "SELECT count(*) FROM rollups_1h") == 0
+    # Data of May: inside a horizon of ten years (the default, 91 days, would keep May as it is).
+    decade = {"WATTLINE_MAX_READING_AGE_DAYS": "3650", "WATTLINE_RETENTION_RAW_DAYS": "3650",
+              "WATTLINE_RETENTION_1M_DAYS": "3650"}
     res = run("rollup", "--from", "2026-05-04T09:00:00", "--to", "2026-05-04T12:00:00",
-              env={"WATTLINE_DATABASE_URL": database_url})
+              env={"WATTLINE_DATABASE_URL": database_url, **decade})
     assert res.exit_code == 0, res.output
     hour = snapshot(db, "rollups_1h")
     ten = datetime(2026, 5, 4, 10, tzinfo=UTC)

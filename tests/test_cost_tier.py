@@ -19,8 +19,8 @@ from analytics.costing import NodeCost, site_cost
 from sensor_sim.seed import UK_STYLE_BANDS
 from tests.factories import drain, one_circuit_site, write
 from wattline import queries
-from wattline.accounts import Principal
 from wattline.domain import Role
+from wattline.principal import Principal
 from wattline.tariffs import Band, add_tariff
 
 LONDON = ZoneInfo("Europe/London")

@@ -28,8 +28,9 @@ from launcher.localstack import free_port
 from sensor_sim.fleet import build_fleet
 from sensor_sim.seed import seed_catalogue
 from tests.factories import wait_for
-from wattline.accounts import DEMO_EMAIL, DEMO_PASSWORD, Principal, ensure_demo_users
+from wattline.accounts import DEMO_EMAIL, DEMO_PASSWORD, ensure_demo_users
 from wattline.domain import Resolution, Role
+from wattline.principal import Principal
 from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.settings import Settings
 

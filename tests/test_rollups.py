@@ -14,6 +14,8 @@ import psycopg
 import pytest
 
 from analytics.worker import RollupEngine
+from ingest.packs import RawPack
+from ingest.writer import BatchWriter
 from tests.factories import (
     GAP,
     ROLLUP_TABLES,
@@ -29,6 +31,7 @@ from tests.factories import (
 from tests.fixtures.gateway import RunningGateway
 from wattline import catalogue
 from wattline.domain import Connection
+from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
 
 COVERAGE = 4  # index in a snapshot row
@@ -145,3 +148,34 @@ def test_assigning_a_discovered_sensor_backfills_its_history(db: psycopg.Connect
     energy = db.execute("SELECT sum(energy_wh) FROM rollups_1m WHERE node_id = %s", (other,)).fetchone()
     assert energy is not None and energy[0] == pytest.approx(5.0 * 230.0 * 600 / 3600)
     assert count(db, "SELECT count(*) FROM discovered_sensors") == 0
+
+
+def test_late_data_never_rebuilds_a_coarse_bucket_from_what_retention_left(
+        db: psycopg.Connection[Any], database_url: str) -> None:
+    """Readings are accepted, and history re-computed, only where the finer rows of every
+    hour and day they touch are still kept: the oldest accepted age and retention agree."""
+    from wattline.settings import Settings
+
+    settings = Settings(retention_raw_days=10, retention_1m_days=10, max_reading_age_days=400)
+    assert settings.late_data_horizon_s == 8 * 86400  # two days inside retention
+    built = one_circuit_site(db, "UTC")
+    now = time.time()
+    old_day = (now // 86400 - 9) * 86400  # a day retention has already cut into
+    write(database_url, [("CT-1", old_day + 43200 + i * 10, 10.0) for i in range(361)], now=now)
+    drain(db)
+    kept = snapshot(db, "rollups_1d")
+    db.execute("DELETE FROM rollups_1m")  # what the retention job does to 1-minute rows
+    db.execute("DELETE FROM readings WHERE ts < to_timestamp(%s)", (old_day + 43200 + 1800,))
+    # A late reading that old is refused at the gateway, with its reason ...
+    writer = BatchWriter(database_url, max_age_s=settings.late_data_horizon_s)
+    result = writer.write([RawPack(SENML_TOPIC.format(bridge="BR-1"),
+                                   encode_pack([("CT-1", old_day + 50000, 10.0)]), now)])
+    writer.close()
+    assert result.stored == 0
+    reason = db.execute("SELECT reason FROM rejected_readings").fetchone()
+    assert reason is not None and reason[0] == "ancient_timestamp"
+    # ... and a re-queued history (the sensor moved) leaves the kept day as it was.
+    other = catalogue.create_node(db, None, built.site_id, built.nodes["P"], "circuit", "D", "D")
+    catalogue.assign_sensor(db, None, "CT-1", other, 1, 100.0)
+    drain(db, RollupEngine(GAP, horizon_s=settings.late_data_horizon_s))
+    assert snapshot(db, "rollups_1d") == kept

@@ -12,7 +12,10 @@ import hashlib
 import hmac
 import secrets
 import string
-from dataclasses import dataclass, field
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +23,11 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from wattline import audit
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Role
+from wattline.errors import DomainError
+from wattline.principal import Principal
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 _ALPHABET = string.ascii_letters + string.digits
@@ -38,36 +44,68 @@ DEMO_EMAIL = "demo@wattline.example"
 DEMO_PASSWORD = "wattline-demo"  # noqa: S105 - the documented demo login of `wattline up`
 
 
+#: argon2id takes 64 MiB a hash: a login flood must queue, not multiply memory.
+HASH_SLOTS = 2
+HASH_WAIT_S = 10.0
+_hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
+
+
+class Overloaded(DomainError):
+    """Too much work at once (hashing slots all busy); try again shortly."""
+
+    title = "Service unavailable"
+    retry_after_s = 5
+
+
+class LoginRefused(DomainError):
+    """Wrong email or password: the same answer whether or not the account exists."""
+
+    title = "Unauthorized"
+
+    def __init__(self) -> None:
+        """One message for every wrong login."""
+        super().__init__("wrong email or password")
+
+
+class LoginThrottled(DomainError):
+    """Too many failed logins for this account or from this address; `retry_after_s` says when."""
+
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        """`retry_after_s`: seconds until an attempt is considered again."""
+        super().__init__(detail)
+        self.retry_after_s = max(1, int(retry_after_s + 0.999))
+
+
+def _hashing() -> threading.BoundedSemaphore:
+    if not _hash_slots.acquire(timeout=HASH_WAIT_S):
+        raise Overloaded("too many sign-ins at once; retry in a few seconds")
+    return _hash_slots
+
+
 def hash_password(password: str) -> str:
     """An argon2id hash of the password (never reversible)."""
-    return _hasher.hash(password)
+    slot = _hashing()
+    try:
+        return _hasher.hash(password)
+    finally:
+        slot.release()
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Whether the password matches the stored hash (False for no hash)."""
-    if not stored_hash:
-        _hasher.hash(password)  # same time whether or not the account exists
-        return False
+    slot = _hashing()
     try:
-        return _hasher.verify(stored_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, and what they may see: exactly one of reseller_id / customer_id."""
-
-    user_id: int
-    role: Role
-    reseller_id: int | None
-    customer_id: int | None
-    scopes: frozenset[str] = field(default_factory=frozenset)
-    key_id: int | None = None
-
-    def can(self, scope: str) -> bool:
-        """Whether the credentials carry this scope (admin carries every scope)."""
-        return scope in self.scopes or "admin" in self.scopes
+        if not stored_hash:
+            _hasher.hash(password)  # same time whether or not the account exists
+            return False
+        try:
+            return _hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+    finally:
+        slot.release()
 
 
 def _principal(row: dict[str, Any], scopes: frozenset[str], key_id: int | None) -> Principal:
@@ -84,6 +122,98 @@ def create_user(conn: psycopg.Connection[Any], *, email: str, password: str | No
         (email, hash_password(password) if password else None, role.value, reseller_id, customer_id, full_name))
     assert row is not None
     return int(row["id"])
+
+
+#: Per account: from this many failures on, each attempt waits 1, 2, 4 … s after the last
+#: failure; at LOCK_AFTER the account is locked for LOCK_FOR and its owner told (audit).
+DELAY_AFTER = 3
+LOCK_AFTER = 10
+LOCK_FOR = timedelta(minutes=15)
+MAX_DELAY_S = 300.0
+#: Per client address, in this process: failures allowed in a burst, and refilled per second.
+ADDRESS_BURST = 20
+ADDRESS_RATE_PER_S = 20 / 300
+
+
+class FailureBudget:
+    """A token bucket of failures per key (client address), with bounded memory."""
+
+    def __init__(self, burst: int, rate_per_s: float, max_keys: int = 100_000) -> None:
+        self.burst, self.rate, self.max_keys = burst, rate_per_s, max_keys
+        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait_s(self, key: str, *, take: bool = False) -> float:
+        """Seconds until `key` has a failure left (0: it has); `take` spends one."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._state.pop(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            if take and not wait:
+                tokens -= 1
+            self._state[key] = (tokens, now)
+            while len(self._state) > self.max_keys:
+                self._state.popitem(last=False)
+            return wait
+
+
+ADDRESS_FAILURES = FailureBudget(ADDRESS_BURST, ADDRESS_RATE_PER_S)
+
+
+def _email_digest(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def login(conn: psycopg.Connection[Any], email: str, password: str, *, client: str) -> Principal:
+    """Check an email and password under throttling, per account and per client address.
+
+    Raises `LoginThrottled` before checking anything when the account or the address is
+    waiting out its delay or locked, `LoginRefused` for a wrong login, `Overloaded` when
+    every hashing slot stays busy. Throttling is keyed by the email whether or not an
+    account has it, so its answers reveal nothing.
+    """
+    wait = ADDRESS_FAILURES.wait_s(client)
+    if wait:
+        raise LoginThrottled("too many failed sign-ins from this address", wait)
+    digest = _email_digest(email)
+    row = fetch_one(conn, """SELECT failures, extract(epoch FROM now() - last_failed_at)::float8 AS since_s,
+                                    extract(epoch FROM locked_until - now())::float8 AS locked_s
+                             FROM login_throttle WHERE email_digest = %s""", (digest,))
+    if row is not None:
+        if row["locked_s"] is not None and row["locked_s"] > 0:
+            raise LoginThrottled("this account is locked after repeated failed sign-ins", row["locked_s"])
+        if row["failures"] >= DELAY_AFTER:
+            delay = min(MAX_DELAY_S, 2.0 ** (row["failures"] - DELAY_AFTER))
+            if row["since_s"] < delay:
+                raise LoginThrottled("too many failed sign-ins for this account", delay - row["since_s"])
+    principal = authenticate_password(conn, email, password)
+    if principal is not None:
+        if row is not None:
+            conn.execute("DELETE FROM login_throttle WHERE email_digest = %s", (digest,))
+        return principal
+    ADDRESS_FAILURES.wait_s(client, take=True)
+    failed = fetch_one(conn, """
+        INSERT INTO login_throttle (email_digest, failures, last_failed_at) VALUES (%(d)s, 1, now())
+        ON CONFLICT (email_digest) DO UPDATE SET
+            failures = CASE WHEN login_throttle.locked_until < now() THEN 1 ELSE login_throttle.failures + 1 END,
+            last_failed_at = now(),
+            locked_until = CASE WHEN login_throttle.locked_until < now() THEN NULL
+                                WHEN login_throttle.failures + 1 >= %(lock_after)s THEN now() + %(lock_for)s
+                                ELSE login_throttle.locked_until END
+        RETURNING failures, locked_until IS NOT NULL AS locked""",
+                       {"d": digest, "lock_after": LOCK_AFTER, "lock_for": LOCK_FOR})
+    if failed is not None and failed["locked"] and failed["failures"] == LOCK_AFTER:
+        _notify_locked(conn, email)
+    raise LoginRefused()
+
+
+def _notify_locked(conn: psycopg.Connection[Any], email: str) -> None:
+    """The notice of a lock: on the account's audit trail (and, once mail lands, to its owner)."""
+    user = fetch_one(conn, "SELECT id FROM users WHERE lower(email) = lower(%s)", (email,))
+    if user is not None:
+        audit.record(conn, None, "lock", "user", user["id"], reason="repeated failed sign-ins",
+                     minutes=int(LOCK_FOR.total_seconds() // 60))
 
 
 def authenticate_password(conn: psycopg.Connection[Any], email: str, password: str) -> Principal | None:
@@ -112,7 +242,7 @@ def _digest(secret: str) -> str:
 
 
 def issue_key(conn: psycopg.Connection[Any], user_id: int, scopes: list[str], *, name: str = "",
-              ttl: timedelta | None = None) -> IssuedKey:
+              ttl: timedelta | None = None, session: bool = False) -> IssuedKey:
     """A new API key (or login session with `ttl`) for the user, with these scopes."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
@@ -121,12 +251,20 @@ def issue_key(conn: psycopg.Connection[Any], user_id: int, scopes: list[str], *,
     secret = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + ttl if ttl else None
     row = fetch_one(
-        conn, """INSERT INTO api_keys (user_id, prefix, secret_hash, name, scopes, expires_at)
-                 VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
-        (user_id, prefix, _digest(secret), name, sorted(set(scopes)), expires))
+        conn, """INSERT INTO api_keys (user_id, prefix, secret_hash, name, scopes, expires_at, session)
+                 VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (user_id, prefix, _digest(secret), name, sorted(set(scopes)), expires, session))
     assert row is not None
     return IssuedKey(int(row["id"]), prefix, f"{prefix}.{secret}",
                      tuple(sorted(set(scopes))), expires)
+
+
+def start_session(conn: psycopg.Connection[Any], principal: Principal, ttl: timedelta) -> IssuedKey:
+    """A login session for the principal's user, with every scope its role has; the user's
+    expired sessions are pruned on the way (the retention job prunes the rest)."""
+    conn.execute("DELETE FROM api_keys WHERE user_id = %s AND session AND expires_at < now()", (principal.user_id,))
+    return issue_key(conn, principal.user_id, sorted(ROLE_SCOPES[principal.role]), name="login session", ttl=ttl,
+                     session=True)
 
 
 def authenticate_key(conn: psycopg.Connection[Any], token: str) -> Principal | None:

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from wattline.accounts import Principal
+from wattline.principal import Principal
 
 
 def record(conn: psycopg.Connection[Any], actor: Principal | None, action: str, subject_type: str,

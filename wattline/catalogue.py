@@ -22,10 +22,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from wattline import audit, rollup_queue
-from wattline.accounts import Principal
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection
 from wattline.errors import Conflict, Invalid, NotFound
+from wattline.opening_hours import validate_opening_hours
+from wattline.principal import Principal
 
 Conn = psycopg.Connection[Any]
 #: Columns of the installers' hierarchy spreadsheet, in order.
@@ -120,6 +121,7 @@ def create_site(conn: Conn, actor: Principal | None, customer_id: int, name: str
                 country: str = "GB", floor_area_m2: float | None = None,
                 opening_hours: dict[str, list[str]] | None = None) -> int:
     """A site of the customer (the same name again updates its zone)."""
+    opening_hours = validate_opening_hours(opening_hours or {})
     with conn.transaction():
         site_id = upsert_site(conn, customer_id, name, timezone=timezone, country=country,
                               floor_area_m2=floor_area_m2, opening_hours=opening_hours)
@@ -129,6 +131,8 @@ def create_site(conn: Conn, actor: Principal | None, customer_id: int, name: str
 
 def update_site(conn: Conn, actor: Principal | None, site_id: int, changes: Mapping[str, Any]) -> None:
     """Change a site's name, zone, area or opening hours (a zone change re-prices through a trigger)."""
+    if changes.get("opening_hours") is not None:
+        changes = {**changes, "opening_hours": validate_opening_hours(changes["opening_hours"])}
     with conn.transaction():
         _update(conn, "sites", site_id, changes)
         if changes:

@@ -17,10 +17,10 @@ import psycopg
 from psycopg import sql
 
 from wattline import audit, queries
-from wattline.accounts import Principal
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Role
 from wattline.opening_hours import opening_hours_between
+from wattline.principal import Principal
 
 Conn = psycopg.Connection[Any]
 Channel = Literal["email", "sms", "phone", "post"]

@@ -11,11 +11,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from wattline.accounts import Principal
 from wattline.buckets import bucket_bounds
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Resolution
 from wattline.electrical import UNCONFIGURED, electrical
+from wattline.principal import Principal
 
 Row = dict[str, Any]
 Conn = psycopg.Connection[Any]

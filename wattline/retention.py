@@ -45,6 +45,10 @@ CATEGORIES = (
     Category("audit log", "audit_log", "at", "retention_audit_days", hypertable=False),
     Category("support records", "support_requests", "closed_at", "retention_support_days", hypertable=False,
              extra_where=" AND closed_at IS NOT NULL"),
+    Category("expired login sessions", "api_keys", "expires_at", "retention_sessions_days", hypertable=False,
+             extra_where=" AND session"),
+    Category("failed sign-in records", "login_throttle", "last_failed_at", "retention_sessions_days",
+             hypertable=False, extra_where=" AND (locked_until IS NULL OR locked_until < now())"),
     Category("webhook deliveries", "webhook_deliveries", "created_at", "retention_webhook_days", hypertable=False,
              extra_where=" AND (delivered_at IS NOT NULL OR failed_at IS NOT NULL)"),
 )

@@ -63,6 +63,9 @@ class Reason:
     DUPLICATE_IN_PACK = "duplicate_in_pack"
     UNKNOWN_BRIDGE = "unknown_bridge"
     SPOOFED_SENSOR = "sensor_of_other_site"
+    #: The pack made ingest fail in a way no rule names (a bug, or data the database will not
+    #: take): kept byte for byte and acked, so that it is never redelivered forever.
+    PROCESSING_ERROR = "processing_error"
 
 
 @dataclass(frozen=True)

@@ -151,15 +151,16 @@ class _Quiet(WSGIRequestHandler):
 
 
 def serve_http(port: int, ready: Callable[[], dict[str, Any] | None], *, name: str = "health") -> WSGIServer:
-    """Serve Prometheus metrics on /metrics and `ready()` on /health (None answers 503)."""
+    """Serve Prometheus metrics on /metrics and `ready()` on /health: 200 when its status is
+    "ok", else 503 with what it says (None: unavailable)."""
     metrics = make_wsgi_app()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/health":
-            status = ready()
-            start_response("200 OK" if status else "503 Service Unavailable",
-                           [("Content-Type", "application/json")])
-            return [orjson.dumps(status or {"status": "unavailable"})]
+            status = ready() or {"status": "unavailable"}
+            ok = status.get("status") == "ok"
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [orjson.dumps(status)]
         return metrics(environ, start_response)  # type: ignore[no-any-return]
 
     server = make_server("127.0.0.1", port, app, handler_class=_Quiet)

@@ -16,6 +16,11 @@ KNOWN_DEFAULT_SECRETS = frozenset({"", "dev-only-change-me", "change-me-in-produ
                                    "secret", "changeme"})
 
 
+#: A local day is at most 25 h and starts up to 14 h off UTC: two days keep a whole day's
+#: finer rows inside retention.
+LATE_DATA_MARGIN_DAYS = 2
+
+
 class SettingsError(ValueError):
     """A setting a component needs is missing or unsafe; the message names the variable."""
 
@@ -38,9 +43,13 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    #: Database connections of one API process (a streamed export holds one while it streams).
+    api_pool_size: int = 16
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8050
     gateway_metrics_port: int = 9108
+    #: `wattline up`'s own health: each service it supervises, with its restarts.
+    up_health_port: int = 9100
 
     # Gateway
     #: MQTT v5 shared-subscription group, so that N gateways split the load; empty: a plain
@@ -73,6 +82,9 @@ class Settings(BaseSettings):
     #: the newest minutes are left this long to settle (late packs, rollup lag)
     alerts_settle_s: float = 120.0
     alerts_health_port: int = 9109
+    #: Let tenants' webhooks (and later exports) reach loopback and private addresses. Off in
+    #: production (SSRF); the demo and the tests turn it on for receivers on this machine.
+    allow_private_destinations: bool = False
     rollups_health_port: int = 9110
     retention_health_port: int = 9111
 
@@ -87,6 +99,8 @@ class Settings(BaseSettings):
     retention_audit_days: int | None = 6 * 365
     retention_support_days: int | None = 2 * 365  # after a request is closed
     retention_webhook_days: int | None = 90
+    #: login sessions, this long after they expired; failed sign-in records, after the last failure
+    retention_sessions_days: int | None = 1
 
     #: Signs the dashboard's session cookies. Required outside the demo.
     secret_key: str = Field(default="", repr=False)
@@ -100,6 +114,17 @@ class Settings(BaseSettings):
                 "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or WATTLINE_DEMO=true for the "
                 "local demo only")
         return self
+
+    @property
+    def late_data_horizon_s(self) -> float:
+        """How old a reading may be and still be stored and rolled up.
+
+        Within `max_reading_age_days`, and LATE_DATA_MARGIN_DAYS inside the retention of raw
+        readings and 1-minute rollups: a late reading (or a re-queued history) never rebuilds
+        an hour or a local day whose finer rows retention has already dropped."""
+        days = [self.max_reading_age_days] + [d - LATE_DATA_MARGIN_DAYS for d in
+                                              (self.retention_raw_days, self.retention_1m_days) if d is not None]
+        return max(0.0, min(days)) * 86400.0
 
     def require_database_url(self) -> str:
         """The database URL, or a SettingsError naming the variable (embedded: only `wattline up`)."""

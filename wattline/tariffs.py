@@ -16,9 +16,9 @@ import numpy as np
 import psycopg
 
 from wattline import audit
-from wattline.accounts import Principal
 from wattline.db import fetch_all, fetch_one
 from wattline.errors import Invalid
+from wattline.principal import Principal
 
 SLOT_MIN = 15
 SLOTS = 24 * 60 // SLOT_MIN

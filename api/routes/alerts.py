@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from alerts import store
 from analytics.benchmark import site_benchmarks
@@ -106,10 +106,12 @@ def resolve(alert_id: int, p: Writer, conn: Conn) -> dict[str, Any]:
 
 @router.post("/customers/{customer_id}/webhooks", response_model=WebhookCreated, status_code=201,
              summary="Register a webhook for the customer's alerts; the signing secret is shown once")
-def create_webhook(customer_id: int, body: WebhookIn, p: Admin, conn: Conn) -> dict[str, Any]:
+def create_webhook(customer_id: int, body: WebhookIn, request: Request, p: Admin, conn: Conn) -> dict[str, Any]:
     if queries.customer(conn, p, customer_id) is None:
         raise not_found("customer")
-    webhook_id, secret = store.create_webhook(conn, customer_id, body.url, actor=p)
+    webhook_id, secret = store.create_webhook(
+        conn, customer_id, body.url, actor=p,
+        allow_private=request.app.state.settings.allow_private_destinations)
     row = store.webhook(conn, p, webhook_id)
     assert row is not None
     return {**row, "secret": secret}
@@ -128,6 +130,17 @@ def list_deliveries(webhook_id: int, p: Admin, conn: Conn) -> list[dict[str, Any
     if store.webhook(conn, p, webhook_id) is None:
         raise not_found("webhook")
     return store.deliveries(conn, webhook_id)
+
+
+@router.post("/webhooks/{webhook_id}/resume", response_model=Webhook,
+             summary="Resume a suspended webhook: deliveries are attempted again")
+def resume_webhook(webhook_id: int, p: Admin, conn: Conn) -> dict[str, Any]:
+    if store.webhook(conn, p, webhook_id) is None:
+        raise not_found("webhook")
+    store.resume_webhook(conn, webhook_id, actor=p)
+    row = store.webhook(conn, p, webhook_id)
+    assert row is not None
+    return row
 
 
 @router.delete("/webhooks/{webhook_id}", response_model=Created, summary="Delete a webhook")

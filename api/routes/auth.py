@@ -5,25 +5,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
-from api.deps import Conn, Reader
+from api.deps import Conn, Reader, client_address
 from api.problems import Problem, not_found
 from api.schemas import Created, KeyInfo, KeyRequest, Login, Me, Token
 from wattline import accounts
-from wattline.accounts import ROLE_SCOPES, api_keys, authenticate_password, issue_key
+from wattline.accounts import ROLE_SCOPES, api_keys, issue_key
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 SESSION_TTL = timedelta(hours=12)
 
 
 @router.post("/auth/login", response_model=Token, summary="Exchange email and password for a 12-hour token")
-def login(body: Login, conn: Conn) -> Token:
-    principal = authenticate_password(conn, body.email, body.password)
-    if principal is None:
-        raise Problem(401, "Unauthorized", "wrong email or password")
-    key = issue_key(conn, principal.user_id, sorted(ROLE_SCOPES[principal.role]), name="login session",
-                    ttl=SESSION_TTL)
+def login(body: Login, request: Request, conn: Conn) -> Token:
+    principal = accounts.login(conn, body.email, body.password, client=client_address(request))
+    key = accounts.start_session(conn, principal, SESSION_TTL)
     return Token(token=key.token, prefix=key.prefix, expires_at=key.expires_at, scopes=list(key.scopes))
 
 

@@ -27,8 +27,8 @@ from api.schemas import (
     TariffIn,
 )
 from wattline import audit, catalogue, queries
-from wattline.accounts import Principal
 from wattline.domain import Role
+from wattline.principal import Principal
 from wattline.tariffs import Band, add_tariff, tariff_versions
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])

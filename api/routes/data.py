@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -16,8 +18,8 @@ from api.deps import Conn, Reader
 from api.problems import Problem, not_found
 from api.schemas import Usage
 from wattline import queries
-from wattline.accounts import Principal
 from wattline.domain import Resolution
+from wattline.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["data"])
 _ROW_EXAMPLE = {"device_id": 12, "device_name": "Chiller 2", "time_utc": "2026-11-23T07:00:00Z",
@@ -63,26 +65,52 @@ def _csv_chunks(rows: Iterable[dict[str, Any]], every: int = 2000) -> Iterator[b
     yield buf.getvalue().encode()
 
 
-def _stream(request: Request, p: Principal, node_id: int, resolution: Resolution, t_from: datetime,
-            t_to: datetime, fmt: str) -> Iterator[bytes]:
-    with request.app.state.pool.connection() as conn, conn.transaction():
+#: How long a streamed export waits for a database connection before it is refused (503).
+STREAM_WAIT_S = 10.0
+
+
+def _open_stream(request: Request, p: Principal, node_of: Callable[[Any], int | None], resolution: Resolution,
+                 t_from: datetime, t_to: datetime, fmt: str) -> Iterator[bytes]:
+    """Take a connection and run the query *before* the response starts, then stream.
+
+    A 200 cannot become an error once its first byte is out: a full pool or a failing
+    query must surface here, as a 503 or a problem, never as a truncated body. The export
+    holds this one connection only (`node_of` finds the node on it: None is a 404)."""
+    pool = request.app.state.pool
+    conn = pool.getconn(timeout=STREAM_WAIT_S)  # PoolTimeout: 503 with Retry-After (api.problems)
+    stack = ExitStack()
+    stack.callback(pool.putconn, conn)
+    try:
+        node_id = node_of(conn)
+        if node_id is None:
+            raise not_found("node")
+        stack.enter_context(conn.transaction())
         rows = queries.measurements(conn, p, node_id, resolution, t_from, t_to)
+        first = next(rows, None)  # runs the query and fetches the first batch
+    except BaseException:
+        stack.close()
+        raise
+    return _encode(itertools.chain([] if first is None else [first], rows), fmt, stack)
+
+
+def _encode(rows: Iterator[dict[str, Any]], fmt: str, stack: ExitStack) -> Iterator[bytes]:
+    with stack:  # the connection goes back when the body ends, or the client goes away
         if fmt == "csv":
             yield from _csv_chunks(rows)
-        else:
-            # Chunks of rows, not a row per chunk: Starlette moves every chunk of a sync
-            # generator across a thread, which costs more than encoding the row.
-            yield b"["
-            first = True
-            chunk: list[dict[str, Any]] = []
-            for row in rows:
-                chunk.append(row)
-                if len(chunk) == 2000:
-                    yield (b"" if first else b",") + orjson.dumps(chunk, option=_JSON)[1:-1]
-                    first, chunk = False, []
-            if chunk:
+            return
+        # Chunks of rows, not a row per chunk: Starlette moves every chunk of a sync
+        # generator across a thread, which costs more than encoding the row.
+        yield b"["
+        first = True
+        chunk: list[dict[str, Any]] = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == 2000:
                 yield (b"" if first else b",") + orjson.dumps(chunk, option=_JSON)[1:-1]
-            yield b"]"
+                first, chunk = False, []
+        if chunk:
+            yield (b"" if first else b",") + orjson.dumps(chunk, option=_JSON)[1:-1]
+        yield b"]"
 
 
 _JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -90,21 +118,27 @@ _JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 @router.get("/nodes/{node_id}/measurements", summary="Measurements of a node (circuit, panel or site root)",
             responses=MEASUREMENT_RESPONSES)
-def node_measurements(node_id: int, request: Request, p: Reader, conn: Conn,
+def node_measurements(node_id: int, request: Request, p: Reader,
                       t_from: Annotated[datetime, Query(alias="from", examples=["2026-11-01T00:00:00Z"])],
                       t_to: Annotated[datetime, Query(alias="to", examples=["2026-11-02T00:00:00Z"])],
                       resolution: Resolution = Resolution.MIN15,
                       format: Literal["json", "csv"] = "json") -> StreamingResponse:
+    def visible(conn: Any) -> int | None:
+        return node_id if queries.node(conn, p, node_id) is not None else None
+
+    return _measurements(request, p, visible, f"node-{node_id}", t_from, t_to, resolution, format)
+
+
+def _measurements(request: Request, p: Principal, node_of: Callable[[Any], int | None], name: str,
+                  t_from: datetime, t_to: datetime, resolution: Resolution, format: str) -> StreamingResponse:
     t_from, t_to = checked_range(t_from, t_to)
-    if queries.node(conn, p, node_id) is None:
-        raise not_found("node")
     points = (t_to - t_from).total_seconds() / 60 / resolution.minutes
     if points > MAX_POINTS:
         raise Problem(422, "Range too large", f"{int(points)} buckets at {resolution.value}; use a coarser resolution")
     media = "text/csv" if format == "csv" else "application/json"
-    headers = {"Content-Disposition": f'attachment; filename="node-{node_id}-{resolution.value}.csv"'} \
+    headers = {"Content-Disposition": f'attachment; filename="{name}-{resolution.value}.csv"'} \
         if format == "csv" else {}
-    return StreamingResponse(_stream(request, p, node_id, resolution, t_from, t_to, format), media_type=media,
+    return StreamingResponse(_open_stream(request, p, node_of, resolution, t_from, t_to, format), media_type=media,
                              headers=headers)
 
 
@@ -157,14 +191,15 @@ def site_cost(site_id: int, p: Reader, conn: Conn,
 
 @router.get("/sites/{site_id}/measurements", summary="Measurements of a whole site (its root node)",
             responses=MEASUREMENT_RESPONSES)
-def site_measurements(site_id: int, request: Request, p: Reader, conn: Conn,
+def site_measurements(site_id: int, request: Request, p: Reader,
                       t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")],
                       resolution: Resolution = Resolution.MIN15,
                       format: Literal["json", "csv"] = "json") -> StreamingResponse:
-    root = next((n for n in queries.tree(conn, p, site_id) if n["kind"] == "site"), None)
-    if root is None:
-        raise not_found("site")
-    return node_measurements(root["id"], request, p, conn, t_from, t_to, resolution, format)
+    def root(conn: Any) -> int | None:
+        node = next((n for n in queries.tree(conn, p, site_id) if n["kind"] == "site"), None)
+        return None if node is None else int(node["id"])
+
+    return _measurements(request, p, root, f"site-{site_id}", t_from, t_to, resolution, format)
 
 
 @router.get("/sensors/{serial}/measurements", summary="Measurements of one sensor (one conductor), from its raw "

@@ -14,7 +14,7 @@ from api.problems import Problem, not_found
 from api.routes.data import checked_range
 from api.schemas import ConsentIn, ConsentState, ContactPatch, Created, ErasureDone, SupportRequestIn
 from wattline import privacy
-from wattline.accounts import Principal
+from wattline.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
 

@@ -15,8 +15,8 @@ from analytics.costing import site_cost
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
 from wattline import queries
-from wattline.accounts import Principal
 from wattline.domain import Resolution
+from wattline.principal import Principal
 from wattline.tariffs import TariffError
 
 

@@ -1,0 +1,23 @@
+"""Who is calling: the identity every read and write is scoped and audited by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wattline.domain import Role
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what they may see: exactly one of reseller_id / customer_id."""
+
+    user_id: int
+    role: Role
+    reseller_id: int | None
+    customer_id: int | None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    key_id: int | None = None
+
+    def can(self, scope: str) -> bool:
+        """Whether the credentials carry this scope (admin carries every scope)."""
+        return scope in self.scopes or "admin" in self.scopes
