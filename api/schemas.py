@@ -208,6 +208,8 @@ class Node(BaseModel):
 class BridgeIn(BaseModel):
     serial: str = Serial
     name: str = Field("", max_length=200)
+    claim_code: str = Field(max_length=20, description="from the bridge's label: proof that you hold it",
+                            examples=["K3QX-7MZA-PL2C"])
 
 
 class Bridge(BaseModel):
@@ -277,7 +279,6 @@ class Assignment(BaseModel):
     node_id: int
     phase: int = Field(ge=1, le=3)
     ct_rating_a: float = Field(gt=0, le=10_000)
-    bridge_id: int | None = Field(None, description="Only for a sensor that has not reported yet.")
 
 
 class SensorCheck(BaseModel):

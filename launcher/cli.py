@@ -304,6 +304,16 @@ def retention(dry_run: Annotated[bool, typer.Option(help="Report only; remove no
         show(run_retention(conn, settings, dry_run=dry_run))
 
 
+@app.command("bridge-claim-code")
+def bridge_claim_code(serials: Annotated[list[str], typer.Argument(help="Bridge serials.")]) -> None:
+    """Print the claim code for each bridge's label (installers register a bridge with it)."""
+    from wattline.catalogue import bridge_claim_code as code
+
+    key = _settings().claim_key
+    for serial in serials:
+        typer.echo(f"{serial}\t{code(serial, key)}")
+
+
 @app.command()
 def api() -> None:
     """Serve the REST API."""

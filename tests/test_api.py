@@ -29,7 +29,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/v1/sites/{site_id}"): {"json": {"name": "renamed"}},
     ("patch", "/v1/customers/{customer_id}"): {"json": {"name": "renamed"}},
     ("patch", "/v1/bridges/{bridge_id}"): {"json": {"name": "renamed"}},
-    ("post", "/v1/sites/{site_id}/bridges"): {"json": {"serial": "BR-NEW", "name": ""}},
+    ("post", "/v1/sites/{site_id}/bridges"): {"json": {"serial": "BR-NEW", "name": "", "claim_code": "x"}},
     ("put", "/v1/sensors/{serial}/assignment"): {"json": {"node_id": 0, "phase": 1, "ct_rating_a": 50}},
     ("post", "/v1/sites/{site_id}/tariffs"): {"json": {
         "name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",

@@ -69,3 +69,15 @@ def test_alerts_once_evaluates_every_rule(db: psycopg.Connection[Any], database_
     assert res.exit_code == 0, res.output
     assert "rules 4, raised 0" in res.output
     assert count(db, "SELECT count(*) FROM alert_rules WHERE evaluated_to IS NOT NULL") == 4
+
+
+def test_bridge_claim_codes_are_printed_for_labels() -> None:
+    from wattline.catalogue import bridge_claim_code
+    from wattline.settings import Settings
+
+    key = Settings(secret_key="a-test-secret-of-16-chars").claim_key
+    res = run("bridge-claim-code", "BR-1", "br-2", env={"WATTLINE_SECRET_KEY": "a-test-secret-of-16-chars"})
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines == [f"BR-1\t{bridge_claim_code('BR-1', key)}", f"br-2\t{bridge_claim_code('BR-2', key)}"]
+    assert all(len(line.split("\t")[1]) == 14 for line in lines)

@@ -172,3 +172,38 @@ def test_a_bad_stored_opening_hours_row_does_not_break_the_benchmark(client: Tes
                      params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-04T00:00:00Z"})
     assert res.status_code == 200, res.text
     assert res.json()[0]["opening_hours"] == pytest.approx(12.0)  # Tuesday counts, the bad Monday is closed
+
+
+def test_registration_tells_nobody_which_bridges_other_tenants_own(client: TestClient,
+                                                                   tenants: tuple[Tenant, Tenant]) -> None:
+    from wattline.catalogue import bridge_claim_code
+
+    a, b = tenants
+    key = client.app.state.settings.claim_key  # type: ignore[attr-defined]
+    admin = auth(a.tokens["customer_admin"])
+    url = f"/v1/sites/{a.site_id}/bridges"
+    foreign = client.post(url, json={"serial": b.bridge_serial, "claim_code": "AAAA-AAAA-AAAA"}, headers=admin)
+    unknown = client.post(url, json={"serial": "BR-NEVER-SEEN", "claim_code": "AAAA-AAAA-AAAA"}, headers=admin)
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json()["detail"] == unknown.json()["detail"]
+    # The holder of a label may register it; the label of a bridge registered elsewhere says so.
+    fresh = client.post(url, json={"serial": "BR-NEVER-SEEN", "claim_code": bridge_claim_code("BR-NEVER-SEEN", key)},
+                        headers=admin)
+    assert fresh.status_code == 201
+    held = client.post(url, json={"serial": b.bridge_serial, "claim_code": bridge_claim_code(b.bridge_serial, key)},
+                       headers=admin)
+    assert held.status_code == 409
+
+
+def test_assignment_tells_nobody_which_sensors_other_tenants_have(client: TestClient,
+                                                                  tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    installer = auth(a.tokens["installer"])
+    body = {"node_id": a.circuit_id, "phase": 2, "ct_rating_a": 50, "bridge_id": a.bridge_id}
+    foreign = client.put(f"/v1/sensors/{b.discovered_serial}/assignment", json=body, headers=installer)
+    never_heard = client.put("/v1/sensors/CT-NEVER-HEARD/assignment", json=body, headers=installer)
+    assert foreign.status_code == never_heard.status_code == 404
+    assert foreign.json()["detail"] == never_heard.json()["detail"] == "no such sensor"
+    # Heard through one of the caller's bridges: assignable.
+    ours = client.put(f"/v1/sensors/{a.discovered_serial}/assignment", json=body, headers=installer)
+    assert ours.status_code == 200, ours.text

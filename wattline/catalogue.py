@@ -12,7 +12,10 @@ the caller's), so a failed write leaves nothing behind.
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
+import hmac
 import io
 from collections.abc import Mapping
 from typing import Any
@@ -330,12 +333,30 @@ def upsert_bridge(conn: Conn, site_id: int, serial: str, name: str = "") -> int:
                (serial, site_id, name))
 
 
-def register_bridge(conn: Conn, actor: Principal | None, site_id: int, serial: str, name: str = "") -> int:
-    """Register a bridge at a site by its serial (again at the same site: a rename)."""
+def bridge_claim_code(serial: str, key: str) -> str:
+    """The claim code printed on a bridge's label: proof that whoever registers it holds it.
+
+    HMAC-SHA256 of the serial under the deployment's claim key, 60 bits in base32, grouped
+    as XXXX-XXXX-XXXX. `wattline bridge-claim-code SERIAL` prints it for a label."""
+    digest = hmac.new(key.encode(), serial.strip().upper().encode(), hashlib.sha256).digest()
+    code = base64.b32encode(digest).decode()[:12]
+    return "-".join(code[i:i + 4] for i in range(0, 12, 4))
+
+
+def register_bridge(conn: Conn, actor: Principal | None, site_id: int, serial: str, name: str = "", *,
+                    claim_code: str, claim_key: str) -> int:
+    """Register a bridge at a site by its serial and the claim code on its label.
+
+    A wrong code answers exactly as a serial that does not exist, so registration tells
+    nobody which serials other tenants own; only the holder of the label learns that its
+    bridge is registered elsewhere. Again at the same site: a rename."""
+    given = claim_code.replace("-", "").replace(" ", "").upper()
+    if not hmac.compare_digest(given, bridge_claim_code(serial, claim_key).replace("-", "")):
+        raise NotFound("bridge with that serial and claim code", field="claim_code")
     with conn.transaction():
         existing = fetch_one(conn, "SELECT site_id FROM bridges WHERE serial = %s", (serial,))
         if existing is not None and existing["site_id"] != site_id:
-            raise Conflict("that bridge serial is registered elsewhere")
+            raise Conflict("that bridge is registered to another site: remove it there first")
         bridge_id = upsert_bridge(conn, site_id, serial, name)
         audit.record(conn, actor, "create", "bridge", bridge_id)
     return bridge_id

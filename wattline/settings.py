@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import lru_cache
 from pathlib import Path
 from typing import Self
@@ -104,6 +106,9 @@ class Settings(BaseSettings):
 
     #: Signs the dashboard's session cookies. Required outside the demo.
     secret_key: str = Field(default="", repr=False)
+    #: The key bridges' claim codes are derived from (printed on their labels); empty: derived
+    #: from `secret_key`. Share it with whoever labels the bridges, and only with them.
+    bridge_claim_key: str = Field(default="", repr=False)
     log_json: bool = False
 
     @model_validator(mode="after")
@@ -125,6 +130,13 @@ class Settings(BaseSettings):
         days = [self.max_reading_age_days] + [d - LATE_DATA_MARGIN_DAYS for d in
                                               (self.retention_raw_days, self.retention_1m_days) if d is not None]
         return max(0.0, min(days)) * 86400.0
+
+    @property
+    def claim_key(self) -> str:
+        """The key of bridge claim codes (`bridge_claim_key`, else one derived from `secret_key`)."""
+        if self.bridge_claim_key:
+            return self.bridge_claim_key
+        return hmac.new(self.secret_key.encode(), b"wattline bridge claim codes", hashlib.sha256).hexdigest()
 
     def require_database_url(self) -> str:
         """The database URL, or a SettingsError naming the variable (embedded: only `wattline up`)."""

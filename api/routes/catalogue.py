@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Body, Query, UploadFile, status
+from fastapi import APIRouter, Body, Query, Request, UploadFile, status
 from fastapi.responses import Response
 
 from api.deps import Admin, Commissioner, Conn, Reader, Writer
@@ -147,9 +147,10 @@ def list_bridges(site_id: int, p: Reader, conn: Conn, limit: Limit = 100, offset
 
 @router.post("/sites/{site_id}/bridges", response_model=Created, status_code=status.HTTP_201_CREATED,
              summary="Register a bridge by serial")
-def create_bridge(site_id: int, body: BridgeIn, p: Commissioner, conn: Conn) -> Created:
+def create_bridge(site_id: int, body: BridgeIn, request: Request, p: Commissioner, conn: Conn) -> Created:
     _site_or_404(conn, p, site_id)
-    return Created(id=catalogue.register_bridge(conn, p, site_id, body.serial, body.name))
+    return Created(id=catalogue.register_bridge(conn, p, site_id, body.serial, body.name, claim_code=body.claim_code,
+                                                claim_key=request.app.state.settings.claim_key))
 
 
 @router.get("/sites/{site_id}/tariffs", summary="Tariff versions of a site, newest first",

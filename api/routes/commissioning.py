@@ -37,18 +37,13 @@ def list_sensors(site_id: int, p: Reader, conn: Conn, discovered_only: bool = Fa
 @router.put("/sensors/{serial}/assignment", response_model=Created,
             summary="Assign a sensor to a circuit phase; its kept readings are back-filled")
 def assign(serial: str, body: Assignment, p: Commissioner, conn: Conn) -> Created:
-    node = queries.node(conn, p, body.node_id)
-    if node is None:
+    if queries.node(conn, p, body.node_id) is None:
         raise not_found("node")
-    sensor = queries.sensor_by_serial(conn, p, serial)
-    if sensor is None:
-        if body.bridge_id is None:
-            raise not_found("sensor")
-        bridge = queries.bridge(conn, p, body.bridge_id)
-        if bridge is None or bridge["site_id"] != node["site_id"]:
-            raise not_found("bridge")
-    sensor_id = catalogue.assign_sensor(conn, p, serial, body.node_id, body.phase, body.ct_rating_a,
-                                        bridge_id=body.bridge_id)
+    # Assignable once it has reported through one of the caller's bridges: another tenant's
+    # serial and one never heard answer alike, and nobody can claim a serial in advance.
+    if queries.sensor_by_serial(conn, p, serial) is None:
+        raise not_found("sensor")
+    sensor_id = catalogue.assign_sensor(conn, p, serial, body.node_id, body.phase, body.ct_rating_a)
     return Created(id=sensor_id)
 
 
