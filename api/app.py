@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problems
+from api import openapi, problems
 from api.limits import ProtectionMiddleware, RateLimits, TokenBucket
 from api.routes import alerts, auth, catalogue, commissioning, data, health, privacy
 from wattline.accounts import FailureBudget
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, rate_per_s: float = 50.0, bu
     # it connects in the background, so the API starts even while the database is down.
     app.state.pool = make_pool(url, max_size=settings.api_pool_size, name="api", wait=False)
     problems.install(app)
+    openapi.install(app)
     for module in (health, auth, catalogue, commissioning, data, alerts, privacy):
         app.include_router(module.router)
     app.state.limits = RateLimits(keys=TokenBucket(rate_per_s, burst),

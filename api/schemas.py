@@ -208,8 +208,8 @@ class Node(BaseModel):
 class BridgeIn(BaseModel):
     serial: str = Serial
     name: str = Field("", max_length=200)
-    claim_code: str = Field(max_length=20, description="from the bridge's label: proof that you hold it",
-                            examples=["K3QX-7MZA-PL2C"])
+    claim_code: str = Field(max_length=20, pattern=r"^[A-Za-z2-7 -]+$",
+                            description="from the bridge's label: proof that you hold it", examples=["K3QX-7MZA-PL2C"])
 
 
 class Bridge(BaseModel):

@@ -21,7 +21,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -106,6 +106,7 @@ def refuses_writes(exc: BaseException) -> bool:
                       psycopg.errors.InsufficientPrivilege | psycopg.errors.InFailedSqlTransaction)
 
 
+_T = TypeVar("_T")
 LEAVE_IDLE_S = 3.0  # leaving: this long with nothing unacked and nothing arriving = drained
 SPOOL_RETRY_S = 2.0  # idle with packs in the spool: try the database again this often
 
@@ -266,7 +267,8 @@ class Gateway:
             props.ReceiveMaximum = self.settings.receive_maximum
             try:
                 self._unacked = 0
-                async with self._client(clean_start=False, properties=props, keepalive=30) as client:
+                async with self._client(clean_start=False, properties=props,
+                                        keepalive=self.settings.mqtt_keepalive_s) as client:
                     client._client.manual_ack_set(True)
                     share = self.settings.mqtt_share_group
                     # Shared: N gateways split the load. Plain (empty group): one gateway, and
@@ -354,7 +356,7 @@ class Gateway:
                     arrived.cancel()
                     if not done and not self._buffer and (committing is None or committing.done()):
                         if not self.leave:
-                            await asyncio.to_thread(self._replay_when_idle)
+                            await self._guarded(self._replay_when_idle)
                             continue
                         self.drained = True  # leaving, and all the broker queued for us is stored
                         self._stopping.set()
@@ -382,8 +384,20 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await committing
 
+    async def _guarded(self, work: Callable[..., _T], *args: Any) -> _T:
+        """Run database work in a thread; if the database has not answered within
+        `db_write_timeout_s` (a half-open peer: it acknowledges bytes and never answers),
+        break the writer's connection, so that the work fails, spools and moves on."""
+        task = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        done, _ = await asyncio.wait({task}, timeout=self.settings.db_write_timeout_s)
+        if not done:
+            log.warning("database not answering: breaking the connection", seconds=self.settings.db_write_timeout_s)
+            metrics.DB_TIMEOUTS.inc()
+            self.writer.abort()
+        return await task
+
     async def _commit_and_ack(self, client: _MqttClient, prepared: Prepared) -> None:
-        while not await asyncio.to_thread(self._commit, prepared):
+        while not await self._guarded(self._commit, prepared):
             if self._stopping.is_set():
                 return
             await asyncio.sleep(1.0)

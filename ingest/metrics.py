@@ -16,5 +16,7 @@ SPOOL_BYTES = Gauge("wattline_gateway_spool_bytes", "Bytes waiting in the local 
 SPOOLED_PACKS = Counter("wattline_gateway_spooled_packs_total", "Packs written to the spool while the DB was down")
 DB_UP = Gauge("wattline_gateway_database_up", "1 while the last database write succeeded")
 UNACKED = Gauge("wattline_gateway_unacked_packs", "Packs received but not yet durable (not acked)")
+DB_TIMEOUTS = Counter("wattline_gateway_database_timeouts_total",
+                      "Database calls that did not answer within db_write_timeout_s (connection broken, batch spooled)")
 UNPROCESSABLE_LOST = Counter("wattline_gateway_unprocessable_lost_total",
                              "Packs that could not be processed and whose rejection could not be stored either")

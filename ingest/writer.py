@@ -13,6 +13,9 @@ the common case costs what a bare COPY costs. Only then are the packs acked.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -106,6 +109,20 @@ class BatchWriter:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def abort(self) -> None:
+        """From another thread: break the connection under a call that hangs (a half-open
+        peer), so that the call fails with OperationalError instead of waiting forever.
+        Shutting the socket down is safe while libpq uses it; closing it would not be."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=os.dup(conn.fileno()))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.api",
     "tests.fixtures.receivers",
+    "tests.fixtures.netfault",
 ]

@@ -193,6 +193,13 @@ def test_registration_tells_nobody_which_bridges_other_tenants_own(client: TestC
     held = client.post(url, json={"serial": b.bridge_serial, "claim_code": bridge_claim_code(b.bridge_serial, key)},
                        headers=admin)
     assert held.status_code == 409
+    # Whatever is typed into the code field, the answer is a clear one (the fuzzer once found a 500).
+    assert client.post(url, json={"serial": "BR-X", "claim_code": "ÅÅÅ"}, headers=admin).status_code == 422
+    from wattline import catalogue
+    from wattline.errors import NotFound
+
+    with client.app.state.pool.connection() as conn, pytest.raises(NotFound):  # type: ignore[attr-defined]
+        catalogue.register_bridge(conn, None, a.site_id, "BR-X", claim_code="ñ-\x00", claim_key=key)
 
 
 def test_assignment_tells_nobody_which_sensors_other_tenants_have(client: TestClient,

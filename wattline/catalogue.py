@@ -351,7 +351,8 @@ def register_bridge(conn: Conn, actor: Principal | None, site_id: int, serial: s
     nobody which serials other tenants own; only the holder of the label learns that its
     bridge is registered elsewhere. Again at the same site: a rename."""
     given = claim_code.replace("-", "").replace(" ", "").upper()
-    if not hmac.compare_digest(given, bridge_claim_code(serial, claim_key).replace("-", "")):
+    expected = bridge_claim_code(serial, claim_key).replace("-", "")
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
         raise NotFound("bridge with that serial and claim code", field="claim_code")
     with conn.transaction():
         existing = fetch_one(conn, "SELECT site_id FROM bridges WHERE serial = %s", (serial,))

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     spool_max_bytes: int = 512 * 1024 * 1024
     #: MQTT v5 Receive Maximum: unacked packs the broker may send us (bounds memory)
     receive_maximum: int = 400
+    #: A broker that has not answered for 1.5 × this long is taken for gone (reconnect).
+    mqtt_keepalive_s: int = 30
+    #: A database write that has not answered this long is abandoned: the connection is broken
+    #: and the batch spooled (a half-open peer never answers, and TCP alone would not tell).
+    db_write_timeout_s: float = 30.0
 
     # Physics
     reporting_interval_s: float = 10.0

@@ -5,11 +5,7 @@ readings sent, and where rollups are checked they equal a fresh re-computation."
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -19,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -27,87 +22,11 @@ from psycopg import sql
 from analytics.worker import RollupEngine
 from launcher.localstack import LocalMosquitto, LocalPostgres, free_port
 from sensor_sim.fleet import build_fleet
-from sensor_sim.publisher import Report, Simulator
 from sensor_sim.seed import seed_catalogue
 from tests.factories import ROLLUP_TABLES, count, drain, expected_set, stored_set, wait_for
+from tests.fixtures.gateway import GatewayProcess, simulate_in_background
 from wattline.db import create_database, with_database
 from wattline.migrate import migrate
-
-
-class GatewayProcess:
-    def __init__(self, database_url: str, mqtt_url: str, spool: Path, client_id: str, group: str,
-                 **env: str) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": mqtt_url,
-                    "WATTLINE_SPOOL_DIR": str(spool), "WATTLINE_MQTT_CLIENT_ID": client_id,
-                    "WATTLINE_MQTT_SHARE_GROUP": group, "WATTLINE_GATEWAY_METRICS_PORT": str(self.port),
-                    "WATTLINE_BATCH_MAX_SECONDS": "0.05", **env}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> GatewayProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "gateway", "--no-rollups"],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.health, 60)
-        return self
-
-    def leave(self) -> int:
-        """Run `wattline gateway --leave` to its end; its exit code."""
-        return subprocess.run([sys.executable, "-m", "launcher.cli", "gateway", "--leave"], env=self.env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120).returncode
-
-    def health(self) -> dict[str, Any] | None:
-        try:
-            res = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1)
-        except httpx.HTTPError:
-            return None
-        return res.json() if res.status_code == 200 else None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-
-
-@pytest.fixture
-def gateways(database_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[Any]:
-    group = f"g{uuid.uuid4().hex[:6]}"
-    made: list[GatewayProcess] = []
-
-    def make(db_url: str | None = None, n: int = 0, **env: str) -> GatewayProcess:
-        gw = GatewayProcess(db_url or database_url, mqtt_url, tmp_path / f"spool{n}", f"gw-{group}-{n}", group, **env)
-        made.append(gw)
-        return gw
-
-    yield make
-    for gw in made:
-        gw.stop()
-
-
-def simulate_in_background(mqtt_url: str, fleet: Any, ticks: int, pace_s: float,
-                           start_tick: int = 0) -> tuple[threading.Thread, Report]:
-    """Publish `ticks` ticks of the fleet, one every `pace_s` seconds (a stream, not a burst)."""
-    report = Report(keep_expected=True)
-    start = (time.time() // 3600) * 3600 - 7200 + start_tick * 10.0
-
-    def run() -> None:
-        sim = Simulator(fleet, mqtt_url, client_id=f"sim-{uuid.uuid4().hex[:6]}")
-        try:
-            for k in range(ticks):
-                sim.tick(start + k * 10.0, report)
-                sim.flush()
-                time.sleep(pace_s)
-            sim.drain(report)
-        finally:
-            sim.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, report
 
 
 @pytest.mark.faults
