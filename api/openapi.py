@@ -3,7 +3,7 @@ RFC 9457 problem body, is documented on that route.
 
 What a route can answer follows from what it is: a route with credentials can answer 401,
 403 and 404 (an id in its path, query or body that names nothing the caller may see); a
-write 409; one with a body 413; every route 422 (an invalid request), 429 (a rate limit)
+write 409; one with a body 400 (unparseable) and 413; every route 422 (an invalid request), 429 (a rate limit)
 and 503 (no database, or no free connection)."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 WHY = {
+    "400": "the request body cannot be parsed (not JSON, or not multipart where a file is expected)",
     "401": "no credentials, or credentials unknown, expired or revoked",
     "403": "the credentials lack the scope this needs",
     "404": "no such object, or one of another tenant (the same answer)",
@@ -51,7 +52,7 @@ def statuses(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     if method in WRITES:
         out.append("409")
     if "requestBody" in operation:
-        out.append("413")
+        out += ["400", "413"]
     if path == "/v1/auth/login":
         out.append("401")
     return sorted(set(out))

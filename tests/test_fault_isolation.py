@@ -214,3 +214,23 @@ def test_assignment_tells_nobody_which_sensors_other_tenants_have(client: TestCl
     # Heard through one of the caller's bridges: assignable.
     ours = client.put(f"/v1/sensors/{a.discovered_serial}/assignment", json=body, headers=installer)
     assert ours.status_code == 200, ours.text
+
+
+def test_an_empty_range_has_an_empty_answer(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+    """The schema allows from == to; the answer is empty, not a 422 (or a 500)."""
+    a, _ = tenants
+    h = auth(a.tokens["customer_admin"])
+    at = {"from": "2026-11-02T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
+    for url in (f"/v1/nodes/{a.circuit_id}/measurements", f"/v1/sites/{a.site_id}/measurements",
+                f"/v1/sensors/{a.sensor_serial}/measurements"):
+        res = client.get(url, params=at, headers=h)
+        assert res.status_code == 200 and res.json() == [], (url, res.text)
+    usage = client.get(f"/v1/sites/{a.site_id}/usage", params=at, headers=h)
+    assert usage.status_code == 200 and all(n["energy_wh"] == 0 for n in usage.json())
+    cost = client.get(f"/v1/sites/{a.site_id}/cost", params=at, headers=h)
+    assert cost.status_code == 200, cost.text
+    bench = client.get(f"/v1/customers/{a.customer_id}/benchmark", params=at, headers=h)
+    assert bench.status_code == 200, bench.text
+    backwards = client.get(f"/v1/sites/{a.site_id}/usage", params={"from": at["to"], "to": "2026-11-01T00:00:00Z"},
+                           headers=h)
+    assert backwards.status_code == 422

@@ -43,8 +43,8 @@ def checked_range(t_from: datetime, t_to: datetime) -> tuple[datetime, datetime]
     t_to = t_to if t_to.tzinfo else t_to.replace(tzinfo=UTC)
     if t_from < EARLIEST or t_to > LATEST:
         raise Problem(422, "Invalid range", f"times must lie between {EARLIEST:%Y} and {LATEST:%Y}")
-    if t_to <= t_from:
-        raise Problem(422, "Invalid range", "'to' must be after 'from'")
+    if t_to < t_from:  # an empty range (from == to) is a fair question: its answer is empty
+        raise Problem(422, "Invalid range", "'to' must be at or after 'from'")
     if t_to - t_from > timedelta(days=3660):
         raise Problem(422, "Invalid range", "at most ten years per request")
     return t_from, t_to
