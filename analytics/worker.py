@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import structlog
+from prometheus_client import Counter
 from psycopg import sql
 
 from analytics.band_rollups import price_days, price_unpriced_days
@@ -42,6 +43,8 @@ from wattline.service import LoopService
 from wattline.settings import Settings
 
 log = structlog.get_logger("wattline.rollups")
+SITE_FAILURES = Counter("wattline_rollup_site_failures_total",
+                        "Sites whose rollups failed in a pass (their work is put back with a delay)")
 MAX_WINDOW_MIN = 24 * 60
 PRICING_PERIOD_S = 30.0
 #: A pass takes queue rows until they name this many (sensor or node) × minute pairs: a
@@ -76,8 +79,9 @@ class RollupEngine:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
             queued = fetch_tuples(conn,
                 """SELECT id, extract(epoch FROM ts_from)::float8, extract(epoch FROM ts_to)::float8, sensor_ids,
-                          node_ids
-                   FROM rollup_dirty ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""", (limit,))
+                          node_ids, attempts
+                   FROM rollup_dirty WHERE not_before <= now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
+                (limit,))
             taken, spent = [], 0
             for row in queued:
                 taken.append(row)
@@ -90,7 +94,7 @@ class RollupEngine:
             touched: Minutes = defaultdict(set)
             former: Minutes = defaultdict(set)
             oldest = self._oldest_minute()
-            for _, ts_from, ts_to, sensor_ids, node_ids in taken:
+            for _, ts_from, ts_to, sensor_ids, node_ids, _ in taken:
                 first = math.floor(ts_from / 60.0)
                 last = max(first, math.ceil(ts_to / 60.0) - 1) if ts_to > ts_from else first
                 minutes = range(max(first - self.pad_min, oldest if oldest is not None else first - self.pad_min),
@@ -99,8 +103,42 @@ class RollupEngine:
                     touched[int(sensor)].update(minutes)
                 for node in node_ids:
                     former[int(node)].update(minutes)
-            self.recompute(conn, touched, former)
+            try:
+                with conn.transaction():  # a savepoint: a failure undoes only this attempt
+                    self.recompute(conn, touched, former)
+            except Exception:
+                if conn.broken or conn.closed:
+                    raise
+                self._site_by_site(conn, touched, former, max(r[5] for r in taken))
             return len(taken)
+
+    def _site_by_site(self, conn: psycopg.Connection[Any], touched: Minutes, former: Minutes, attempts: int) -> None:
+        """The slice failed as a whole: re-compute it a site at a time, so that the site whose
+        work fails is put back with its reason and a growing delay, and every other site's
+        rollups are written now."""
+        site_of: dict[tuple[str, int], int] = {}
+        for sensor, site in fetch_tuples(conn, """SELECT s.id, n.site_id FROM sensors s JOIN nodes n ON n.id = s.node_id
+                                                   WHERE s.id = ANY(%s)""", (list(touched),)):
+            site_of[("sensor", int(sensor))] = int(site)
+        for node, site in fetch_tuples(conn, "SELECT id, site_id FROM nodes WHERE id = ANY(%s)", (list(former),)):
+            site_of[("node", int(node))] = int(site)
+        by_site: dict[int, tuple[Minutes, Minutes]] = defaultdict(lambda: (defaultdict(set), defaultdict(set)))
+        for sensor, minutes in touched.items():
+            if ("sensor", sensor) in site_of:  # an unassigned sensor has nothing to roll up
+                by_site[site_of[("sensor", sensor)]][0][sensor] |= minutes
+        for node, minutes in former.items():
+            if ("node", node) in site_of:
+                by_site[site_of[("node", node)]][1][node] |= minutes
+        for site, (site_touched, site_former) in sorted(by_site.items()):
+            try:
+                with conn.transaction():
+                    self.recompute(conn, site_touched, site_former)
+            except Exception as exc:
+                if conn.broken or conn.closed:
+                    raise
+                SITE_FAILURES.inc()
+                log.error("rollups_failed_for_site", site=site, attempts=attempts + 1, error=type(exc).__name__)
+                _put_back(conn, site_touched, site_former, attempts + 1, exc)
 
     def recompute_range(self, conn: psycopg.Connection[Any], t_from: datetime, t_to: datetime,
                         site_id: int | None = None) -> int:
@@ -320,6 +358,19 @@ def _with_ancestors(tree: Tree, idx: dict[int, int], nodes: set[int]) -> set[int
             out.add(int(tree.node_ids[j]))
             j = int(tree.parent[j])
     return out
+
+
+def _put_back(conn: psycopg.Connection[Any], touched: Minutes, former: Minutes, attempts: int,
+              exc: BaseException) -> None:
+    """Queue a site's failed work again after 2^attempts seconds (an hour at most), with why."""
+    minutes = set().union(*touched.values(), *former.values())
+    if not minutes:
+        return
+    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".replace("\x00", "")[:500]
+    conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, node_ids, not_before, attempts, last_error)
+                    VALUES (to_timestamp(%s), to_timestamp(%s), %s, %s, now() + make_interval(secs => %s), %s, %s)""",
+                 (min(minutes) * 60.0, (max(minutes) + 1) * 60.0, sorted(touched), sorted(former),
+                  min(3600.0, 2.0 ** attempts), attempts, error))
 
 
 def _windows(minutes: list[int]) -> list[tuple[int, int]]:

@@ -179,3 +179,33 @@ def test_late_data_never_rebuilds_a_coarse_bucket_from_what_retention_left(
     catalogue.assign_sensor(db, None, "CT-1", other, 1, 100.0)
     drain(db, RollupEngine(GAP, horizon_s=settings.late_data_horizon_s))
     assert snapshot(db, "rollups_1d") == kept
+
+
+def test_one_sites_failure_stays_with_that_site(db: psycopg.Connection[Any], database_url: str) -> None:
+    """A site whose rollups cannot be written (here: its 15-minute rows are refused by a
+    trigger) is put back with its reason and a delay; the other site's rollups are written."""
+    a = one_circuit_site(db, "UTC")
+    _, other_customer = build_tenant(db, "R2", "C2")
+    b = build_site(db, other_customer, SiteSpec("S2", bridges=("BR-2",), panels=(
+        PanelSpec("P", "P", 230.0, 1.0, Connection.SINGLE_PHASE, circuits=(
+            CircuitSpec("C", "C", (SensorSpec("CT-2", "BR-2"),)),)),)))
+    db.execute("""CREATE OR REPLACE FUNCTION wl_test_refuse_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+                  BEGIN RAISE EXCEPTION 'site A is broken'; END $$""")
+    db.execute(psycopg.sql.SQL("""CREATE TRIGGER wl_test_refuse_rollup BEFORE INSERT OR UPDATE ON rollups_15m
+                                  FOR EACH ROW WHEN (NEW.node_id IN ({})) EXECUTE FUNCTION wl_test_refuse_rollup()""")
+               .format(psycopg.sql.SQL(", ").join(map(psycopg.sql.Literal, [a.root, *a.nodes.values()]))))
+    try:
+        base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
+        write(database_url, [("CT-1", base + i * 10, 10.0) for i in range(61)], bridge="BR-1")
+        write(database_url, [("CT-2", base + i * 10, 10.0) for i in range(61)], bridge="BR-2")
+        drain(db)
+        assert count(db, "SELECT count(*) FROM rollups_15m WHERE node_id = %s", b.root) > 0  # written
+        assert count(db, "SELECT count(*) FROM rollups_1m WHERE node_id = %s", a.root) == 0  # not half-written
+        row = db.execute("SELECT attempts, last_error, not_before > now() FROM rollup_dirty").fetchone()
+        assert row is not None and row[0] == 1 and "site A is broken" in row[1] and row[2]
+    finally:
+        db.execute("DROP TRIGGER wl_test_refuse_rollup ON rollups_15m")
+    db.execute("UPDATE rollup_dirty SET not_before = now()")  # the delay passes; the site is mended
+    drain(db)
+    assert count(db, "SELECT count(*) FROM rollups_15m WHERE node_id = %s", a.root) > 0
+    assert count(db, "SELECT count(*) FROM rollup_dirty") == 0
