@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -347,7 +348,16 @@ def up(
     simulator, gateway, API and dashboard. Ctrl-C stops everything."""
     from launcher.up import run_up
 
-    run_up(get_settings(), history_hours=history_hours, sites=sites, bridges=bridges, sensors=sensors)
+    run_up(demo_settings(), history_hours=history_hours, sites=sites, bridges=bridges, sensors=sensors)
+
+
+def demo_settings() -> Settings:
+    """`up` is the demo: its dev secret is allowed, and its webhook receivers may be local.
+    Set in the environment, so that every service `up` starts reads the same."""
+    os.environ.setdefault("WATTLINE_DEMO", "true")
+    os.environ.setdefault("WATTLINE_ALLOW_PRIVATE_DESTINATIONS", "true")
+    get_settings.cache_clear()
+    return _settings()
 
 
 if __name__ == "__main__":

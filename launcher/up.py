@@ -106,6 +106,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
 
         env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": mqtt_url,
                "WATTLINE_DEMO": "true" if settings.demo else "false",
+               "WATTLINE_ALLOW_PRIVATE_DESTINATIONS": "true" if settings.allow_private_destinations else "false",
                "WATTLINE_SPOOL_DIR": str(settings.data_dir / "spool"),
                # One gateway: a plain subscription, which survives a broker restart.
                "WATTLINE_MQTT_SHARE_GROUP": os.environ.get("WATTLINE_MQTT_SHARE_GROUP", "")}

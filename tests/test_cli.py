@@ -81,3 +81,20 @@ def test_bridge_claim_codes_are_printed_for_labels() -> None:
     lines = res.output.strip().splitlines()
     assert lines == [f"BR-1\t{bridge_claim_code('BR-1', key)}", f"br-2\t{bridge_claim_code('BR-2', key)}"]
     assert all(len(line.split("\t")[1]) == 14 for line in lines)
+
+
+def test_up_runs_as_the_demo_without_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`./run up` on a fresh machine has no WATTLINE_SECRET_KEY: the demo must start anyway
+    (it once did not), and only the demo."""
+    from launcher.cli import demo_settings
+    from wattline.settings import get_settings
+
+    for name in ("WATTLINE_SECRET_KEY", "WATTLINE_DEMO", "WATTLINE_ALLOW_PRIVATE_DESTINATIONS"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        settings = demo_settings()
+        assert settings.demo and settings.allow_private_destinations
+    finally:
+        get_settings.cache_clear()
+    res = run("api", env={"WATTLINE_SECRET_KEY": "", "WATTLINE_DEMO": "false", "WATTLINE_DATABASE_URL": "x"})
+    assert res.exit_code == 2 and "WATTLINE_SECRET_KEY" in res.output  # everything else refuses
