@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -83,18 +84,25 @@ def test_bridge_claim_codes_are_printed_for_labels() -> None:
     assert all(len(line.split("\t")[1]) == 14 for line in lines)
 
 
-def test_up_runs_as_the_demo_without_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.timeout(60)  # should the refusal regress, `wattline api` would serve forever: fail fast instead
+def test_up_runs_as_the_demo_without_a_secret() -> None:
     """`./run up` on a fresh machine has no WATTLINE_SECRET_KEY: the demo must start anyway
     (it once did not), and only the demo."""
     from launcher.cli import demo_settings
     from wattline.settings import get_settings
 
-    for name in ("WATTLINE_SECRET_KEY", "WATTLINE_DEMO", "WATTLINE_ALLOW_PRIVATE_DESTINATIONS"):
-        monkeypatch.delenv(name, raising=False)
+    # demo_settings() sets variables for the services `up` starts: put back exactly what was.
+    names = ("WATTLINE_SECRET_KEY", "WATTLINE_DEMO", "WATTLINE_ALLOW_PRIVATE_DESTINATIONS")
+    saved = {name: os.environ.pop(name, None) for name in names}
     try:
         settings = demo_settings()
         assert settings.demo and settings.allow_private_destinations
     finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         get_settings.cache_clear()
     res = run("api", env={"WATTLINE_SECRET_KEY": "", "WATTLINE_DEMO": "false", "WATTLINE_DATABASE_URL": "x"})
     assert res.exit_code == 2 and "WATTLINE_SECRET_KEY" in res.output  # everything else refuses

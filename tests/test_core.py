@@ -64,6 +64,7 @@ def test_known_default_or_short_secrets_are_refused_outside_the_demo(secret: str
     assert Settings(secret_key=secret, demo=True).demo
 
 
+@pytest.mark.timeout(60)  # should the refusal regress, `wattline api` would serve forever: fail fast instead
 def test_a_missing_url_or_unsafe_secret_is_named() -> None:
     with pytest.raises(SettingsError, match="WATTLINE_DATABASE_URL"):
         Settings(database_url="").require_database_url()

@@ -56,10 +56,12 @@ def _update(conn: Conn, table: str, row_id: int, changes: Mapping[str, Any]) -> 
         sql.Identifier(table), assignments, sql.Placeholder("row_id")), {**values, "row_id": row_id})
 
 
-def _delete(conn: Conn, table: str, row_id: int, what: str, attached: str) -> None:
+def _delete(conn: Conn, actor: Principal | None, table: str, row_id: int, what: str, attached: str) -> None:
+    """Delete one row with its audit entry; a row that still has things attached is a Conflict."""
     try:
         with conn.transaction():
             conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(table)), (row_id,))
+            audit.record(conn, actor, "delete", what, row_id)
     except psycopg.errors.ForeignKeyViolation as exc:
         raise Conflict(f"the {what} still has {attached}") from exc
 
@@ -105,9 +107,7 @@ def update_customer(conn: Conn, actor: Principal | None, customer_id: int, chang
 
 def delete_customer(conn: Conn, actor: Principal | None, customer_id: int) -> None:
     """Delete a customer that has no sites or users left."""
-    with conn.transaction():
-        _delete(conn, "customers", customer_id, "customer", "things attached (remove or move them first)")
-        audit.record(conn, actor, "delete", "customer", customer_id)
+    _delete(conn, actor, "customers", customer_id, "customer", "things attached (remove or move them first)")
 
 
 def upsert_site(conn: Conn, customer_id: int, name: str, *, timezone: str = "UTC", country: str = "GB",
@@ -144,9 +144,7 @@ def update_site(conn: Conn, actor: Principal | None, site_id: int, changes: Mapp
 
 def delete_site(conn: Conn, actor: Principal | None, site_id: int) -> None:
     """Delete a site that has no bridges left."""
-    with conn.transaction():
-        _delete(conn, "sites", site_id, "site", "things attached (remove or move them first)")
-        audit.record(conn, actor, "delete", "site", site_id)
+    _delete(conn, actor, "sites", site_id, "site", "things attached (remove or move them first)")
 
 
 # -- the electrical hierarchy -----------------------------------------------------------------
@@ -372,9 +370,7 @@ def rename_bridge(conn: Conn, actor: Principal | None, bridge_id: int, name: str
 
 def delete_bridge(conn: Conn, actor: Principal | None, bridge_id: int) -> None:
     """Remove a bridge that carries no sensors."""
-    with conn.transaction():
-        _delete(conn, "bridges", bridge_id, "bridge", "sensors (unassign and remove them first)")
-        audit.record(conn, actor, "delete", "bridge", bridge_id)
+    _delete(conn, actor, "bridges", bridge_id, "bridge", "sensors (unassign and remove them first)")
 
 
 def assign_sensor(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase: int, ct_rating_a: float,

@@ -62,22 +62,23 @@ def _cuts(pg: FaultProxy, mq: FaultProxy, streaming: threading.Event) -> None:
         pg.cut()
 
 
+def _half_open(proxy: FaultProxy) -> None:
+    """8 s of a peer that accepts and acknowledges bytes and never answers, then a healthy one."""
+    time.sleep(1.0)
+    proxy.half_open = True
+    time.sleep(8.0)
+    proxy.half_open = False
+    proxy.cut()  # what hung behind it goes; new connections work
+
+
 @fault("a half-open database that accepts and never answers")
 def _half_open_db(pg: FaultProxy, mq: FaultProxy, streaming: threading.Event) -> None:
-    time.sleep(1.0)
-    pg.half_open = True
-    time.sleep(8.0)
-    pg.half_open = False
-    pg.cut()  # what hung behind it goes; new connections work
+    _half_open(pg)
 
 
 @fault("a half-open broker")
 def _half_open_broker(pg: FaultProxy, mq: FaultProxy, streaming: threading.Event) -> None:
-    time.sleep(1.0)
-    mq.half_open = True
-    time.sleep(8.0)
-    mq.half_open = False
-    mq.cut()
+    _half_open(mq)
 
 
 @fault("the broker link capped at 50 kB/s")
