@@ -29,6 +29,7 @@ from psycopg import sql
 from ingest import metrics
 from ingest.copy import COLUMNS, SensorIds, SensorIdsDumper, encode_readings
 from ingest.packs import BatchResult, RawPack
+from wattline.db import LONG_LIVED
 from wattline.senml import DecodedPack, Limits, Reason, Rejection, bridge_from_topic, decode_pack
 
 log = structlog.get_logger("wattline.ingest")
@@ -126,7 +127,7 @@ class BatchWriter:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+            self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5, **LONG_LIVED)
             self._conn.adapters.register_dumper(SensorIds, SensorIdsDumper)
             self._conn.execute(_STAGING_DDL)
         return self._conn

@@ -32,6 +32,13 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: 
     return pool
 
 
+#: libpq options for connections that live long (service loops, the gateway's writer): a peer
+#: that has vanished (a crashed host, a cut link) is noticed in about half a minute, not hours.
+#: A peer that acknowledges bytes and never answers is the callers' watchdogs' job.
+LONG_LIVED: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                              "keepalives_count": 3, "tcp_user_timeout": 30_000}
+
+
 @contextmanager
 def connect(database_url: str) -> Iterator[psycopg.Connection[dict[str, object]]]:
     """A short-lived autocommit connection with dict rows."""

@@ -28,6 +28,8 @@ import psycopg
 import structlog
 from prometheus_client import Counter, Gauge, make_wsgi_app
 
+from wattline.db import LONG_LIVED
+
 log = structlog.get_logger("wattline.service")
 
 PASSES = Counter("wattline_service_passes_total", "Passes a long-running service completed", ["service"])
@@ -95,7 +97,7 @@ class LoopService(threading.Thread):
                 wait = self.period_s
                 try:
                     if conn is None or conn.closed:
-                        conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+                        conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5, **LONG_LIVED)
                     self._set_database(True)
                     more = self.one_pass(conn)
                     self._passed()
