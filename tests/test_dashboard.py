@@ -126,6 +126,9 @@ def test_login_is_required_and_wrong_password_refused(page: Any, dashboard_url: 
     assert page.url.endswith("/login")
     login(page, password="wrong")
     assert page.locator(".error").inner_text() == "Wrong email or password."
+    page.screenshot(path=str(ARTIFACTS / "login-refused.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})  # an installer's phone
+    page.screenshot(path=str(ARTIFACTS / "login-refused-390.png"), full_page=True)
     page.goto(dashboard_url + "/site/1")
     assert page.url.endswith("/login")
 
