@@ -2,7 +2,8 @@
 no generated request, valid or not, makes a server error, and every answer conforms to the
 document (its status is documented for the route, with the documented content type, body
 schema and headers). Path ids are drawn from both tenants' real objects as well as at random,
-so the walk crosses tenants. Bounded: a few examples per operation and role."""
+so the walk crosses tenants. Bounded, and derandomized: every run explores the same cases,
+so a run's verdict does not depend on its draw (a finding reproduces on the next run)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import hashlib
 import random
 from typing import Any
 
-import httpx
 import psycopg
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -61,7 +61,8 @@ def test_no_request_makes_a_server_error_or_breaks_the_document(db: psycopg.Conn
 
     for operation in operations:
         @given(case=operation.as_strategy())
-        @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=30, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
         def fuzz(case: Any) -> None:
             pick = _picker(case)  # chosen from the case itself, so that Hypothesis can replay it
             for name in list(case.path_parameters or {}):
@@ -71,60 +72,3 @@ def test_no_request_makes_a_server_error_or_breaks_the_document(db: psycopg.Conn
             case.validate_response(response, checks=CHECKS)
 
         fuzz()
-
-
-def test_call_sequences_across_tenants_and_roles(db: psycopg.Connection[Any], database_url: str) -> None:
-    """Stateful: schemathesis chains calls (create a site, then a node on it, a rule, a webhook …)
-    by the links it infers, with every role of two tenants; then an alert pass delivers to
-    whatever webhooks the walk created. No 5xx, no answer outside the document, and the pass
-    completes whatever URLs were saved."""
-    from hypothesis.stateful import run_state_machine_as_test
-
-    from alerts.scheduler import run_pass
-
-    tenants = [make_tenant(db, "S"), make_tenant(db, "T")]
-    app = create_app(Settings(database_url=database_url), rate_per_s=10_000, burst=10_000)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-
-    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
-        token = ""
-
-        def before_call(self, case: Any) -> None:
-            # A role of a tenant for each call; the creates get bodies that can succeed, so
-            # that the walk reaches what they make (random names and zones mostly fail).
-            pick = _picker(case)
-            tenant = tenants[pick(len(tenants))]
-            self.token = tenant.tokens[list(Role)[pick(len(Role))].value]
-            operation = (case.method.upper(), case.path)
-            if operation == ("POST", "/v1/sites"):
-                case.body = {"name": f"Walk {pick(10**6)}", "timezone": "Europe/London",
-                             "customer_id": tenant.customer_id}
-            elif operation == ("POST", "/v1/sites/{site_id}/alert-rules"):
-                case.body = {"name": "Walk", "params": {"kind": "sensor_offline", "intervals": 3 + pick(6)}}
-            elif operation == ("POST", "/v1/customers/{customer_id}/webhooks"):
-                case.body = {"url": ("https://example.com/walk", "http://127.0.0.1:9/x", "http://ȾÅZhS😍ÜGÍGh")[pick(3)]}
-
-        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"headers": auth(self.token)}
-
-        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
-            case.validate_response(response, checks=CHECKS)
-
-    before = db.execute("SELECT (SELECT count(*) FROM sites) + (SELECT count(*) FROM nodes) + "
-                        "(SELECT count(*) FROM alert_rules) + (SELECT count(*) FROM webhooks)").fetchone()
-    run_state_machine_as_test(Workflow, settings=settings(max_examples=80, stateful_step_count=8, deadline=None,
-                                                          database=None,
-                                                          suppress_health_check=list(HealthCheck)))
-    after = db.execute("SELECT (SELECT count(*) FROM sites) + (SELECT count(*) FROM nodes) + "
-                       "(SELECT count(*) FROM alert_rules) + (SELECT count(*) FROM webhooks)").fetchone()
-    assert before is not None and after is not None and after[0] > before[0]  # the walk created, not only 404s
-    print(f"stateful walk: {after[0] - before[0]} sites, nodes, rules and webhooks created")
-    # Deliver what the walk queued, to whatever it saved; a bad URL fails its own delivery only.
-    db.execute("""INSERT INTO webhook_deliveries (webhook_id, episode_id, event, payload)
-                  SELECT w.id, e.id, 'raised', '{}' FROM webhooks w
-                  JOIN sites s ON s.customer_id = w.customer_id JOIN alert_rules r ON r.site_id = s.id
-                  JOIN alert_episodes e ON e.rule_id = r.id
-                  ON CONFLICT DO NOTHING""")
-    with httpx.Client(timeout=2) as http:
-        report = run_pass(db, Settings(database_url=database_url), http)
-    assert report.webhooks.delivered + report.webhooks.retried + report.webhooks.failed >= 1
