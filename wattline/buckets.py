@@ -13,7 +13,7 @@ bucket through `bucket_bounds`, so a sensor's buckets and its node's rollups lin
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -56,9 +56,3 @@ def _local_days(stamps: Seconds, tz: str) -> tuple[Seconds, Seconds]:
 
 def _epoch(index: pd.DatetimeIndex) -> Seconds:
     return np.asarray(index.tz_convert("UTC").as_unit("us").asi8, dtype=np.float64) / 1e6
-
-
-def day_bounds(day_start: datetime, tz: str) -> tuple[datetime, datetime]:
-    """The local day that starts at `day_start` (a `rollups_1d` bucket), as UTC datetimes."""
-    start, end = bucket_bounds([day_start.timestamp()], Resolution.DAY1, tz)
-    return datetime.fromtimestamp(float(start[0]), UTC), datetime.fromtimestamp(float(end[0]), UTC)
