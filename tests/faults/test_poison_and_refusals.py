@@ -1,11 +1,16 @@
 """A pack that makes processing fail is rejected with a reason and acked, never redelivered
-forever; a database that refuses writes (read-only) holds acks and loses nothing. Real
-gateway, broker and database."""
+forever; a database that refuses writes (read-only, or out of disk) holds acks and loses
+nothing. Real gateway, broker and database; the full disk is a real one (a tmpfs)."""
 
 from __future__ import annotations
 
+import pwd
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +21,8 @@ from ingest import writer
 from sensor_sim.publisher import connect
 from tests.factories import count, one_circuit_site, stored, wait_for
 from tests.fixtures.gateway import RunningGateway
+from tests.fixtures.log_hygiene import LOG_TEE
+from tests.fixtures.services import Services
 from wattline import senml
 from wattline.db import database_name
 from wattline.senml import SENML_TOPIC
@@ -116,3 +123,50 @@ def test_a_read_only_database_holds_acks_and_loses_nothing(
     kick()
     wait_for(lambda: stored(db) == 100, 60)  # the spool replays, the broker redelivers what was held
     assert count(db, "SELECT count(*) FROM rejected_readings") == 0
+
+
+@pytest.fixture
+def full_disk(db: psycopg.Connection[Any], services: Services) -> Iterator[Path]:
+    """New chunks of `readings` go to a tablespace on a 4 MB tmpfs that a ballast file has
+    filled: the server's write-ahead log still has room, the data files have none, as when
+    a data volume fills up. Yields the ballast; deleting it frees the disk."""
+    if services.postgres is None:
+        pytest.skip("needs the tests' own PostgreSQL (WATTLINE_TEST_PG_URL names a server elsewhere)")
+    mount = Path(tempfile.mkdtemp(prefix="wattline-full-"))
+    mount.chmod(0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    space = mount / "space"
+    space.mkdir()
+    postgres = pwd.getpwnam("postgres")
+    shutil.chown(space, postgres.pw_uid, postgres.pw_gid)
+    ballast = mount / "ballast"
+    try:
+        db.execute(sql.SQL("CREATE TABLESPACE wl_full LOCATION {}").format(sql.Literal(str(space))))
+        db.execute("SELECT attach_tablespace('wl_full', 'readings')")
+        # Fill what is left; dd stops with ENOSPC, which is the point.
+        subprocess.run(["dd", "if=/dev/zero", f"of={ballast}", "bs=64k"], capture_output=True)
+        yield ballast
+    finally:
+        db.execute("SELECT detach_tablespace('wl_full', 'readings', if_attached => true)")
+        db.execute("TRUNCATE readings")  # drops the chunks that live on the tmpfs
+        db.execute("DROP TABLESPACE IF EXISTS wl_full")
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+def test_an_out_of_disk_database_holds_acks_and_loses_nothing(
+        db: psycopg.Connection[Any], mqtt_url: str, full_disk: Path,
+        start_gateway: Callable[..., RunningGateway]) -> None:
+    one_circuit_site(db)
+    gw = start_gateway(spool_max_bytes=2000)
+    now = time.time()
+    publish(mqtt_url, [pack("CT-1", now - 200 + i, 5.0) for i in range(100)])
+    wait_for(lambda: gw.gateway is not None and gw.gateway.stats.spooled_packs > 0, 30)
+    time.sleep(2)
+    assert stored(db) == 0
+    assert count(db, "SELECT count(*) FROM rejected_readings") == 0  # the data was never to blame
+    assert "DiskFull" in LOG_TEE.read_text()  # held for the reason under test, not another
+    full_disk.unlink()  # an operator frees space; nobody restarts anything
+    wait_for(lambda: stored(db) == 100, 60)
+    assert count(db, "SELECT count(*) FROM rejected_readings") == 0
+    assert count(db, "SELECT count(DISTINCT (sensor_id, ts)) FROM readings") == 100
