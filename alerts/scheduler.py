@@ -1,7 +1,8 @@
-"""`wattline alerts`: evaluate every enabled rule on what arrived since its last run, and
-deliver due webhooks. Restart-safe: each rule's cursor and episodes move in one
-transaction, and the webhook outbox keeps its own schedule. Several schedulers may run;
-a rule is evaluated by whichever holds its advisory lock."""
+"""`wattline alerts`: evaluate every enabled rule on what arrived since its last run, then
+deliver due webhooks and send the mail outbox (`wattline.mail`). Restart-safe: each rule's
+cursor and episodes move in one transaction, and both outboxes keep their own schedule.
+Several schedulers may run; a rule is evaluated by whichever holds its advisory lock, a
+message or delivery is sent by whichever claims it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from prometheus_client import Counter, Gauge
 from alerts import episodes
 from alerts.evaluate import Clock, evaluate, load_rule
 from alerts.webhooks import DeliveryReport, deliver_due
+from wattline import mail
 from wattline.db import fetch_all
 from wattline.service import LoopService
 from wattline.settings import Settings
@@ -27,6 +29,8 @@ RAISED = Counter("wattline_alerts_raised_total", "Alert episodes opened")
 CLEARED = Counter("wattline_alerts_cleared_total", "Alert episodes cleared")
 RULE_ERRORS = Counter("wattline_alerts_rule_errors_total", "Rule evaluations that failed")
 WEBHOOKS = Counter("wattline_alerts_webhook_deliveries_total", "Webhook delivery attempts", ["outcome"])
+MAIL = Counter("wattline_mail_total", "Outbox messages handled", ["outcome"])
+MAIL_UNREACHABLE = Counter("wattline_mail_server_unreachable_total", "Passes that could not reach the SMTP server")
 LAST_PASS = Gauge("wattline_alerts_last_pass_timestamp_seconds", "When the last evaluation pass finished")
 
 #: advisory lock namespace for rule evaluation (the first key of the two-key form)
@@ -40,6 +44,7 @@ class PassReport:
     cleared: int = 0
     errors: int = 0
     webhooks: DeliveryReport = field(default_factory=DeliveryReport)
+    mail: mail.MailReport = field(default_factory=mail.MailReport)
 
 
 def clock_for(settings: Settings, now: datetime | None = None) -> Clock:
@@ -91,11 +96,17 @@ def run_pass(conn: psycopg.Connection[Any], settings: Settings, http: httpx.Clie
             report.raised += len(changes.raised)
             report.cleared += len(changes.cleared)
     report.webhooks = deliver_due(conn, http, allow_private=settings.allow_private_destinations)
+    report.mail = mail.send_due(conn, settings)
     RAISED.inc(report.raised)
     CLEARED.inc(report.cleared)
     RULE_ERRORS.inc(report.errors)
     for outcome in ("delivered", "retried", "failed", "suspended"):
         WEBHOOKS.labels(outcome).inc(getattr(report.webhooks, outcome))
+    for outcome in ("sent", "retried", "given_up"):
+        MAIL.labels(outcome).inc(getattr(report.mail, outcome))
+    if report.mail.unreachable:
+        MAIL_UNREACHABLE.inc()
+        log.warning("mail_server_unreachable", error=report.mail.unreachable)
     LAST_PASS.set_to_current_time()
     return report
 
@@ -118,9 +129,10 @@ class AlertPass:
     def __call__(self, conn: psycopg.Connection[Any]) -> bool:
         assert self.http is not None, "open() first"
         r = self.last_report = run_pass(conn, self.settings, self.http)
-        if r.raised or r.cleared or r.errors or r.webhooks.delivered or r.webhooks.failed:
+        if r.raised or r.cleared or r.errors or r.webhooks.delivered or r.webhooks.failed or r.mail.sent:
             log.info("alert_pass", rules=r.rules, raised=r.raised, cleared=r.cleared, errors=r.errors,
-                     delivered=r.webhooks.delivered, retried=r.webhooks.retried, failed=r.webhooks.failed)
+                     delivered=r.webhooks.delivered, retried=r.webhooks.retried, failed=r.webhooks.failed,
+                     mail_sent=r.mail.sent, mail_retried=r.mail.retried, mail_given_up=r.mail.given_up)
         return False
 
 

@@ -193,6 +193,34 @@ def alerts(once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = 
     run_until_signalled(alert_service(settings), settings.alerts_health_port)
 
 
+@app.command()
+def mailbox(
+    mail_dir: Annotated[Path, typer.Option("--dir", help="Maildir to keep received messages in.")] = Path(
+        ".wattline/mail"),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8025,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: offer and require STARTTLS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert.")] = None,
+    login: Annotated[str | None, typer.Option(help="Require this login (password: WATTLINE_MAILBOX_PASSWORD).")]
+    = None,
+    greylist: Annotated[bool, typer.Option(help="Answer each recipient's first attempt with 451.")] = False,
+) -> None:
+    """A local SMTP server that keeps what it receives in a Maildir (the demo's mail)."""
+    import signal
+    import threading
+
+    from launcher.localstack.mailbox import LocalMailbox
+
+    configure_logging()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = LocalMailbox(mail_dir, port, host=host, tls_cert=tls_cert, tls_key=tls_key, login=login,
+                          password=os.environ.get("WATTLINE_MAILBOX_PASSWORD"), greylist=greylist)
+    typer.echo(f"mailbox: SMTP on {host}:{port}, messages kept in {mail_dir.resolve()}/new")
+    server.serve_forever(stop)
+
+
 def _user_id(conn: Any, user: str) -> int:
     from wattline.privacy import find_user
 

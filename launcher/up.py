@@ -110,6 +110,9 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
                "WATTLINE_SPOOL_DIR": str(settings.data_dir / "spool"),
                # One gateway: a plain subscription, which survives a broker restart.
                "WATTLINE_MQTT_SHARE_GROUP": os.environ.get("WATTLINE_MQTT_SHARE_GROUP", "")}
+        mail_dir = settings.data_dir / "mail"
+        if settings.smtp_host is None:  # no mail server configured: a local mailbox keeps the demo's mail
+            env.update(WATTLINE_SMTP_HOST="127.0.0.1", WATTLINE_SMTP_PORT=str(settings.local_smtp_port))
         cli = [sys.executable, "-m", "launcher.cli"]
         counts = seed_demo(database_url, sites=sites, bridges=bridges, sensors=sensors)
         say(f"demo portfolio: {counts['sites']} sites, {counts['circuits']} circuits, "
@@ -117,6 +120,9 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         logs = settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         supervisor = Supervisor(env, logs, say)
+        if settings.smtp_host is None:
+            supervisor.start("mailbox", [*cli, "mailbox", "--dir", str(mail_dir),
+                                         "--port", str(settings.local_smtp_port)])
         for service in LONG_RUNNING:
             supervisor.start(service.name, [*cli, *service.args])
         # The broker drops what is published before any subscription exists: the
@@ -137,6 +143,8 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         typer.echo(f"  alerts      http://127.0.0.1:{settings.alerts_health_port}/health")
         typer.echo(f"  services    http://127.0.0.1:{settings.up_health_port}/health   (restarts of each)")
         typer.echo(f"  database    psql {database_url}")
+        if settings.smtp_host is None:
+            typer.echo(f"  mail        {mail_dir}/new   (a Maildir: one file per message sent)")
         typer.echo(f"  broker      mosquitto_sub -L {mqtt_url}/wattline/v1/bridges/+/status -v")
         typer.echo("Ctrl-C stops everything; a service that exits is restarted.")
         while not stopping:

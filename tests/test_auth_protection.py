@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from launcher.localstack import free_port
-from tests.factories import Tenant, auth, count, wait_for
+from tests.factories import Tenant, auth, count, run_cli, wait_for
+from tests.fixtures.receivers import SmtpServer
 from wattline import accounts
 from wattline.accounts import DELAY_AFTER, LOCK_AFTER, create_user
 from wattline.domain import Role
@@ -49,7 +50,8 @@ def time_passes(db: psycopg.Connection[Any], seconds: float) -> None:
 
 
 def test_failed_sign_ins_slow_down_then_lock_the_account(client: TestClient, db: psycopg.Connection[Any],
-                                                         person: str) -> None:
+                                                         person: str, database_url: str,
+                                                         smtp_server: SmtpServer) -> None:
     for _ in range(DELAY_AFTER):
         assert sign_in(client, person, "wrong").status_code == 401
     throttled = sign_in(client, person, PASSWORD)  # even the right password waits its turn
@@ -62,6 +64,13 @@ def test_failed_sign_ins_slow_down_then_lock_the_account(client: TestClient, db:
     assert locked.status_code == 429 and "locked" in locked.json()["detail"]
     assert int(locked.headers["retry-after"]) > 600  # 15 minutes
     assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'lock' AND subject_type = 'user'") == 1
+    # The notice reaches the owner: the alert service sends the outbox through a real SMTP server.
+    result = run_cli("alerts", "--once", env={"WATTLINE_DATABASE_URL": database_url, **smtp_server.env()})
+    assert result.exit_code == 0, result.output
+    [notice] = smtp_server.messages()
+    assert notice["To"] == person and "locked for 15 minutes" in notice["Subject"]
+    body = notice.get_body(("plain",))
+    assert body is not None and f"{LOCK_AFTER} times in a row" in body.get_content()
     db.execute("UPDATE login_throttle SET locked_until = now() - interval '1 second'")  # the lock runs out
     assert sign_in(client, person, PASSWORD).status_code == 200
     assert count(db, "SELECT count(*) FROM login_throttle") == 0  # a success forgets the failures

@@ -23,7 +23,7 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from wattline import audit
+from wattline import audit, mail
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Role
 from wattline.errors import DomainError
@@ -209,11 +209,30 @@ def login(conn: psycopg.Connection[Any], email: str, password: str, *, client: s
 
 
 def _notify_locked(conn: psycopg.Connection[Any], email: str) -> None:
-    """The notice of a lock: on the account's audit trail (and, once mail lands, to its owner)."""
-    user = fetch_one(conn, "SELECT id FROM users WHERE lower(email) = lower(%s)", (email,))
-    if user is not None:
-        audit.record(conn, None, "lock", "user", user["id"], reason="repeated failed sign-ins",
-                     minutes=int(LOCK_FOR.total_seconds() // 60))
+    """The notice of a lock: on the account's audit trail, and by mail to its owner."""
+    user = fetch_one(conn, """SELECT id, email, full_name, locked_until FROM users
+                              JOIN login_throttle ON email_digest = %s
+                              WHERE lower(email) = lower(%s) AND disabled_at IS NULL""", (_email_digest(email), email))
+    if user is None:
+        return
+    minutes = int(LOCK_FOR.total_seconds() // 60)
+    audit.record(conn, None, "lock", "user", user["id"], reason="repeated failed sign-ins", minutes=minutes)
+    until = user["locked_until"].astimezone(UTC).strftime("%H:%M UTC on %d %B %Y")
+    mail.queue(conn, kind="account_locked", to=user["email"], user_id=user["id"],
+               subject=f"Your Wattline sign-in is locked for {minutes} minutes",
+               text=f"""Hello {user["full_name"] or user["email"]},
+
+Someone tried to sign in to your Wattline account ({user["email"]}) and gave a wrong
+password {LOCK_AFTER} times in a row. To protect the account, signing in is locked until
+{until} ({minutes} minutes).
+
+If it was you, wait until then and try again.
+
+If it was not you, nobody got in: a wrong password is never accepted. Someone may be
+guessing it, so tell your administrator.
+
+Wattline
+""")
 
 
 def authenticate_password(conn: psycopg.Connection[Any], email: str, password: str) -> Principal | None:

@@ -104,6 +104,8 @@ def export_person(conn: Conn, user_id: int, actor: Principal | None, channel: st
         "alert_actions": fetch_all(conn, """
             SELECT id AS alert_id, acknowledged_at, resolved_at FROM alert_episodes
             WHERE acknowledged_by = %(u)s OR resolved_by = %(u)s ORDER BY id""", {"u": user_id}),
+        "mail": fetch_all(conn, """SELECT kind, to_address, subject, created_at, sent_at FROM mail_outbox
+                                   WHERE user_id = %s ORDER BY id""", (user_id,)),
         "audit_entries": fetch_all(conn, """
             SELECT at, actor_user_id, action, subject_type, subject_id, detail FROM audit_log
             WHERE actor_user_id = %(u)s OR (subject_type = 'user' AND subject_id = %(s)s) ORDER BY at, id""",
@@ -147,7 +149,7 @@ class Erasure:
 
 def erase(conn: Conn, user_id: int, actor: Principal | None) -> Erasure:
     """Anonymise a person: contact fields replaced, password removed, account disabled, keys
-    revoked, consents and support texts removed. Usage data belongs to the organisation and
+    revoked, consents, support texts and mail to them removed. Usage data belongs to the organisation and
     stays; it was never tied to the person except through this account, which is now
     anonymous. The erasure is audited without the erased data."""
     with conn.transaction():
@@ -163,6 +165,7 @@ def erase(conn: Conn, user_id: int, actor: Principal | None) -> Erasure:
                             "AND revoked_at IS NULL", (user_id,)).rowcount
         conn.execute("UPDATE api_keys SET name = '' WHERE user_id = %s", (user_id,))
         consents_removed = conn.execute("DELETE FROM marketing_consents WHERE user_id = %s", (user_id,)).rowcount
+        conn.execute("DELETE FROM mail_outbox WHERE user_id = %s", (user_id,))  # sent or not: their words
         support = conn.execute("""UPDATE support_requests SET subject = '[erased]', body = '', user_id = NULL
                                   WHERE user_id = %s""", (user_id,)).rowcount
         # Billing contact on the organisation, if it was this person's address.

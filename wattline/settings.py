@@ -92,6 +92,21 @@ class Settings(BaseSettings):
     #: Let tenants' webhooks (and later exports) reach loopback and private addresses. Off in
     #: production (SSRF); the demo and the tests turn it on for receivers on this machine.
     allow_private_destinations: bool = False
+
+    # Mail: the outbox is sent through this SMTP server by the alert service. No host: mail
+    # waits in the outbox (`wattline up` runs a local mailbox and sets it).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    #: Upgrade the connection with STARTTLS before anything else (and refuse a server without it).
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str = Field(default="", repr=False)
+    #: Trust this CA (PEM) for STARTTLS, for a relay with a private certificate; else the system's.
+    smtp_ca_file: Path | None = None
+    smtp_timeout_s: float = 10.0
+    mail_from: str = "Wattline <noreply@wattline.example>"
+    #: The local mailbox of `wattline up` (kept in data_dir/mail, a Maildir).
+    local_smtp_port: int = 8025
     rollups_health_port: int = 9110
     retention_health_port: int = 9111
 
@@ -106,6 +121,7 @@ class Settings(BaseSettings):
     retention_audit_days: int | None = 6 * 365
     retention_support_days: int | None = 2 * 365  # after a request is closed
     retention_webhook_days: int | None = 90
+    retention_mail_days: int | None = 30  # sent or given-up mail, after it was queued
     #: login sessions, this long after they expired; failed sign-in records, after the last failure
     retention_sessions_days: int | None = 1
 
