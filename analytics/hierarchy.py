@@ -17,7 +17,7 @@ from wattline.db import fetch_tuples
 class Tree:
     node_ids: npt.NDArray[np.int64]  # topological order: parents before children
     parent: npt.NDArray[np.int64]  # index into node_ids, -1 for the root
-    measured: npt.NDArray[np.bool_]  # the node has sensors of its own
+    measured: npt.NDArray[np.bool_]  # the node has (or had) sensors of its own
     site_of: npt.NDArray[np.int64]
 
     def index(self) -> dict[int, int]:
@@ -27,7 +27,7 @@ class Tree:
 def load_trees(conn: psycopg.Connection[Any], site_ids: list[int]) -> Tree:
     rows = fetch_tuples(
         conn, """SELECT n.id, n.parent_id, n.site_id,
-                        EXISTS (SELECT 1 FROM sensors s WHERE s.node_id = n.id) AS measured
+                        EXISTS (SELECT 1 FROM sensor_assignments a WHERE a.node_id = n.id) AS measured
                  FROM nodes n WHERE n.site_id = ANY(%s) ORDER BY n.id""", (site_ids,))
     children: dict[int | None, list[tuple[int, int, bool]]] = {}
     for node_id, parent_id, site_id, measured in rows:
@@ -47,8 +47,10 @@ def load_trees(conn: psycopg.Connection[Any], site_ids: list[int]) -> Tree:
     )
 
 
-def roll_up(tree: Tree, own: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
-                                                                 npt.NDArray[np.bool_]]:
-    """Totals, remainders and has-data per node for `own[node, k]` (see kernels.roll_up_tree)."""
-    total, remainder, has_data = roll_up_tree(tree.parent, tree.measured, np.ascontiguousarray(own))
+def roll_up(tree: Tree, measured: npt.NDArray[np.bool_], own: npt.NDArray[np.float64],
+            ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Totals, remainders and has-data per node and column for `own[node, k]`, where
+    `measured[node, k]` says a sensor was assigned to the node then (kernels.roll_up_tree)."""
+    total, remainder, has_data = roll_up_tree(tree.parent, np.ascontiguousarray(measured),
+                                              np.ascontiguousarray(own))
     return total, remainder, has_data

@@ -95,27 +95,30 @@ def roll_up_tree(parent: I64, has_sensor: npt.NDArray[np.bool_],
                  own: F64) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
     """Node totals for one quantity over a tree in topological order (parents first).
 
-    `own[n, k]` is node n's measured value (its sensors), used where `has_sensor[n]`.
-    A node's total is its own measurement if it has one, else the sum of its children.
-    The unmonitored remainder, where a measured node has children, is own − Σ children.
-    Returns (total, remainder (NaN where undefined), has_data)."""
+    `own[n, k]` is node n's measured value (its sensors), used where `has_sensor[n, k]`:
+    a node is measured in the columns (minutes) in which a sensor was assigned to it, so a
+    panel whose meter was moved away is the sum of its children from then on. A node's
+    total is its own measurement where it has one, else the sum of its children. The
+    unmonitored remainder, where a measured node has children with data, is own − Σ children.
+    Returns (total, remainder (NaN where undefined), has_data), each per node and column."""
     n, k = own.shape
     child_sum = np.zeros((n, k))
-    has_child_data = np.zeros(n, dtype=np.bool_)
+    has_child_data = np.zeros((n, k), dtype=np.bool_)
     total = np.zeros((n, k))
     remainder = np.full((n, k), np.nan)
-    has_data = np.zeros(n, dtype=np.bool_)
+    has_data = np.zeros((n, k), dtype=np.bool_)
     for j in range(n - 1, -1, -1):
-        if has_sensor[j]:
-            total[j] = own[j]
-            has_data[j] = True
-            if has_child_data[j]:
-                remainder[j] = own[j] - child_sum[j]
-        elif has_child_data[j]:
-            total[j] = child_sum[j]
-            has_data[j] = True
         p = parent[j]
-        if p >= 0 and has_data[j]:
-            child_sum[p] += total[j]
-            has_child_data[p] = True
+        for c in range(k):
+            if has_sensor[j, c]:
+                total[j, c] = own[j, c]
+                has_data[j, c] = True
+                if has_child_data[j, c]:
+                    remainder[j, c] = own[j, c] - child_sum[j, c]
+            elif has_child_data[j, c]:
+                total[j, c] = child_sum[j, c]
+                has_data[j, c] = True
+            if p >= 0 and has_data[j, c]:
+                child_sum[p, c] += total[j, c]
+                has_child_data[p, c] = True
     return total, remainder, has_data

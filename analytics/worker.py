@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 import structlog
 from prometheus_client import Counter
@@ -117,14 +118,15 @@ class RollupEngine:
         work fails is put back with its reason and a growing delay, and every other site's
         rollups are written now."""
         site_of: dict[tuple[str, int], int] = {}
-        for sensor, site in fetch_tuples(conn, """SELECT s.id, n.site_id FROM sensors s JOIN nodes n ON n.id = s.node_id
-                                                   WHERE s.id = ANY(%s)""", (list(touched),)):
+        for sensor, site in fetch_tuples(conn, """SELECT s.id, b.site_id FROM sensors s
+                                                   JOIN bridges b ON b.id = s.bridge_id WHERE s.id = ANY(%s)""",
+                                         (list(touched),)):
             site_of[("sensor", int(sensor))] = int(site)
         for node, site in fetch_tuples(conn, "SELECT id, site_id FROM nodes WHERE id = ANY(%s)", (list(former),)):
             site_of[("node", int(node))] = int(site)
         by_site: dict[int, tuple[Minutes, Minutes]] = defaultdict(lambda: (defaultdict(set), defaultdict(set)))
         for sensor, minutes in touched.items():
-            if ("sensor", sensor) in site_of:  # an unassigned sensor has nothing to roll up
+            if ("sensor", sensor) in site_of:
                 by_site[site_of[("sensor", sensor)]][0][sensor] |= minutes
         for node, minutes in former.items():
             if ("node", node) in site_of:
@@ -153,7 +155,7 @@ class RollupEngine:
             if t_to <= t_from:
                 return 0
         sensors = [r[0] for r in fetch_tuples(conn,
-            """SELECT s.id FROM sensors s JOIN nodes n ON n.id = s.node_id
+            """SELECT DISTINCT a.sensor_id FROM sensor_assignments a JOIN nodes n ON n.id = a.node_id
                WHERE %s::bigint IS NULL OR n.site_id = %s""", (site_id, site_id))]
         first = math.floor(t_from.timestamp() / 60.0)
         last = math.ceil(t_to.timestamp() / 60.0)
@@ -174,40 +176,41 @@ class RollupEngine:
 
     # -- the work ------------------------------------------------------------------------
     def recompute(self, conn: psycopg.Connection[Any], touched: Minutes, former: Minutes | None = None) -> None:
-        """Re-compute the minutes of `touched` sensors' nodes, and sweep `former` nodes' minutes."""
+        """Re-compute the minutes of `touched` sensors' nodes, and sweep `former` nodes' minutes.
+
+        A sensor's minute belongs to the node it was assigned to in that minute
+        (`sensor_assignments`): its node's rows are rebuilt from every sensor assigned
+        there then."""
         former = former or {}
-        meta = fetch_tuples(conn,
-            """SELECT s.id, s.node_id, n.site_id, si.timezone
-               FROM sensors s JOIN nodes n ON n.id = s.node_id JOIN sites si ON si.id = n.site_id
-               WHERE s.node_id IN (SELECT node_id FROM sensors WHERE id = ANY(%s) AND node_id IS NOT NULL)
-                  OR s.node_id = ANY(%s)""",
-            (list(touched), list(former)))
         node_minutes: Minutes = defaultdict(set)
-        sensors_of_node: dict[int, list[int]] = defaultdict(list)
-        site_tz: dict[int, str] = {}
-        node_site: dict[int, int] = {}
-        for sensor_id, node_id, site_id, tz in meta:
-            sensors_of_node[node_id].append(sensor_id)
-            node_minutes[node_id] |= touched.get(sensor_id, set())
-            site_tz[site_id] = tz
-            node_site[node_id] = site_id
-        if former:
-            for node_id, site_id, tz in fetch_tuples(conn, """SELECT n.id, n.site_id, si.timezone FROM nodes n
-                                                             JOIN sites si ON si.id = n.site_id WHERE n.id = ANY(%s)""",
-                                                     (list(former),)):
-                node_minutes[node_id] |= former[node_id]
-                site_tz[site_id] = tz
-                node_site[node_id] = site_id
+        for sensor_id, node_id, start_s, end_s in _spans(conn, "sensor_id", list(touched)):
+            node_minutes[node_id] |= {m for m in touched[sensor_id] if start_s <= m * 60.0 < end_s}
+        for node_id, swept_minutes in former.items():
+            node_minutes[node_id] |= swept_minutes
+        node_minutes = defaultdict(set, {n: m for n, m in node_minutes.items() if m})
         if not node_minutes:
             return
-        params = electrical(conn, list(sensors_of_node))
-        sensor_info = {s: (n, params[n].conductor_voltage_v, params[n].effective_power_factor)
-                       for n, sensors in sensors_of_node.items() for s in sensors}
+        site_tz: dict[int, str] = {}
+        node_site: dict[int, int] = {}
+        for node_id, site_id, tz in fetch_tuples(conn, """SELECT n.id, n.site_id, si.timezone FROM nodes n
+                                                         JOIN sites si ON si.id = n.site_id WHERE n.id = ANY(%s)""",
+                                                 (list(node_minutes),)):
+            site_tz[site_id] = tz
+            node_site[node_id] = site_id
+        spans_of_node: dict[int, list[Span]] = defaultdict(list)
+        for span in _spans(conn, "node_id", list(node_minutes)):
+            spans_of_node[span[1]].append(span)
+        # Every span of those sensors, wherever it was: a reading's power takes the voltage and
+        # power factor of the node the sensor was on when it was read.
+        sensor_spans: dict[int, list[Span]] = defaultdict(list)
+        for span in _spans(conn, "sensor_id", sorted({sp[0] for sps in spans_of_node.values() for sp in sps})):
+            sensor_spans[span[0]].append(span)
+        params = electrical(conn, sorted({sp[1] for sps in sensor_spans.values() for sp in sps}))
         all_minutes = sorted(set().union(*node_minutes.values()))
         for lo, hi in _windows(all_minutes):
-            nodes = [n for n, mins in node_minutes.items() if any(lo <= m <= hi for m in mins)]
+            nodes = [n for n, mins in node_minutes.items() if n in node_site and any(lo <= m <= hi for m in mins)]
             sweep = {n for n in nodes if n in former}
-            self._circuits(conn, nodes, sensors_of_node, sensor_info, node_minutes, lo, hi, sweep)
+            self._circuits(conn, nodes, spans_of_node, sensor_spans, params, node_minutes, lo, hi, sweep)
             sites = sorted({node_site[n] for n in nodes})
             minutes_by_site: Minutes = defaultdict(set)
             for n in nodes:
@@ -218,12 +221,14 @@ class RollupEngine:
                 self._coarser(conn, site, site_tz[site], minutes, swept)
                 price_days(conn, site, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])
 
-    def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], sensors_of_node: dict[int, list[int]],
-                  sensor_info: dict[int, tuple[int, float, float]], node_minutes: Minutes, lo: int, hi: int,
-                  sweep: set[int]) -> None:
+    def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], spans_of_node: dict[int, list[Span]],
+                  sensor_spans: dict[int, list[Span]], params: dict[int, Any], node_minutes: Minutes, lo: int,
+                  hi: int, sweep: set[int]) -> None:
+        """The measured nodes' own 1-minute rows over [lo, hi], from their sensors' readings."""
         rows: list[tuple[Any, ...]] = []
-        sensors = [s for n in nodes for s in sensors_of_node.get(n, [])]
+        sensors = sorted({sp[0] for n in nodes for sp in spans_of_node.get(n, [])})
         t0 = lo * 60.0
+        width = hi - lo + 1
         data = fetch_tuples(
             conn, """SELECT sensor_id, extract(epoch FROM ts)::float8, current_a,
                             COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN')
@@ -234,28 +239,36 @@ class RollupEngine:
             index = {s: i for i, s in enumerate(sensors)}
             arr = np.array(data, dtype=np.float64)
             series = np.array([index[int(s)] for s in arr[:, 0]], dtype=np.int64)
-            default_v = np.array([sensor_info[int(s)][1] for s in arr[:, 0]])
-            default_pf = np.array([sensor_info[int(s)][2] for s in arr[:, 0]])
+            default_v, default_pf = _node_defaults(arr[:, 0], arr[:, 1], sensor_spans, params)
             power = readings_power(arr[:, 2], arr[:, 3], arr[:, 4], default_v, default_pf)
-            stats = bucket_stats(series, arr[:, 1], power, arr[:, 2], len(sensors), t0, 60.0, hi - lo + 1,
+            stats = bucket_stats(series, arr[:, 1], power, arr[:, 2], len(sensors), t0, 60.0, width,
                                  self.gap_s, presorted=True)
-            coverage, mean_p, mean_c = stats.coverage, stats.mean_power_w, stats.mean_current_a
+            max_finite = np.where(np.isfinite(stats.max_power_w), stats.max_power_w, 0.0)
             for node in nodes:
-                ix = [index[s] for s in sensors_of_node.get(node, [])]
-                if not ix:
+                spans = spans_of_node.get(node, [])
+                if not spans:
                     continue
+                # Sums over the sensors assigned to the node in each minute of the window.
+                energy, mean_p, max_p, current, coverage, samples, count = (np.zeros(width) for _ in range(7))
+                for sensor_id, _, start_s, end_s in spans:
+                    b0 = max(0, min(width, math.ceil(start_s / 60.0) - lo)) if math.isfinite(start_s) else 0
+                    b1 = max(0, min(width, math.ceil(end_s / 60.0) - lo)) if math.isfinite(end_s) else width
+                    if b0 >= b1:
+                        continue
+                    i, part = index[sensor_id], slice(b0, b1)
+                    energy[part] += stats.energy_wh[i, part]
+                    mean_p[part] += stats.mean_power_w[i, part]
+                    max_p[part] += max_finite[i, part]
+                    current[part] += stats.mean_current_a[i, part]
+                    coverage[part] += stats.coverage[i, part]
+                    samples[part] += stats.samples[i, part]
+                    count[part] += 1
                 for m in sorted(node_minutes[node]):
-                    if not lo <= m <= hi:
-                        continue
                     b = m - lo
-                    samples = int(stats.samples[ix, b].sum())
-                    cov = float(coverage[ix, b].mean())
-                    if samples == 0 and cov == 0.0:
+                    if not 0 <= b < width or count[b] == 0 or (samples[b] == 0 and coverage[b] == 0.0):
                         continue
-                    max_p = stats.max_power_w[ix, b]
-                    rows.append((node, m * 60.0, float(stats.energy_wh[ix, b].sum()), float(mean_p[ix, b].sum()),
-                                 float(np.where(np.isfinite(max_p), max_p, 0.0).sum()), float(mean_c[ix, b].mean()),
-                                 samples, cov, None))
+                    rows.append((node, m * 60.0, float(energy[b]), float(mean_p[b]), float(max_p[b]),
+                                 float(current[b] / count[b]), int(samples[b]), float(coverage[b] / count[b]), None))
         _upsert(conn, Resolution.MIN1, rows)
         if sweep:
             written = {(r[0], round(r[1] / 60)) for r in rows}
@@ -272,6 +285,10 @@ class RollupEngine:
         col = {m: k for k, m in enumerate(minutes)}
         idx = tree.index()
         measured_nodes = [int(n) for n in tree.node_ids[tree.measured]]
+        stamps = np.array(minutes, dtype=np.float64) * 60.0
+        measured = np.zeros((len(tree.node_ids), len(minutes)), dtype=np.bool_)
+        for _, node, start_s, end_s in _spans(conn, "node_id", measured_nodes):
+            measured[idx[node], np.searchsorted(stamps, start_s):np.searchsorted(stamps, end_s)] = True
         own = np.zeros((len(_COLUMNS), len(tree.node_ids), len(minutes)))
         ones = np.zeros((len(tree.node_ids), len(minutes)))
         columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
@@ -284,17 +301,20 @@ class RollupEngine:
             ones[j, k] = 1.0
         # Sums over the tree, per quantity. A node's coverage is the mean coverage of the
         # measured nodes under it (count = how many); its mean current is the total current.
-        energy, remainder, has_data = roll_up(tree, own[0])
-        mean_power, max_power, current, samples, coverage = (roll_up(tree, own[c])[0] for c in range(1, 6))
-        count = roll_up(tree, ones)[0]
+        energy, remainder, has_data = roll_up(tree, measured, own[0])
+        mean_power, max_power, current, samples, coverage = (roll_up(tree, measured, own[c])[0] for c in range(1, 6))
+        count = roll_up(tree, measured, ones)[0]
+        has_children = np.zeros(len(tree.node_ids), dtype=np.bool_)
+        has_children[tree.parent[tree.parent >= 0]] = True
         rows = []
-        for j in (int(x) for x in np.nonzero(has_data)[0]):
-            if tree.measured[j] and np.isnan(remainder[j]).all():
-                continue  # a measured leaf: its own row is already right
+        for j in (int(x) for x in np.nonzero(has_data.any(axis=1))[0]):
             node = int(tree.node_ids[j])
+            site_minutes = minutes_by_site[int(tree.site_of[j])]
             for k, m in enumerate(minutes):
-                if m not in minutes_by_site[int(tree.site_of[j])] or count[j, k] == 0:
+                if not has_data[j, k] or m not in site_minutes or count[j, k] == 0:
                     continue
+                if measured[j, k] and not has_children[j]:
+                    continue  # a measured leaf: its own row is already right
                 rows.append((node, m * 60.0, float(energy[j, k]), float(mean_power[j, k]), float(max_power[j, k]),
                              float(current[j, k]), int(samples[j, k]), float(min(coverage[j, k] / count[j, k], 1.0)),
                              None if np.isnan(remainder[j, k]) else float(remainder[j, k])))
@@ -302,8 +322,9 @@ class RollupEngine:
         swept = _with_ancestors(tree, idx, sweep)
         if swept:
             written = {(r[0], round(r[1] / 60)) for r in rows}
-            _delete_pairs(conn, ((n, m) for n in swept if not tree.measured[idx[n]]
-                                 for m in minutes_by_site[int(tree.site_of[idx[n]])] if (n, m) not in written))
+            _delete_pairs(conn, ((n, m) for n in swept
+                                 for m in minutes_by_site[int(tree.site_of[idx[n]])]
+                                 if (n, m) not in written and not measured[idx[n], col[m]]))
         return swept
 
     @staticmethod
@@ -348,6 +369,36 @@ class RollupEngine:
                     DELETE FROM {target} r USING unnest(%(starts)s::float8[]) x(s)
                     WHERE r.node_id = ANY(%(swept)s) AND r.bucket = to_timestamp(x.s)
                       AND r.computed_at <> now()""").format(target=sql.Identifier(target.table)), params)
+
+
+Span = tuple[int, int, float, float]  # (sensor, node, valid from, valid to) in epoch seconds, ±inf open
+
+
+def _spans(conn: psycopg.Connection[Any], by: str, ids: list[int]) -> list[Span]:
+    """Assignment spans whose `by` column ("sensor_id" or "node_id") is one of `ids`."""
+    if not ids:
+        return []
+    return [(int(s), int(n), float(f), float(t)) for s, n, f, t in fetch_tuples(conn, sql.SQL(
+        """SELECT sensor_id, node_id, extract(epoch FROM valid_from)::float8, extract(epoch FROM valid_to)::float8
+           FROM sensor_assignments WHERE {} = ANY(%s) ORDER BY sensor_id, valid_from""").format(sql.Identifier(by)),
+        (ids,))]
+
+
+def _node_defaults(sensor_col: npt.NDArray[np.float64], ts: npt.NDArray[np.float64],
+                   sensor_spans: dict[int, list[Span]], params: dict[int, Any],
+                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per reading, the conductor voltage and power factor of the node its sensor was on
+    then (outside every span: the nearest one's, for the integration at its edges)."""
+    volts, pf = np.empty(len(ts)), np.empty(len(ts))
+    bounds = np.flatnonzero(np.diff(sensor_col)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(ts)], strict=True):
+        spans = sensor_spans[int(sensor_col[lo])]
+        starts = np.array([sp[2] for sp in spans])
+        which = np.clip(np.searchsorted(starts, ts[lo:hi], side="right") - 1, 0, len(spans) - 1)
+        node_v = np.array([params[sp[1]].conductor_voltage_v for sp in spans])
+        node_pf = np.array([params[sp[1]].effective_power_factor for sp in spans])
+        volts[lo:hi], pf[lo:hi] = node_v[which], node_pf[which]
+    return volts, pf
 
 
 def _with_ancestors(tree: Tree, idx: dict[int, int], nodes: set[int]) -> set[int]:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.rules import RuleParams
+from wattline.assignments import MAX_CT_RATING_A
 from wattline.domain import Connection, Role
 
 Serial = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", examples=["CT0000000001"])
@@ -274,11 +275,57 @@ class SensorInfo(BaseModel):
     last_rssi_dbw: float | None
 
 
-class Assignment(BaseModel):
+class Correction(BaseModel):
+    """Where the sensor is, and always was (its history moves)."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [{"node_id": 12, "phase": 1, "ct_rating_a": 100}]})
     node_id: int
     phase: int = Field(ge=1, le=3)
-    ct_rating_a: float = Field(gt=0, le=10_000)
+    ct_rating_a: float = Field(gt=0, le=MAX_CT_RATING_A)
+
+
+class Assignment(Correction):
+    """Where a discovered sensor is; `since`: from when it counts there (default: all it measured)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"node_id": 12, "phase": 1, "ct_rating_a": 100}]})
+    since: datetime | None = None
+
+
+class Move(Correction):
+    """Where the clamp went, and when (default: now); earlier readings stay where they were."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"node_id": 14, "phase": 2, "ct_rating_a": 100, "at": "2026-11-23T10:15:00Z"}]})
+    at: datetime | None = None
+
+
+class Replacement(BaseModel):
+    """The new sensor that took a failed one's place, and when (default: now)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"new_serial": "CT0000000099",
+                                                               "at": "2026-11-23T10:15:00Z"}]})
+    new_serial: str = Field(min_length=1, max_length=64)
+    at: datetime | None = None
+
+
+class AssignmentSpan(BaseModel):
+    """A span of a sensor on a node's phase; `valid_from` null: since its first reading,
+    `valid_to` null: still there."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": 7, "serial": "CT0000000001", "node_id": 12, "phase": 1, "ct_rating_a": 100.0,
+         "valid_from": None, "valid_to": "2026-11-23T10:15:00Z", "reason": "assign", "assigned_by": 3,
+         "assigned_at": "2026-11-20T09:00:00Z"}]})
+    id: int
+    serial: str
+    node_id: int
+    phase: int
+    ct_rating_a: float
+    valid_from: datetime | None
+    valid_to: datetime | None
+    reason: Literal["assign", "correct", "move", "replace"]
+    assigned_by: int | None
+    assigned_at: datetime
 
 
 class SensorCheck(BaseModel):

@@ -31,6 +31,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/v1/bridges/{bridge_id}"): {"json": {"name": "renamed"}},
     ("post", "/v1/sites/{site_id}/bridges"): {"json": {"serial": "BR-NEW", "name": "", "claim_code": "x"}},
     ("put", "/v1/sensors/{serial}/assignment"): {"json": {"node_id": 0, "phase": 1, "ct_rating_a": 50}},
+    ("post", "/v1/sensors/{serial}/assignment/correction"): {"json": {"node_id": 0, "phase": 1, "ct_rating_a": 50}},
+    ("post", "/v1/sensors/{serial}/assignment/move"): {"json": {"node_id": 0, "phase": 1, "ct_rating_a": 50}},
+    ("post", "/v1/sensors/{serial}/replacement"): {"json": {"new_serial": "CT-NEVER-HEARD"}},
     ("post", "/v1/sites/{site_id}/tariffs"): {"json": {
         "name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
         "bands": [{"name": "a", "rate_minor_per_kwh": "1", "day_types": ["weekday", "weekend", "holiday"],

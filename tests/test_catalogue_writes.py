@@ -73,30 +73,44 @@ def test_before_any_change_the_hour_is_on_a_p1_and_the_site(db: psycopg.Connecti
     assert hour_wh(db, built.nodes["C"]) == {} and hour_wh(db, built.nodes["P2"]) == {}
 
 
-def test_moving_a_sensor_moves_its_whole_history(client: TestClient, db: psycopg.Connection[Any],
-                                                 site: tuple[BuiltSite, str]) -> None:
+def test_correcting_an_assignment_moves_its_whole_history(client: TestClient, db: psycopg.Connection[Any],
+                                                          site: tuple[BuiltSite, str]) -> None:
     built, token = site
-    res = client.put("/v1/sensors/CT-1/assignment", headers=auth(token),
-                     json={"node_id": built.nodes["C"], "phase": 1, "ct_rating_a": 50})
+    where = {"node_id": built.nodes["C"], "phase": 1, "ct_rating_a": 50}
+    again = client.put("/v1/sensors/CT-1/assignment", headers=auth(token), json=where)
+    assert again.status_code == 409 and "correct" in again.json()["detail"]  # say which it is
+    res = client.post("/v1/sensors/CT-1/assignment/correction", headers=auth(token), json=where)
     assert res.status_code == 200, res.text
     drain(db)
-    # Assignment has no dates yet: a move is a correction, so the history moves with the sensor.
+    # "It was always on C": the history moves with the sensor.
     assert hour_wh(db, built.nodes["A"]) == {} and hour_wh(db, built.nodes["P1"]) == {}
     for node in (built.nodes["C"], built.nodes["P2"], built.root):
         assert hour_wh(db, node) == everywhere(WH_400)  # P2's voltage and power factor now apply
     equals_a_fresh_recompute(db)
     # The seed's assignment was the system's; the move is the key's.
-    assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'assign' AND subject_type = 'sensor' "
+    assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'correct' AND subject_type = 'sensor' "
                      "AND actor_key_id IS NOT NULL") == 1
 
 
-def test_unassigning_takes_the_history_off_every_node(client: TestClient, db: psycopg.Connection[Any],
-                                                      site: tuple[BuiltSite, str]) -> None:
+def test_unassigning_from_before_takes_the_history_off_and_unassigning_now_keeps_it(
+        client: TestClient, db: psycopg.Connection[Any], site: tuple[BuiltSite, str]) -> None:
     built, token = site
-    assert client.delete("/v1/sensors/CT-1/assignment", headers=auth(token)).status_code == 200
+    before = (T0 - timedelta(hours=1)).isoformat()  # before its first reading: it never counted anywhere
+    assert client.delete("/v1/sensors/CT-1/assignment", params={"at": before}, headers=auth(token)).status_code == 200
     drain(db)
     for node in (built.nodes["A"], built.nodes["P1"], built.root):
         assert hour_wh(db, node) == {}, node
+    equals_a_fresh_recompute(db)
+    # Assigned again, it counts from where its last assignment ended: the hour is back.
+    assert client.put("/v1/sensors/CT-1/assignment", headers=auth(token), json={
+        "node_id": built.nodes["A"], "phase": 1, "ct_rating_a": 50}).status_code == 200
+    drain(db)
+    assert hour_wh(db, built.nodes["A"]) == everywhere(WH_230)
+    # Unassigned now: what it measured there, it measured.
+    assert client.delete("/v1/sensors/CT-1/assignment", headers=auth(token)).status_code == 200
+    drain(db)
+    for node in (built.nodes["A"], built.nodes["P1"], built.root):
+        assert hour_wh(db, node) == everywhere(WH_230), node
     assert count(db, "SELECT count(*) FROM readings") == 361  # the readings stay, as a discovered sensor's
     equals_a_fresh_recompute(db)
 

@@ -29,7 +29,7 @@ from tests.factories import (
     write,
 )
 from tests.fixtures.gateway import RunningGateway
-from wattline import catalogue
+from wattline import assignments, catalogue
 from wattline.domain import Connection
 from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -143,7 +143,7 @@ def test_assigning_a_discovered_sensor_backfills_its_history(db: psycopg.Connect
     drain(db)
     assert count(db, "SELECT count(*) FROM discovered_sensors WHERE serial = 'CT-NEW'") == 1
     assert count(db, "SELECT count(*) FROM rollups_1m WHERE node_id = %s", other) == 0
-    catalogue.assign_sensor(db, None, "CT-NEW", other, 1, 32.0)
+    assignments.assign(db, None, "CT-NEW", other, 1, 32.0)
     drain(db)
     energy = db.execute("SELECT sum(energy_wh) FROM rollups_1m WHERE node_id = %s", (other,)).fetchone()
     assert energy is not None and energy[0] == pytest.approx(5.0 * 230.0 * 600 / 3600)
@@ -176,7 +176,7 @@ def test_late_data_never_rebuilds_a_coarse_bucket_from_what_retention_left(
     assert reason is not None and reason[0] == "ancient_timestamp"
     # ... and a re-queued history (the sensor moved) leaves the kept day as it was.
     other = catalogue.create_node(db, None, built.site_id, built.nodes["P"], "circuit", "D", "D")
-    catalogue.assign_sensor(db, None, "CT-1", other, 1, 100.0)
+    assignments.correct(db, None, "CT-1", other, 1, 100.0)
     drain(db, RollupEngine(GAP, horizon_s=settings.late_data_horizon_s))
     assert snapshot(db, "rollups_1d") == kept
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from wattline import catalogue
+from wattline import assignments, catalogue
 from wattline.domain import Connection
 from wattline.tariffs import Band, add_tariff
 
@@ -143,5 +143,6 @@ def _circuit(conn: psycopg.Connection[Any], built: BuiltSite, panel: int, spec: 
 
 def _sensors(conn: psycopg.Connection[Any], built: BuiltSite, node: int, sensors: tuple[SensorSpec, ...]) -> None:
     for sensor in sensors:
-        built.sensors[sensor.serial] = catalogue.assign_sensor(
-            conn, None, sensor.serial, node, sensor.phase, sensor.ct_rating_a, bridge_id=built.bridges[sensor.bridge])
+        assignments.register_sensor(conn, sensor.serial, built.bridges[sensor.bridge])
+        built.sensors[sensor.serial] = assignments.assign(conn, None, sensor.serial, node, sensor.phase,
+                                                          sensor.ct_rating_a)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -9,9 +10,23 @@ from fastapi import APIRouter, Query, Request
 
 from api.deps import Commissioner, Conn, Reader
 from api.problems import not_found
-from api.schemas import Assignment, BridgeCheck, CommissioningReport, Created, SensorCheck, SensorInfo
-from wattline import catalogue, queries
+from api.schemas import (
+    Assignment,
+    AssignmentSpan,
+    BridgeCheck,
+    CommissioningReport,
+    Correction,
+    Created,
+    Move,
+    Replacement,
+    SensorCheck,
+    SensorInfo,
+)
+from wattline import assignments, queries
+from wattline.assignments import EXPLAINED, Action
 from wattline.domain import sensor_state
+from wattline.errors import NotFound
+from wattline.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["commissioning"])
 
@@ -34,26 +49,63 @@ def list_sensors(site_id: int, p: Reader, conn: Conn, discovered_only: bool = Fa
                            offset=offset)
 
 
-@router.put("/sensors/{serial}/assignment", response_model=Created,
-            summary="Assign a sensor to a circuit phase; its kept readings are back-filled")
-def assign(serial: str, body: Assignment, p: Commissioner, conn: Conn) -> Created:
-    if queries.node(conn, p, body.node_id) is None:
+def _visible(conn: Any, p: Principal, serial: str, node_id: int | None = None) -> None:
+    """404 unless the caller may see the sensor (and the node). A sensor is visible once it
+    has reported through one of the caller's bridges: another tenant's serial and one never
+    heard answer alike, and nobody can claim a serial in advance."""
+    if node_id is not None and queries.node(conn, p, node_id) is None:
         raise not_found("node")
-    # Assignable once it has reported through one of the caller's bridges: another tenant's
-    # serial and one never heard answer alike, and nobody can claim a serial in advance.
     if queries.sensor_by_serial(conn, p, serial) is None:
         raise not_found("sensor")
-    sensor_id = catalogue.assign_sensor(conn, p, serial, body.node_id, body.phase, body.ct_rating_a)
-    return Created(id=sensor_id)
 
 
-@router.delete("/sensors/{serial}/assignment", response_model=Created, summary="Unassign a sensor")
-def unassign(serial: str, p: Commissioner, conn: Conn) -> Created:
+@router.put("/sensors/{serial}/assignment", response_model=Created,
+            summary="Assign a discovered sensor to a circuit phase",
+            description=EXPLAINED[Action.ASSIGN] + " An assigned sensor answers 409: correct it or move it.")
+def assign(serial: str, body: Assignment, p: Commissioner, conn: Conn) -> Created:
+    _visible(conn, p, serial, body.node_id)
+    return Created(id=assignments.assign(conn, p, serial, body.node_id, body.phase, body.ct_rating_a,
+                                         since=body.since))
+
+
+@router.post("/sensors/{serial}/assignment/correction", response_model=Created,
+             summary="Correct an assignment: it was always on this circuit", description=EXPLAINED[Action.CORRECT])
+def correct(serial: str, body: Correction, p: Commissioner, conn: Conn) -> Created:
+    _visible(conn, p, serial, body.node_id)
+    return Created(id=assignments.correct(conn, p, serial, body.node_id, body.phase, body.ct_rating_a))
+
+
+@router.post("/sensors/{serial}/assignment/move", response_model=Created,
+             summary="Move a sensor to another circuit from a time on", description=EXPLAINED[Action.MOVE])
+def move(serial: str, body: Move, p: Commissioner, conn: Conn) -> Created:
+    _visible(conn, p, serial, body.node_id)
+    return Created(id=assignments.move(conn, p, serial, body.node_id, body.phase, body.ct_rating_a, at=body.at))
+
+
+@router.post("/sensors/{serial}/replacement", response_model=Created,
+             summary="Replace a failed sensor with a new one on the same circuit",
+             description=EXPLAINED[Action.REPLACE] + " Answers the new sensor's id.")
+def replace(serial: str, body: Replacement, p: Commissioner, conn: Conn) -> Created:
+    _visible(conn, p, serial)
+    if queries.sensor_by_serial(conn, p, body.new_serial) is None:
+        raise NotFound("sensor", field="new_serial")
+    return Created(id=assignments.replace(conn, p, serial, body.new_serial, at=body.at))
+
+
+@router.delete("/sensors/{serial}/assignment", response_model=Created,
+               summary="Unassign a sensor at a time (default: now); it counts nowhere from then")
+def unassign(serial: str, p: Commissioner, conn: Conn, at: datetime | None = None) -> Created:
+    _visible(conn, p, serial)
+    return Created(id=assignments.unassign(conn, p, serial, at=at))
+
+
+@router.get("/sensors/{serial}/assignments", response_model=list[AssignmentSpan],
+            summary="A sensor's assignments over time, oldest first")
+def sensor_assignments(serial: str, p: Reader, conn: Conn) -> list[dict[str, Any]]:
     sensor = queries.sensor_by_serial(conn, p, serial)
     if sensor is None:
         raise not_found("sensor")
-    catalogue.unassign_sensor(conn, p, sensor["id"])
-    return Created(id=sensor["id"])
+    return [asdict(a) for a in assignments.history(conn, sensor["id"])]
 
 
 @router.get("/sensors/{serial}/check", response_model=SensorCheck, summary="Live check of one sensor")

@@ -32,7 +32,7 @@ def test_nested_tree_sums_and_remainder():
     # 0 site → 1 main panel (own meter: 100) → 2 circuit A (30), 3 feeder (no sensor)
     #   3 feeder → 4 sub-panel (no sensor) → 5 circuit B (20), 6 circuit C (25)
     parent = np.array([-1, 0, 1, 1, 3, 4, 4])
-    measured = np.array([False, True, True, False, False, True, True])
+    measured = np.array([[False], [True], [True], [False], [False], [True], [True]])
     own = np.array([[0.0], [100.0], [30.0], [0.0], [0.0], [20.0], [25.0]])
     total, remainder, has_data = roll_up_tree(parent, measured, own)
     assert total[:, 0].tolist() == [100.0, 100.0, 30.0, 45.0, 45.0, 20.0, 25.0]
@@ -43,7 +43,18 @@ def test_nested_tree_sums_and_remainder():
 
 def test_branch_without_data_is_left_out():
     parent = np.array([-1, 0, 0])
-    measured = np.array([False, True, False])
+    measured = np.array([[False], [True], [False]])
     total, _, has_data = roll_up_tree(parent, measured, np.array([[0.0], [7.0], [0.0]]))
-    assert has_data.tolist() == [True, True, False]
+    assert has_data[:, 0].tolist() == [True, True, False]
     assert total[0, 0] == 7.0
+
+
+def test_a_panel_measured_for_part_of_the_time_is_its_children_for_the_rest():
+    # 0 site → 1 panel (its meter assigned in column 0 only) → 2 circuit (20, 25)
+    parent = np.array([-1, 0, 1])
+    measured = np.array([[False, False], [True, False], [True, True]])
+    own = np.array([[0.0, 0.0], [100.0, 0.0], [20.0, 25.0]])
+    total, remainder, has_data = roll_up_tree(parent, measured, own)
+    assert total[1].tolist() == [100.0, 25.0] and total[0].tolist() == [100.0, 25.0]
+    assert remainder[1, 0] == 80.0 and np.isnan(remainder[1, 1])
+    assert has_data.all()

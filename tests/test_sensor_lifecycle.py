@@ -1,0 +1,246 @@
+"""The sensor lifecycle, effective-dated: assign, correct, move from a time, replace a failed
+sensor, unassign at a time. Every tier is checked against an independent reference (a
+plain-Python trapezoid over the raw readings, attributed by the spans the test itself
+declares) and against a re-computation from scratch. Real database, real API."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from analytics.worker import RollupEngine
+from tests.factories import GAP, ROLLUP_TABLES, auth, count, drain, snapshot, write
+from wattline.accounts import create_user, issue_key
+from wattline.domain import Connection, Role
+from wattline.site_builder import BuiltSite, CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
+
+T0 = datetime(2026, 5, 4, 10, tzinfo=UTC)
+MINUTES = 120
+VOLTS = 230.0
+
+
+def amps(serial: str, i: int) -> float:
+    """A current that changes every reading, differently per sensor."""
+    return {"CT-1": 10.0, "CT-2": 4.0, "CT-9": 7.0}[serial] + (i % 7) * 0.5
+
+
+@pytest.fixture
+def site(db: psycopg.Connection[Any], database_url: str) -> tuple[BuiltSite, str]:
+    """Panel P (230 V, PF 1) with circuits A (CT-1 on phase 1), B (CT-2 on phase 1) and C;
+    CT-9 reports through the same bridge, unassigned (a spare). Two hours of readings every
+    10 s from T0 for all three, rolled up; and a customer admin's token."""
+    _, customer = build_tenant(db, "R", "C")
+    built = build_site(db, customer, SiteSpec("S", timezone="UTC", bridges=("BR-1",), panels=(
+        PanelSpec("P", "P", VOLTS, 1.0, Connection.SINGLE_PHASE, circuits=(
+            CircuitSpec("A", "A", (SensorSpec("CT-1", "BR-1"),)), CircuitSpec("B", "B", (SensorSpec("CT-2", "BR-1"),)),
+            CircuitSpec("C", "C"))),)))
+    write(database_url, [(s, T0.timestamp() + i * 10, amps(s, i)) for s in ("CT-1", "CT-2", "CT-9")
+                         for i in range(MINUTES * 6 + 1)])
+    drain(db)
+    uid = create_user(db, email="fm@example.com", password=None, role=Role.CUSTOMER_ADMIN, customer_id=customer)
+    return built, issue_key(db, uid, ["read", "write", "commission"]).token
+
+
+def minute_wh(serial: str) -> dict[int, float]:
+    """The reference: each 10-s interval's trapezoid energy, by the minute it lies in."""
+    out: dict[int, float] = defaultdict(float)
+    for i in range(MINUTES * 6):
+        out[i // 6] += 0.5 * (amps(serial, i) + amps(serial, i + 1)) * VOLTS * 10 / 3600
+    return out
+
+
+def expected(spans: dict[str, list[tuple[str, int, int]]]) -> dict[str, float]:
+    """Energy per node over the two hours for `spans`: serial → [(node, from minute, to minute)]."""
+    out: dict[str, float] = defaultdict(float)
+    for serial, its in spans.items():
+        per_minute = minute_wh(serial)
+        for node, lo, hi in its:
+            out[node] += sum(per_minute[m] for m in range(max(lo, 0), min(hi, MINUTES)))
+    out["P"] = out["root"] = sum(out[n] for n in ("A", "B", "C"))
+    return out
+
+
+def energy(db: psycopg.Connection[Any], built: BuiltSite, table: str) -> dict[str, float]:
+    nodes = {**built.nodes, "root": built.root}
+    got = {}
+    for name, node in nodes.items():
+        row = db.execute(psycopg.sql.SQL("SELECT COALESCE(sum(energy_wh), 0) FROM {} WHERE node_id = %s").format(
+            psycopg.sql.Identifier(table)), (node,)).fetchone()
+        got[name] = float(row[0]) if row else 0.0
+    return got
+
+
+def holds(db: psycopg.Connection[Any], built: BuiltSite, want: dict[str, float]) -> None:
+    """Every tier has each node's reference energy: each reading counted once, where it was."""
+    for table in ROLLUP_TABLES:
+        got = energy(db, built, table)
+        for node in ("A", "B", "C", "P", "root"):
+            assert got[node] == pytest.approx(want.get(node, 0.0), rel=1e-9, abs=1e-9), (table, node)
+
+
+def equals_a_recompute_from_scratch(db: psycopg.Connection[Any]) -> None:
+    incremental = {t: snapshot(db, t) for t in ROLLUP_TABLES}
+    for table in ROLLUP_TABLES:
+        db.execute(psycopg.sql.SQL("DELETE FROM {}").format(psycopg.sql.Identifier(table)))
+    RollupEngine(GAP).recompute_range(db, T0 - timedelta(days=1), T0 + timedelta(days=1))
+    for table in ROLLUP_TABLES:
+        assert snapshot(db, table) == incremental[table], table
+
+
+def at(minutes: int) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+def move(client: TestClient, token: str, serial: str, node: int, phase: int, minutes: int) -> None:
+    res = client.post(f"/v1/sensors/{serial}/assignment/move", headers=auth(token),
+                      json={"node_id": node, "phase": phase, "ct_rating_a": 100, "at": at(minutes)})
+    assert res.status_code == 200, res.text
+
+
+BEFORE = {"CT-1": [("A", 0, MINUTES)], "CT-2": [("B", 0, MINUTES)]}
+
+
+def test_a_move_keeps_the_old_circuits_intervals_and_the_site_total(
+        client: TestClient, db: psycopg.Connection[Any], site: tuple[BuiltSite, str]) -> None:
+    built, token = site
+    holds(db, built, expected(BEFORE))
+    move(client, token, "CT-1", built.nodes["C"], 1, 30)
+    drain(db)
+    want = expected({"CT-1": [("A", 0, 30), ("C", 30, MINUTES)], "CT-2": [("B", 0, MINUTES)]})
+    holds(db, built, want)  # A keeps exactly its own 30 minutes; C has the rest
+    assert want["root"] == pytest.approx(expected(BEFORE)["root"])  # the site total did not change
+    spans = client.get("/v1/sensors/CT-1/assignments", headers=auth(token)).json()
+    assert [(s["node_id"], s["valid_from"], s["valid_to"], s["reason"]) for s in spans] == [
+        (built.nodes["A"], None, at(30).replace("+00:00", "Z"), "assign"),
+        (built.nodes["C"], at(30).replace("+00:00", "Z"), None, "move")]
+    equals_a_recompute_from_scratch(db)
+
+
+def test_three_moves_and_a_swap_equal_the_reference_and_a_recompute(
+        client: TestClient, db: psycopg.Connection[Any], site: tuple[BuiltSite, str]) -> None:
+    built, token = site
+    move(client, token, "CT-1", built.nodes["C"], 1, 20)
+    move(client, token, "CT-1", built.nodes["A"], 1, 50)
+    move(client, token, "CT-1", built.nodes["B"], 2, 80)
+    drain(db)
+    moved = {"CT-1": [("A", 0, 20), ("C", 20, 50), ("A", 50, 80), ("B", 80, MINUTES)], "CT-2": [("B", 0, MINUTES)]}
+    holds(db, built, expected(moved))
+    assert expected(moved)["root"] == pytest.approx(expected(BEFORE)["root"])  # moves within the site
+    res = client.post("/v1/sensors/CT-1/replacement", headers=auth(token), json={"new_serial": "CT-9", "at": at(100)})
+    assert res.status_code == 200, res.text
+    drain(db)
+    swapped = {"CT-1": [("A", 0, 20), ("C", 20, 50), ("A", 50, 80), ("B", 80, 100)], "CT-2": [("B", 0, MINUTES)],
+               "CT-9": [("B", 100, MINUTES)]}
+    holds(db, built, expected(swapped))  # B runs on across the swap, on CT-9 from minute 100
+    sensor = db.execute("SELECT node_id, phase FROM sensors WHERE serial = 'CT-9'").fetchone()
+    assert sensor == (built.nodes["B"], 2)
+    assert db.execute("SELECT node_id FROM sensors WHERE serial = 'CT-1'").fetchone() == (None,)
+    assert count(db, "SELECT count(*) FROM audit_log WHERE subject_type = 'sensor' AND action IN ('move', 'replace')") \
+        == 4
+    equals_a_recompute_from_scratch(db)
+
+
+def test_no_minute_of_a_sensor_is_counted_on_two_circuits(
+        client: TestClient, db: psycopg.Connection[Any], site: tuple[BuiltSite, str]) -> None:
+    built, token = site
+    move(client, token, "CT-1", built.nodes["C"], 1, 45)
+    drain(db)
+    per_minute = db.execute("""SELECT bucket, sum(energy_wh) FROM rollups_1m WHERE node_id = ANY(%s)
+                               GROUP BY bucket ORDER BY bucket""",
+                            ([built.nodes[n] for n in ("A", "B", "C")],)).fetchall()
+    site_minutes = dict(db.execute("SELECT bucket, energy_wh FROM rollups_1m WHERE node_id = %s",
+                                   (built.root,)).fetchall())
+    assert len(per_minute) == MINUTES + 1  # the last reading, at minute 120, opens a row of its own
+    for bucket, wh in per_minute:
+        assert site_minutes[bucket] == pytest.approx(wh, rel=1e-12)  # circuits add up to the site, minute by minute
+    both = count(db, """SELECT count(*) FROM rollups_1m a JOIN rollups_1m c USING (bucket)
+                        WHERE a.node_id = %s AND c.node_id = %s""", built.nodes["A"], built.nodes["C"])
+    assert both == 0  # A and C (one sensor between them) never share a minute
+
+
+def test_a_correction_moves_the_whole_span(client: TestClient, db: psycopg.Connection[Any],
+                                           site: tuple[BuiltSite, str]) -> None:
+    built, token = site
+    move(client, token, "CT-1", built.nodes["C"], 1, 60)
+    res = client.post("/v1/sensors/CT-1/assignment/correction", headers=auth(token),
+                      json={"node_id": built.nodes["B"], "phase": 3, "ct_rating_a": 100})
+    assert res.status_code == 200, res.text
+    drain(db)
+    # Only the current span (from minute 60) was wrong: it was on B all along.
+    holds(db, built, expected({"CT-1": [("A", 0, 60), ("B", 60, MINUTES)], "CT-2": [("B", 0, MINUTES)]}))
+    equals_a_recompute_from_scratch(db)
+
+
+def test_assigning_a_spare_from_a_time_counts_it_from_then(client: TestClient, db: psycopg.Connection[Any],
+                                                           site: tuple[BuiltSite, str]) -> None:
+    built, token = site
+    res = client.put("/v1/sensors/CT-9/assignment", headers=auth(token),
+                     json={"node_id": built.nodes["C"], "phase": 1, "ct_rating_a": 50, "since": at(90)})
+    assert res.status_code == 200, res.text
+    drain(db)
+    holds(db, built, expected({**BEFORE, "CT-9": [("C", 90, MINUTES)]}))
+
+
+# -- bad input: a clear message next to the field --------------------------------------------
+def problem(res: Any) -> tuple[int, str | None, str]:
+    body = res.json()
+    return res.status_code, body.get("field"), body["detail"]
+
+
+def test_bad_input_gets_a_specific_answer_next_to_its_field(
+        client: TestClient, db: psycopg.Connection[Any], site: tuple[BuiltSite, str]) -> None:
+    built, token = site
+    h = auth(token)
+    c = built.nodes["C"]
+    unknown = client.put("/v1/sensors/CT-UNKNOWN/assignment", headers=h, json={"node_id": c, "phase": 1,
+                                                                              "ct_rating_a": 50})
+    assert problem(unknown)[0] == 404 and problem(unknown)[2] == "no such sensor"
+    taken = client.post("/v1/sensors/CT-1/assignment/move", headers=h,
+                        json={"node_id": built.nodes["B"], "phase": 1, "ct_rating_a": 50, "at": at(30)})
+    assert taken.status_code == 409 and "already measured by another sensor" in taken.json()["detail"]
+    absurd = client.put("/v1/sensors/CT-9/assignment", headers=h, json={"node_id": c, "phase": 1,
+                                                                       "ct_rating_a": 60000})
+    assert absurd.status_code == 422 and "ct_rating_a" in absurd.text
+    future = client.post("/v1/sensors/CT-1/assignment/move", headers=h,
+                         json={"node_id": c, "phase": 1, "ct_rating_a": 50,
+                               "at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()})
+    assert problem(future) == (422, "at", "a time in the future: say what happened, when it has happened")
+    early = client.post("/v1/sensors/CT-9/replacement", headers=h, json={"new_serial": "CT-1", "at": at(10)})
+    assert early.status_code == 409  # CT-9 is not assigned: nothing to take over
+    # A circuit of another of the customer's sites: the sensor cannot be there.
+    other = build_site(db, db.execute("SELECT customer_id FROM sites WHERE id = %s", (built.site_id,)).fetchone()[0],
+                       SiteSpec("S2", bridges=("BR-2",), panels=(PanelSpec("P2", "P2", 230.0, 1.0,
+                                                                           Connection.SINGLE_PHASE, circuits=(
+                           CircuitSpec("X", "X"),)),)))
+    elsewhere = client.put("/v1/sensors/CT-9/assignment", headers=h,
+                           json={"node_id": other.nodes["X"], "phase": 1, "ct_rating_a": 50})
+    assert problem(elsewhere) == (422, "node_id", "that circuit is at another site than the sensor's bridge")
+    nothing = count(db, "SELECT count(*) FROM sensor_assignments WHERE sensor_id = "
+                        "(SELECT id FROM sensors WHERE serial = 'CT-9')")
+    assert nothing == 0  # none of it left a trace
+
+
+def test_another_tenants_sensor_answers_as_an_unknown_one(
+        client: TestClient, db: psycopg.Connection[Any], database_url: str, site: tuple[BuiltSite, str]) -> None:
+    built, token = site
+    _, customer = build_tenant(db, "R2", "C2")
+    build_site(db, customer, SiteSpec("T", bridges=("BR-T",), panels=(PanelSpec(
+        "PT", "PT", 230.0, 1.0, Connection.SINGLE_PHASE, circuits=(CircuitSpec("T1", "T1"),)),)))
+    write(database_url, [("CT-THEIRS", T0.timestamp(), 1.0)], bridge="BR-T")
+    h = auth(token)
+    for path, body in (("/v1/sensors/{}/assignment/move", {"node_id": built.nodes["C"], "phase": 1,
+                                                            "ct_rating_a": 50}),
+                       ("/v1/sensors/{}/replacement", {"new_serial": "CT-9"})):
+        theirs = client.post(path.format("CT-THEIRS"), headers=h, json=body)
+        unknown = client.post(path.format("CT-NOBODY"), headers=h, json=body)
+        assert theirs.status_code == unknown.status_code == 404
+        assert theirs.json()["detail"] == unknown.json()["detail"]
+    swap_in_theirs = client.post("/v1/sensors/CT-1/replacement", headers=h, json={"new_serial": "CT-THEIRS"})
+    swap_in_nobody = client.post("/v1/sensors/CT-1/replacement", headers=h, json={"new_serial": "CT-NOBODY"})
+    assert swap_in_theirs.status_code == swap_in_nobody.status_code == 404
+    assert swap_in_theirs.json()["detail"] == swap_in_nobody.json()["detail"]
