@@ -168,7 +168,7 @@ def delete_webhook(conn: Conn, webhook_id: int, *, actor: Principal | None = Non
 
 
 def webhooks(conn: Conn, p: Principal, customer_id: int) -> list[Row]:
-    where, params = scope(p)
+    where, params = scope(p, sites=None)
     return fetch_all(conn, sql.SQL("""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at, w.last_error,
                                       w.failing_since, w.suspended_at, w.suspended_reason FROM webhooks w
                                JOIN customers c ON c.id = w.customer_id WHERE w.customer_id = %(cust)s AND {where}
@@ -176,7 +176,7 @@ def webhooks(conn: Conn, p: Principal, customer_id: int) -> list[Row]:
 
 
 def webhook(conn: Conn, p: Principal, webhook_id: int) -> Row | None:
-    where, params = scope(p)
+    where, params = scope(p, sites=None)
     return fetch_one(conn, sql.SQL("""SELECT w.id, w.customer_id, w.url, w.enabled, w.created_at, w.last_error,
                                       w.failing_since, w.suspended_at, w.suspended_reason FROM webhooks w
                                JOIN customers c ON c.id = w.customer_id WHERE w.id = %(id)s AND {where}""").format(

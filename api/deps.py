@@ -73,3 +73,13 @@ Reader = Annotated[Principal, Depends(require("read"))]
 Writer = Annotated[Principal, Depends(require("write"))]
 Commissioner = Annotated[Principal, Depends(require("commission"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+def _sees_costs(principal: Annotated[Principal, Depends(require("read"))]) -> Principal:
+    if not principal.sees_costs:
+        raise Problem(403, "Forbidden", "installers do not see tariffs or costs")
+    return principal
+
+
+#: Tariffs and costs: readers other than installers.
+CostReader = Annotated[Principal, Depends(_sees_costs)]

@@ -553,6 +553,13 @@ class SiteBenchmark(BaseModel):
     rank_per_m2: int | None = Field(description="1 = least energy per m² among the customer's sites")
 
 
+class SiteAccess(BaseModel):
+    """The only sites a user may see; an empty list: every site of the organisation."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"site_ids": [3, 7]}]})
+    site_ids: list[int] = Field(max_length=10_000)
+
+
 # -- privacy ------------------------------------------------------------------------------------
 class ContactPatch(BaseModel):
     """Rectification: only the fields sent change. `phone: null` clears the phone number."""

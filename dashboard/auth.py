@@ -51,7 +51,8 @@ def install(server: flask.Flask, pool: ConnectionPool) -> None:
             else:
                 flask.session.clear()
                 flask.session.update(user_id=p.user_id, role=p.role.value, reseller_id=p.reseller_id,
-                                     customer_id=p.customer_id, scopes=sorted(p.scopes))
+                                     customer_id=p.customer_id, scopes=sorted(p.scopes),
+                                     site_ids=sorted(p.site_ids) if p.site_ids is not None else None)
                 return flask.redirect("/")
         return LOGIN_FORM.format(error=error), status
 
@@ -73,5 +74,6 @@ def install(server: flask.Flask, pool: ConnectionPool) -> None:
 
 def current_principal() -> Principal:
     s = flask.session
+    sites = s.get("site_ids")
     return Principal(s["user_id"], Role(s["role"]), s.get("reseller_id"), s.get("customer_id"),
-                     frozenset(s.get("scopes", [])))
+                     frozenset(s.get("scopes", [])), site_ids=frozenset(sites) if sites is not None else None)

@@ -35,3 +35,14 @@ FROM sensors s WHERE node_id IS NOT NULL
 -- A site is commissioned when an installer says so (and may be re-opened).
 ALTER TABLE sites ADD COLUMN IF NOT EXISTS commissioned_at timestamptz;
 ALTER TABLE sites ADD COLUMN IF NOT EXISTS commissioned_by bigint REFERENCES users (id) ON DELETE SET NULL;
+
+-- Access per site: a user with grants sees only those sites of their organisation (an
+-- installer is let onto the sites they commission); a user without any sees them all.
+CREATE TABLE IF NOT EXISTS user_site_grants (
+    user_id     bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    site_id     bigint NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
+    granted_by  bigint REFERENCES users (id) ON DELETE SET NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, site_id)
+);
+CREATE INDEX IF NOT EXISTS user_site_grants_site ON user_site_grants (site_id);

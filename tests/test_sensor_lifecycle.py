@@ -43,7 +43,7 @@ def site(db: psycopg.Connection[Any], database_url: str) -> tuple[BuiltSite, str
                          for i in range(MINUTES * 6 + 1)])
     drain(db)
     uid = create_user(db, email="fm@example.com", password=None, role=Role.CUSTOMER_ADMIN, customer_id=customer)
-    return built, issue_key(db, uid, ["read", "write", "commission"]).token
+    return built, issue_key(db, uid, ["read", "write", "commission", "admin"]).token
 
 
 def minute_wh(serial: str) -> dict[int, float]:
@@ -244,3 +244,30 @@ def test_another_tenants_sensor_answers_as_an_unknown_one(
     swap_in_nobody = client.post("/v1/sensors/CT-1/replacement", headers=h, json={"new_serial": "CT-NOBODY"})
     assert swap_in_theirs.status_code == swap_in_nobody.status_code == 404
     assert swap_in_theirs.json()["detail"] == swap_in_nobody.json()["detail"]
+
+
+# -- who may do it ----------------------------------------------------------------------------
+def test_an_installer_works_on_the_sites_granted_and_sees_no_costs(
+        client: TestClient, db: psycopg.Connection[Any], site: tuple[BuiltSite, str]) -> None:
+    built, admin = site
+    customer = db.execute("SELECT customer_id FROM sites WHERE id = %s", (built.site_id,)).fetchone()[0]
+    other = build_site(db, customer, SiteSpec("Elsewhere", bridges=("BR-E",), panels=(PanelSpec(
+        "PE", "PE", 230.0, 1.0, Connection.SINGLE_PHASE, circuits=(CircuitSpec("E", "E"),)),)))
+    installer = create_user(db, email="ins@example.com", password=None, role=Role.INSTALLER, customer_id=customer)
+    viewer = create_user(db, email="view@example.com", password=None, role=Role.VIEWER, customer_id=customer)
+    granted = client.put(f"/v1/users/{installer}/sites", headers=auth(admin), json={"site_ids": [built.site_id]})
+    assert granted.status_code == 200, granted.text
+    ins = auth(issue_key(db, installer, ["read", "commission"]).token)
+    assert [s["id"] for s in client.get("/v1/sites", headers=ins).json()] == [built.site_id]
+    assert client.get(f"/v1/sites/{other.site_id}/tree", headers=ins).status_code == 404  # as if it did not exist
+    span = {"node_id": built.nodes["C"], "phase": 1, "ct_rating_a": 50, "since": at(90)}
+    assert client.put("/v1/sensors/CT-9/assignment", headers=ins, json=span).status_code == 200
+    for path in (f"/v1/sites/{built.site_id}/tariffs", f"/v1/sites/{built.site_id}/cost?from={at(0)}&to={at(60)}"):
+        refused = client.get(path.replace("+", "%2B"), headers=ins)
+        assert refused.status_code == 403 and "installers" in refused.json()["detail"], path
+    # A viewer is refused the action, whatever it sends.
+    view = auth(issue_key(db, viewer, ["read", "write", "commission", "admin"]).token)  # cut to "read" by role
+    assert client.post("/v1/sensors/CT-9/assignment/move", headers=view,
+                       json={**span, "at": at(100)}).status_code == 403
+    assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'assign' AND actor_user_id = %s", installer) == 1
+    assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'grant_sites'") == 1

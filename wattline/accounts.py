@@ -108,9 +108,27 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
         slot.release()
 
 
+#: The user's site grants, as a column of the queries that load a principal.
+_SITE_GRANTS = "(SELECT array_agg(g.site_id) FROM user_site_grants g WHERE g.user_id = u.id) AS site_ids"
+
+
 def _principal(row: dict[str, Any], scopes: frozenset[str], key_id: int | None) -> Principal:
     role = Role(row["role"])
-    return Principal(row["id"], role, row["reseller_id"], row["customer_id"], scopes & ROLE_SCOPES[role], key_id)
+    sites = frozenset(row["site_ids"]) if row.get("site_ids") else None
+    return Principal(row["id"], role, row["reseller_id"], row["customer_id"], scopes & ROLE_SCOPES[role], key_id,
+                     sites)
+
+
+def grant_sites(conn: psycopg.Connection[Any], actor: Principal | None, user_id: int, site_ids: list[int]) -> None:
+    """Limit a user to these sites of their organisation (empty: all of them again). The
+    caller has checked that the user and the sites are its own."""
+    with conn.transaction():
+        conn.execute("DELETE FROM user_site_grants WHERE user_id = %s", (user_id,))
+        if site_ids:
+            conn.execute("""INSERT INTO user_site_grants (user_id, site_id, granted_by)
+                            SELECT %s, unnest(%s::bigint[]), %s""",
+                         (user_id, sorted(set(site_ids)), actor.user_id if actor else None))
+        audit.record(conn, actor, "grant_sites", "user", user_id, site_ids=sorted(set(site_ids)))
 
 
 def create_user(conn: psycopg.Connection[Any], *, email: str, password: str | None, role: Role,
@@ -237,8 +255,9 @@ Wattline
 
 def authenticate_password(conn: psycopg.Connection[Any], email: str, password: str) -> Principal | None:
     """The user's principal if the email and password match an enabled account."""
-    row = fetch_one(conn, """SELECT id, role, reseller_id, customer_id, password_hash FROM users
-                        WHERE lower(email) = lower(%s) AND disabled_at IS NULL""", (email,))
+    row = fetch_one(conn, f"""SELECT u.id, u.role, u.reseller_id, u.customer_id, u.password_hash, {_SITE_GRANTS}
+                              FROM users u WHERE lower(u.email) = lower(%s) AND u.disabled_at IS NULL""",  # noqa: S608
+                    (email,))
     if not verify_password(row["password_hash"] if row else None, password) or row is None:
         return None
     if _hasher.check_needs_rehash(row["password_hash"]):
@@ -291,10 +310,11 @@ def authenticate_key(conn: psycopg.Connection[Any], token: str) -> Principal | N
     prefix, _, secret = token.partition(".")
     if not prefix.startswith("wl_") or not secret:
         return None
-    row = fetch_one(conn, """SELECT k.id AS key_id, k.secret_hash, k.scopes, u.id, u.role, u.reseller_id, u.customer_id
+    row = fetch_one(conn, f"""SELECT k.id AS key_id, k.secret_hash, k.scopes, u.id, u.role, u.reseller_id,
+                                     u.customer_id, {_SITE_GRANTS}
                         FROM api_keys k JOIN users u ON u.id = k.user_id
                         WHERE k.prefix = %s AND k.revoked_at IS NULL AND u.disabled_at IS NULL
-                          AND (k.expires_at IS NULL OR k.expires_at > now())""", (prefix,))
+                          AND (k.expires_at IS NULL OR k.expires_at > now())""", (prefix,))  # noqa: S608
     if row is None or not hmac.compare_digest(row["secret_hash"], _digest(secret)):
         return None
     conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s AND "

@@ -17,6 +17,13 @@ class Principal:
     customer_id: int | None
     scopes: frozenset[str] = field(default_factory=frozenset)
     key_id: int | None = None
+    #: The only sites of the organisation this user may see (granted per site); None: all of them.
+    site_ids: frozenset[int] | None = None
+
+    @property
+    def sees_costs(self) -> bool:
+        """Installers commission hardware: tariffs and costs are not theirs to see."""
+        return self.role is not Role.INSTALLER
 
     def can(self, scope: str) -> bool:
         """Whether the credentials carry this scope (admin carries every scope)."""

@@ -21,12 +21,17 @@ Row = dict[str, Any]
 Conn = psycopg.Connection[Any]
 
 
-def scope(p: Principal, alias: str = "c") -> tuple[sql.Composable, dict[str, Any]]:
-    """SQL predicate on a customers alias limiting rows to what `p` may see."""
+def scope(p: Principal, alias: str = "c", *, sites: str | None = "s") -> tuple[sql.Composable, dict[str, Any]]:
+    """SQL predicate on a customers alias limiting rows to what `p` may see; `sites` names
+    the query's sites alias, for users granted only some sites (None: the query has none,
+    and shows organisation-level rows)."""
     if p.reseller_id is not None:
         return (sql.SQL("{}.reseller_id = %(scope_reseller)s").format(sql.Identifier(alias)),
                 {"scope_reseller": p.reseller_id})
-    return sql.SQL("{}.id = %(scope_customer)s").format(sql.Identifier(alias)), {"scope_customer": p.customer_id}
+    where = sql.SQL("{}.id = %(scope_customer)s").format(sql.Identifier(alias))
+    if p.site_ids is not None and sites is not None:
+        where = sql.SQL("{} AND {}.id = ANY(%(scope_sites)s)").format(where, sql.Identifier(sites))
+    return where, {"scope_customer": p.customer_id, "scope_sites": sorted(p.site_ids or ())}
 
 
 _all = fetch_all
@@ -36,7 +41,7 @@ _one = fetch_one
 # -- tenants and sites --------------------------------------------------------------------
 def customers(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) -> list[Row]:
     """Customers the principal may see, by id."""
-    where, params = scope(p)
+    where, params = scope(p, sites=None)
     return _all(conn, sql.SQL("""SELECT c.id, c.name, c.reseller_id, c.created_at FROM customers c WHERE {where}
                           ORDER BY c.id LIMIT %(limit)s OFFSET %(offset)s""").format(where=where),
                 {**params, "limit": limit, "offset": offset})
@@ -44,7 +49,7 @@ def customers(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) ->
 
 def customer(conn: Conn, p: Principal, customer_id: int) -> Row | None:
     """One customer, with its billing contact and card's last four digits (callers decide who sees them)."""
-    where, params = scope(p)
+    where, params = scope(p, sites=None)
     return _one(conn, sql.SQL("""SELECT c.id, c.name, c.reseller_id, c.billing_email, c.card_last4, c.created_at
                           FROM customers c WHERE c.id = %(id)s AND {where}""").format(
                               where=where), {**params, "id": customer_id})

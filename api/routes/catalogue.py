@@ -8,7 +8,7 @@ import psycopg
 from fastapi import APIRouter, Body, Query, Request, UploadFile, status
 from fastapi.responses import Response
 
-from api.deps import Admin, Commissioner, Conn, Reader, Writer
+from api.deps import Admin, Commissioner, Conn, CostReader, Reader, Writer
 from api.problems import Problem, not_found
 from api.schemas import (
     Bridge,
@@ -161,7 +161,7 @@ def create_bridge(site_id: int, body: BridgeIn, request: Request, p: Commissione
                 "bands": [{"name": "night", "rate_minor_per_kwh": "14.5000",
                            "day_types": ["weekday", "weekend", "holiday"], "start": "00:00:00",
                            "end": "07:00:00"}]}]}}}})
-def list_tariffs(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
+def list_tariffs(site_id: int, p: CostReader, conn: Conn) -> list[dict[str, Any]]:
     _site_or_404(conn, p, site_id)
     return tariff_versions(conn, site_id)
 

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import Conn, Reader
+from api.deps import Conn, CostReader, Reader
 from api.problems import Problem, not_found
 from api.schemas import Usage
 from wattline import queries
@@ -163,7 +163,7 @@ def site_usage(site_id: int, p: Reader, conn: Conn,
                 "demand_peaks": [{"month": "2026-11", "peak_kw": 184.1, "at": "2026-11-23T07:00:00Z"}],
                 "nodes": [{"node_id": 4, "energy_wh": 74012.5, "energy_cost": "19.29", "by_band": {"day": "15.10"}}],
             }}}}})
-def site_cost(site_id: int, p: Reader, conn: Conn,
+def site_cost(site_id: int, p: CostReader, conn: Conn,
               t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")]
               ) -> dict[str, Any]:
     from analytics.costing import site_cost as compute

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Query
 from api.deps import Admin, Conn, Reader
 from api.problems import Problem, not_found
 from api.routes.data import checked_range
-from api.schemas import ConsentIn, ConsentState, ContactPatch, Created, ErasureDone, SupportRequestIn
-from wattline import privacy
+from api.schemas import ConsentIn, ConsentState, ContactPatch, Created, ErasureDone, SiteAccess, SupportRequestIn
+from wattline import accounts, privacy, queries
+from wattline.errors import NotFound
 from wattline.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
@@ -51,6 +52,17 @@ def rectify_me(body: ContactPatch, p: Reader, conn: Conn) -> Created:
 @router.patch("/users/{user_id}", response_model=Created, summary="Correct a user's contact details (admins; audited)")
 def rectify_user(user_id: int, body: ContactPatch, p: Admin, conn: Conn) -> Created:
     return _rectify(conn, p, _user(conn, p, user_id), body)
+
+
+@router.put("/users/{user_id}/sites", response_model=SiteAccess,
+            summary="Limit a user to some sites (an installer to the sites they commission); [] lifts it (admins)")
+def grant_sites(user_id: int, body: SiteAccess, p: Admin, conn: Conn) -> SiteAccess:
+    _user(conn, p, user_id)
+    for site_id in body.site_ids:
+        if queries.site(conn, p, site_id) is None:
+            raise NotFound("site", field="site_ids")
+    accounts.grant_sites(conn, p, user_id, body.site_ids)
+    return SiteAccess(site_ids=sorted(set(body.site_ids)))
 
 
 @router.post("/users/{user_id}/erase", response_model=ErasureDone,
