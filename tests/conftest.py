@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.api",
     "tests.fixtures.receivers",
     "tests.fixtures.netfault",
+    "tests.fixtures.browser",
 ]

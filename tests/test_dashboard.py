@@ -4,9 +4,8 @@ that what is shown matches the database, and that the browser logs no errors."""
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from werkzeug.serving import make_server
 
 from alerts import store
 from alerts.rules import Threshold
@@ -24,19 +22,17 @@ from analytics.worker import RollupEngine
 from dashboard.pages.site import power_figure
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
-from launcher.localstack import free_port
 from sensor_sim.fleet import build_fleet
 from sensor_sim.seed import seed_catalogue
 from tests.factories import wait_for
-from wattline.accounts import DEMO_EMAIL, DEMO_PASSWORD, ensure_demo_users
+from tests.fixtures.browser import ARTIFACTS, login
+from wattline.accounts import ensure_demo_users
 from wattline.domain import Resolution, Role
 from wattline.principal import Principal
 from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.settings import Settings
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
@@ -58,49 +54,15 @@ def seeded(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def dashboard_url(database_url: str, seeded: dict[str, Any]) -> Iterator[str]:
-    from dashboard.app import create_dash
-
-    app = create_dash(Settings(database_url=database_url))
-    port = free_port()
-    server = make_server("127.0.0.1", port, app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-
-
-@pytest.fixture
-def browser_page() -> Iterator[Any]:
-    """A headless Chromium page that collects every console error and uncaught exception."""
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: ./run test installs Debian's chromium")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        pg = browser.new_page(viewport={"width": 1440, "height": 900})
-        errors: list[str] = []
-        pg.on("console", lambda m: errors.append(f"{pg.url}: {m.text}") if m.type == "error" else None)
-        pg.on("pageerror", lambda e: errors.append(f"{pg.url}: {e}"))
-        pg.console_errors = errors  # type: ignore[attr-defined]
-        yield pg
-        browser.close()
+def dashboard_url(serve_dashboard: Callable[[], str], seeded: dict[str, Any]) -> str:
+    url: str = serve_dashboard()
+    return url
 
 
 @pytest.fixture
 def page(browser_page: Any, dashboard_url: str) -> Any:
     browser_page.goto(dashboard_url + "/")
     return browser_page
-
-
-def login(page: Any, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD) -> None:
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("#sign-in")
 
 
 def test_a_flat_power_line_draws_cleanly(browser_page: Any) -> None:

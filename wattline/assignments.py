@@ -174,7 +174,8 @@ def _insert(conn: Conn, actor: Principal | None, sensor_id: int, node_id: int, p
 
 def _clashes(exc: psycopg.Error) -> Conflict:
     if "node_id" in str(exc) or "one_per_phase" in str(exc):
-        return Conflict("that phase of the circuit is already measured by another sensor over that time")
+        return Conflict("that phase of the circuit is already measured by another sensor over that time",
+                        field="phase")
     return Conflict("the sensor is already assigned over part of that time")
 
 

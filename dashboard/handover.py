@@ -1,0 +1,64 @@
+"""The handover report as a printable page and as CSV: plain Flask routes beside the Dash
+app, behind the same sign-in, from `wattline.commissioning.handover`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import flask
+from markupsafe import escape
+
+from dashboard.auth import current_principal
+from dashboard.data import conn, reporting_interval_s
+from wattline import commissioning, queries
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Handover · {site}</title><link rel="stylesheet" href="/assets/style.css"></head>
+<body class="report"><main>
+<p class="no-print"><a href="/commissioning/{site_id}">← Commissioning</a> ·
+<a href="/handover/{site_id}.csv">CSV</a> · <button onclick="window.print()">Print</button></p>
+<h1>Commissioning handover: {site}</h1>
+<p class="muted">{address}Times in {zone}. {commissioned} Generated {generated}.</p>
+<div class="scroll"><table class="grid handover"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>
+</main></body></html>"""
+HEAD = ("Panel", "Circuit", "Device", "Sensor", "Phase", "CT", "From", "To", "First reading", "Last reading",
+        "State", "Assigned by", "Assigned at")
+
+
+def install(server: flask.Flask) -> None:
+    @server.route("/handover/<int:site_id>.csv")
+    def handover_csv(site_id: int) -> Any:
+        p = current_principal()
+        with conn() as c:
+            if queries.site(c, p, site_id) is None:
+                flask.abort(404)
+            rows = commissioning.handover(c, p, site_id, interval_s=reporting_interval_s())
+        return flask.Response(commissioning.handover_csv(rows), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="handover-site-{site_id}.csv"'})
+
+    @server.route("/handover/<int:site_id>")
+    def handover_page(site_id: int) -> Any:
+        p = current_principal()
+        with conn() as c:
+            site = queries.site(c, p, site_id)
+            if site is None:
+                flask.abort(404)
+            rows = commissioning.handover(c, p, site_id, interval_s=reporting_interval_s())
+            mark = commissioning.commissioned(c, site_id)
+        zone = ZoneInfo(site["timezone"])
+
+        def cell(v: Any) -> str:
+            if isinstance(v, datetime):
+                return f"{v.astimezone(zone):%Y-%m-%d %H:%M}"
+            return "" if v is None else str(escape(v if not isinstance(v, float) else f"{v:g}"))
+
+        body = "".join("<tr>" + "".join(f"<td>{cell(r[k])}</td>" for k in commissioning.HANDOVER_COLUMNS) + "</tr>"
+                       for r in rows) or f'<tr><td colspan="{len(HEAD)}">No sensors assigned yet.</td></tr>'
+        done = (f"Commissioned {mark['at'].astimezone(zone):%Y-%m-%d %H:%M} by {escape(mark['who'] or 'the system')}."
+                if mark else "Not yet marked commissioned.")
+        return PAGE.format(site=escape(site["name"]), site_id=site_id, zone=escape(site["timezone"]),
+                           address=f"{escape(site['address'])}. " if site.get("address") else "",
+                           commissioned=done, generated=f"{datetime.now(zone):%Y-%m-%d %H:%M}",
+                           head="".join(f"<th>{h}</th>" for h in HEAD), rows=body)

@@ -1,0 +1,219 @@
+"""An installer commissions a site in headless Chromium, at phone size (390×844) and at
+desktop size: pick the bridge, watch sensors update live, assign a discovered sensor to a
+circuit created on the spot, see the live check's flags, move a clamp from a time, get the
+error next to its field, mark the site commissioned, and read the handover report (page and
+CSV). Every number is read back from the database; screenshots of each step go to
+artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from dashboard.pages import commissioning as page_module
+from ingest.packs import RawPack
+from ingest.writer import BatchWriter
+from tests.factories import count, wait_for
+from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
+from wattline import accounts
+from wattline.accounts import create_user
+from wattline.domain import Connection, Role
+from wattline.senml import SENML_TOPIC, encode_pack
+from wattline.site_builder import BuiltSite, CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
+
+pytestmark = pytest.mark.browser
+PASSWORD = "installer-password-1"
+
+
+def send(database_url: str, readings: list[tuple[str, float, float]]) -> None:
+    writer = BatchWriter(database_url)
+    writer.write([RawPack(SENML_TOPIC.format(bridge="BR-1"), encode_pack(readings), time.time())])
+    writer.close()
+
+
+@pytest.fixture
+def on_site(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any]:
+    """A 400 V three-phase panel with circuit Motor (CT-1 on L1); CT-9, CT-10 and CT-11 heard
+    through the same bridge and not assigned; CT-10 has read 0 A for the last minute. An
+    installer granted this site only, and a viewer."""
+    _, customer = build_tenant(db, "R", "C")
+    built = build_site(db, customer, SiteSpec("Plant", timezone="Europe/London", bridges=("BR-1",), panels=(
+        PanelSpec("P", "Main panel", 400.0, 0.9, Connection.THREE_PHASE_WYE, circuits=(
+            CircuitSpec("M", "Motor", (SensorSpec("CT-1", "BR-1", ct_rating_a=50),)),)),)))
+    now = time.time()
+    send(database_url, [(s, now - 60 + k * 10, a) for k in range(7)
+                        for s, a in (("CT-1", 12.0), ("CT-9", 6.5), ("CT-10", 0.0), ("CT-11", 30.0))])
+    installer = create_user(db, email="ins@example.com", password=PASSWORD, role=Role.INSTALLER, customer_id=customer)
+    accounts.grant_sites(db, None, installer, [built.site_id])
+    create_user(db, email="view@example.com", password=PASSWORD, role=Role.VIEWER, customer_id=customer)
+    return {"built": built, "installer": installer}
+
+
+def shot(page: Any, name: str, size: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"commissioning-{name}-{size}.png"), full_page=True)
+
+
+def choose(page: Any, dropdown: str, text: str) -> None:
+    """Open a Dash dropdown and click the option whose label contains `text`."""
+    page.click(f"#{dropdown}")
+    page.get_by_role("option", name=re.compile(re.escape(text))).first.click()
+
+
+def saved(page: Any) -> None:
+    """Wait for the form's answer, and insist that it is a success."""
+    try:
+        page.wait_for_selector("#comm-message .saved", timeout=15_000)
+    except Exception as exc:
+        raise AssertionError(page.inner_text("#comm-form")) from exc
+
+
+def card_text(page: Any, serial: str) -> str:
+    return str(page.locator(f"#sensor-{serial}").inner_text())
+
+
+@pytest.mark.parametrize("size", ["390", "desktop"])
+def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any], database_url: str,
+                                         on_site: dict[str, Any], serve_dashboard: Callable[[], str],
+                                         browser_page: Any) -> None:
+    built: BuiltSite = on_site["built"]
+    page = browser_page
+    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
+    base = serve_dashboard()
+    page.goto(base + "/")
+    login(page, "ins@example.com", PASSWORD)
+    page.wait_for_selector(".site-card", timeout=60_000)
+    page.goto(f"{base}/commissioning/{built.site_id}")
+
+    # 1-2. The bridge, and its sensors with their current, as stored.
+    page.wait_for_selector("#sensor-CT-9", timeout=60_000)
+    assert "online" in page.inner_text(".bridge-picker") or "no status" in page.inner_text(".bridge-picker")
+    last = db.execute("""SELECT current_a FROM readings r JOIN sensors s ON s.id = r.sensor_id
+                         WHERE s.serial = 'CT-9' ORDER BY ts DESC LIMIT 1""").fetchone()[0]
+    assert f"{last:.2f} A" in card_text(page, "CT-9")
+    assert "no current for a minute" in card_text(page, "CT-10")
+    assert fits(page), "the page runs off the right edge"
+    shot(page, "1-sensors", size)
+
+    # Live: a new reading shows without a reload.
+    send(database_url, [("CT-9", time.time(), 8.25)])
+    page.wait_for_function("document.querySelector('#sensor-CT-9').innerText.includes('8.25 A')", timeout=15_000)
+
+    # 3. Assign CT-9 to a circuit created on the spot, on L2 with an 80 A CT.
+    choose(page, "comm-serial", "CT-9")
+    choose(page, "comm-node", "New circuit")
+    page.fill("#comm-new-name", "Pump 2")
+    page.check("#comm-phase input[value='2']")
+    page.fill("#comm-ct", "80")
+    page.click("#comm-submit")
+    saved(page)
+    # (A full-page screenshot between filling and clicking swallows the click: shots come after.)
+    shot(page, "2-assign-form", size)
+    row = db.execute("""SELECT n.name, a.phase, a.ct_rating_a, a.assigned_by FROM sensor_assignments a
+                        JOIN nodes n ON n.id = a.node_id JOIN sensors s ON s.id = a.sensor_id
+                        WHERE s.serial = 'CT-9'""").fetchone()
+    assert row == ("Pump 2", 2, 80.0, on_site["installer"])
+    page.wait_for_function("document.querySelector('#sensor-CT-9').innerText.includes('Pump 2 · L2')",
+                           timeout=15_000)
+    # 4. The live check: power now is the current × the panel's phase voltage × its power factor.
+    power_kw = 8.25 * 400.0 / 3 ** 0.5 * 0.9 / 1000
+    assert f"{power_kw:.2f} kW" in card_text(page, "CT-9")
+    shot(page, "3-assigned", size)
+
+    # A taken phase: the answer is next to the phase field, and nothing is saved.
+    choose(page, "comm-serial", "CT-11")
+    choose(page, "comm-node", "Motor")
+    page.check("#comm-phase input[value='1']")
+    page.fill("#comm-ct", "25")
+    page.click("#comm-submit")
+    page.wait_for_selector("#comm-error-phase:has-text('already measured')", timeout=15_000)
+    assert count(db, "SELECT count(*) FROM sensor_assignments a JOIN sensors s ON s.id = a.sensor_id "
+                     "WHERE s.serial = 'CT-11'") == 0
+    shot(page, "4-phase-taken", size)
+    # On L3 with a 25 A CT, its 30 A is flagged as above the rating.
+    page.check("#comm-phase input[value='3']")
+    page.click("#comm-submit")
+    page.wait_for_function("document.querySelector('#sensor-CT-11').innerText.includes('above the 25 A rating')",
+                           timeout=15_000)
+
+    # Move CT-1 to Pump 2 from ten minutes ago (site time): earlier readings stay on Motor.
+    moved_at = (datetime.now(UTC) - timedelta(minutes=10)).astimezone(
+        __import__("zoneinfo").ZoneInfo("Europe/London")).strftime("%Y-%m-%d %H:%M")
+    page.check("#comm-action input[value='move']")
+    page.wait_for_selector("#comm-explain:has-text('readings before it stay with the old circuit')")
+    choose(page, "comm-serial", "CT-1")
+    choose(page, "comm-node", "Pump 2")
+    page.check("#comm-phase input[value='1']")
+    page.fill("#comm-ct", "50")
+    page.fill("#comm-at", (datetime.now(UTC) + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M"))
+    page.click("#comm-submit")
+    page.wait_for_selector("#comm-error-at:has-text('in the future')", timeout=15_000)
+    page.fill("#comm-at", moved_at)
+    page.click("#comm-submit")
+    saved(page)
+    spans = db.execute("""SELECT n.name, a.reason, a.valid_to = 'infinity' FROM sensor_assignments a
+                          JOIN nodes n ON n.id = a.node_id JOIN sensors s ON s.id = a.sensor_id
+                          WHERE s.serial = 'CT-1' ORDER BY a.valid_from""").fetchall()
+    assert spans == [("Motor", "assign", False), ("Pump 2", "move", True)]
+    shot(page, "5-moved", size)
+
+    # 5. Mark the site commissioned.
+    page.click("#comm-commission")
+    page.wait_for_selector("#comm-mark:has-text('commissioned 2')", timeout=15_000)
+    assert db.execute("SELECT commissioned_by FROM sites WHERE id = %s", (built.site_id,)).fetchone() == (
+        on_site["installer"],)
+    assert fits(page)
+    shot(page, "6-commissioned", size)
+
+    # The handover report, printable and as CSV, from the same rows.
+    page.goto(f"{base}/handover/{built.site_id}")
+    text = page.inner_text("table.handover")
+    assert "Pump 2" in text and "CT-9" in text and "ins@example.com" in text
+    shot(page, "7-handover", size)
+    got = page.request.get(f"{base}/handover/{built.site_id}.csv")
+    assert got.status == 200 and got.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(got.text())))
+    assert {(r["circuit"], r["sensor"], r["phase"]) for r in rows} >= {("Pump 2", "CT-9", "2"), ("Motor", "CT-1", "1"),
+                                                                       ("Pump 2", "CT-1", "1")}
+    assert count(db, "SELECT count(*) FROM sensor_assignments") == len(rows)
+    assert page.console_errors == []
+
+
+def test_a_viewer_sees_no_controls_and_the_server_refuses_the_action(
+        db: psycopg.Connection[Any], on_site: dict[str, Any], serve_dashboard: Callable[[], str],
+        browser_page: Any) -> None:
+    built: BuiltSite = on_site["built"]
+    base = serve_dashboard()
+    page = browser_page
+    page.set_viewport_size(PHONE)
+    page.goto(base + "/")
+    login(page, "view@example.com", PASSWORD)
+    page.wait_for_selector(".site-card", timeout=60_000)
+    page.goto(f"{base}/commissioning/{built.site_id}")
+    page.wait_for_selector("#comm-readonly", timeout=60_000)
+    assert page.locator("#comm-form").count() == 0 and page.locator("#comm-commission").count() == 0
+    shot(page, "viewer", "390")
+    # Whatever the browser sends: the callback itself refuses a viewer.
+    from dashboard.app import create_dash
+    from wattline.settings import Settings
+
+    app = create_dash(Settings(database_url=db.info.dsn))
+    with app.server.test_request_context():
+        import flask
+
+        viewer = db.execute("SELECT id, customer_id FROM users WHERE email = 'view@example.com'").fetchone()
+        flask.session.update(user_id=viewer[0], role="viewer", reseller_id=None, customer_id=viewer[1],
+                             scopes=["read"], site_ids=None)
+        message, *_ = page_module.submit(1, built.site_id, "assign", "CT-9", built.nodes["M"], None, None, 2, 50,
+                                         None, None, 0)
+    assert "Not allowed" in str(message)
+    assert count(db, "SELECT count(*) FROM sensor_assignments a JOIN sensors s ON s.id = a.sensor_id "
+                     "WHERE s.serial = 'CT-9'") == 0
+    wait_for(lambda: True)
