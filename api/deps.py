@@ -75,6 +75,16 @@ Commissioner = Annotated[Principal, Depends(require("commission"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 
 
+def _builds(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not (principal.can("write") or principal.can("commission")):
+        raise Problem(403, "Forbidden", "this key lacks the 'write' or 'commission' scope")
+    return principal
+
+
+#: The electrical hierarchy: facility managers ("write") and installers ("commission") build it.
+Builder = Annotated[Principal, Depends(_builds)]
+
+
 def _sees_costs(principal: Annotated[Principal, Depends(require("read"))]) -> Principal:
     if not principal.sees_costs:
         raise Problem(403, "Forbidden", "installers do not see tariffs or costs")

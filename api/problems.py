@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wattline.accounts import LoginRefused, LoginThrottled, Overloaded
-from wattline.errors import Conflict, DomainError, NotFound
+from wattline.errors import Conflict, DomainError, NotFound, RowErrors
 
 log = structlog.get_logger("wattline.api")
 PROBLEM = "application/problem+json"
@@ -61,6 +61,8 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, LoginRefused):
             headers = {"WWW-Authenticate": "Bearer"}
         extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
+        if isinstance(exc, RowErrors):
+            extra["rows"] = [{"line": line, "detail": why} for line, why in exc.rows]
         return problem_response(status, exc.title, exc.detail, request.url.path, headers, **extra)
 
     @app.exception_handler(StarletteHTTPException)

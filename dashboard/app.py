@@ -8,7 +8,7 @@ from typing import Any
 import dash
 from dash import Dash, dcc, html
 
-from dashboard import auth, data, handover
+from dashboard import auth, data, downloads
 from wattline.db import make_pool
 from wattline.settings import Settings
 
@@ -26,12 +26,12 @@ def create_dash(settings: Settings) -> Dash:
     app.server.secret_key = settings.secret_key
     app.server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     auth.install(app.server, pool)
-    handover.install(app.server)
-    from dashboard.pages import alerts, commissioning, portfolio, site, tariffs
+    downloads.install(app.server)
+    from dashboard.pages import alerts, commissioning, hierarchy, portfolio, site, tariffs
 
     # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
     # would also match "/site/1/tariffs", and it orders its registry itself.
-    for module in (portfolio, site, tariffs, commissioning, alerts):
+    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts):
         module.register(app)
     app.layout = html.Div([
         html.Header([

@@ -184,9 +184,18 @@ def test_hierarchy_csv_round_trip_and_bad_csv(client: TestClient, tenants: tuple
     res = client.post(f"/v1/sites/{a.site_id}/hierarchy.csv", headers=h, files={"file": ("h.csv", new.encode())})
     assert res.status_code == 200, res.text
     assert "Oven" in client.get(f"/v1/sites/{a.site_id}/tree", headers=h).text
-    bad = "external_ref,parent_ref,kind,name\nX,NOPE,circuit,Y\n"
+    bad = ("external_ref,parent_ref,kind,name,nominal_voltage_v,power_factor,connection\n"
+           "X,NOPE,circuit,Y,,,\n"          # an unknown parent
+           "P9,,panel,Board 9,230,1,single_phase\n"  # fine
+           "C9,P9,circuit,,,,\n"            # no name
+           "D9,P9,gadget,Z,,,\n"            # no such kind
+           "P10,,panel,Board 10,lots,1,single_phase\n"  # not a number
+           "P11,,panel,Board 11,230,1,\n")  # a panel needs its connection (the database says so)
     res = client.post(f"/v1/sites/{a.site_id}/hierarchy.csv", headers=h, files={"file": ("h.csv", bad.encode())})
-    assert res.status_code == 422 and "unknown parent_ref" in res.json()["detail"]
+    assert res.status_code == 422 and res.json()["field"] == "file"
+    assert [r["line"] for r in res.json()["rows"]] == [2, 4, 5, 6, 7]  # every bad row, the good one not
+    assert "unknown parent_ref" in res.json()["rows"][0]["detail"] and "number" in res.json()["rows"][3]["detail"]
+    assert "Board 9" not in client.get(f"/v1/sites/{a.site_id}/tree", headers=h).text  # all rows or none
 
 
 def test_bad_requests_get_problem_details(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:

@@ -67,10 +67,10 @@ def choose(page: Any, dropdown: str, text: str) -> None:
     page.get_by_role("option", name=re.compile(re.escape(text))).first.click()
 
 
-def saved(page: Any) -> None:
-    """Wait for the form's answer, and insist that it is a success."""
+def saved(page: Any, expect: str) -> None:
+    """Wait for this save's own answer (the last one may still be showing), a success."""
     try:
-        page.wait_for_selector("#comm-message .saved", timeout=15_000)
+        page.wait_for_selector(f"#comm-message .saved:has-text('{expect}')", timeout=15_000)
     except Exception as exc:
         raise AssertionError(page.inner_text("#comm-form")) from exc
 
@@ -113,7 +113,7 @@ def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any],
     page.check("#comm-phase input[value='2']")
     page.fill("#comm-ct", "80")
     page.click("#comm-submit")
-    saved(page)
+    saved(page, "CT-9: assign saved.")
     # (A full-page screenshot between filling and clicking swallows the click: shots come after.)
     shot(page, "2-assign-form", size)
     row = db.execute("""SELECT n.name, a.phase, a.ct_rating_a, a.assigned_by FROM sensor_assignments a
@@ -157,7 +157,7 @@ def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any],
     page.wait_for_selector("#comm-error-at:has-text('in the future')", timeout=15_000)
     page.fill("#comm-at", moved_at)
     page.click("#comm-submit")
-    saved(page)
+    saved(page, "CT-1: move saved.")
     spans = db.execute("""SELECT n.name, a.reason, a.valid_to = 'infinity' FROM sensor_assignments a
                           JOIN nodes n ON n.id = a.node_id JOIN sensors s ON s.id = a.sensor_id
                           WHERE s.serial = 'CT-1' ORDER BY a.valid_from""").fetchall()
@@ -217,3 +217,80 @@ def test_a_viewer_sees_no_controls_and_the_server_refuses_the_action(
     assert count(db, "SELECT count(*) FROM sensor_assignments a JOIN sensors s ON s.id = a.sensor_id "
                      "WHERE s.serial = 'CT-9'") == 0
     wait_for(lambda: True)
+
+
+def save(page: Any, expect: str, button: str = "#hier-save") -> None:
+    """Click, and wait for this save's own answer (the last one may still be showing)."""
+    page.click(button)
+    try:
+        page.wait_for_selector(f"#hier-message .saved:has-text('{expect}')", timeout=15_000)
+    except Exception as exc:
+        raise AssertionError(page.inner_text("#hier-form")) from exc
+
+
+def node_named(db: psycopg.Connection[Any], name: str) -> Any:
+    return db.execute("""SELECT n.kind, p.name, n.nominal_voltage_v, n.power_factor, n.connection FROM nodes n
+                         LEFT JOIN nodes p ON p.id = n.parent_id WHERE n.name = %s""", (name,)).fetchone()
+
+
+@pytest.mark.parametrize("size", ["390", "desktop"])
+def test_an_installer_builds_the_hierarchy(size: str, db: psycopg.Connection[Any], on_site: dict[str, Any],
+                                           serve_dashboard: Callable[[], str], browser_page: Any) -> None:
+    built: BuiltSite = on_site["built"]
+    page = browser_page
+    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
+    base = serve_dashboard()
+    page.goto(base + "/")
+    login(page, "ins@example.com", PASSWORD)
+    page.wait_for_selector(".site-card", timeout=60_000)
+    page.goto(f"{base}/hierarchy/{built.site_id}")
+    page.wait_for_selector(".node-row", timeout=60_000)
+    assert "Main panel (panel) · 400 V, PF 0.9, three phase wye" in page.inner_text("#hier-tree")
+
+    # A sub-board under the site, at 230 V single phase.
+    page.check("#hier-kind input[value='panel']")
+    page.fill("#hier-name", "Sub board")
+    choose(page, "hier-parent", "Plant (site)")
+    page.fill("#hier-voltage", "230")
+    page.fill("#hier-pf", "0.95")
+    save(page, "Sub board added.")
+    assert node_named(db, "Sub board") == ("panel", "Plant", 230.0, 0.95, "single_phase")
+    # A circuit on it; renamed, then moved to the main panel, then deleted.
+    page.check("#hier-kind input[value='circuit']")
+    page.fill("#hier-name", "Lights")
+    choose(page, "hier-parent", "Sub board")
+    save(page, "Lights added.")
+    assert node_named(db, "Lights")[:2] == ("circuit", "Sub board")
+    shot(page, "hierarchy-1-added", size)
+    choose(page, "hier-node", "Lights (circuit)")
+    page.wait_for_function("document.querySelector('#hier-name').value === 'Lights'")
+    page.fill("#hier-name", "Lighting")
+    choose(page, "hier-parent", "Main panel")
+    save(page, "Lighting saved.")
+    assert node_named(db, "Lighting")[:2] == ("circuit", "Main panel") and node_named(db, "Lights") is None
+    save(page, "Deleted.", "#hier-delete")
+    assert node_named(db, "Lighting") is None
+    assert count(db, "SELECT count(*) FROM audit_log WHERE subject_type = 'node' AND actor_user_id = %s",
+                 on_site["installer"]) == 4  # two creates, one update (renamed and moved), one delete
+
+    # A spreadsheet with bad rows: each is named, and nothing goes in.
+    sheet = ("external_ref,parent_ref,kind,name,nominal_voltage_v,power_factor,connection\n"
+             "SB2,,panel,Board 2,230,1,single_phase\n"
+             "C1,NOPE,circuit,Kitchen,,,\n"
+             "C2,SB2,circuit,,,,\n")
+    page.set_input_files("#hier-upload input[type=file]", files=[{"name": "h.csv", "mimeType": "text/csv",
+                                                                   "buffer": sheet.encode()}])
+    page.wait_for_selector(".csv-errors", timeout=15_000)
+    errors = page.inner_text(".csv-errors")
+    assert "Line 3: unknown parent_ref 'NOPE'" in errors and "Line 4: external_ref and name are required" in errors
+    assert node_named(db, "Board 2") is None
+    assert fits(page)
+    shot(page, "hierarchy-2-csv-errors", size)
+    good = sheet.replace("NOPE", "SB2").replace("C2,SB2,circuit,,", "C2,SB2,circuit,Oven,")
+    page.set_input_files("#hier-upload input[type=file]", files=[{"name": "h.csv", "mimeType": "text/csv",
+                                                                   "buffer": good.encode()}])
+    page.wait_for_selector("#hier-message .saved", timeout=15_000)
+    assert node_named(db, "Oven")[:2] == ("circuit", "Board 2")
+    page.wait_for_selector("#hier-tree :text('Oven (circuit)')")
+    shot(page, "hierarchy-3-imported", size)
+    assert page.console_errors == []

@@ -271,3 +271,26 @@ def test_an_installer_works_on_the_sites_granted_and_sees_no_costs(
                        json={**span, "at": at(100)}).status_code == 403
     assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'assign' AND actor_user_id = %s", installer) == 1
     assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'grant_sites'") == 1
+
+
+def test_a_device_with_its_own_sensor_leaves_its_circuit_the_remainder(
+        client: TestClient, db: psycopg.Connection[Any], site: tuple[BuiltSite, str]) -> None:
+    """A device under a metered circuit, metered itself: the circuit shows its own total and,
+    as a panel does, the part its device does not explain."""
+    built, token = site
+    made = client.post(f"/v1/sites/{built.site_id}/nodes", headers=auth(token),
+                       json={"parent_id": built.nodes["A"], "kind": "device", "name": "Fridge"})
+    assert made.status_code == 201, made.text
+    fridge = made.json()["id"]
+    assigned = client.put("/v1/sensors/CT-9/assignment", headers=auth(token),
+                          json={"node_id": fridge, "phase": 1, "ct_rating_a": 20})
+    assert assigned.status_code == 200, assigned.text
+    drain(db)
+    want = {serial: sum(minute_wh(serial).values()) for serial in ("CT-1", "CT-9")}
+    row = db.execute("SELECT sum(energy_wh), sum(unmonitored_wh) FROM rollups_1h WHERE node_id = %s",
+                     (built.nodes["A"],)).fetchone()
+    assert row[0] == pytest.approx(want["CT-1"], rel=1e-9)  # the circuit's own meter, not meter + device
+    assert row[1] == pytest.approx(want["CT-1"] - want["CT-9"], rel=1e-9)
+    device = db.execute("SELECT sum(energy_wh) FROM rollups_1h WHERE node_id = %s", (fridge,)).fetchone()[0]
+    assert device == pytest.approx(want["CT-9"], rel=1e-9)
+    equals_a_recompute_from_scratch(db)

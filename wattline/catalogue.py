@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 from wattline import audit, rollup_queue
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection
-from wattline.errors import Conflict, Invalid, NotFound
+from wattline.errors import Conflict, Invalid, NotFound, RowErrors
 from wattline.opening_hours import validate_opening_hours
 from wattline.principal import Principal
 
@@ -255,7 +255,8 @@ def delete_node(conn: Conn, actor: Principal | None, node_id: int) -> None:
             conn.execute("DELETE FROM nodes WHERE id = %s", (node_id,))
             audit.record(conn, actor, "delete", "node", node_id)
     except psycopg.errors.ForeignKeyViolation as exc:
-        raise Conflict("the node still has children or sensors (move or unassign them first)") from exc
+        raise Conflict("the node still has children, or sensors now or in its history: move its children, and "
+                       "correct its sensors' assignments, first") from exc
 
 
 def export_hierarchy(conn: Conn, site_id: int) -> str:
@@ -276,51 +277,73 @@ def export_hierarchy(conn: Conn, site_id: int) -> str:
 def import_hierarchy(conn: Conn, actor: Principal | None, site_id: int, data: bytes) -> int:
     """Create or update nodes from the installers' CSV: all rows or none.
 
-    Parents must come before their children. Nodes whose parent or electrical
-    parameters change have their sensors' history re-queued, as `update_node` does.
-    Returns the number of rows imported.
+    Parents must come before their children. Every row is tried (each in a savepoint), so
+    that a refusal names every bad row with its line (`RowErrors`), not just the first.
+    Nodes whose parent or electrical parameters change have their sensors' history
+    re-queued, as `update_node` does. Returns the number of rows imported.
     """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
-        raise Invalid("Invalid CSV", f"line {line}: not UTF-8 text (save the sheet as CSV UTF-8)") from exc
+        raise Invalid("Invalid CSV", f"line {line}: not UTF-8 text (save the sheet as CSV UTF-8)",
+                      field="file") from exc
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or not {"external_ref", "parent_ref", "kind", "name"} <= set(reader.fieldnames):
         raise Invalid("Invalid CSV", f"columns must include external_ref, parent_ref, kind, name; "
-                      f"export gives {', '.join(CSV_COLUMNS)}")
+                      f"export gives {', '.join(CSV_COLUMNS)}", field="file")
+    errors: list[tuple[int, str]] = []
     count = 0
-    line = 1
-    try:
-        with conn.transaction():
-            root = site_root(conn, site_id)
-            existing = {r["external_ref"]: r for r in fetch_all(conn, """
-                SELECT id, site_id, parent_id, kind, name, external_ref, nominal_voltage_v, power_factor, connection,
-                       asset_type FROM nodes WHERE site_id = %s AND external_ref IS NOT NULL""", (site_id,))}
-            refs = {ref: int(r["id"]) for ref, r in existing.items()}
-            for line, row in enumerate(reader, start=2):
-                parent = root if not row.get("parent_ref") else refs.get(row["parent_ref"])
-                if parent is None:
-                    raise Invalid("Invalid CSV", f"line {line}: unknown parent_ref {row['parent_ref']!r} "
-                                  "(parents must come before their children)")
-                kind = (row.get("kind") or "").strip()
-                if kind not in ("panel", "circuit", "device") or not row.get("external_ref") or not row.get("name"):
-                    raise Invalid("Invalid CSV", f"line {line}: kind, external_ref and name are required")
-                refs[row["external_ref"]] = upsert_node(
-                    conn, site_id, parent, kind, row["name"], row["external_ref"],
-                    nominal_voltage_v=float(row["nominal_voltage_v"]) if row.get("nominal_voltage_v") else None,
-                    power_factor=float(row["power_factor"]) if row.get("power_factor") else None,
-                    connection=Connection(row["connection"]) if row.get("connection") else None,
-                    asset_type=row.get("asset_type") or None)
-                count += 1
-            changed = sum(_requeue_if_changed(conn, before) for before in existing.values())
-            audit.record(conn, actor, "import", "site", site_id, rows=count, nodes_changed=changed)
-    except (psycopg.errors.IntegrityError, ValueError) as exc:
-        if isinstance(exc, Invalid):
-            raise
-        detail = _db_detail(exc) if isinstance(exc, psycopg.Error) else str(exc)
-        raise Invalid("Invalid CSV", f"line {line}: {detail or 'invalid row'}") from exc
+    with conn.transaction():
+        root = site_root(conn, site_id)
+        existing = {r["external_ref"]: r for r in fetch_all(conn, """
+            SELECT id, site_id, parent_id, kind, name, external_ref, nominal_voltage_v, power_factor, connection,
+                   asset_type FROM nodes WHERE site_id = %s AND external_ref IS NOT NULL""", (site_id,))}
+        refs = {ref: int(r["id"]) for ref, r in existing.items()}
+        for line, row in enumerate(reader, start=2):
+            try:
+                with conn.transaction():
+                    refs[row["external_ref"]] = _import_row(conn, site_id, root, refs, row)
+                    count += 1
+            except (Invalid, ValueError, psycopg.errors.IntegrityError) as exc:
+                detail = exc.detail if isinstance(exc, Invalid) else \
+                    _db_detail(exc) if isinstance(exc, psycopg.Error) else str(exc)
+                errors.append((line, detail or "invalid row"))
+        if errors:  # raised inside the transaction: the rows that went in come out again
+            raise RowErrors("Invalid CSV", errors)
+        changed = sum(_requeue_if_changed(conn, before) for before in existing.values())
+        audit.record(conn, actor, "import", "site", site_id, rows=count, nodes_changed=changed)
     return count
+
+
+def _import_row(conn: Conn, site_id: int, root: int, refs: dict[str, int], row: dict[str, str | None]) -> int:
+    parent_ref = (row.get("parent_ref") or "").strip()
+    parent = root if not parent_ref else refs.get(parent_ref)
+    if parent is None:
+        raise Invalid("Invalid CSV", f"unknown parent_ref {parent_ref!r} (parents must come before their children)")
+    kind = (row.get("kind") or "").strip()
+    if kind not in ("panel", "circuit", "device"):
+        raise Invalid("Invalid CSV", f"kind must be panel, circuit or device, not {kind!r}")
+    ref, name = (row.get("external_ref") or "").strip(), (row.get("name") or "").strip()
+    if not ref or not name:
+        raise Invalid("Invalid CSV", "external_ref and name are required")
+    connection = (row.get("connection") or "").strip()
+    if connection and connection not in {c.value for c in Connection}:
+        raise Invalid("Invalid CSV", f"connection must be one of {', '.join(c.value for c in Connection)}")
+    volts, pf = (row.get("nominal_voltage_v") or "").strip(), (row.get("power_factor") or "").strip()
+    return upsert_node(conn, site_id, parent, kind, name, ref,
+                       nominal_voltage_v=_number(volts, "nominal_voltage_v"), power_factor=_number(pf, "power_factor"),
+                       connection=Connection(connection) if connection else None,
+                       asset_type=(row.get("asset_type") or "").strip() or None)
+
+
+def _number(text: str, column: str) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise Invalid("Invalid CSV", f"{column} must be a number, not {text!r}") from None
 
 
 # -- hardware ------------------------------------------------------------------------------------

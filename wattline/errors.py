@@ -44,3 +44,14 @@ class Invalid(DomainError):
         """`title` is the short kind of problem ("Invalid CSV"), `detail` the sentence."""
         super().__init__(detail, field=field)
         self.title = title
+
+
+class RowErrors(Invalid):
+    """An upload with bad rows: every one of them, each with its line number."""
+
+    def __init__(self, title: str, rows: list[tuple[int, str]]) -> None:
+        """`rows`: (line, what is wrong), in line order."""
+        first = "; ".join(f"line {line}: {why}" for line, why in rows[:3])
+        more = f" (and {len(rows) - 3} more)" if len(rows) > 3 else ""
+        super().__init__(title, f"{len(rows)} row(s) refused, nothing imported: {first}{more}", field="file")
+        self.rows = rows

@@ -8,7 +8,7 @@ import psycopg
 from fastapi import APIRouter, Body, Query, Request, UploadFile, status
 from fastapi.responses import Response
 
-from api.deps import Admin, Commissioner, Conn, CostReader, Reader, Writer
+from api.deps import Admin, Builder, Commissioner, Conn, CostReader, Reader, Writer
 from api.problems import Problem, not_found
 from api.schemas import (
     Bridge,
@@ -97,7 +97,7 @@ def get_tree(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
 
 @router.post("/sites/{site_id}/nodes", response_model=Created, status_code=status.HTTP_201_CREATED,
              summary="Add a panel, circuit or device")
-def create_node(site_id: int, body: NodeIn, p: Writer, conn: Conn) -> Created:
+def create_node(site_id: int, body: NodeIn, p: Builder, conn: Conn) -> Created:
     _site_or_404(conn, p, site_id)
     node_id = catalogue.create_node(conn, p, site_id, body.parent_id, body.kind, body.name, body.external_ref,
                                     nominal_voltage_v=body.nominal_voltage_v, power_factor=body.power_factor,
@@ -114,7 +114,7 @@ def get_node(node_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
 
 
 @router.patch("/nodes/{node_id}", response_model=Created, summary="Rename, re-rate or move a node")
-def patch_node(node_id: int, body: NodePatch, p: Writer, conn: Conn) -> Created:
+def patch_node(node_id: int, body: NodePatch, p: Builder, conn: Conn) -> Created:
     if queries.node(conn, p, node_id) is None:
         raise not_found("node")
     catalogue.update_node(conn, p, node_id, body.model_dump(exclude_none=True))
@@ -134,7 +134,7 @@ def export_hierarchy(site_id: int, p: Reader, conn: Conn) -> Response:
 
 @router.post("/sites/{site_id}/hierarchy.csv", response_model=Created,
              summary="Import (create or update) nodes from CSV; all rows or none")
-def import_hierarchy(site_id: int, file: UploadFile, p: Writer, conn: Conn) -> Created:
+def import_hierarchy(site_id: int, file: UploadFile, p: Builder, conn: Conn) -> Created:
     _site_or_404(conn, p, site_id)
     return Created(id=catalogue.import_hierarchy(conn, p, site_id, file.file.read(2_000_000)))
 
@@ -213,7 +213,7 @@ def delete_site(site_id: int, p: Admin, conn: Conn) -> Created:
 
 
 @router.delete("/nodes/{node_id}", response_model=Created, summary="Delete a node with no children and no sensors")
-def delete_node(node_id: int, p: Writer, conn: Conn) -> Created:
+def delete_node(node_id: int, p: Builder, conn: Conn) -> Created:
     if queries.node(conn, p, node_id) is None:
         raise not_found("node")
     catalogue.delete_node(conn, p, node_id)

@@ -1,5 +1,6 @@
-"""The handover report as a printable page and as CSV: plain Flask routes beside the Dash
-app, behind the same sign-in, from `wattline.commissioning.handover`."""
+"""Files and printable pages, as plain Flask routes beside the Dash app, behind the same
+sign-in: the handover report (page and CSV, from `wattline.commissioning.handover`) and the
+hierarchy's CSV (`wattline.catalogue.export_hierarchy`, what the hierarchy page uploads)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from markupsafe import escape
 
 from dashboard.auth import current_principal
 from dashboard.data import conn, reporting_interval_s
-from wattline import commissioning, queries
+from wattline import catalogue, commissioning, queries
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>Handover · {site}</title><link rel="stylesheet" href="/assets/style.css"></head>
@@ -37,6 +38,15 @@ def install(server: flask.Flask) -> None:
             rows = commissioning.handover(c, p, site_id, interval_s=reporting_interval_s())
         return flask.Response(commissioning.handover_csv(rows), mimetype="text/csv", headers={
             "Content-Disposition": f'attachment; filename="handover-site-{site_id}.csv"'})
+
+    @server.route("/hierarchy/<int:site_id>.csv")
+    def hierarchy_csv(site_id: int) -> Any:
+        with conn() as c:
+            if queries.site(c, current_principal(), site_id) is None:
+                flask.abort(404)
+            sheet = catalogue.export_hierarchy(c, site_id)
+        return flask.Response(sheet, mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="hierarchy-site-{site_id}.csv"'})
 
     @server.route("/handover/<int:site_id>")
     def handover_page(site_id: int) -> Any:
