@@ -382,6 +382,41 @@ class CommissioningReport(BaseModel):
     sensors: list[SensorCheck]
 
 
+class LiveCheck(BaseModel):
+    """A sensor now, as the installer's live check shows it: where, what, and what looks wrong."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "serial": "CT0000000001", "bridge_id": 2, "node_id": 12, "node_name": "Motor", "phase": 1,
+        "ct_rating_a": 50.0, "state": "live", "last_seen_at": "2026-11-23T08:00:00Z", "current_a": 61.2,
+        "power_w": 12717.0, "rssi_dbw": -71.0, "flags": ["61.2 A is above the 50 A rating: check the CT"]}]})
+    serial: str
+    bridge_id: int
+    node_id: int | None
+    node_name: str | None
+    phase: int | None
+    ct_rating_a: float | None
+    state: Literal["discovered", "live", "silent", "implausible", "never_seen"]
+    last_seen_at: datetime | None
+    current_a: float | None
+    power_w: float | None
+    rssi_dbw: float | None
+    flags: list[str]
+
+
+class CommissionedIn(BaseModel):
+    """Mark the site commissioned (true), or open it again (false)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"commissioned": True}]})
+    commissioned: bool
+
+
+class Commissioned(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"commissioned_at": "2026-11-23T10:00:00Z",
+                                                               "commissioned_by": "Ada Installer"}]})
+    commissioned_at: datetime | None
+    commissioned_by: str | None
+
+
 class TariffBandIn(BaseModel):
     name: str = Field(min_length=1, max_length=50, examples=["day"])
     rate_minor_per_kwh: Decimal = Field(ge=0, max_digits=14, decimal_places=4, examples=["28.62"])

@@ -34,6 +34,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/sensors/{serial}/assignment/correction"): {"json": {"node_id": 0, "phase": 1, "ct_rating_a": 50}},
     ("post", "/v1/sensors/{serial}/assignment/move"): {"json": {"node_id": 0, "phase": 1, "ct_rating_a": 50}},
     ("post", "/v1/sensors/{serial}/replacement"): {"json": {"new_serial": "CT-NEVER-HEARD"}},
+    ("put", "/v1/sites/{site_id}/commissioned"): {"json": {"commissioned": True}},
+    ("put", "/v1/users/{user_id}/sites"): {"json": {"site_ids": []}},
     ("post", "/v1/sites/{site_id}/tariffs"): {"json": {
         "name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
         "bands": [{"name": "a", "rate_minor_per_kwh": "1", "day_types": ["weekday", "weekend", "holiday"],

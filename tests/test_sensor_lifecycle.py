@@ -294,3 +294,24 @@ def test_a_device_with_its_own_sensor_leaves_its_circuit_the_remainder(
     device = db.execute("SELECT sum(energy_wh) FROM rollups_1h WHERE node_id = %s", (fridge,)).fetchone()[0]
     assert device == pytest.approx(want["CT-9"], rel=1e-9)
     equals_a_recompute_from_scratch(db)
+
+
+def test_resellers_get_the_live_check_the_handover_and_the_mark_through_the_api(
+        client: TestClient, db: psycopg.Connection[Any], site: tuple[BuiltSite, str]) -> None:
+    built, token = site
+    move(client, token, "CT-1", built.nodes["C"], 1, 60)
+    checks = {c["serial"]: c for c in client.get(f"/v1/sites/{built.site_id}/live-check", headers=auth(token)).json()}
+    last = amps("CT-1", MINUTES * 6)
+    assert checks["CT-1"]["current_a"] == pytest.approx(last) and checks["CT-1"]["node_name"] == "C"
+    assert checks["CT-1"]["power_w"] == pytest.approx(last * VOLTS)  # 230 V single phase, PF 1
+    assert checks["CT-1"]["state"] == "silent" and checks["CT-9"]["state"] == "discovered"  # readings from May
+    res = client.get(f"/v1/sites/{built.site_id}/handover.csv", headers=auth(token))
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")
+    rows = list(__import__("csv").DictReader(__import__("io").StringIO(res.text)))
+    assert [(r["circuit"], r["sensor"], r["to"] != "") for r in rows] == [("A", "CT-1", True), ("B", "CT-2", False),
+                                                                         ("C", "CT-1", False)]
+    assert rows[0]["first_reading"].startswith("2026-05-04T10:00") and rows[0]["last_reading"].startswith(
+        "2026-05-04T10:59:50")  # CT-1's readings on A: up to the move at 11:00
+    mark = client.put(f"/v1/sites/{built.site_id}/commissioned", headers=auth(token), json={"commissioned": True})
+    assert mark.status_code == 200 and mark.json()["commissioned_by"] == "fm@example.com"
+    assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'commission' AND subject_type = 'site'") == 1

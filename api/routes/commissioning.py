@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import Commissioner, Conn, Reader
 from api.problems import not_found
@@ -14,15 +14,18 @@ from api.schemas import (
     Assignment,
     AssignmentSpan,
     BridgeCheck,
+    Commissioned,
+    CommissionedIn,
     CommissioningReport,
     Correction,
     Created,
+    LiveCheck,
     Move,
     Replacement,
     SensorCheck,
     SensorInfo,
 )
-from wattline import assignments, queries
+from wattline import assignments, commissioning, queries
 from wattline.assignments import EXPLAINED, Action
 from wattline.domain import sensor_state
 from wattline.errors import NotFound
@@ -137,3 +140,36 @@ def report(site_id: int, request: Request, p: Reader, conn: Conn) -> Commissioni
     return CommissioningReport(site_id=site_id, mapped=sum(r["node_id"] is not None for r in rows),
                                discovered=sum(r["node_id"] is None for r in rows), live=states.count("live"),
                                silent=states.count("silent"), implausible=states.count("implausible"), sensors=checks)
+
+
+@router.get("/sites/{site_id}/live-check", response_model=list[LiveCheck],
+            summary="Every sensor now: current, power, and what looks wrong (no current, above rating, phase "
+                    "imbalance, weak signal, silent)")
+def live_check(site_id: int, request: Request, p: Reader, conn: Conn, bridge_id: int | None = None
+               ) -> list[dict[str, Any]]:
+    if queries.site(conn, p, site_id) is None:
+        raise not_found("site")
+    return [commissioning.as_dict(c) for c in commissioning.live_check(
+        conn, p, site_id, interval_s=request.app.state.settings.reporting_interval_s, bridge_id=bridge_id)]
+
+
+@router.get("/sites/{site_id}/handover.csv", summary="The commissioning handover report: every panel, circuit, "
+            "sensor, phase, CT rating, first and last reading, state, who assigned it and when",
+            response_class=Response, responses={200: {"content": {"text/csv": {"example": ",".join(
+                commissioning.HANDOVER_COLUMNS) + "\n"}}}})
+def handover_csv(site_id: int, request: Request, p: Reader, conn: Conn) -> Response:
+    if queries.site(conn, p, site_id) is None:
+        raise not_found("site")
+    rows = commissioning.handover(conn, p, site_id, interval_s=request.app.state.settings.reporting_interval_s)
+    return Response(commissioning.handover_csv(rows), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="handover-site-{site_id}.csv"'})
+
+
+@router.put("/sites/{site_id}/commissioned", response_model=Commissioned,
+            summary="Mark the site commissioned, or open it again (audited)")
+def mark_commissioned(site_id: int, body: CommissionedIn, p: Commissioner, conn: Conn) -> Commissioned:
+    if queries.site(conn, p, site_id) is None:
+        raise not_found("site")
+    commissioning.mark_commissioned(conn, p, site_id, body.commissioned)
+    mark = commissioning.commissioned(conn, site_id)
+    return Commissioned(commissioned_at=mark["at"] if mark else None, commissioned_by=mark["who"] if mark else None)
