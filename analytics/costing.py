@@ -19,6 +19,7 @@ from analytics.tariffs import (
     pricing_resolution,
 )
 from wattline import queries
+from wattline.errors import Forbidden
 from wattline.principal import Principal
 from wattline.tariffs import TariffError
 
@@ -41,6 +42,8 @@ class SiteCost:
 
 def site_cost(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from: datetime, t_to: datetime
               ) -> SiteCost | None:
+    if not p.sees_costs:  # the API refuses first; this holds for every other door
+        raise Forbidden("installers do not see tariffs or costs")
     site = queries.site(conn, p, site_id)
     if site is None:
         return None

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wattline.accounts import LoginRefused, LoginThrottled, Overloaded
-from wattline.errors import Conflict, DomainError, NotFound, RowErrors
+from wattline.errors import Conflict, DomainError, Forbidden, NotFound, RowErrors
 
 log = structlog.get_logger("wattline.api")
 PROBLEM = "application/problem+json"
@@ -43,8 +43,8 @@ def _db_message(exc: psycopg.Error) -> str:
 
 
 #: How each kind of refusal answers; any other DomainError is 422.
-STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, LoginRefused: 401, LoginThrottled: 429,
-                                        Overloaded: 503}
+STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Forbidden: 403, LoginRefused: 401,
+                                        LoginThrottled: 429, Overloaded: 503}
 
 
 def install(app: FastAPI) -> None:

@@ -183,6 +183,9 @@ def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any],
     assert {(r["circuit"], r["sensor"], r["phase"]) for r in rows} >= {("Pump 2", "CT-9", "2"), ("Motor", "CT-1", "1"),
                                                                        ("Pump 2", "CT-1", "1")}
     assert count(db, "SELECT count(*) FROM sensor_assignments") == len(rows)
+    # Tariffs and costs are not an installer's.
+    page.goto(f"{base}/tariffs/{built.site_id}")
+    page.wait_for_selector(".empty:has-text('not shown to installers')", timeout=30_000)
     assert page.console_errors == []
 
 

@@ -154,10 +154,12 @@ def test_every_page_shows_the_database_numbers(page: Any, dashboard_url: str, db
     page.screenshot(path=str(ARTIFACTS / "tariffs.png"), full_page=True)
 
     page.goto(f"{dashboard_url}/commissioning/{site_id}")
-    page.wait_for_selector("table.grid", timeout=60_000)
-    body = page.inner_text("body")
-    discovered = db.execute("""SELECT count(*) FROM discovered_sensors WHERE site_id = %s""", (site_id,)).fetchone()[0]
-    assert discovered > 0 and body.count("discovered") == discovered
+    page.wait_for_selector(".sensor-card", timeout=60_000)
+    first_bridge = db.execute("SELECT id FROM bridges WHERE site_id = %s ORDER BY serial LIMIT 1",
+                              (site_id,)).fetchone()[0]  # the bridge the page picks
+    discovered = db.execute("SELECT count(*) FROM discovered_sensors WHERE bridge_id = %s",
+                            (first_bridge,)).fetchone()[0]
+    assert discovered > 0 and page.locator(".sensor-card .flag:text-is('discovered')").count() == discovered
     page.screenshot(path=str(ARTIFACTS / "commissioning.png"), full_page=True)
 
     page.goto(f"{dashboard_url}/alerts")

@@ -37,6 +37,12 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class Forbidden(DomainError):
+    """The caller may see the object, but not this (an installer and a site's costs)."""
+
+    title = "Forbidden"
+
+
 class Invalid(DomainError):
     """The input is well-formed but not acceptable (a band overlap, a kind that cannot be)."""
 

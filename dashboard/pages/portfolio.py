@@ -51,7 +51,7 @@ def site_summary(c: Any, p: Any, site: dict[str, Any], now: datetime) -> dict[st
     out["power_kw"] = power["mean_power_w"] / 1000 if power else None
     for key, start, end in (("today", today, now), ("month", month, now), ("last_month", last_month, month)):
         try:
-            cost = site_cost(c, p, site["id"], start, end)
+            cost = site_cost(c, p, site["id"], start, end) if p.sees_costs else None
         except TariffError:
             cost = None
         usage = queries.energy_15m(c, p, site["id"], start, end)
@@ -84,7 +84,7 @@ def card(s: dict[str, Any]) -> html.Div:
 
     def cost(key: str) -> str:
         value = s[f"{key}_cost"]
-        return _money(*value) if value else "no tariff"
+        return _money(*value) if value else "no tariff" if current_principal().sees_costs else ""
 
     return html.Div([
         html.H3(dcc.Link(site["name"], href=f"/site/{site['id']}")),

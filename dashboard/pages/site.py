@@ -125,7 +125,7 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
         site, t_from, t_to = _visible_range(c, p, site_id, start, end)
         nodes = queries.tree(c, p, site_id)
         try:
-            cost = site_cost(c, p, site_id, t_from, t_to)
+            cost = site_cost(c, p, site_id, t_from, t_to) if p.sees_costs else None
         except TariffError:
             cost = None
         # With a tariff, the costing scan already carries each node's energy and remainder.
@@ -152,7 +152,8 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
                                 hovertemplate="%{label}: %{value:,.1f} kWh<extra></extra>"))
     fig.update_layout(margin={"t": 10, "l": 10, "r": 10, "b": 10}, height=420)
     if cost is None:
-        none = html.Div("This site has no tariff yet.", className="empty")
+        none = html.Div("This site has no tariff yet." if p.sees_costs else "Costs are not shown to installers.",
+                        className="empty")
         return _tree(nodes, usage), fig, none, none, "–"
     inv = cost.invoice
     lines = html.Table([html.Tr([html.Th("Line"), html.Th("Quantity"), html.Th(f"Amount ({inv.currency})")])] + [

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from dash import Dash, dcc, html
 
 from analytics.tariffs import load_tariffs, rate_table
+from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
 from wattline.tariffs import DAY_TYPES, SLOT_MIN
 
@@ -24,6 +25,10 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         site = site_from_path(c, site_id)
         if site is None:
             return no_such_site()
+        if not current_principal().sees_costs:
+            return html.Div([html.H2(f"Tariffs · {site['name']}"),
+                             html.Div("Tariffs and costs are not shown to installers.", className="empty")],
+                            className="page")
         versions = load_tariffs(c, site["id"])
     if not versions:
         return html.Div([html.H2(f"Tariffs · {site['name']}"),
