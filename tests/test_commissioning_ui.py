@@ -164,6 +164,30 @@ def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any],
     assert spans == [("Motor", "assign", False), ("Pump 2", "move", True)]
     shot(page, "5-moved", size)
 
+    # Replace CT-9 (on Pump 2, L2) with the spare CT-10 from five minutes ago; correct CT-11 to L2.
+    page.check("#comm-action input[value='replace']")
+    page.wait_for_selector("#comm-explain:has-text('history runs on')")
+    choose(page, "comm-serial", "CT-9")
+    choose(page, "comm-new-serial", "CT-10")
+    page.fill("#comm-at", (datetime.now(UTC) - timedelta(minutes=5)).astimezone(
+        __import__("zoneinfo").ZoneInfo("Europe/London")).strftime("%Y-%m-%d %H:%M"))
+    page.click("#comm-submit")
+    saved(page, "CT-10 replaces CT-9.")
+    assert db.execute("""SELECT n.name, a.phase, a.ct_rating_a, a.reason FROM sensor_assignments a
+                         JOIN nodes n ON n.id = a.node_id JOIN sensors s ON s.id = a.sensor_id
+                         WHERE s.serial = 'CT-10'""").fetchone() == ("Pump 2", 2, 80.0, "replace")
+    page.check("#comm-action input[value='correct']")
+    choose(page, "comm-serial", "CT-11")
+    choose(page, "comm-node", "Motor")
+    page.check("#comm-phase input[value='2']")
+    page.fill("#comm-ct", "40")
+    page.click("#comm-submit")
+    saved(page, "CT-11: correct saved.")
+    assert db.execute("""SELECT a.phase, a.ct_rating_a, a.reason, a.valid_from = '-infinity' FROM sensor_assignments a
+                         JOIN sensors s ON s.id = a.sensor_id WHERE s.serial = 'CT-11'""").fetchone() == (
+        2, 40.0, "correct", True)  # the whole span, re-pointed
+    shot(page, "5b-replaced-corrected", size)
+
     # 5. Mark the site commissioned.
     page.click("#comm-commission")
     page.wait_for_selector("#comm-mark:has-text('commissioned 2')", timeout=15_000)
@@ -180,8 +204,9 @@ def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any],
     got = page.request.get(f"{base}/handover/{built.site_id}.csv")
     assert got.status == 200 and got.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(got.text())))
-    assert {(r["circuit"], r["sensor"], r["phase"]) for r in rows} >= {("Pump 2", "CT-9", "2"), ("Motor", "CT-1", "1"),
-                                                                       ("Pump 2", "CT-1", "1")}
+    assert {(r["circuit"], r["sensor"], r["phase"]) for r in rows} >= {
+        ("Pump 2", "CT-9", "2"), ("Pump 2", "CT-10", "2"), ("Motor", "CT-1", "1"), ("Pump 2", "CT-1", "1"),
+        ("Motor", "CT-11", "2")}
     assert count(db, "SELECT count(*) FROM sensor_assignments") == len(rows)
     # Tariffs and costs are not an installer's.
     page.goto(f"{base}/tariffs/{built.site_id}")

@@ -315,3 +315,37 @@ def test_resellers_get_the_live_check_the_handover_and_the_mark_through_the_api(
     mark = client.put(f"/v1/sites/{built.site_id}/commissioned", headers=auth(token), json={"commissioned": True})
     assert mark.status_code == 200 and mark.json()["commissioned_by"] == "fm@example.com"
     assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'commission' AND subject_type = 'site'") == 1
+
+
+def test_the_live_check_flags_imbalance_and_weak_signal(client: TestClient, db: psycopg.Connection[Any],
+                                                        database_url: str, site: tuple[BuiltSite, str]) -> None:
+    """Three phases of one circuit, one far from its siblings, one sensor heard faintly."""
+    from tests.factories import write as write_packs
+    from wattline.senml import encode_pack
+
+    built, token = site
+    for serial, phase in (("CT-9", 1), ("CT-X2", 2), ("CT-X3", 3)):
+        write_packs(database_url, [(serial, time_now() - 5, 1.0)])
+        res = client.put(f"/v1/sensors/{serial}/assignment", headers=auth(token),
+                         json={"node_id": built.nodes["C"], "phase": phase, "ct_rating_a": 100})
+        assert res.status_code == 200, res.text
+    now = time_now()
+    pack = encode_pack([("CT-9", now, 20.0), ("CT-X2", now, 21.0), ("CT-X3", now, 4.0)],
+                       extra={"CT-X3": {"rssi": -97.0}})
+    from ingest.packs import RawPack
+    from ingest.writer import BatchWriter
+    from wattline.senml import SENML_TOPIC
+
+    writer = BatchWriter(database_url)
+    writer.write([RawPack(SENML_TOPIC.format(bridge="BR-1"), pack, now)])
+    writer.close()
+    checks = {c["serial"]: c for c in client.get(f"/v1/sites/{built.site_id}/live-check", headers=auth(token)).json()}
+    assert checks["CT-9"]["flags"] == [] and checks["CT-X2"]["flags"] == []
+    flags = " | ".join(checks["CT-X3"]["flags"])
+    assert "phase 3 reads 4.0 A against 20.0 A" in flags and "weak signal (-97 dBW)" in flags
+
+
+def time_now() -> float:
+    import time
+
+    return time.time()

@@ -95,6 +95,9 @@ def card(s: dict[str, Any]) -> html.Div:
         html.Div(f"This month: {s['month_kwh']:,.0f} kWh · {cost('month')}"),
         html.Div(f"Last month: {s['last_month_kwh']:,.0f} kWh · {cost('last_month')}", className="muted"),
         html.Div(flags, style={"marginTop": ".5rem"}),
+        html.Div([dcc.Link("Commissioning", href=f"/commissioning/{site['id']}", className="small-link"), " · ",
+                  dcc.Link("Hierarchy", href=f"/hierarchy/{site['id']}", className="small-link")],
+                 style={"marginTop": ".4rem"}),
     ], className="card site-card", id={"type": "site-card", "site": site["id"]})
 
 
