@@ -29,7 +29,7 @@ from psycopg import sql
 from ingest import metrics
 from ingest.copy import COLUMNS, SensorIds, SensorIdsDumper, encode_readings
 from ingest.packs import BatchResult, RawPack
-from wattline.db import LONG_LIVED
+from wattline.db import connect_long_lived
 from wattline.senml import DecodedPack, Limits, Reason, Rejection, bridge_from_topic, decode_pack
 
 log = structlog.get_logger("wattline.ingest")
@@ -127,7 +127,7 @@ class BatchWriter:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5, **LONG_LIVED)
+            self._conn = connect_long_lived(self.database_url)
             self._conn.adapters.register_dumper(SensorIds, SensorIdsDumper)
             self._conn.execute(_STAGING_DDL)
         return self._conn

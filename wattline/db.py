@@ -37,6 +37,23 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: 
 #: A peer that acknowledges bytes and never answers is the callers' watchdogs' job.
 LONG_LIVED: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                               "keepalives_count": 3, "tcp_user_timeout": 30_000}
+#: The same on the server's side of the connection. After a cut link the server keeps the old
+#: backend (mid-COPY, holding the row locks of the batch) until it notices the client is gone;
+#: the gateway's retry of that batch would wait behind it. Set per session, not as a startup
+#: option, so that connection poolers pass it.
+SERVER_KEEPALIVE = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
+                    "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000")
+
+
+def connect_long_lived(database_url: str, *, connect_timeout: int = 5) -> psycopg.Connection[Any]:
+    """An autocommit connection for a service that holds it for hours (see LONG_LIVED)."""
+    conn = psycopg.connect(database_url, autocommit=True, connect_timeout=connect_timeout, **LONG_LIVED)
+    try:
+        conn.execute(SERVER_KEEPALIVE)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 @contextmanager

@@ -28,7 +28,7 @@ import psycopg
 import structlog
 from prometheus_client import Counter, Gauge, make_wsgi_app
 
-from wattline.db import LONG_LIVED
+from wattline.db import connect_long_lived
 
 log = structlog.get_logger("wattline.service")
 
@@ -97,7 +97,7 @@ class LoopService(threading.Thread):
                 wait = self.period_s
                 try:
                     if conn is None or conn.closed:
-                        conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5, **LONG_LIVED)
+                        conn = connect_long_lived(self.database_url)
                     self._set_database(True)
                     more = self.one_pass(conn)
                     self._passed()

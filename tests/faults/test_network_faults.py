@@ -122,3 +122,25 @@ def test_every_reading_once_through_a_bad_network(
     assert wait_for(gw.health, 60)  # subscribed again and serving
     print(f"{name}: {len(expected)} readings stored once; gateway RSS at most {max(rss) / 2**20:.0f} MiB; "
           f"{pg.connections} database and {mq.connections} broker connections")
+
+
+def test_a_cut_resets_both_ends_and_the_server_forgets_the_session(
+        db: psycopg.Connection[Any], database_url: str, fault_proxy: Callable[[str, int], FaultProxy]) -> None:
+    """The proxy's cut is a real reset: the backend behind it ends at once, and releases what it
+    held (a cut that left it alive made the gateway's retry wait behind its row locks). Long-lived
+    connections also set the server side's keepalives, for cuts no RST reports."""
+    from wattline.db import connect_long_lived
+
+    pg = fault_proxy("127.0.0.1", port_of(database_url))
+    conn = connect_long_lived(via(database_url, pg))
+    pid = conn.info.backend_pid
+    settings = dict(conn.execute("""SELECT name, setting FROM pg_settings WHERE name IN
+                                    ('tcp_keepalives_idle', 'tcp_user_timeout')""").fetchall())
+    assert settings == {"tcp_keepalives_idle": "10", "tcp_user_timeout": "30000"}
+    conn.execute("BEGIN")
+    conn.execute("SELECT pg_advisory_xact_lock(4242)")
+    assert pg.cut() == 1
+    wait_for(lambda: count(db, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid) == 0, 10, 0.1)
+    assert db.execute("SELECT pg_try_advisory_lock(4242)").fetchone() == (True,)
+    db.execute("SELECT pg_advisory_unlock(4242)")
+    conn.close()
