@@ -17,7 +17,7 @@ LOGIN_FORM = """<!doctype html><html><head><title>Wattline · sign in</title>
 <link rel="stylesheet" href="/assets/style.css"></head><body class="login">
 <form method="post" action="/login" class="card">
 <h1>Wattline</h1><p class="muted">Sign in to your energy portfolio</p>
-{error}<label>Email <input name="email" type="email" autocomplete="username" required></label>
+{error}<label>Email <input name="email" type="email" autocomplete="username" value="{email}" required></label>
 <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
 <button type="submit" id="sign-in">Sign in</button></form></body></html>"""
 
@@ -54,7 +54,8 @@ def install(server: flask.Flask, pool: ConnectionPool) -> None:
                                      customer_id=p.customer_id, scopes=sorted(p.scopes),
                                      site_ids=sorted(p.site_ids) if p.site_ids is not None else None)
                 return flask.redirect("/")
-        return LOGIN_FORM.format(error=error), status
+        # A refused sign-in keeps the email typed (never the password): retyping it on a phone is a chore.
+        return LOGIN_FORM.format(error=error, email=html.escape(flask.request.form.get("email", ""))), status
 
     @server.route("/logout")
     def logout() -> Any:

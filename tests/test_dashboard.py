@@ -26,7 +26,7 @@ from sensor_sim.fleet import build_fleet
 from sensor_sim.seed import seed_catalogue
 from tests.factories import wait_for
 from tests.fixtures.browser import ARTIFACTS, login
-from wattline.accounts import ensure_demo_users
+from wattline.accounts import DEMO_EMAIL, ensure_demo_users
 from wattline.domain import Resolution, Role
 from wattline.principal import Principal
 from wattline.senml import SENML_TOPIC, encode_pack
@@ -88,6 +88,7 @@ def test_login_is_required_and_wrong_password_refused(page: Any, dashboard_url: 
     assert page.url.endswith("/login")
     login(page, password="wrong")
     assert page.locator(".error").inner_text() == "Wrong email or password."
+    assert page.input_value("input[name=email]") == DEMO_EMAIL and page.input_value("input[name=password]") == ""
     page.screenshot(path=str(ARTIFACTS / "login-refused.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})  # an installer's phone
     page.screenshot(path=str(ARTIFACTS / "login-refused-390.png"), full_page=True)
