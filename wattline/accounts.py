@@ -240,14 +240,14 @@ def _notify_locked(conn: psycopg.Connection[Any], email: str) -> None:
                subject=f"Your Wattline sign-in is locked for {minutes} minutes",
                text=f"""Hello {user["full_name"] or user["email"]},
 
-Someone tried to sign in to your Wattline account ({user["email"]}) and gave a wrong
-password {LOCK_AFTER} times in a row. To protect the account, signing in is locked until
-{until} ({minutes} minutes).
+Someone tried to sign in to your Wattline account ({user["email"]}) and gave a wrong \
+password {LOCK_AFTER} times in a row. To protect the account, signing in is locked until {until} \
+({minutes} minutes).
 
 If it was you, wait until then and try again.
 
-If it was not you, nobody got in: a wrong password is never accepted. Someone may be
-guessing it, so tell your administrator.
+If it was not you, nobody got in: a wrong password is never accepted. Someone may be guessing \
+it, so tell your administrator.
 
 Wattline
 """)
