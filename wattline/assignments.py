@@ -21,6 +21,8 @@ the minutes it changed, naming the nodes that lost the sensor so the worker swee
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -179,6 +181,31 @@ def _clashes(exc: psycopg.Error) -> Conflict:
     return Conflict("the sensor is already assigned over part of that time")
 
 
+@contextmanager
+def _change(conn: Conn) -> Iterator[None]:
+    """One transaction; spans the exclusion constraints refuse as overlapping are a Conflict."""
+    try:
+        with conn.transaction():
+            yield
+    except (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation) as exc:
+        raise _clashes(exc) from exc
+
+
+def _placing(conn: Conn, serial: str, node_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The sensor (locked) and its current assignment, once `node_id` is a place it can go."""
+    sensor = _sensor(conn, serial)
+    _target(conn, node_id, sensor["site_id"])
+    return sensor, _open(conn, sensor["id"])
+
+
+def _same(current: dict[str, Any], node_id: int, phase: int, ct_rating_a: float) -> bool:
+    return (current["node_id"], current["phase"], current["ct_rating_a"]) == (node_id, phase, ct_rating_a)
+
+
+def _end(conn: Conn, assignment_id: int, when: datetime) -> None:
+    conn.execute("UPDATE sensor_assignments SET valid_to = %s WHERE id = %s", (when, assignment_id))
+
+
 # -- the actions ------------------------------------------------------------------------
 def register_sensor(conn: Conn, serial: str, bridge_id: int) -> int:
     """A sensor known before it reports (seeders, a bridge's manifest); returns its id.
@@ -197,51 +224,41 @@ def assign(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase
     Assigning it again exactly as it is changes nothing. An assigned sensor elsewhere is a
     Conflict: say whether it is a correction or a move."""
     _check_rating(ct_rating_a)
-    try:
-        with conn.transaction():
-            sensor = _sensor(conn, serial)
-            _target(conn, node_id, sensor["site_id"])
-            current = _open(conn, sensor["id"])
-            if current is not None:
-                if (current["node_id"], current["phase"], current["ct_rating_a"]) == (node_id, phase, ct_rating_a):
-                    return int(sensor["id"])
-                raise Conflict(f"sensor {serial} is already assigned: correct the assignment, or move it from a time")
-            last = fetch_one(conn, "SELECT max(valid_to) AS t FROM sensor_assignments WHERE sensor_id = %s",
-                             (sensor["id"],))
-            # Default: from where its last assignment ended, or (None) from its first reading.
-            start: datetime | None = _minute(since, "since") if since is not None else (last or {}).get("t")
-            _insert(conn, actor, sensor["id"], node_id, phase, ct_rating_a, start or "-infinity", Action.ASSIGN)
-            _mirror(conn, sensor["id"])
-            rollup_queue.queue_history(conn, [sensor["id"]], since=start)
-            audit.record(conn, actor, "assign", "sensor", sensor["id"], node_id=node_id, phase=phase,
-                         ct_rating_a=ct_rating_a, since=start.isoformat() if start else None)
-    except (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation) as exc:
-        raise _clashes(exc) from exc
+    with _change(conn):
+        sensor, current = _placing(conn, serial, node_id)
+        if current is not None:
+            if _same(current, node_id, phase, ct_rating_a):
+                return int(sensor["id"])
+            raise Conflict(f"sensor {serial} is already assigned: correct the assignment, or move it from a time")
+        last = fetch_one(conn, "SELECT max(valid_to) AS t FROM sensor_assignments WHERE sensor_id = %s",
+                         (sensor["id"],))
+        # Default: from where its last assignment ended, or (None) from its first reading.
+        start: datetime | None = _minute(since, "since") if since is not None else (last or {}).get("t")
+        _insert(conn, actor, sensor["id"], node_id, phase, ct_rating_a, start or "-infinity", Action.ASSIGN)
+        _mirror(conn, sensor["id"])
+        rollup_queue.queue_history(conn, [sensor["id"]], since=start)
+        audit.record(conn, actor, "assign", "sensor", sensor["id"], node_id=node_id, phase=phase,
+                     ct_rating_a=ct_rating_a, since=start.isoformat() if start else None)
     return int(sensor["id"])
 
 
 def correct(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase: int, ct_rating_a: float) -> int:
     """Re-point the current assignment over its whole span: it was always there."""
     _check_rating(ct_rating_a)
-    try:
-        with conn.transaction():
-            sensor = _sensor(conn, serial)
-            _target(conn, node_id, sensor["site_id"])
-            current = _open(conn, sensor["id"])
-            if current is None:
-                raise Conflict(f"sensor {serial} is not assigned: assign it")
-            if (current["node_id"], current["phase"], current["ct_rating_a"]) == (node_id, phase, ct_rating_a):
-                return int(sensor["id"])
-            conn.execute("""UPDATE sensor_assignments SET node_id = %s, phase = %s, ct_rating_a = %s,
-                                   reason = 'correct', assigned_by = %s, assigned_at = now() WHERE id = %s""",
-                         (node_id, phase, ct_rating_a, actor.user_id if actor else None, current["id"]))
-            _mirror(conn, sensor["id"])
-            rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]],
-                                       since=current["valid_from"])
-            audit.record(conn, actor, "correct", "sensor", sensor["id"], node_id=node_id, phase=phase,
-                         ct_rating_a=ct_rating_a, former_node_id=current["node_id"])
-    except (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation) as exc:
-        raise _clashes(exc) from exc
+    with _change(conn):
+        sensor, current = _placing(conn, serial, node_id)
+        if current is None:
+            raise Conflict(f"sensor {serial} is not assigned: assign it")
+        if _same(current, node_id, phase, ct_rating_a):
+            return int(sensor["id"])
+        conn.execute("""UPDATE sensor_assignments SET node_id = %s, phase = %s, ct_rating_a = %s,
+                               reason = 'correct', assigned_by = %s, assigned_at = now() WHERE id = %s""",
+                     (node_id, phase, ct_rating_a, actor.user_id if actor else None, current["id"]))
+        _mirror(conn, sensor["id"])
+        rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]],
+                                   since=current["valid_from"])
+        audit.record(conn, actor, "correct", "sensor", sensor["id"], node_id=node_id, phase=phase,
+                     ct_rating_a=ct_rating_a, former_node_id=current["node_id"])
     return int(sensor["id"])
 
 
@@ -250,25 +267,20 @@ def move(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase: 
     """The clamp moved at `at` (now if None): earlier readings stay with the old circuit."""
     _check_rating(ct_rating_a)
     when = _minute(at, "at")
-    try:
-        with conn.transaction():
-            sensor = _sensor(conn, serial)
-            _target(conn, node_id, sensor["site_id"])
-            current = _open(conn, sensor["id"])
-            if current is None:
-                raise Conflict(f"sensor {serial} is not assigned: assign it")
-            if _starts_after(current, when):
-                raise Invalid("Invalid time", "the sensor was only assigned there at "
-                              f"{current['valid_from']:%Y-%m-%d %H:%M} UTC: move it after that, or correct it",
-                              field="at")
-            conn.execute("UPDATE sensor_assignments SET valid_to = %s WHERE id = %s", (when, current["id"]))
-            _insert(conn, actor, sensor["id"], node_id, phase, ct_rating_a, when, Action.MOVE)
-            _mirror(conn, sensor["id"])
-            rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]], since=when)
-            audit.record(conn, actor, "move", "sensor", sensor["id"], node_id=node_id, phase=phase,
-                         ct_rating_a=ct_rating_a, former_node_id=current["node_id"], at=when.isoformat())
-    except (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation) as exc:
-        raise _clashes(exc) from exc
+    with _change(conn):
+        sensor, current = _placing(conn, serial, node_id)
+        if current is None:
+            raise Conflict(f"sensor {serial} is not assigned: assign it")
+        if _starts_after(current, when):
+            raise Invalid("Invalid time", "the sensor was only assigned there at "
+                          f"{current['valid_from']:%Y-%m-%d %H:%M} UTC: move it after that, or correct it",
+                          field="at")
+        _end(conn, current["id"], when)
+        _insert(conn, actor, sensor["id"], node_id, phase, ct_rating_a, when, Action.MOVE)
+        _mirror(conn, sensor["id"])
+        rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]], since=when)
+        audit.record(conn, actor, "move", "sensor", sensor["id"], node_id=node_id, phase=phase,
+                     ct_rating_a=ct_rating_a, former_node_id=current["node_id"], at=when.isoformat())
     return int(sensor["id"])
 
 
@@ -277,33 +289,30 @@ def replace(conn: Conn, actor: Principal | None, failed_serial: str, new_serial:
     """A new sensor takes a failed one's circuit, phase and rating from `at` (now if None);
     returns the new sensor's id. The failed one counts nowhere from then."""
     when = _minute(at, "at")
-    try:
-        with conn.transaction():
-            failed = _sensor(conn, failed_serial)
-            new = _sensor(conn, new_serial, field="new_serial")
-            if new["id"] == failed["id"]:
-                raise Invalid("Cannot replace", "a sensor cannot replace itself", field="new_serial")
-            if new["site_id"] != failed["site_id"]:
-                raise Invalid("Cannot replace", f"sensor {new_serial} reports through a bridge of another site",
-                              field="new_serial")
-            current = _open(conn, failed["id"])
-            if current is None:
-                raise Conflict(f"sensor {failed_serial} is not assigned: there is nothing to take over")
-            if _starts_after(current, when):
-                raise Invalid("Invalid time", "the failed sensor was only assigned at "
-                              f"{current['valid_from']:%Y-%m-%d %H:%M} UTC", field="at")
-            if _open(conn, new["id"]) is not None:
-                raise Conflict(f"sensor {new_serial} is already assigned: unassign it first", field="new_serial")
-            conn.execute("UPDATE sensor_assignments SET valid_to = %s WHERE id = %s", (when, current["id"]))
-            _mirror(conn, failed["id"])  # frees the phase before the new sensor takes it
-            _insert(conn, actor, new["id"], current["node_id"], current["phase"], float(current["ct_rating_a"]),
-                    when, Action.REPLACE)
-            _mirror(conn, new["id"])
-            rollup_queue.queue_history(conn, [failed["id"], new["id"]], former_nodes=[current["node_id"]], since=when)
-            audit.record(conn, actor, "replace", "sensor", new["id"], replaces=failed["id"],
-                         node_id=current["node_id"], phase=current["phase"], at=when.isoformat())
-    except (psycopg.errors.ExclusionViolation, psycopg.errors.UniqueViolation) as exc:
-        raise _clashes(exc) from exc
+    with _change(conn):
+        failed = _sensor(conn, failed_serial)
+        new = _sensor(conn, new_serial, field="new_serial")
+        if new["id"] == failed["id"]:
+            raise Invalid("Cannot replace", "a sensor cannot replace itself", field="new_serial")
+        if new["site_id"] != failed["site_id"]:
+            raise Invalid("Cannot replace", f"sensor {new_serial} reports through a bridge of another site",
+                          field="new_serial")
+        current = _open(conn, failed["id"])
+        if current is None:
+            raise Conflict(f"sensor {failed_serial} is not assigned: there is nothing to take over")
+        if _starts_after(current, when):
+            raise Invalid("Invalid time", "the failed sensor was only assigned at "
+                          f"{current['valid_from']:%Y-%m-%d %H:%M} UTC", field="at")
+        if _open(conn, new["id"]) is not None:
+            raise Conflict(f"sensor {new_serial} is already assigned: unassign it first", field="new_serial")
+        _end(conn, current["id"], when)
+        _mirror(conn, failed["id"])  # frees the phase before the new sensor takes it
+        _insert(conn, actor, new["id"], current["node_id"], current["phase"], float(current["ct_rating_a"]),
+                when, Action.REPLACE)
+        _mirror(conn, new["id"])
+        rollup_queue.queue_history(conn, [failed["id"], new["id"]], former_nodes=[current["node_id"]], since=when)
+        audit.record(conn, actor, "replace", "sensor", new["id"], replaces=failed["id"],
+                     node_id=current["node_id"], phase=current["phase"], at=when.isoformat())
     return int(new["id"])
 
 
@@ -321,7 +330,7 @@ def unassign(conn: Conn, actor: Principal | None, serial: str, *, at: datetime |
             conn.execute("DELETE FROM sensor_assignments WHERE id = %s", (current["id"],))
             since = current["valid_from"]
         else:
-            conn.execute("UPDATE sensor_assignments SET valid_to = %s WHERE id = %s", (when, current["id"]))
+            _end(conn, current["id"], when)
             since = when
         _mirror(conn, sensor["id"])
         rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]], since=since)
