@@ -57,6 +57,16 @@ def on_site(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any]:
     return {"built": built, "installer": installer}
 
 
+def signed_in(page: Any, serve_dashboard: Callable[[], str], size: str, email: str) -> str:
+    """A served dashboard, signed in as `email` at this size; returns its base URL."""
+    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
+    base = serve_dashboard()
+    page.goto(base + "/")
+    login(page, email, PASSWORD)
+    page.wait_for_selector(".site-card", timeout=60_000)
+    return base
+
+
 def shot(page: Any, name: str, size: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"commissioning-{name}-{size}.png"), full_page=True)
 
@@ -85,11 +95,7 @@ def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any],
                                          browser_page: Any) -> None:
     built: BuiltSite = on_site["built"]
     page = browser_page
-    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
-    base = serve_dashboard()
-    page.goto(base + "/")
-    login(page, "ins@example.com", PASSWORD)
-    page.wait_for_selector(".site-card", timeout=60_000)
+    base = signed_in(page, serve_dashboard, size, "ins@example.com")
     page.goto(f"{base}/commissioning/{built.site_id}")
 
     # 1-2. The bridge, and its sensors with their current, as stored.
@@ -218,15 +224,17 @@ def test_a_viewer_sees_no_controls_and_the_server_refuses_the_action(
         db: psycopg.Connection[Any], on_site: dict[str, Any], serve_dashboard: Callable[[], str],
         browser_page: Any) -> None:
     built: BuiltSite = on_site["built"]
-    base = serve_dashboard()
     page = browser_page
-    page.set_viewport_size(PHONE)
-    page.goto(base + "/")
-    login(page, "view@example.com", PASSWORD)
-    page.wait_for_selector(".site-card", timeout=60_000)
+    base = signed_in(page, serve_dashboard, "390", "view@example.com")
     page.goto(f"{base}/commissioning/{built.site_id}")
     page.wait_for_selector("#comm-readonly", timeout=60_000)
     assert page.locator("#comm-form").count() == 0 and page.locator("#comm-commission").count() == 0
+    page.wait_for_selector("#sensor-CT-9", timeout=30_000)  # a viewer still sees the sensors, live
+    assert "6.50 A" in card_text(page, "CT-9")
+    page.goto(f"{base}/hierarchy/{built.site_id}")
+    page.wait_for_selector("#hier-readonly", timeout=60_000)
+    page.wait_for_selector(".node-row:has-text('Motor (circuit)')", timeout=30_000)  # the tree, read-only
+    assert page.locator("#hier-form").count() == 0
     shot(page, "viewer", "390")
     # Whatever the browser sends: the callback itself refuses a viewer.
     from dashboard.app import create_dash
@@ -266,11 +274,7 @@ def test_an_installer_builds_the_hierarchy(size: str, db: psycopg.Connection[Any
                                            serve_dashboard: Callable[[], str], browser_page: Any) -> None:
     built: BuiltSite = on_site["built"]
     page = browser_page
-    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
-    base = serve_dashboard()
-    page.goto(base + "/")
-    login(page, "ins@example.com", PASSWORD)
-    page.wait_for_selector(".site-card", timeout=60_000)
+    base = signed_in(page, serve_dashboard, size, "ins@example.com")
     page.goto(f"{base}/hierarchy/{built.site_id}")
     page.wait_for_selector(".node-row", timeout=60_000)
     assert "Main panel (panel) · 400 V, PF 0.9, three phase wye" in page.inner_text("#hier-tree")

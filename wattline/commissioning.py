@@ -73,7 +73,19 @@ class BridgeSummary:
 
 def bridges(conn: Conn, p: Principal, site_id: int) -> list[BridgeSummary]:
     """The site's bridges with their status, last reading, weakest sensor RSSI and sensor count."""
+    return _summaries(conn, p, site_id, queries.sensors(conn, p, site_id))
+
+
+def site_view(conn: Conn, p: Principal, site_id: int, *, interval_s: float, bridge_id: int | None
+              ) -> tuple[list[BridgeSummary], list[SensorCheck]]:
+    """The commissioning page's refresh: the bridges, and one bridge's sensors checked now, from
+    one read of the site's sensors (their last readings are the costly part)."""
     sensors = queries.sensors(conn, p, site_id)
+    mine = [r for r in sensors if bridge_id is None or r["bridge_id"] == bridge_id]
+    return _summaries(conn, p, site_id, sensors), _checks(conn, mine, interval_s, datetime.now(UTC))
+
+
+def _summaries(conn: Conn, p: Principal, site_id: int, sensors: list[dict[str, Any]]) -> list[BridgeSummary]:
     out = []
     for b in queries.bridges(conn, p, site_id):
         mine = [r for r in sensors if r["bridge_id"] == b["id"]]
@@ -87,8 +99,11 @@ def bridges(conn: Conn, p: Principal, site_id: int) -> list[BridgeSummary]:
 def live_check(conn: Conn, p: Principal, site_id: int, *, interval_s: float, bridge_id: int | None = None,
                now: datetime | None = None) -> list[SensorCheck]:
     """Every sensor of the site (or of one bridge), checked now."""
-    now = now or datetime.now(UTC)
     rows = queries.sensors(conn, p, site_id, bridge_id=bridge_id)
+    return _checks(conn, rows, interval_s, now or datetime.now(UTC))
+
+
+def _checks(conn: Conn, rows: list[dict[str, Any]], interval_s: float, now: datetime) -> list[SensorCheck]:
     params = electrical(conn, sorted({r["node_id"] for r in rows if r["node_id"] is not None}))
     ids = [r["id"] for r in rows]
     quiet = {r["sensor_id"] for r in fetch_all(conn, """

@@ -33,10 +33,13 @@ def register(app: Dash) -> None:
     dash.register_page("commissioning", path_template="/commissioning/<site_id>",
                        title="Commissioning · Wattline", layout=layout)
     app.callback(Output("comm-bridges", "children"), Output("comm-sensors", "children"),
-                 Output("comm-updated", "children"), Output("comm-serial", "options"),
-                 Output("comm-new-serial", "options"),
+                 Output("comm-updated", "children"), Output("comm-choices", "data"),
                  Input("comm-tick", "n_intervals"), Input("comm-bridge", "value"), Input("comm-done", "data"),
                  State("comm-site", "data"))(refresh)
+    # The form's pickers exist only for those who may change things; a callback that outputs to
+    # a missing component does not run, so the live cards must not depend on them.
+    app.callback(Output("comm-serial", "options"), Output("comm-new-serial", "options"),
+                 Input("comm-choices", "data"))(choices)
     # The tree changes when a circuit is created on the spot: its options follow each save.
     app.callback(Output("comm-node", "options"), Input("comm-done", "data"), State("comm-site", "data"))(
         node_options)
@@ -118,6 +121,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
     return html.Div([
         dcc.Store(id="comm-site", data=site["id"]),
         dcc.Store(id="comm-done", data=0),
+        dcc.Store(id="comm-choices", data={"sensors": [], "spare": []}),
         dcc.Interval(id="comm-tick", interval=LIVE_EVERY_MS),
         html.H2(["Commissioning · ", site["name"]]),
         html.Div([html.Span(state, id="comm-state"),
@@ -183,9 +187,9 @@ def refresh(_tick: int | None, bridge_id: int | None, _done: int, site_id: int) 
     with conn() as c:
         site = queries.site(c, p, site_id)
         if site is None:
-            return html.Div("No such site.", className="empty"), None, "", [], []
-        bridges = commissioning.bridges(c, p, site_id)
-        checks = commissioning.live_check(c, p, site_id, interval_s=reporting_interval_s(), bridge_id=bridge_id)
+            return html.Div("No such site.", className="empty"), None, "", {"sensors": [], "spare": []}
+        bridges, checks = commissioning.site_view(c, p, site_id, interval_s=reporting_interval_s(),
+                                                  bridge_id=bridge_id)
     zone = ZoneInfo(site["timezone"])
     now = datetime.now(UTC)
     chosen = next((b for b in bridges if b.id == bridge_id), None)
@@ -206,7 +210,11 @@ def refresh(_tick: int | None, bridge_id: int | None, _done: int, site_id: int) 
     options = [{"label": f"{s.serial} · {'not assigned' if s.node_id is None else s.node_name}", "value": s.serial}
                for s in checks]
     spare = [{"label": s.serial, "value": s.serial} for s in checks if s.node_id is None]
-    return summary, cards, f"updated {now.astimezone(zone):%H:%M:%S}", options, spare
+    return summary, cards, f"updated {now.astimezone(zone):%H:%M:%S}", {"sensors": options, "spare": spare}
+
+
+def choices(data: dict[str, list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return data["sensors"], data["spare"]
 
 
 def show_fields(action: str | None, node: int | None) -> tuple[Any, ...]:

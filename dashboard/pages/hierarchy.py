@@ -28,8 +28,12 @@ FIELDS = ("node", "kind", "parent", "name", "voltage", "power_factor", "connecti
 def register(app: Dash) -> None:
     dash.register_page("hierarchy", path_template="/hierarchy/<site_id>", title="Hierarchy · Wattline",
                        layout=layout)
-    app.callback(Output("hier-tree", "children"), Output("hier-node", "options"), Output("hier-parent", "options"),
-                 Input("hier-done", "data"), Input("hier-kind", "value"), State("hier-site", "data"))(refresh)
+    app.callback(Output("hier-tree", "children"), Output("hier-nodes", "data"),
+                 Input("hier-done", "data"), State("hier-site", "data"))(refresh)
+    # The editor's pickers exist only for those who may change things; a callback that outputs to a
+    # missing component does not run, so the tree must not depend on them.
+    app.callback(Output("hier-node", "options"), Output("hier-parent", "options"),
+                 Input("hier-nodes", "data"), Input("hier-kind", "value"))(pickers)
     app.callback(Output("hier-kind", "value"), Output("hier-name", "value"), Output("hier-parent", "value"),
                  Output("hier-voltage", "value"), Output("hier-pf", "value"), Output("hier-connection", "value"),
                  Input("hier-node", "value"), State("hier-site", "data"), prevent_initial_call=True)(load_node)
@@ -87,6 +91,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
     return html.Div([
         dcc.Store(id="hier-site", data=site["id"]),
         dcc.Store(id="hier-done", data=0),
+        dcc.Store(id="hier-nodes", data=[]),
         html.H2(["Hierarchy · ", site["name"]]),
         html.Div([dcc.Link("Commissioning", href=f"/commissioning/{site['id']}"), " · ",
                   dcc.Link("Site", href=f"/site/{site['id']}")], className="toolbar"),
@@ -104,19 +109,23 @@ def _describe(n: dict[str, Any], detail: dict[str, Any]) -> str:
     return f"{n['name']} ({n['kind']}){extra}{sensors}"
 
 
-def refresh(_done: int, kind: str | None, site_id: int) -> tuple[Any, ...]:
+def refresh(_done: int, site_id: int) -> tuple[Any, ...]:
     p = current_principal()
     with conn() as c:
         nodes = queries.tree(c, p, site_id)
         details = {n["id"]: queries.node(c, p, n["id"]) or {} for n in nodes if n["kind"] == "panel"}
     rows = [html.Div(_describe(n, details.get(n["id"], {})), className=f"node-row kind-{n['kind']}",
                      style={"paddingLeft": f"{n['depth'] * 1.2}rem"}, id=f"node-{n['id']}") for n in nodes]
+    return rows, [{k: n[k] for k in ("id", "kind", "name", "depth")} for n in nodes]
+
+
+def pickers(nodes: list[dict[str, Any]], kind: str | None) -> tuple[Any, ...]:
     editable = [{"label": "\u2003" * max(0, n["depth"] - 1) + f"{n['name']} ({n['kind']})", "value": n["id"]}
                 for n in nodes if n["kind"] != "site"]
     allowed = PARENTS.get(kind or "circuit", ())
     parents = [{"label": "\u2003" * n["depth"] + f"{n['name']} ({n['kind']})", "value": n["id"]}
                for n in nodes if n["kind"] in allowed]
-    return rows, editable, parents
+    return editable, parents
 
 
 def load_node(node_id: int | None, site_id: int) -> tuple[Any, ...]:
