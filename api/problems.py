@@ -11,7 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wattline.accounts import LoginRefused, LoginThrottled, Overloaded
+from wattline.accounts import (
+    LoginRefused,
+    LoginThrottled,
+    Overloaded,
+    SecondFactorRequired,
+    SecondFactorSetupRequired,
+)
 from wattline.errors import Conflict, DomainError, Forbidden, NotFound, RowErrors
 
 log = structlog.get_logger("wattline.api")
@@ -44,7 +50,8 @@ def _db_message(exc: psycopg.Error) -> str:
 
 #: How each kind of refusal answers; any other DomainError is 422.
 STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Forbidden: 403, LoginRefused: 401,
-                                        LoginThrottled: 429, Overloaded: 503}
+                                        LoginThrottled: 429, Overloaded: 503, SecondFactorRequired: 401,
+                                        SecondFactorSetupRequired: 403}
 
 
 def install(app: FastAPI) -> None:
@@ -58,7 +65,7 @@ def install(app: FastAPI) -> None:
         # A core function's refusal: the same mapping for every route.
         status = STATUS.get(type(exc), 422)
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, LoginThrottled | Overloaded) else None
-        if isinstance(exc, LoginRefused):
+        if isinstance(exc, LoginRefused | SecondFactorRequired):
             headers = {"WWW-Authenticate": "Bearer"}
         extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
         if isinstance(exc, RowErrors):

@@ -21,6 +21,8 @@ class Login(BaseModel):
     )
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024)
+    code: str | None = Field(default=None, max_length=32,
+                             description="the 6-digit two-factor code (or a recovery code), where the account has one")
 
 
 class Token(BaseModel):
@@ -629,3 +631,88 @@ class ErasureDone(BaseModel):
 class SupportRequestIn(BaseModel):
     subject: str = Field(min_length=1, max_length=200)
     body: str = Field(max_length=20_000)
+
+
+# -- people and access --------------------------------------------------------------------------
+class Person(BaseModel):
+    id: int
+    email: str
+    full_name: str
+    role: Role
+    status: Literal["invited", "active", "disabled", "erased"]
+    site_ids: list[int] = Field(description="the only sites this person sees; empty: the whole organisation")
+    two_factor: bool
+    sessions: int
+    created_at: datetime
+    last_sign_in_at: datetime | None
+
+
+class InviteIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"email": "ops@acme.example", "full_name": "Sam Ops", "role": "facility_manager", "site_ids": []}]})
+    email: str = Field(max_length=320)
+    full_name: str = Field(default="", max_length=200)
+    role: Role
+    site_ids: list[int] = Field(default_factory=list, max_length=1000)
+    customer_id: int | None = Field(default=None, description="a reseller admin invites into one of its customers")
+
+
+class AccessIn(BaseModel):
+    role: Role
+    site_ids: list[int] = Field(default_factory=list, max_length=1000,
+                                description="empty: the whole organisation")
+
+
+class Policy(BaseModel):
+    name: str
+    allowed_email_domains: list[str]
+    require_totp: bool
+
+
+class PolicyIn(BaseModel):
+    allowed_email_domains: list[str] = Field(default_factory=list, max_length=100,
+                                             description="empty: any domain")
+    require_totp: bool = False
+
+
+class SessionInfo(BaseModel):
+    id: int
+    prefix: str
+    client: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime
+
+
+class ResetRequest(BaseModel):
+    email: str = Field(max_length=320)
+
+
+class LinkPassword(BaseModel):
+    token: str = Field(min_length=16, max_length=128, description="the token at the end of the emailed link")
+    password: str = Field(max_length=1024)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class TwoFactorEnrolment(BaseModel):
+    secret: str
+    uri: str = Field(description="otpauth:// URI for an authenticator app")
+    qr_data_uri: str = Field(description="the URI as a QR code, an SVG image as a data: URI")
+
+
+class CodeIn(BaseModel):
+    code: str = Field(max_length=32)
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str] = Field(description="shown once; each works once")
+
+
+class TwoFactorState(BaseModel):
+    enabled: bool
+    enabled_at: datetime | None
+    recovery_codes_left: int

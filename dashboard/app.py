@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import dash
+import flask
 from dash import Dash, dcc, html
 
 from dashboard import auth, data, downloads
@@ -25,20 +26,16 @@ def create_dash(settings: Settings) -> Dash:
                assets_folder=str(Path(__file__).parent / "assets"))
     app.server.secret_key = settings.secret_key
     app.server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
-    auth.install(app.server, pool)
+    auth.install(app.server, pool, settings)
     downloads.install(app.server)
-    from dashboard.pages import alerts, commissioning, hierarchy, portfolio, site, tariffs
+    from dashboard.pages import account, alerts, commissioning, hierarchy, people, portfolio, site, tariffs
 
     # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
     # would also match "/site/1/tariffs", and it orders its registry itself.
-    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts):
+    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, people, account):
         module.register(app)
-    app.layout = html.Div([
-        html.Header([
-            html.A("Wattline", href="/", className="brand"),
-            html.Nav([html.A("Portfolio", href="/"), html.A("Alerts", href="/alerts"),
-                      html.A("Sign out", href="/logout")]),
-        ], className="topbar"),
+    app.layout = lambda: html.Div([
+        html.Header([html.A("Wattline", href="/", className="brand"), html.Nav(_nav())], className="topbar"),
         # Only a page being built shows this spinner. By default dcc.Loading watches every
         # callback inside it, so one slow chart would blank the whole page after 300 ms;
         # charts and tables have their own spinners.
@@ -46,3 +43,12 @@ def create_dash(settings: Settings) -> Dash:
                     target_components=PAGE_BUILD),
     ])
     return app
+
+
+def _nav() -> list[Any]:
+    """The top bar's links: People for admins only."""
+    links = [html.A("Portfolio", href="/"), html.A("Alerts", href="/alerts")]
+    principal = flask.g.get("principal")
+    if principal is not None and principal.can("admin"):
+        links.append(html.A("People", href="/people"))
+    return [*links, html.A("Account", href="/account"), html.A("Sign out", href="/logout")]

@@ -21,6 +21,11 @@ def configure(pool: ConnectionPool, settings: Settings) -> None:
     _pool, _settings = pool, settings
 
 
+def settings() -> Settings:
+    assert _settings is not None, "dashboard not configured"
+    return _settings
+
+
 def reporting_interval_s() -> float:
     assert _settings is not None, "dashboard not configured"
     return _settings.reporting_interval_s

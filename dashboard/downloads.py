@@ -9,11 +9,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import flask
+import orjson
 from markupsafe import escape
 
 from dashboard.auth import current_principal
 from dashboard.data import conn, reporting_interval_s
-from wattline import catalogue, commissioning, queries
+from wattline import catalogue, commissioning, privacy, queries
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>Handover · {site}</title><link rel="stylesheet" href="/assets/style.css"></head>
@@ -29,6 +30,15 @@ HEAD = ("Panel", "Circuit", "Device", "Sensor", "Phase", "CT", "From", "To", "Fi
 
 
 def install(server: flask.Flask) -> None:
+    @server.route("/account/export.json")
+    def my_data() -> Any:
+        """The signed-in person's access request, as a file (the same export as the API's)."""
+        p = current_principal()
+        with conn() as c:
+            export = privacy.export_person(c, p.user_id, p, channel="dashboard")
+        return flask.Response(orjson.dumps(export, option=orjson.OPT_INDENT_2), mimetype="application/json",
+                              headers={"Content-Disposition": 'attachment; filename="wattline-my-data.json"'})
+
     @server.route("/handover/<int:site_id>.csv")
     def handover_csv(site_id: int) -> Any:
         p = current_principal()

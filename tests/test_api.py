@@ -20,7 +20,7 @@ from wattline.settings import Settings
 def params_for(t: Tenant) -> dict[str, Any]:
     return {"site_id": t.site_id, "node_id": t.circuit_id, "customer_id": t.customer_id, "bridge_id": t.bridge_id,
             "serial": t.sensor_serial, "key_id": t.key_ids["viewer"], "rule_id": t.rule_id, "alert_id": t.alert_id,
-            "webhook_id": t.webhook_id, "user_id": t.user_ids["viewer"]}
+            "webhook_id": t.webhook_id, "user_id": t.user_ids["viewer"], "session_id": t.key_ids["viewer"]}
 
 
 BODIES: dict[tuple[str, str], Any] = {
@@ -36,6 +36,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/sensors/{serial}/replacement"): {"json": {"new_serial": "CT-NEVER-HEARD"}},
     ("put", "/v1/sites/{site_id}/commissioned"): {"json": {"commissioned": True}},
     ("put", "/v1/users/{user_id}/sites"): {"json": {"site_ids": []}},
+    ("put", "/v1/people/{user_id}/access"): {"json": {"role": "viewer", "site_ids": []}},
     ("post", "/v1/sites/{site_id}/tariffs"): {"json": {
         "name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
         "bands": [{"name": "a", "rate_minor_per_kwh": "1", "day_types": ["weekday", "weekend", "holiday"],

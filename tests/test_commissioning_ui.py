@@ -244,9 +244,8 @@ def test_a_viewer_sees_no_controls_and_the_server_refuses_the_action(
     with app.server.test_request_context():
         import flask
 
-        viewer = db.execute("SELECT id, customer_id FROM users WHERE email = 'view@example.com'").fetchone()
-        flask.session.update(user_id=viewer[0], role="viewer", reseller_id=None, customer_id=viewer[1],
-                             scopes=["read"], site_ids=None)
+        viewer = db.execute("SELECT id FROM users WHERE email = 'view@example.com'").fetchone()
+        flask.g.principal = accounts.principal_of(db, viewer[0])  # what require_login sets from the session
         message, *_ = page_module.submit(1, built.site_id, "assign", "CT-9", built.nodes["M"], None, None, 2, 50,
                                          None, None, 0)
     assert "Not allowed" in str(message)

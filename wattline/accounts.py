@@ -23,7 +23,7 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from wattline import audit, mail
+from wattline import audit, mail, two_factor
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Role
 from wattline.errors import DomainError
@@ -62,9 +62,9 @@ class LoginRefused(DomainError):
 
     title = "Unauthorized"
 
-    def __init__(self) -> None:
-        """One message for every wrong login."""
-        super().__init__("wrong email or password")
+    def __init__(self, detail: str = "wrong email or password") -> None:
+        """One message for every wrong login (and one for every wrong second factor)."""
+        super().__init__(detail)
 
 
 class LoginThrottled(DomainError):
@@ -179,25 +179,41 @@ class FailureBudget:
 ADDRESS_FAILURES = FailureBudget(ADDRESS_BURST, ADDRESS_RATE_PER_S)
 
 
-def _email_digest(email: str) -> str:
+def email_digest(email: str) -> str:
+    """The key of an address's failed sign-ins (whether or not an account has it)."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
-def login(conn: psycopg.Connection[Any], email: str, password: str, *, client: str) -> Principal:
-    """Check an email and password under throttling, per account and per client address.
+class SecondFactorRequired(DomainError):
+    """The password was right; the account signs in with a two-factor code too."""
 
-    Raises `LoginThrottled` before checking anything when the account or the address is
-    waiting out its delay or locked, `LoginRefused` for a wrong login, `Overloaded` when
-    every hashing slot stays busy. Throttling is keyed by the email whether or not an
-    account has it, so its answers reveal nothing.
-    """
+    title = "Unauthorized"
+
+    def __init__(self, user_id: int) -> None:
+        """`user_id`: whose code the next step checks (the dashboard keeps it for that step)."""
+        super().__init__("enter the 6-digit code from your authenticator app (or a recovery code)", field="code")
+        self.user_id = user_id
+
+
+class SecondFactorSetupRequired(DomainError):
+    """The password was right, but the organisation requires two-factor and it is not set up."""
+
+    title = "Forbidden"
+
+    def __init__(self, user_id: int) -> None:
+        """`user_id`: who must enrol (the dashboard walks them through it)."""
+        super().__init__("your organisation requires two-factor sign-in: set it up in the dashboard first")
+        self.user_id = user_id
+
+
+def _throttled(conn: psycopg.Connection[Any], email: str, client: str) -> dict[str, Any] | None:
+    """Raise `LoginThrottled` if the address or account must wait; returns the account's record."""
     wait = ADDRESS_FAILURES.wait_s(client)
     if wait:
         raise LoginThrottled("too many failed sign-ins from this address", wait)
-    digest = _email_digest(email)
     row = fetch_one(conn, """SELECT failures, extract(epoch FROM now() - last_failed_at)::float8 AS since_s,
                                     extract(epoch FROM locked_until - now())::float8 AS locked_s
-                             FROM login_throttle WHERE email_digest = %s""", (digest,))
+                             FROM login_throttle WHERE email_digest = %s""", (email_digest(email),))
     if row is not None:
         if row["locked_s"] is not None and row["locked_s"] > 0:
             raise LoginThrottled("this account is locked after repeated failed sign-ins", row["locked_s"])
@@ -205,11 +221,11 @@ def login(conn: psycopg.Connection[Any], email: str, password: str, *, client: s
             delay = min(MAX_DELAY_S, 2.0 ** (row["failures"] - DELAY_AFTER))
             if row["since_s"] < delay:
                 raise LoginThrottled("too many failed sign-ins for this account", delay - row["since_s"])
-    principal = authenticate_password(conn, email, password)
-    if principal is not None:
-        if row is not None:
-            conn.execute("DELETE FROM login_throttle WHERE email_digest = %s", (digest,))
-        return principal
+    return row
+
+
+def _failed(conn: psycopg.Connection[Any], email: str, client: str) -> None:
+    """Count a failed sign-in (a wrong password or a wrong code) against the account and address."""
     ADDRESS_FAILURES.wait_s(client, take=True)
     failed = fetch_one(conn, """
         INSERT INTO login_throttle (email_digest, failures, last_failed_at) VALUES (%(d)s, 1, now())
@@ -220,17 +236,73 @@ def login(conn: psycopg.Connection[Any], email: str, password: str, *, client: s
                                 WHEN login_throttle.failures + 1 >= %(lock_after)s THEN now() + %(lock_for)s
                                 ELSE login_throttle.locked_until END
         RETURNING failures, locked_until IS NOT NULL AS locked""",
-                       {"d": digest, "lock_after": LOCK_AFTER, "lock_for": LOCK_FOR})
+                       {"d": email_digest(email), "lock_after": LOCK_AFTER, "lock_for": LOCK_FOR})
     if failed is not None and failed["locked"] and failed["failures"] == LOCK_AFTER:
         _notify_locked(conn, email)
-    raise LoginRefused()
+
+
+def _signed_in(conn: psycopg.Connection[Any], email: str, had_failures: bool, principal: Principal) -> Principal:
+    if had_failures:
+        conn.execute("DELETE FROM login_throttle WHERE email_digest = %s", (email_digest(email),))
+    conn.execute("UPDATE users SET last_sign_in_at = now() WHERE id = %s", (principal.user_id,))
+    return principal
+
+
+def login(conn: psycopg.Connection[Any], email: str, password: str, *, client: str,
+          code: str | None = None) -> Principal:
+    """Check an email and password (and a two-factor code where the account has one) under
+    throttling, per account and per client address.
+
+    Raises `LoginThrottled` before checking anything when the account or the address is
+    waiting out its delay or locked, `LoginRefused` for a wrong login, `Overloaded` when
+    every hashing slot stays busy. Throttling is keyed by the email whether or not an
+    account has it, so its answers reveal nothing. After a right password:
+    `SecondFactorRequired` when a code is needed and not given (a wrong code counts as a
+    failed sign-in), `SecondFactorSetupRequired` when the organisation requires two-factor
+    and the account has none yet.
+    """
+    record = _throttled(conn, email, client)
+    principal = authenticate_password(conn, email, password)
+    if principal is None:
+        _failed(conn, email, client)
+        raise LoginRefused()
+    factor = fetch_one(conn, """SELECT u.totp_enabled_at IS NOT NULL AS enrolled,
+                                       COALESCE(c.require_totp, r.require_totp, false) AS required
+                                FROM users u LEFT JOIN customers c ON c.id = u.customer_id
+                                LEFT JOIN resellers r ON r.id = u.reseller_id WHERE u.id = %s""",
+                       (principal.user_id,))
+    if factor is not None and factor["enrolled"]:
+        if code is None:
+            raise SecondFactorRequired(principal.user_id)
+        return second_factor(conn, principal, email, code, client=client)
+    if factor is not None and factor["required"]:
+        raise SecondFactorSetupRequired(principal.user_id)
+    return _signed_in(conn, email, record is not None, principal)
+
+
+def second_factor(conn: psycopg.Connection[Any], principal: Principal, email: str, code: str, *,
+                  client: str) -> Principal:
+    """The second step of a sign-in whose password was right: the code, throttled and
+    counted like a password."""
+    record = _throttled(conn, email, client)
+    if not two_factor.verify(conn, principal.user_id, code):
+        _failed(conn, email, client)
+        raise LoginRefused("wrong two-factor code")
+    return _signed_in(conn, email, record is not None, principal)
+
+
+def principal_of(conn: psycopg.Connection[Any], user_id: int) -> Principal | None:
+    """An enabled user's principal with every scope of their role (for a sign-in's later steps)."""
+    row = fetch_one(conn, f"""SELECT u.id, u.role, u.reseller_id, u.customer_id, {_SITE_GRANTS}
+                              FROM users u WHERE u.id = %s AND u.disabled_at IS NULL""", (user_id,))  # noqa: S608
+    return _principal(row, ROLE_SCOPES[Role(row["role"])], None) if row else None
 
 
 def _notify_locked(conn: psycopg.Connection[Any], email: str) -> None:
     """The notice of a lock: on the account's audit trail, and by mail to its owner."""
     user = fetch_one(conn, """SELECT id, email, full_name, locked_until FROM users
                               JOIN login_throttle ON email_digest = %s
-                              WHERE lower(email) = lower(%s) AND disabled_at IS NULL""", (_email_digest(email), email))
+                              WHERE lower(email) = lower(%s) AND disabled_at IS NULL""", (email_digest(email), email))
     if user is None:
         return
     minutes = int(LOCK_FOR.total_seconds() // 60)
@@ -280,7 +352,7 @@ def _digest(secret: str) -> str:
 
 
 def issue_key(conn: psycopg.Connection[Any], user_id: int, scopes: list[str], *, name: str = "",
-              ttl: timedelta | None = None, session: bool = False) -> IssuedKey:
+              ttl: timedelta | None = None, session: bool = False, client: str | None = None) -> IssuedKey:
     """A new API key (or login session with `ttl`) for the user, with these scopes."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
@@ -289,20 +361,38 @@ def issue_key(conn: psycopg.Connection[Any], user_id: int, scopes: list[str], *,
     secret = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + ttl if ttl else None
     row = fetch_one(
-        conn, """INSERT INTO api_keys (user_id, prefix, secret_hash, name, scopes, expires_at, session)
-                 VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-        (user_id, prefix, _digest(secret), name, sorted(set(scopes)), expires, session))
+        conn, """INSERT INTO api_keys (user_id, prefix, secret_hash, name, scopes, expires_at, session, client)
+                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (user_id, prefix, _digest(secret), name, sorted(set(scopes)), expires, session, client))
     assert row is not None
     return IssuedKey(int(row["id"]), prefix, f"{prefix}.{secret}",
                      tuple(sorted(set(scopes))), expires)
 
 
-def start_session(conn: psycopg.Connection[Any], principal: Principal, ttl: timedelta) -> IssuedKey:
+def start_session(conn: psycopg.Connection[Any], principal: Principal, ttl: timedelta, *,
+                  client: str | None = None) -> IssuedKey:
     """A login session for the principal's user, with every scope its role has; the user's
-    expired sessions are pruned on the way (the retention job prunes the rest)."""
+    expired sessions are pruned on the way (the retention job prunes the rest). `client`
+    (address and browser) helps the person recognise it in their list of sessions."""
     conn.execute("DELETE FROM api_keys WHERE user_id = %s AND session AND expires_at < now()", (principal.user_id,))
     return issue_key(conn, principal.user_id, sorted(ROLE_SCOPES[principal.role]), name="login session", ttl=ttl,
-                     session=True)
+                     session=True, client=client[:200] if client else None)
+
+
+def session_principal(conn: psycopg.Connection[Any], session_id: int, user_id: int) -> Principal | None:
+    """The principal of a live dashboard session, or None once it is revoked, expired or its
+    user disabled. Read on every request, so a role or a revocation takes effect at once."""
+    row = fetch_one(conn, f"""SELECT k.id AS key_id, k.scopes, u.id, u.role, u.reseller_id, u.customer_id,
+                                     {_SITE_GRANTS}
+                        FROM api_keys k JOIN users u ON u.id = k.user_id
+                        WHERE k.id = %s AND k.user_id = %s AND k.session AND k.revoked_at IS NULL
+                          AND k.expires_at > now() AND u.disabled_at IS NULL""", (session_id, user_id))  # noqa: S608
+    if row is None:
+        return None
+    conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s AND "
+                 "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')", (session_id,))
+    # The role's scopes today, not those of sign-in time: a changed role applies at once.
+    return _principal(row, ROLE_SCOPES[Role(row["role"])], row["key_id"])
 
 
 def authenticate_key(conn: psycopg.Connection[Any], token: str) -> Principal | None:

@@ -16,7 +16,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from wattline import audit, queries
+from wattline import audit, people, queries
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Role
 from wattline.opening_hours import opening_hours_between
@@ -75,7 +75,9 @@ def export_person(conn: Conn, user_id: int, actor: Principal | None, channel: st
     (before it is assembled, so that it lists its own entry)."""
     audit.record(conn, actor, "export", "user", user_id, via=channel)
     account = fetch_one(conn, """SELECT id, email, full_name, phone, role, reseller_id, customer_id, created_at,
-                                        updated_at, disabled_at, erased_at, password_hash IS NOT NULL AS has_password
+                                        updated_at, disabled_at, erased_at, password_hash IS NOT NULL AS has_password,
+                                        invited_at, password_changed_at, last_sign_in_at,
+                                        totp_enabled_at AS two_factor_enabled_at
                                  FROM users WHERE id = %s""", (user_id,))
     if account is None:
         raise PrivacyError("no such user")
@@ -94,8 +96,8 @@ def export_person(conn: Conn, user_id: int, actor: Principal | None, channel: st
         "generated_at": datetime.now(UTC),
         "account": account,
         "organisation": organisation,
-        "api_keys": fetch_all(conn, """SELECT prefix, name, scopes, created_at, expires_at, revoked_at, last_used_at
-                                       FROM api_keys WHERE user_id = %s ORDER BY id""", (user_id,)),
+        "api_keys": fetch_all(conn, """SELECT prefix, name, scopes, client, created_at, expires_at, revoked_at,
+                                              last_used_at FROM api_keys WHERE user_id = %s ORDER BY id""", (user_id,)),
         "marketing_consents": {"current": consents(conn, user_id), "history": fetch_all(conn, """
             SELECT channel, granted, source, at FROM marketing_consents WHERE user_id = %s ORDER BY at, id""",
                                                                                     (user_id,))},
@@ -125,11 +127,15 @@ def rectify(conn: Conn, user_id: int, actor: Principal | None, changes: dict[str
         return []
     if any(changes[f] is None for f in fields if f != "phone"):
         raise PrivacyError("email and name can be corrected, not removed (erasure removes them)")
-    row = fetch_one(conn, "SELECT erased_at FROM users WHERE id = %s", (user_id,))
+    row = fetch_one(conn, "SELECT erased_at, reseller_id, customer_id FROM users WHERE id = %s", (user_id,))
     if row is None:
         raise PrivacyError("no such user")
     if row["erased_at"] is not None:
         raise PrivacyError("this account has been erased")
+    if "email" in fields:
+        # An address the organisation allows, like an invite's (raises Invalid on the email field).
+        changes["email"] = people.check_email(conn, people.Org(row["reseller_id"], row["customer_id"]),
+                                              changes["email"] or "")
     sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(f), sql.Placeholder(f)) for f in fields)
     conn.execute(sql.SQL("UPDATE users SET {}, updated_at = now() WHERE id = %(id)s").format(sets),
                  {**{f: changes[f] for f in fields}, "id": user_id})
@@ -166,6 +172,10 @@ def erase(conn: Conn, user_id: int, actor: Principal | None) -> Erasure:
         conn.execute("UPDATE api_keys SET name = '' WHERE user_id = %s", (user_id,))
         consents_removed = conn.execute("DELETE FROM marketing_consents WHERE user_id = %s", (user_id,)).rowcount
         conn.execute("DELETE FROM mail_outbox WHERE user_id = %s", (user_id,))  # sent or not: their words
+        conn.execute("""UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL
+                        WHERE id = %s""", (user_id,))
+        conn.execute("DELETE FROM totp_recovery_codes WHERE user_id = %s", (user_id,))
+        conn.execute("DELETE FROM account_tokens WHERE user_id = %s", (user_id,))
         support = conn.execute("""UPDATE support_requests SET subject = '[erased]', body = '', user_id = NULL
                                   WHERE user_id = %s""", (user_id,)).rowcount
         # Billing contact on the organisation, if it was this person's address.

@@ -49,6 +49,8 @@ CATEGORIES = (
              extra_where=" AND session"),
     Category("failed sign-in records", "login_throttle", "last_failed_at", "retention_sessions_days",
              hypertable=False, extra_where=" AND (locked_until IS NULL OR locked_until < now())"),
+    Category("invite and reset links", "account_tokens", "expires_at", "retention_sessions_days",
+             hypertable=False),
     Category("sent mail", "mail_outbox", "created_at", "retention_mail_days", hypertable=False,
              extra_where=" AND (sent_at IS NOT NULL OR given_up_at IS NOT NULL)"),
     Category("webhook deliveries", "webhook_deliveries", "created_at", "retention_webhook_days", hypertable=False,

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     api_pool_size: int = 16
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8050
+    #: The dashboard's address as people reach it, for the links in mail (invites, resets).
+    #: Never taken from a request's Host header, which a caller chooses. Empty: host and port above.
+    public_url: str = ""
     gateway_metrics_port: int = 9108
     #: `wattline up`'s own health: each service it supervises, with its restarts.
     up_health_port: int = 9100
@@ -158,6 +161,11 @@ class Settings(BaseSettings):
         if self.bridge_claim_key:
             return self.bridge_claim_key
         return hmac.new(self.secret_key.encode(), b"wattline bridge claim codes", hashlib.sha256).hexdigest()
+
+    @property
+    def dashboard_url(self) -> str:
+        """Where mailed links point: `public_url`, else the dashboard's own address."""
+        return (self.public_url or f"http://{self.dashboard_host}:{self.dashboard_port}").rstrip("/")
 
     def require_database_url(self) -> str:
         """The database URL, or a SettingsError naming the variable (embedded: only `wattline up`)."""

@@ -19,8 +19,10 @@ SESSION_TTL = timedelta(hours=12)
 
 @router.post("/auth/login", response_model=Token, summary="Exchange email and password for a 12-hour token")
 def login(body: Login, request: Request, conn: Conn) -> Token:
-    principal = accounts.login(conn, body.email, body.password, client=client_address(request))
-    key = accounts.start_session(conn, principal, SESSION_TTL)
+    client = client_address(request)
+    principal = accounts.login(conn, body.email, body.password, client=client, code=body.code)
+    key = accounts.start_session(conn, principal, SESSION_TTL,
+                                 client=f"API from {client} ({request.headers.get('user-agent', '?')})")
     return Token(token=key.token, prefix=key.prefix, expires_at=key.expires_at, scopes=list(key.scopes))
 
 
