@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
 
 from analytics.tariffs import (
     Invoice,
+    TariffVersion,
     interval_prices,
     invoice,
     load_tariffs,
@@ -19,9 +21,9 @@ from analytics.tariffs import (
     pricing_resolution,
 )
 from wattline import queries
-from wattline.errors import Forbidden
+from wattline.errors import Forbidden, NotFound
 from wattline.principal import Principal
-from wattline.tariffs import TariffError
+from wattline.tariffs import Draft, TariffError, validate_bands
 
 
 @dataclass
@@ -96,3 +98,48 @@ def node_costs(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from
         node.by_band_minor = {band: money(minor) for band, minor in cost.get(node.node_id, {}).items()}
         node.energy_cost_minor = sum(node.by_band_minor.values(), Decimal(0))
     return list(out.values())
+
+
+def last_complete_month(tz: str, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The last whole local month before now, as [start, end)."""
+    zone = ZoneInfo(tz)
+    today = (now or datetime.now(UTC)).astimezone(zone)
+    end = datetime(today.year, today.month, 1, tzinfo=zone)
+    start = datetime(end.year - (end.month == 1), (end.month - 2) % 12 + 1, 1, tzinfo=zone)
+    return start, end
+
+
+def preview_draft(conn: psycopg.Connection[Any], p: Principal, site_id: int, draft: Draft,
+                  now: datetime | None = None) -> dict[str, Any]:
+    """The last complete month re-priced under the draft, beside what it cost under the tariffs
+    in force, line by line (bands, standing, demand, VAT). Nothing is stored."""
+    if not p.sees_costs:
+        raise Forbidden("installers do not see tariffs or costs")
+    site = queries.site(conn, p, site_id)
+    if site is None:
+        raise NotFound("site")
+    validate_bands(draft.bands)
+    t_from, t_to = last_complete_month(site["timezone"], now)
+    rows = queries.energy_15m(conn, p, site_id, t_from, t_to)
+    ts = np.array([r["bucket_s"] for r in rows], dtype=np.float64)
+    wh = np.array([r["energy_wh"] for r in rows], dtype=np.float64)
+    # The draft as the only version over the whole month: what the month would have cost.
+    as_version = TariffVersion(0, draft.name, draft.currency, t_from - timedelta(days=1),
+                               draft.standing_charge_minor_per_day, draft.demand_charge_minor_per_kw,
+                               draft.demand_interval_minutes, draft.vat_rate, draft.bands)
+    proposed = invoice(ts, wh, [as_version], site["timezone"], site["country"], t_from, t_to)
+    versions = load_tariffs(conn, site_id)
+    actual = invoice(ts, wh, versions, site["timezone"], site["country"], t_from, t_to) if versions else None
+    labels = list(dict.fromkeys([*(line.label for line in actual.lines)] if actual else []) |
+                  dict.fromkeys(line.label for line in proposed.lines))
+    now_lines = {line.label: line for line in actual.lines} if actual else {}
+    new_lines = {line.label: line for line in proposed.lines}
+    lines = [{"label": label,
+              "kind": (now_lines.get(label) or new_lines[label]).kind,
+              "quantity": (now_lines.get(label) or new_lines[label]).quantity,
+              "actual_minor": now_lines[label].minor if label in now_lines else None,
+              "draft_minor": new_lines[label].minor if label in new_lines else None} for label in labels]
+    return {"from": t_from, "to": t_to, "currency": proposed.currency,
+            "actual_currency": actual.currency if actual else None, "energy_kwh": float(wh.sum()) / 1000.0,
+            "lines": lines, "actual_total_minor": actual.total_minor if actual else None,
+            "draft_total_minor": proposed.total_minor}

@@ -254,11 +254,31 @@ def invoice(bucket_utc_s: F64, energy_wh: F64, versions: list[TariffVersion], tz
         version = _version_at(versions, peak["at"])
         if version is not None and version.demand_minor_per_kw:
             kw = Decimal(str(round(peak["peak_kw"], 3)))
-            inv.lines.append(CostLine(f"demand {peak['month']}", "demand", kw, money(kw * version.demand_minor_per_kw)))
+            share = month_share(peak["month"], t_from, t_to, zone)
+            peak["month_share"] = float(share)
+            label = f"demand {peak['month']}"
+            if share < 1:
+                label += f" (peak of the range, pro-rated: {share * 100:.2f} % of the month)"
+            inv.lines.append(CostLine(label, "demand", kw, money(kw * version.demand_minor_per_kw * share)))
     vat_rate = _version_at(versions, t_from) or versions[0]
     if vat_rate.vat_rate:
         inv.lines.append(CostLine("VAT", "vat", vat_rate.vat_rate, money(inv.total_minor * vat_rate.vat_rate)))
     return inv
+
+
+def month_share(month: str, t_from: datetime, t_to: datetime, zone: ZoneInfo) -> Decimal:
+    """The part of local month `month` ("2026-05") that [t_from, t_to) covers, by elapsed time
+    (a range of whole local months: 1). A demand charge is billed on a month's peak; a range
+    shorter than the month pays its share of it, so that no 3-hour range carries a whole
+    month's charge, and a whole month pays exactly the bill."""
+    year, number = int(month[:4]), int(month[5:7])
+    start = datetime(year, number, 1, tzinfo=zone)
+    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=zone)
+    covered = (min(t_to, end) - max(t_from, start)).total_seconds()
+    whole = (end - start).total_seconds()
+    if covered >= whole:
+        return Decimal(1)
+    return (Decimal(max(covered, 0.0)) / Decimal(whole)).quantize(Decimal("0.000001"))
 
 
 def _version_at(versions: list[TariffVersion], at: datetime) -> TariffVersion | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, time
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -716,3 +716,52 @@ class TwoFactorState(BaseModel):
     enabled: bool
     enabled_at: datetime | None
     recovery_codes_left: int
+
+
+# -- the tariff editor ---------------------------------------------------------------------------
+class DraftSaved(BaseModel):
+    id: int
+    problems: list[str] = Field(description="slots not priced exactly once; empty when it can be published")
+
+
+class TariffDraft(BaseModel):
+    id: int
+    body: TariffIn
+    problems: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class PreviewLine(BaseModel):
+    label: str
+    kind: str
+    quantity: Decimal
+    actual_minor: Decimal | None
+    draft_minor: Decimal | None
+
+
+class TariffPreview(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    t_from: datetime = Field(alias="from")
+    t_to: datetime = Field(alias="to")
+    currency: str
+    actual_currency: str | None
+    energy_kwh: float
+    lines: list[PreviewLine]
+    actual_total_minor: Decimal | None
+    draft_total_minor: Decimal
+
+
+class CorrectionIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000, examples=["day rate keyed as 82.6 instead of 28.6"])
+
+
+class TariffCorrection(BaseModel):
+    id: int
+    tariff_id: int | None
+    repriced_from: datetime
+    reason: str | None = None
+    days_repriced: int
+    superseded: list[dict[str, Any]]
+    corrected_at: datetime | None = None
+    corrected_by: str | None = None

@@ -80,10 +80,35 @@ def test_demand_charge_on_monthly_peak_half_hour():
     start = datetime(2026, 5, 4, tzinfo=UTC)
     ts, wh = quarter_hours(start, 24, wh=2500.0)  # 10 kW steady
     wh[40] = wh[41] = 50_000.0  # 10:00-10:30: 100 kWh in half an hour = 200 kW
-    inv = invoice(ts, wh, [version(bands, demand="450")], "UTC", "GB", start, start + timedelta(days=1))
+    # The range is the whole month (the only data is on the 4th): the month's bill.
+    month = datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    inv = invoice(ts, wh, [version(bands, demand="450")], "UTC", "GB", *month)
     assert inv.demand_peaks[0]["peak_kw"] == pytest.approx(200.0)
     assert inv.demand_peaks[0]["at"] == datetime(2026, 5, 4, 10, tzinfo=UTC)
     assert lines(inv)["demand 2026-05"] == Decimal(90000)
+
+
+def test_demand_charge_on_part_of_a_month_is_pro_rated_and_says_so():
+    """The README's rule: a range shorter than its month pays the range's peak times the
+    share of the month it covers; the line says so. A 3-hour range of a 31-day month pays
+    3/744 of it, not the whole month's charge."""
+    bands = [Band("flat", Decimal("0"), ALL, time(0), time(0))]
+    start = datetime(2026, 5, 4, 9, tzinfo=UTC)
+    ts, wh = quarter_hours(start, 3, wh=2500.0)
+    wh[4] = wh[5] = 50_000.0  # 10:00-10:30: 200 kW
+    inv = invoice(ts, wh, [version(bands, demand="450")], "UTC", "GB", start, start + timedelta(hours=3))
+    [line] = [x for x in inv.lines if x.kind == "demand"]
+    share = Decimal(3 * 3600) / Decimal(31 * 86400)
+    assert line.label == "demand 2026-05 (peak of the range, pro-rated: 0.40 % of the month)"
+    assert line.quantity == Decimal("200.000")
+    assert line.minor == (Decimal(90000) * share).quantize(Decimal(1)) == Decimal(363)
+    # In a zone with DST, the share is of the local month's real length (March in London: 743 h).
+    zone_start = datetime(2026, 3, 10, tzinfo=UTC)
+    ts, wh = quarter_hours(zone_start, 1, wh=2500.0)
+    inv = invoice(ts, wh, [version(bands, demand="450")], "Europe/London", "GB", zone_start,
+                  zone_start + timedelta(hours=1))
+    [line] = [x for x in inv.lines if x.kind == "demand"]
+    assert line.minor == (Decimal(10) * 450 * Decimal(1) / Decimal(743)).quantize(Decimal(1))
 
 
 def test_demand_peaks_per_local_month():
