@@ -1,0 +1,128 @@
+"""A facility manager writes a tariff in headless Chromium, at phone size (390×844) and at
+desktop size: edits the bands in the grid, sees an overlap named slot by slot and a band
+without a name refused next to the bands, previews last month under the draft (figures
+checked against the energy in the database), is refused a date in the closed past next to
+the date, and publishes from a future date. Screenshots go to artifacts/screenshots/."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+
+from analytics.costing import last_complete_month
+from tests.factories import FLAT_BANDS, drain, write
+from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
+from wattline.accounts import create_user
+from wattline.domain import Connection, Role
+from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, TariffSpec, build_site, build_tenant
+
+pytestmark = pytest.mark.browser
+PASSWORD = "facility-password-for-tests"
+
+
+@pytest.fixture
+def costed_site(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any]:
+    _, customer = build_tenant(db, "R", "C")
+    built = build_site(db, customer, SiteSpec(
+        "Depot", timezone="Europe/London", bridges=("BR-1",), panels=(PanelSpec("P", "P", 230.0, 1.0,
+        Connection.SINGLE_PHASE, circuits=(CircuitSpec("C", "C", (SensorSpec("CT-1", "BR-1"),)),)),),
+        tariff=TariffSpec("Flat", "GBP", datetime(2024, 1, 1, tzinfo=UTC), FLAT_BANDS)))
+    start, _ = last_complete_month("Europe/London")
+    t0 = (start + timedelta(days=4)).replace(hour=12).timestamp()  # 12:00-14:00 local: day rate
+    write(database_url, [("CT-1", t0 + i * 10, 10.0) for i in range(2 * 360)])
+    drain(db)
+    create_user(db, email="fm@example.com", password=PASSWORD, role=Role.FACILITY_MANAGER, customer_id=customer)
+    return {"site": built.site_id, "root": built.nodes.get("site") or built.site_id}
+
+
+def shot(page: Any, name: str, size: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"tariff-editor-{name}-{size}.png"), full_page=True)
+    assert fits(page), f"{name} runs off the edge at {size}"
+
+
+def edit_cell(page: Any, row: int, column: str, value: str) -> None:
+    """Select a cell of the bands grid, type over it, and leave it (Tab commits the edit)."""
+    cell = page.locator(f"#tariff-bands td[data-dash-row='{row}'][data-dash-column='{column}']")
+    cell.click()
+    page.keyboard.type(value)
+    page.keyboard.press("Tab")
+    try:
+        page.wait_for_function("([sel, v]) => document.querySelector(sel)?.innerText.trim() === v",
+                               arg=[f"#tariff-bands td[data-dash-row='{row}'][data-dash-column='{column}']", value],
+                               timeout=5_000)
+    except Exception as exc:
+        raise AssertionError(page.inner_text("#tariff-bands")) from exc
+
+
+def message(page: Any, expect: str) -> None:
+    try:
+        page.wait_for_selector(f"#tariff-message .saved:has-text('{expect}')", timeout=15_000)
+    except Exception as exc:
+        raise AssertionError(page.inner_text("#tariff-editor")) from exc
+
+
+@pytest.mark.parametrize("size", ["390", "desktop"])
+def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
+        browser_page: Any, serve_dashboard: Callable[..., str], db: psycopg.Connection[Any],
+        costed_site: dict[str, Any], size: str) -> None:
+    page = browser_page
+    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
+    base = serve_dashboard()
+    page.goto(base + "/")
+    login(page, "fm@example.com", PASSWORD)
+    page.wait_for_selector(".site-card")
+    site = costed_site["site"]
+    page.goto(f"{base}/tariffs/{site}")
+    page.wait_for_selector("#tariff-editor")
+    page.fill("#tariff-name", "Day and night 2027")
+    page.fill("#tariff-valid-from", "2025-01-01")
+    # An overlap: night from 22:00 while day runs to 23:00.
+    edit_cell(page, 1, "start", "22:00")
+    edit_cell(page, 0, "rate_minor_per_kwh", "31.5")
+    page.click("#tariff-save")
+    message(page, "Draft saved")
+    page.wait_for_selector("#tariff-problems li:has-text('bands overlap on weekday at 22:00–23:00 (day, night)')")
+    shot(page, "overlap", size)
+    edit_cell(page, 1, "start", "23:00")
+    # A band without a name is refused next to the bands.
+    page.click("#tariff-add-band")
+    page.click("#tariff-save")
+    page.wait_for_selector("#tariff-error-bands:has-text('needs a name')")
+    page.click("#tariff-bands tr:nth-child(4) td.dash-delete-cell")
+    page.click("#tariff-save")
+    message(page, "Ready to publish")
+    # The preview: last month under the draft beside what it cost.
+    page.click("#tariff-preview-button")
+    page.wait_for_selector("#tariff-preview-table")
+    start, end = last_complete_month("Europe/London")
+    row = db.execute("""SELECT sum(r.energy_wh) FROM rollups_15m r JOIN nodes n ON n.id = r.node_id
+                        WHERE n.site_id = %s AND n.kind = 'site' AND r.bucket >= %s AND r.bucket < %s""",
+                     (site, start, end)).fetchone()
+    assert row is not None and row[0] > 0
+    kwh = Decimal(str(row[0])) / 1000
+    cells = {r[0]: r[1:] for r in (line.split("\t") for line in
+                                   page.inner_text("#tariff-preview-table").splitlines()[1:])}
+    assert cells["day"][1] == f"{(kwh * Decimal('31.5')).quantize(Decimal(1)) / 100:,.2f}"
+    assert cells["flat"][0] == f"{(kwh * 25).quantize(Decimal(1)) / 100:,.2f}"
+    shot(page, "preview", size)
+    # The past is closed: refused next to the date.
+    page.click("#tariff-publish")
+    page.wait_for_selector("#tariff-error-valid_from:has-text('already costed')")
+    ahead = (datetime.now(UTC) + timedelta(days=40)).date().isoformat()
+    page.fill("#tariff-valid-from", ahead)
+    page.click("#tariff-publish")
+    message(page, "Published")
+    shot(page, "published", size)
+    version = db.execute("""SELECT t.name, to_char(t.valid_from AT TIME ZONE 'Europe/London', 'YYYY-MM-DD HH24:MI'),
+                                   array_agg(b.name || ' ' || b.rate_minor_per_kwh::text || ' ' ||
+                                             b.start_time::text ORDER BY b.id)
+                            FROM tariffs t JOIN tariff_bands b ON b.tariff_id = t.id
+                            WHERE t.site_id = %s AND t.valid_from > now() GROUP BY t.id""", (site,)).fetchone()
+    assert version == ("Day and night 2027", f"{ahead} 00:00",
+                       ["day 31.5000 07:00:00", "night 14.0000 23:00:00", "night 14.0000 00:00:00"])
+    assert page.console_errors == []
