@@ -20,9 +20,13 @@ from wattline.settings import Settings
 def params_for(t: Tenant) -> dict[str, Any]:
     return {"site_id": t.site_id, "node_id": t.circuit_id, "customer_id": t.customer_id, "bridge_id": t.bridge_id,
             "serial": t.sensor_serial, "key_id": t.key_ids["viewer"], "rule_id": t.rule_id, "alert_id": t.alert_id,
-            "webhook_id": t.webhook_id, "user_id": t.user_ids["viewer"], "session_id": t.key_ids["viewer"]}
+            "webhook_id": t.webhook_id, "user_id": t.user_ids["viewer"], "session_id": t.key_ids["viewer"],
+            "draft_id": 1}
 
 
+TARIFF = {"name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
+          "bands": [{"name": "a", "rate_minor_per_kwh": "1", "day_types": ["weekday", "weekend", "holiday"],
+                     "start": "00:00", "end": "00:00"}]}
 BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/sites/{site_id}/nodes"): {"json": {"parent_id": 0, "kind": "circuit", "name": "x"}},
     ("patch", "/v1/nodes/{node_id}"): {"json": {"name": "renamed"}},
@@ -37,10 +41,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("put", "/v1/sites/{site_id}/commissioned"): {"json": {"commissioned": True}},
     ("put", "/v1/users/{user_id}/sites"): {"json": {"site_ids": []}},
     ("put", "/v1/people/{user_id}/access"): {"json": {"role": "viewer", "site_ids": []}},
-    ("post", "/v1/sites/{site_id}/tariffs"): {"json": {
-        "name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
-        "bands": [{"name": "a", "rate_minor_per_kwh": "1", "day_types": ["weekday", "weekend", "holiday"],
-                   "start": "00:00", "end": "00:00"}]}},
+    ("post", "/v1/sites/{site_id}/tariffs"): {"json": TARIFF},
+    ("post", "/v1/sites/{site_id}/tariff-drafts"): {"json": TARIFF},
+    ("put", "/v1/sites/{site_id}/tariff-drafts/{draft_id}"): {"json": TARIFF},
+    ("post", "/v1/sites/{site_id}/tariff-drafts/{draft_id}/correction"): {"json": {"reason": "a mistake was keyed"}},
     ("post", "/v1/sites/{site_id}/alert-rules"): {"json": {"name": "r", "params": {"kind": "sensor_offline"}}},
     ("patch", "/v1/alert-rules/{rule_id}"): {"json": {"enabled": False}},
     ("patch", "/v1/users/{user_id}"): {"json": {"full_name": "renamed"}},
