@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 
 from alerts.evaluate import Clock, Finding, Rule, evaluate
-from alerts.rules import RuleParams
+from alerts.rules import RuleParams, Schedule, Severity
 from wattline import queries
 from wattline.db import fetch_one
-from wattline.errors import NotFound
+from wattline.errors import Forbidden, NotFound
 from wattline.principal import Principal
 
 WINDOW = timedelta(days=28)
@@ -42,11 +42,14 @@ class Backtest:
 
 
 def backtest(conn: psycopg.Connection[Any], p: Principal, site_id: int, node_id: int | None, params: RuleParams,
-             *, now: datetime | None = None, settle_s: float = 120.0, reporting_interval_s: float = 10.0) -> Backtest:
+             *, schedule: Schedule | None = None, severity: Severity = "warning", now: datetime | None = None,
+             settle_s: float = 120.0, reporting_interval_s: float = 10.0) -> Backtest:
     """Run `params` for the site (or its node) over the last four weeks; nothing is stored."""
     site = queries.site(conn, p, site_id)
     if site is None:
         raise NotFound("site")
+    if params.kind == "budget" and not p.sees_costs:
+        raise Forbidden("installers do not see tariffs or costs")
     root = fetch_one(conn, "SELECT id FROM nodes WHERE site_id = %s AND kind = 'site'", (site_id,))
     if node_id is not None and queries.node(conn, p, node_id) is None:
         raise NotFound("node", field="node_id")
@@ -55,11 +58,11 @@ def backtest(conn: psycopg.Connection[Any], p: Principal, site_id: int, node_id:
     assert detail is not None
     rule = Rule(0, site_id, node_id, "backtest", params, None,
                 {"timezone": site["timezone"], "country": site["country"], "opening_hours": detail["opening_hours"],
-                 "floor_area_m2": detail["floor_area_m2"], "scope_node": scope_node})
+                 "floor_area_m2": detail["floor_area_m2"], "scope_node": scope_node}, severity, schedule)
     clock = Clock(now or datetime.now(UTC), WINDOW, timedelta(seconds=settle_s), reporting_interval_s)
     # Read-only by construction: the evaluators only read; a transaction rolled back makes sure.
     with conn.transaction(force_rollback=True):
         evaluation = evaluate(conn, rule, clock, {})
     start = evaluation.window_start or clock.now - WINDOW
-    findings = sorted(evaluation.findings, key=lambda f: f.start)
+    findings = sorted((f for f in evaluation.findings if rule.armed_at(f.start)), key=lambda f: f.start)
     return Backtest(start, evaluation.evaluated_to, findings, params.kind in PRESENT_ONLY)

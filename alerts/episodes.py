@@ -45,11 +45,13 @@ def apply(conn: psycopg.Connection[Any], rule: Rule, evaluation: Evaluation) -> 
                 changes.cleared.append(episode_id)
                 del current[f.subject]
             continue
+        if not rule.armed_at(f.start):
+            continue  # began outside the rule's schedule: not an episode
         row = fetch_one(conn, """
             INSERT INTO alert_episodes (rule_id, subject, severity, message, detail, started_at, cleared_at)
             VALUES (%s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (rule_id, subject, started_at) DO NOTHING RETURNING id""",
-                        (rule.id, f.subject, f.severity, f.message, Jsonb(f.detail), f.start, f.end))
+                        (rule.id, f.subject, rule.severity, f.message, Jsonb(f.detail), f.start, f.end))
         if row is None:
             continue  # seen before: this run was already an episode
         changes.raised.append(row["id"])
@@ -96,6 +98,8 @@ def enqueue(conn: psycopg.Connection[Any], episode_id: int, event: str) -> int:
     body = payload(conn, episode_id, event)
     cur = conn.execute("""
         INSERT INTO webhook_deliveries (webhook_id, episode_id, event, payload)
-        SELECT w.id, %s, %s, %s FROM webhooks w WHERE w.customer_id = %s AND w.enabled
-        ON CONFLICT DO NOTHING""", (episode_id, event, Jsonb(body), body["alert"]["customer_id"]))
+        SELECT w.id, %s, %s, %s FROM webhooks w JOIN alert_episodes e ON e.id = %s
+        JOIN alert_rules r ON r.id = e.rule_id
+        WHERE w.customer_id = %s AND w.enabled AND (r.webhook_ids IS NULL OR w.id = ANY(r.webhook_ids))
+        ON CONFLICT DO NOTHING""", (episode_id, event, Jsonb(body), episode_id, body["alert"]["customer_id"]))
     return cur.rowcount

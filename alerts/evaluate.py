@@ -31,7 +31,9 @@ from alerts.rules import (
     Budget,
     Cycling,
     RuleParams,
+    Schedule,
     SensorOffline,
+    Severity,
     Threshold,
 )
 from analytics.costing import node_costs
@@ -51,7 +53,6 @@ class Finding:
     end: datetime | None  # None: still holding at the end of the window
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
-    severity: str = "warning"
 
 
 @dataclass
@@ -73,10 +74,21 @@ class Rule:
     params: RuleParams
     evaluated_to: datetime | None
     site: dict[str, Any]
+    severity: Severity = "warning"
+    schedule: Schedule | None = None
+    #: the customer's webhooks that hear of it; None: every one
+    webhook_ids: list[int] | None = None
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.site["timezone"])
+
+    def armed_at(self, at: datetime) -> bool:
+        """Whether an episode starting at `at` is one the rule's schedule lets open."""
+        if self.schedule is None:
+            return True
+        local = at.astimezone(self.zone)
+        return self.schedule.armed(local.weekday(), local.hour * 60 + local.minute)
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,7 @@ class Clock:
 
 def load_rule(conn: Conn, rule_id: int) -> Rule | None:
     row = fetch_one(conn, """
-        SELECT r.id, r.site_id, r.node_id, r.name, r.params, r.evaluated_to,
+        SELECT r.id, r.site_id, r.node_id, r.name, r.params, r.evaluated_to, r.severity, r.schedule, r.webhook_ids,
                s.timezone, s.country, s.opening_hours, s.floor_area_m2,
                COALESCE(r.node_id, (SELECT id FROM nodes WHERE site_id = s.id AND kind = 'site')) AS scope_node
         FROM alert_rules r JOIN sites s ON s.id = r.site_id WHERE r.id = %s""", (rule_id,))
@@ -100,7 +112,8 @@ def load_rule(conn: Conn, rule_id: int) -> Rule | None:
         return None
     site = {k: row[k] for k in ("timezone", "country", "opening_hours", "floor_area_m2", "scope_node")}
     return Rule(row["id"], row["site_id"], row["node_id"], row["name"], RULE_PARAMS.validate_python(row["params"]),
-                row["evaluated_to"], site)
+                row["evaluated_to"], site, row["severity"],
+                Schedule.model_validate(row["schedule"]) if row["schedule"] is not None else None, row["webhook_ids"])
 
 
 def evaluate(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]) -> Evaluation:
@@ -262,8 +275,7 @@ def bridge_offline(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, date
     clears: dict[str, datetime] = {}
     for r in rows:
         if not r["online"] and clock.now - r["changed_at"] >= timedelta(minutes=p.hold_minutes):
-            findings.append(Finding(r["serial"], r["changed_at"], None, f"bridge {r['serial']} offline",
-                                    severity="critical"))
+            findings.append(Finding(r["serial"], r["changed_at"], None, f"bridge {r['serial']} offline"))
         elif r["online"] and r["serial"] in ongoing:
             clears[r["serial"]] = max(r["changed_at"], ongoing[r["serial"]])
     return Evaluation(clock.now, findings, clears, window_start=clock.now)

@@ -105,3 +105,51 @@ RuleParams = Annotated[Threshold | AfterHours | SensorOffline | BridgeOffline | 
                        Field(discriminator="kind")]
 RULE_PARAMS: TypeAdapter[RuleParams] = TypeAdapter(RuleParams)
 KINDS = ("threshold", "after_hours", "sensor_offline", "bridge_offline", "anomaly", "cycling", "base_load", "budget")
+#: Each kind's model, for forms built from its fields (defaults, descriptions, types).
+MODELS: dict[str, type[BaseModel]] = {
+    model.model_fields["kind"].default: model
+    for model in (Threshold, AfterHours, SensorOffline, BridgeOffline, Anomaly, Cycling, BaseLoad, Budget)}
+
+
+# -- what a rule is besides its condition ---------------------------------------------------------
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+#: A rule's severity unless its author chooses: a silent bridge takes every sensor behind it.
+DEFAULT_SEVERITY: dict[str, Severity] = {"bridge_offline": "critical"}
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+class Schedule(_Params):
+    """When a rule is armed, in the site's local time: an episode opens only if its condition
+    starts inside (a chiller rule for opening hours, a security one for nights)."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    hours: tuple[str, str] = Field(("00:00", "24:00"), description="local time window, start < end")
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: tuple[str, str]) -> tuple[str, str]:
+        if not all(_HHMM.match(x) for x in v) or v[0] >= v[1]:
+            raise ValueError("hours must be two HH:MM times, start before end")
+        return v
+
+    def armed(self, weekday: int, minute_of_day: int) -> bool:
+        """Whether the rule is armed at this local weekday (0 = Monday) and minute."""
+        lo, hi = (int(h[:2]) * 60 + int(h[3:]) for h in self.hours)
+        return WEEKDAYS[weekday] in self.days and lo <= minute_of_day < hi
+
+
+class Recipients(_Params):
+    """Who hears of a rule's alerts besides the notification centre."""
+
+    user_ids: list[int] = Field(default_factory=list, max_length=200, description="people of the customer")
+    emails: list[str] = Field(default_factory=list, max_length=50, description="plain addresses")
+    webhook_ids: list[int] | None = Field(None, description="the customer's webhooks; null: every one")
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not _EMAIL.match(e.strip())]
+        if bad:
+            raise ValueError(f"not email addresses: {', '.join(bad[:3])}")
+        return sorted({e.strip() for e in v})

@@ -11,7 +11,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from alerts.episodes import EPISODE_COLUMNS
-from alerts.rules import RULE_PARAMS, RuleParams
+from alerts.rules import DEFAULT_SEVERITY, RULE_PARAMS, Recipients, RuleParams, Schedule, Severity
 from alerts.webhooks import new_secret
 from wattline import audit
 from wattline.db import fetch_all, fetch_one
@@ -25,7 +25,9 @@ Row = dict[str, Any]
 State = Literal["open", "acknowledged", "resolved", "active", "all"]
 
 RULE_COLUMNS = ("r.id, r.site_id, r.node_id, r.kind, r.name, r.params, r.enabled, r.evaluated_to, r.created_at, "
-                "r.last_error, r.failing_since")
+                "r.last_error, r.failing_since, r.severity, r.schedule, "
+                "jsonb_build_object('user_ids', r.recipient_user_ids, 'emails', r.recipient_emails, "
+                "'webhook_ids', r.webhook_ids) AS recipients")
 _RULE_FROM = "alert_rules r JOIN sites s ON s.id = r.site_id JOIN customers c ON c.id = s.customer_id"
 _EPISODE_FROM = f"alert_episodes e JOIN {_RULE_FROM} ON r.id = e.rule_id"
 
@@ -34,16 +36,42 @@ def _dump(params: RuleParams) -> Jsonb:
     return Jsonb(RULE_PARAMS.dump_python(params, mode="json"))
 
 
+def _check_recipients(conn: Conn, site_id: int, recipients: Recipients) -> None:
+    """People and webhooks must be the site's customer's own (else: not found, as another tenant's)."""
+    customer = fetch_one(conn, "SELECT customer_id FROM sites WHERE id = %s", (site_id,))
+    assert customer is not None
+    if recipients.user_ids:
+        found = fetch_all(conn, "SELECT id FROM users WHERE id = ANY(%s) AND customer_id = %s AND disabled_at IS NULL",
+                          (recipients.user_ids, customer["customer_id"]))
+        if len(found) != len(set(recipients.user_ids)):
+            raise NotFound("person", field="recipients")
+    if recipients.webhook_ids:
+        found = fetch_all(conn, "SELECT id FROM webhooks WHERE id = ANY(%s) AND customer_id = %s",
+                          (recipients.webhook_ids, customer["customer_id"]))
+        if len(found) != len(set(recipients.webhook_ids)):
+            raise NotFound("webhook", field="recipients")
+
+
+def _schedule(schedule: Schedule | None) -> Jsonb | None:
+    return Jsonb(schedule.model_dump(mode="json")) if schedule is not None else None
+
+
 def create_rule(conn: Conn, site_id: int, node_id: int | None, name: str, params: RuleParams,
-                enabled: bool = True, *, actor: Principal | None = None) -> int:
+                enabled: bool = True, *, severity: Severity | None = None, schedule: Schedule | None = None,
+                recipients: Recipients | None = None, actor: Principal | None = None) -> int:
     """A rule for a site, or for one of its nodes (which must belong to the site)."""
+    recipients = recipients or Recipients()
+    severity = severity or DEFAULT_SEVERITY.get(params.kind, "warning")
     with conn.transaction():
         if node_id is not None and fetch_one(conn, "SELECT 1 FROM nodes WHERE id = %s AND site_id = %s",
                                              (node_id, site_id)) is None:
             raise NotFound("node", field="node_id")
-        row = fetch_one(conn, """INSERT INTO alert_rules (site_id, node_id, kind, name, params, enabled)
-                                 VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
-                        (site_id, node_id, params.kind, name, _dump(params), enabled))
+        _check_recipients(conn, site_id, recipients)
+        row = fetch_one(conn, """INSERT INTO alert_rules (site_id, node_id, kind, name, params, enabled, severity,
+                                                          schedule, recipient_user_ids, recipient_emails, webhook_ids)
+                                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                        (site_id, node_id, params.kind, name, _dump(params), enabled, severity, _schedule(schedule),
+                         sorted(set(recipients.user_ids)), recipients.emails, recipients.webhook_ids))
         assert row is not None
         audit.record(conn, actor, "create", "alert_rule", row["id"], kind=params.kind)
     return int(row["id"])
@@ -63,21 +91,49 @@ def rule(conn: Conn, p: Principal, rule_id: int) -> Row | None:
                      {**params, "id": rule_id})
 
 
+#: Leave a setting as it is (None means "always" for a schedule, so it cannot mean "unchanged").
+KEEP: Any = object()
+
+
 def update_rule(conn: Conn, rule_id: int, *, name: str | None = None, params: RuleParams | None = None,
-                enabled: bool | None = None, actor: Principal | None = None) -> None:
+                enabled: bool | None = None, severity: Severity | None = None, schedule: Schedule | None = KEEP,
+                recipients: Recipients | None = None, actor: Principal | None = None) -> None:
     """A changed condition is judged afresh from now on; its ongoing episodes clear or carry
     on at the next evaluation."""
-    changed = [f for f, v in (("name", name), ("params", params), ("enabled", enabled)) if v is not None]
+    values = {"name": name, "params": params, "enabled": enabled, "severity": severity, "recipients": recipients}
+    changed = [f for f, v in values.items() if v is not None] + (["schedule"] if schedule is not KEEP else [])
     with conn.transaction():
-        _update_rule(conn, rule_id, name, params, enabled)
+        row = fetch_one(conn, "SELECT site_id FROM alert_rules WHERE id = %s", (rule_id,))
+        if row is None:
+            raise NotFound("alert rule")
+        if recipients is not None:
+            _check_recipients(conn, row["site_id"], recipients)
+        conn.execute("""UPDATE alert_rules SET name = COALESCE(%(name)s, name), params = COALESCE(%(params)s, params),
+                        kind = COALESCE(%(kind)s, kind), enabled = COALESCE(%(enabled)s, enabled),
+                        severity = COALESCE(%(severity)s, severity),
+                        schedule = CASE WHEN %(set_schedule)s THEN %(schedule)s ELSE schedule END,
+                        recipient_user_ids = COALESCE(%(users)s, recipient_user_ids),
+                        recipient_emails = COALESCE(%(emails)s, recipient_emails),
+                        webhook_ids = CASE WHEN %(set_recipients)s THEN %(webhooks)s ELSE webhook_ids END,
+                        updated_at = now() WHERE id = %(id)s""",
+                     {"name": name, "params": _dump(params) if params else None,
+                      "kind": params.kind if params else None, "enabled": enabled, "severity": severity,
+                      "set_schedule": schedule is not KEEP,
+                      "schedule": None if schedule is KEEP else _schedule(schedule),
+                      "users": sorted(set(recipients.user_ids)) if recipients else None,
+                      "emails": recipients.emails if recipients else None, "set_recipients": recipients is not None,
+                      "webhooks": recipients.webhook_ids if recipients else None, "id": rule_id})
         audit.record(conn, actor, "update", "alert_rule", rule_id, fields=changed)
 
 
-def _update_rule(conn: Conn, rule_id: int, name: str | None, params: RuleParams | None, enabled: bool | None) -> None:
-    conn.execute("""UPDATE alert_rules SET name = COALESCE(%s, name), params = COALESCE(%s, params),
-                    kind = COALESCE(%s, kind), enabled = COALESCE(%s, enabled), updated_at = now()
-                    WHERE id = %s""",
-                 (name, _dump(params) if params else None, params.kind if params else None, enabled, rule_id))
+def episodes_of(conn: Conn, p: Principal, rule_id: int, *, limit: int = 200) -> list[Row]:
+    """A rule's history: its episodes, newest first."""
+    where, params = scope(p)
+    return fetch_all(conn, sql.SQL("""SELECT {episode_columns}, s.name AS site_name, s.timezone FROM {episode_from}
+                               WHERE r.id = %(rule)s AND {where}
+                               ORDER BY e.started_at DESC, e.id DESC LIMIT %(limit)s""").format(
+                                   episode_columns=sql.SQL(EPISODE_COLUMNS), episode_from=sql.SQL(_EPISODE_FROM),
+                                   where=where), {**params, "rule": rule_id, "limit": limit})
 
 
 def delete_rule(conn: Conn, rule_id: int, *, actor: Principal | None = None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from alerts.rules import RuleParams
+from alerts.rules import Recipients, RuleParams, Schedule, Severity
 from wattline.assignments import MAX_CT_RATING_A
 from wattline.domain import Connection, Role
 
@@ -498,12 +498,41 @@ class AlertRuleIn(BaseModel):
     node_id: int | None = Field(None, description="a node of the site; none: the whole site")
     enabled: bool = True
     params: RuleParams
+    severity: Severity | None = Field(None, description="default: warning (critical for a bridge offline)")
+    schedule: Schedule | None = Field(None, description="when the rule is armed, local time; none: always")
+    recipients: Recipients = Field(default_factory=Recipients)
 
 
 class AlertRulePatch(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     enabled: bool | None = None
     params: RuleParams | None = None
+    severity: Severity | None = None
+    schedule: Schedule | None = Field(None, description="null: always armed; absent: unchanged")
+    recipients: Recipients | None = None
+
+
+class BacktestIn(BaseModel):
+    node_id: int | None = None
+    params: RuleParams
+    severity: Severity = "warning"
+    schedule: Schedule | None = None
+
+
+class BacktestEpisode(BaseModel):
+    subject: str
+    start: datetime
+    end: datetime | None = Field(description="null: still holding at the end of the window")
+    message: str
+    detail: dict[str, Any]
+
+
+class BacktestOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    t_from: datetime = Field(alias="from")
+    t_to: datetime = Field(alias="to")
+    present_only: bool = Field(description="the kind judges the present only: this is what holds now")
+    episodes: list[BacktestEpisode]
 
 
 class AlertRule(BaseModel):
@@ -518,6 +547,9 @@ class AlertRule(BaseModel):
     created_at: datetime
     last_error: str | None = Field(None, description="why the last evaluation failed; null once one succeeds")
     failing_since: datetime | None = None
+    severity: Severity = "warning"
+    schedule: Schedule | None = None
+    recipients: Recipients = Field(default_factory=Recipients)
 
 
 class Alert(BaseModel):

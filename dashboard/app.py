@@ -28,11 +28,21 @@ def create_dash(settings: Settings) -> Dash:
     app.server.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     auth.install(app.server, pool, settings)
     downloads.install(app.server)
-    from dashboard.pages import account, alerts, commissioning, hierarchy, people, portfolio, site, tariffs
+    from dashboard.pages import (
+        account,
+        alert_rules,
+        alerts,
+        commissioning,
+        hierarchy,
+        people,
+        portfolio,
+        site,
+        tariffs,
+    )
 
     # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
     # would also match "/site/1/tariffs", and it orders its registry itself.
-    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, people, account):
+    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, people, account):
         module.register(app)
     app.layout = lambda: html.Div([
         html.Header([html.A("Wattline", href="/", className="brand"), html.Nav(_nav())], className="topbar"),

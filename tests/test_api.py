@@ -45,6 +45,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/sites/{site_id}/tariff-drafts"): {"json": TARIFF},
     ("put", "/v1/sites/{site_id}/tariff-drafts/{draft_id}"): {"json": TARIFF},
     ("post", "/v1/sites/{site_id}/tariff-drafts/{draft_id}/correction"): {"json": {"reason": "a mistake was keyed"}},
+    ("post", "/v1/sites/{site_id}/alert-rules/backtest"): {"json": {"params": {"kind": "sensor_offline"}}},
     ("post", "/v1/sites/{site_id}/alert-rules"): {"json": {"name": "r", "params": {"kind": "sensor_offline"}}},
     ("patch", "/v1/alert-rules/{rule_id}"): {"json": {"enabled": False}},
     ("patch", "/v1/users/{user_id}"): {"json": {"full_name": "renamed"}},

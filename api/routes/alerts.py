@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from alerts import store
+from alerts.backtest import backtest
 from analytics.benchmark import site_benchmarks
 from api.deps import Admin, Conn, Reader, Writer
 from api.problems import Problem, not_found
@@ -17,6 +18,8 @@ from api.schemas import (
     AlertRule,
     AlertRuleIn,
     AlertRulePatch,
+    BacktestIn,
+    BacktestOut,
     Created,
     Delivery,
     SiteBenchmark,
@@ -34,7 +37,27 @@ router = APIRouter(prefix="/v1", tags=["alerts"])
 def create_rule(site_id: int, body: AlertRuleIn, p: Writer, conn: Conn) -> Created:
     if queries.site(conn, p, site_id) is None:
         raise not_found("site")
-    return Created(id=store.create_rule(conn, site_id, body.node_id, body.name, body.params, body.enabled, actor=p))
+    return Created(id=store.create_rule(conn, site_id, body.node_id, body.name, body.params, body.enabled,
+                                        severity=body.severity, schedule=body.schedule, recipients=body.recipients,
+                                        actor=p))
+
+
+@router.post("/sites/{site_id}/alert-rules/backtest", response_model=BacktestOut,
+             summary="What a rule would have raised over the last 4 weeks, before it is saved (nothing is stored)")
+def backtest_rule(site_id: int, body: BacktestIn, request: Request, p: Reader, conn: Conn) -> dict[str, Any]:
+    settings = request.app.state.settings
+    found = backtest(conn, p, site_id, body.node_id, body.params, schedule=body.schedule, severity=body.severity,
+                     settle_s=settings.alerts_settle_s, reporting_interval_s=settings.reporting_interval_s)
+    return {"from": found.start, "to": found.end, "present_only": found.present_only,
+            "episodes": [f.__dict__ for f in found.findings]}
+
+
+@router.get("/alert-rules/{rule_id}/episodes", response_model=list[Alert], summary="A rule's history of episodes")
+def rule_history(rule_id: int, p: Reader, conn: Conn,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+    if store.rule(conn, p, rule_id) is None:
+        raise not_found("alert rule")
+    return store.episodes_of(conn, p, rule_id, limit=limit)
 
 
 @router.get("/sites/{site_id}/alert-rules", response_model=list[AlertRule], summary="A site's alert rules")
@@ -56,7 +79,9 @@ def get_rule(rule_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
 def patch_rule(rule_id: int, body: AlertRulePatch, p: Writer, conn: Conn) -> Created:
     if store.rule(conn, p, rule_id) is None:
         raise not_found("alert rule")
-    store.update_rule(conn, rule_id, name=body.name, params=body.params, enabled=body.enabled, actor=p)
+    store.update_rule(conn, rule_id, name=body.name, params=body.params, enabled=body.enabled, severity=body.severity,
+                      schedule=body.schedule if "schedule" in body.model_fields_set else store.KEEP,
+                      recipients=body.recipients, actor=p)
     return Created(id=rule_id)
 
 

@@ -71,8 +71,8 @@ def refresh(state: str | None, _tick: int | None, _acks: list[int | None], _reso
             act(c, int(trigger["id"]), p.user_id)
         rows = store.alerts(c, p, state=state or "active", limit=500)  # type: ignore[arg-type]
     if not rows:
-        return html.Div("No alerts here. Rules are set per site or node through the API "
-                        "(POST /v1/sites/{id}/alert-rules).", className="empty")
+        return html.Div("No alerts here. Rules are set per site, on each site's Alert rules page.",
+                        className="empty")
     return html.Table([
         html.Thead(html.Tr([html.Th(h) for h in ("", "Site · rule", "What", "When", "State", "")])),
         html.Tbody([row(a, p.can("write")) for a in rows]),

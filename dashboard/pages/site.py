@@ -57,6 +57,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         html.Div(f"Times in the site's local time: {site['timezone']}", className="muted", id="site-zone"),
         html.Div([
             dcc.Link("Tariffs", href=f"/tariffs/{site['id']}"), " · ",
+            dcc.Link("Alert rules", href=f"/alert-rules/{site['id']}"), " · ",
             dcc.Link("Commissioning", href=f"/commissioning/{site['id']}"),
         ]),
         html.Div([
