@@ -111,8 +111,8 @@ def test_build_backtest_and_save_a_rule(browser_page: Any, serve_dashboard: Call
     said(page, "Rule created")
     page.wait_for_selector("#rules-table td:has-text('Freezer surge')")
     shot(page, "saved", size)
-    rule = db.execute("""SELECT node_id, kind, params->>'above_w', severity, schedule->'hours', recipient_emails, enabled
-                         FROM alert_rules WHERE name = 'Freezer surge'""").fetchone()
+    rule = db.execute("""SELECT node_id, kind, params->>'above_w', severity, schedule->'hours', recipient_emails,
+                                enabled FROM alert_rules WHERE name = 'Freezer surge'""").fetchone()
     assert rule == (surging_site["freezer"], "threshold", "5000.0", "critical", ["08:00", "18:00"],
                     ["oncall@example.com"], True)
     assert page.console_errors == []
