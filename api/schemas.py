@@ -797,3 +797,17 @@ class TariffCorrection(BaseModel):
     superseded: list[dict[str, Any]]
     corrected_at: datetime | None = None
     corrected_by: str | None = None
+
+
+# -- notification preferences ----------------------------------------------------------------------
+class NotificationPreferencesIn(BaseModel):
+    alert_email: Literal["immediate", "digest", "off"] = "immediate"
+    digest_hour: int = Field(7, ge=0, le=23, description="local hour the daily digest goes out")
+    quiet_start: time | None = Field(None, description="immediate alert mail waits out quiet hours (local)")
+    quiet_end: time | None = None
+    timezone: str = Field("UTC", max_length=64, examples=["Europe/London"])
+    report_email: bool = True
+
+
+class NotificationPreferences(NotificationPreferencesIn):
+    unsubscribed: list[str] = Field(description="categories this address unsubscribed from by link")

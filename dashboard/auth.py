@@ -17,7 +17,7 @@ from typing import Any
 import flask
 from psycopg_pool import ConnectionPool
 
-from wattline import accounts, people, two_factor
+from wattline import accounts, mail, notifications, people, two_factor
 from wattline.accounts import (
     LoginRefused,
     LoginThrottled,
@@ -33,7 +33,7 @@ SESSION_TTL = timedelta(hours=12)
 PENDING_S = 300
 #: Reached without signing in (the pages of sign-in itself, mailed links, health, assets).
 OPEN_PATHS = ("/login", "/login/code", "/login/enrol", "/forgot", "/health", "/favicon.ico")
-OPEN_PREFIXES = ("/assets/", "/_dash-component-suites/", "/_favicon", "/invite/", "/reset/")
+OPEN_PREFIXES = ("/assets/", "/_dash-component-suites/", "/_favicon", "/invite/", "/reset/", "/unsubscribe/")
 
 PAGE = """<!doctype html><html lang="en"><head><title>Wattline · {title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -232,6 +232,23 @@ Choose a password of at least 12 characters; a few unrelated words make a good o
 <label>Password <input name="password" type="password" autocomplete="new-password" required></label>
 <label>Again <input name="confirm" type="password" autocomplete="new-password" required></label>
 <button type="submit" id="set-password">Set password</button>""", status)
+
+    @server.route("/unsubscribe/<category>/<encoded>/<signature>", methods=["GET", "POST"])
+    def unsubscribe(category: str, encoded: str, signature: str) -> Any:
+        """RFC 8058: a mail client POSTs "List-Unsubscribe=One-Click" and it is done; a person
+        who opens the link in a browser confirms with one button (so a link scanner that
+        merely fetches it unsubscribes nobody)."""
+        address = mail.verify_unsubscribe(settings, category, encoded, signature)
+        if address is None:
+            return _page("unsubscribe", _error("This unsubscribe link is not valid.", "link"), 404)
+        what = mail.CATEGORY_NAMES[category]
+        if flask.request.method == "POST":
+            with pool.connection() as conn:
+                notifications.unsubscribe(conn, address, category)
+            return _page("unsubscribed", f"""<p id="unsubscribed">Done: no more {what} to
+{html.escape(address)}. You can choose again under Account › Notifications.</p>""")
+        return _page("unsubscribe", f"""<p>Stop {what} from Wattline to <b>{html.escape(address)}</b>?</p>
+<button type="submit" id="unsubscribe">Unsubscribe</button>""")
 
     @server.route("/invite/<token>", methods=["GET", "POST"])
     def invite_link(token: str) -> Any:

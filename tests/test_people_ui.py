@@ -235,3 +235,40 @@ def test_forgotten_password_by_mail(browser_page: Any, serve_dashboard: Callable
     page.goto(link)
     page.wait_for_selector(".error[data-field=link]:has-text('already been used')")
     assert page_errors(page) == []
+
+
+def test_notification_preferences_and_an_unsubscribe_link(
+        browser_page: Any, serve_dashboard: Callable[..., str], db: psycopg.Connection[Any], database_url: str,
+        smtp_server: SmtpServer, organisation: dict[str, Any]) -> None:
+    page = browser_page
+    page.set_viewport_size(PHONE)
+    base = serve_dashboard()
+    page.goto(base + "/login")
+    login(page, "admin@acme.example", ADMIN_PASSWORD)
+    page.wait_for_selector("nav a[href='/account']")
+    page.goto(base + "/account")
+    page.wait_for_selector("#acct-alert-email")
+    page.check("#acct-alert-email input[value=digest]")
+    page.fill("#acct-quiet", "22-7")
+    page.click("#acct-notifications-save")
+    page.wait_for_selector("#acct-error-notifications:has-text('22:00-07:00')")
+    page.fill("#acct-quiet", "22:00-07:00")
+    page.click("#acct-notifications-save")
+    answer(page, "acct-notifications-message", "Notifications saved")
+    prefs = db.execute("""SELECT alert_email, to_char(quiet_start, 'HH24:MI'), to_char(quiet_end, 'HH24:MI')
+                          FROM notification_preferences WHERE user_id = %s""", (organisation["admin"],)).fetchone()
+    assert prefs == ("digest", "22:00", "07:00")
+    shot(page, "notifications", "390")
+    # An alert mail's unsubscribe link, opened in the browser: one button, then done.
+    mail.queue(db, kind="alert", to="admin@acme.example", user_id=organisation["admin"], subject="Freezer tripped",
+               text="0 A since 02:00", category="alerts")
+    mail.send_due(db, Settings(database_url=database_url, public_url=base, **smtp_server.settings()))
+    [message] = smtp_server.messages()
+    [link] = re.findall(r"<(https?://[^>]+)>", str(message["List-Unsubscribe"]))
+    page.goto(link)
+    page.click("#unsubscribe")
+    page.wait_for_selector("#unsubscribed:has-text('no more alert mail')")
+    shot(page, "unsubscribed", "390")
+    assert db.execute("SELECT alert_email FROM notification_preferences WHERE user_id = %s",
+                      (organisation["admin"],)).fetchone() == ("off",)
+    assert page_errors(page) == []

@@ -12,13 +12,17 @@ and only if the change commits, and a crash between the two loses nothing. `send
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import smtplib
 import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Any
+from html import escape as html_escape
+from typing import Any, Literal
 
 import psycopg
 
@@ -43,19 +47,69 @@ class MailReport:
     unreachable: str | None = None
 
 
+#: What a person can unsubscribe from. "security" mail (a reset link the person asked for) is
+#: sent whatever they chose: it answers their own request. It still carries the link.
+CATEGORIES = ("alerts", "reports", "invites", "account")
+Category = Literal["alerts", "reports", "invites", "account", "security"]
+CATEGORY_NAMES = {"alerts": "alert mail", "reports": "report mail", "invites": "invitations",
+                  "account": "account notices", "security": "account notices"}
+
+
+def address_digest(address: str) -> str:
+    """The key of an address's unsubscribes (SHA-256 of it lower-cased)."""
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
+def _signature(secret: str, address: str, category: str) -> str:
+    mac = hmac.new(secret.encode(), f"unsubscribe:{category}:{address.strip().lower()}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+
+def unsubscribe_url(settings: Settings, address: str, category: str) -> str:
+    """The signed one-click link that stops this category of mail to this address."""
+    unsubscribable = "account" if category == "security" else category
+    encoded = base64.urlsafe_b64encode(address.strip().lower().encode()).decode().rstrip("=")
+    return (f"{settings.dashboard_url}/unsubscribe/{unsubscribable}/{encoded}/"
+            f"{_signature(settings.secret_key, address, unsubscribable)}")
+
+
+def verify_unsubscribe(settings: Settings, category: str, encoded: str, signature: str) -> str | None:
+    """The address a link is for, if the link is one we signed; else None."""
+    if category not in CATEGORIES:
+        return None
+    try:
+        address = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return address if hmac.compare_digest(_signature(settings.secret_key, address, category), signature) else None
+
+
+def suppressed(conn: psycopg.Connection[Any], address: str, category: Category) -> bool:
+    """Whether the address has unsubscribed from this category (never for security mail)."""
+    if category == "security":
+        return False
+    return fetch_one(conn, "SELECT 1 AS yes FROM mail_suppressions WHERE address_digest = %s AND category = %s",
+                     (address_digest(address), category)) is not None
+
+
 def queue(conn: psycopg.Connection[Any], *, kind: str, to: str, subject: str, text: str,
-          html: str | None = None, user_id: int | None = None) -> int:
-    """Queue a message in the caller's transaction; returns its outbox id. `user_id`: the
-    person it is addressed to, so that erasing them deletes it."""
-    row = fetch_one(conn, """INSERT INTO mail_outbox (kind, user_id, to_address, subject, body_text, body_html)
-                             VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
-                    (kind, user_id, to, subject, text, html))
+          html: str | None = None, user_id: int | None = None, category: Category = "account") -> int | None:
+    """Queue a message in the caller's transaction; returns its outbox id, or None when the
+    address has unsubscribed from its category. `user_id`: the person it is addressed to, so
+    that erasing them deletes it."""
+    if suppressed(conn, to, category):
+        return None
+    row = fetch_one(conn, """INSERT INTO mail_outbox (kind, user_id, to_address, subject, body_text, body_html,
+                                                      category)
+                             VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                    (kind, user_id, to, subject, text, html, category))
     assert row is not None
     return int(row["id"])
 
 
-def build_message(row: dict[str, Any], sender: str) -> EmailMessage:
-    """The outbox row as a MIME message: a text part, and an HTML alternative when given."""
+def build_message(row: dict[str, Any], sender: str, unsubscribe: str | None = None) -> EmailMessage:
+    """The outbox row as a MIME message: a text part, and an HTML alternative when given; with
+    `unsubscribe`, RFC 8058 one-click headers and a line at the foot of each part."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = row["to_address"]
@@ -63,9 +117,18 @@ def build_message(row: dict[str, Any], sender: str) -> EmailMessage:
     message["Date"] = formatdate(usegmt=True)
     domain = parseaddr(sender)[1].rpartition("@")[2] or "wattline.invalid"
     message["Message-ID"] = make_msgid(f"outbox.{row['id']}", domain=domain)
-    message.set_content(row["body_text"])
-    if row["body_html"]:
-        message.add_alternative(row["body_html"], subtype="html")
+    text, body_html = row["body_text"], row["body_html"]
+    if unsubscribe:
+        what = CATEGORY_NAMES.get(row.get("category") or "account", "this mail")
+        message["List-Unsubscribe"] = f"<{unsubscribe}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        text = f"{text.rstrip()}\n\n--\nTo stop {what} from Wattline: {unsubscribe}\n"
+        if body_html:
+            body_html += (f'<hr><p style="font-size:12px;color:#66707d">To stop {what} from Wattline, '
+                          f'<a href="{html_escape(unsubscribe)}">unsubscribe</a>.</p>')
+    message.set_content(text)
+    if body_html:
+        message.add_alternative(body_html, subtype="html")
     return message
 
 
@@ -146,13 +209,14 @@ def send_due(conn: psycopg.Connection[Any], settings: Settings, *, limit: int = 
         for _ in range(limit):
             with conn.transaction():
                 row = fetch_one(conn, """
-                    SELECT id, to_address, subject, body_text, body_html, attempts FROM mail_outbox
+                    SELECT id, to_address, subject, body_text, body_html, attempts, category FROM mail_outbox
                     WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= now()
                     ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED""")
                 if row is None:
                     break
                 try:
-                    smtp.send(build_message(row, settings.mail_from))
+                    smtp.send(build_message(row, settings.mail_from,
+                                            unsubscribe_url(settings, row["to_address"], row["category"])))
                 except Unreachable as exc:
                     report.unreachable = str(exc)
                     conn.execute("UPDATE mail_outbox SET last_error = %s WHERE id = %s", (str(exc), row["id"]))

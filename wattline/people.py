@@ -298,7 +298,7 @@ Wattline
             f"Wattline, as {role}.</p><p><a href=\"{html.escape(link)}\">Set your password</a> "
             f"(the link works once, for {hours} hours).</p>"
             "<p>If you were not expecting this, ignore it: nothing happens until the link is used.</p>")
-    mail.queue(conn, kind="invite", to=person["email"], user_id=user_id, text=text, html=body,
+    mail.queue(conn, kind="invite", to=person["email"], user_id=user_id, text=text, html=body, category="invites",
                subject=f"You are invited to {person['org']} on Wattline")
 
 
@@ -318,7 +318,7 @@ def request_reset(conn: Conn, email: str, link_base: str) -> None:
         link = f"{link_base.rstrip('/')}/reset/{token}"
         minutes = int(RESET_TTL.total_seconds() // 60)
         audit.record(conn, None, "request_reset", "user", row["id"])
-        mail.queue(conn, kind="password_reset", to=row["email"], user_id=row["id"],
+        mail.queue(conn, kind="password_reset", to=row["email"], user_id=row["id"], category="security",
                    subject="Reset your Wattline password", text=f"""Hello {row["full_name"] or row["email"]},
 
 Someone asked to reset the password of your Wattline account. To choose a new one, open

@@ -106,6 +106,10 @@ def export_person(conn: Conn, user_id: int, actor: Principal | None, channel: st
         "alert_actions": fetch_all(conn, """
             SELECT id AS alert_id, acknowledged_at, resolved_at FROM alert_episodes
             WHERE acknowledged_by = %(u)s OR resolved_by = %(u)s ORDER BY id""", {"u": user_id}),
+        "notification_preferences": fetch_one(conn, """SELECT alert_email, digest_hour, quiet_start, quiet_end,
+                                                              timezone, report_email, updated_at
+                                                       FROM notification_preferences WHERE user_id = %s""",
+                                              (user_id,)),
         "mail": fetch_all(conn, """SELECT kind, to_address, subject, created_at, sent_at FROM mail_outbox
                                    WHERE user_id = %s ORDER BY id""", (user_id,)),
         "audit_entries": fetch_all(conn, """
@@ -176,6 +180,7 @@ def erase(conn: Conn, user_id: int, actor: Principal | None) -> Erasure:
                         WHERE id = %s""", (user_id,))
         conn.execute("DELETE FROM totp_recovery_codes WHERE user_id = %s", (user_id,))
         conn.execute("DELETE FROM account_tokens WHERE user_id = %s", (user_id,))
+        conn.execute("DELETE FROM notification_preferences WHERE user_id = %s", (user_id,))
         support = conn.execute("""UPDATE support_requests SET subject = '[erased]', body = '', user_id = NULL
                                   WHERE user_id = %s""", (user_id,)).rowcount
         # Billing contact on the organisation, if it was this person's address.

@@ -15,6 +15,8 @@ from api.schemas import (
     Created,
     InviteIn,
     LinkPassword,
+    NotificationPreferences,
+    NotificationPreferencesIn,
     PasswordChange,
     Person,
     Policy,
@@ -25,7 +27,7 @@ from api.schemas import (
     TwoFactorEnrolment,
     TwoFactorState,
 )
-from wattline import people, two_factor
+from wattline import notifications, people, two_factor
 from wattline.accounts import ADDRESS_FAILURES, LoginThrottled
 from wattline.errors import Conflict
 from wattline.principal import Principal
@@ -197,3 +199,15 @@ def turn_off_two_factor(body: CodeIn, p: Reader, conn: Conn) -> Created:
     _own_code(conn, p, body.code)
     two_factor.turn_off(conn, p, p.user_id)
     return Created(id=p.user_id)
+
+
+@router.get("/me/notifications", response_model=NotificationPreferences,
+            summary="How you hear from Wattline: alert mail (immediate, digest, off), quiet hours, report mail")
+def my_notifications(p: Reader, conn: Conn) -> dict[str, Any]:
+    return notifications.preferences(conn, p.user_id)
+
+
+@router.put("/me/notifications", response_model=NotificationPreferences,
+            summary="Set how you hear from Wattline; choosing a category again lifts an unsubscribe from it")
+def set_my_notifications(body: NotificationPreferencesIn, p: Reader, conn: Conn) -> dict[str, Any]:
+    return notifications.set_preferences(conn, p, p.user_id, **body.model_dump())

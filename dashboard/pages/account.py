@@ -6,16 +6,19 @@ Every change is one function of `wattline.people`, `wattline.two_factor` or
 
 from __future__ import annotations
 
+from datetime import time
 from typing import Any
+from zoneinfo import available_timezones
 
 import dash
 from dash import Dash, Input, Output, State, ctx, dcc, html
 
 from dashboard.auth import current_principal
 from dashboard.data import conn
-from wattline import people, privacy, two_factor
-from wattline.errors import DomainError
+from wattline import notifications, people, privacy, two_factor
+from wattline.errors import DomainError, Invalid
 
+ZONES = [{"label": z, "value": z} for z in sorted(available_timezones()) if "/" in z or z == "UTC"]
 CHANNEL_NAMES = {"email": "Email", "sms": "Text message", "phone": "Phone calls", "post": "Post"}
 
 
@@ -43,6 +46,10 @@ def register(app: Dash) -> None:
                  Input("acct-session-end", "n_clicks"), Input("acct-session-end-others", "n_clicks"),
                  State("acct-session-pick", "value"), State("acct-done", "data"),
                  prevent_initial_call=True)(end_sessions)
+    app.callback(Output("acct-notifications-message", "children"), Output("acct-error-notifications", "children"),
+                 Input("acct-notifications-save", "n_clicks"), State("acct-alert-email", "value"),
+                 State("acct-digest-hour", "value"), State("acct-quiet", "value"), State("acct-timezone", "value"),
+                 State("acct-report-email", "value"), prevent_initial_call=True)(save_notifications)
     app.callback(Output("acct-consent-message", "children"), Input("acct-consent-save", "n_clicks"),
                  State("acct-consents", "value"), prevent_initial_call=True)(save_consents)
 
@@ -56,6 +63,7 @@ def layout(**_: Any) -> html.Div:
     with conn() as c:
         me = people.profile(c, p.user_id)
         consents = privacy.consents(c, p.user_id)
+        prefs = notifications.preferences(c, p.user_id)
     return html.Div([
         dcc.Store(id="acct-done", data=0),
         html.H2("Your account"),
@@ -104,6 +112,26 @@ def layout(**_: Any) -> html.Div:
                           html.Button("End all others", id="acct-session-end-others", className="small")],
                          className="toolbar wrap"),
                 html.Div(id="acct-session-message", role="status"),
+            ], className="card form"),
+            html.Div([
+                html.H3("Notifications"),
+                html.P("The Alerts page always shows everything; this is what reaches your inbox.",
+                       className="muted"),
+                html.Label(["Alert mail", dcc.RadioItems(id="acct-alert-email", value=prefs["alert_email"],
+                                                         inline=True, options=[
+                    {"label": " as it happens ", "value": "immediate"},
+                    {"label": " one daily digest ", "value": "digest"}, {"label": " none ", "value": "off"}])]),
+                html.Label(["Digest at (hour, 0–23)", dcc.Input(id="acct-digest-hour", type="number", min=0, max=23,
+                                                                value=prefs["digest_hour"])]),
+                html.Label(["Quiet hours (alert mail waits), e.g. 22:00-07:00",
+                            dcc.Input(id="acct-quiet", type="text", value=_quiet(prefs))]),
+                html.Label(["Your time zone", dcc.Dropdown(id="acct-timezone", value=prefs["timezone"],
+                                                           options=ZONES, clearable=False)]),
+                dcc.Checklist(id="acct-report-email", inline=True, value=["on"] if prefs["report_email"] else [],
+                              options=[{"label": " Monthly site reports by mail", "value": "on"}]),
+                html.Div(id="acct-error-notifications", className="error field-error"),
+                html.Button("Save notifications", id="acct-notifications-save", className="primary"),
+                html.Div(id="acct-notifications-message", role="status"),
             ], className="card form"),
             html.Div([
                 html.H3("Your data and consent"),
@@ -226,3 +254,32 @@ def save_consents(_n: int, granted: list[str] | None) -> Any:
             if now[channel]["granted"] != (channel in wanted):
                 privacy.set_consent(c, p.user_id, p, channel, channel in wanted, "dashboard")
     return html.Span("Consent saved.", className="saved")
+
+
+def _quiet(prefs: dict[str, Any]) -> str:
+    if prefs["quiet_start"] is None:
+        return ""
+    return f"{prefs['quiet_start']:%H:%M}-{prefs['quiet_end']:%H:%M}"
+
+
+def save_notifications(_n: int, alert_email: str, digest_hour: Any, quiet: str | None, timezone: str,
+                       report: list[str] | None) -> tuple[Any, str]:
+    p = current_principal()
+    try:
+        start = end = None
+        if (quiet or "").strip():
+            parts = [x.strip() for x in quiet.replace("–", "-").split("-")]  # type: ignore[union-attr]
+            if len(parts) != 2:
+                raise Invalid("Invalid preference", "write quiet hours as 22:00-07:00", field="quiet_hours")
+            try:
+                start, end = time.fromisoformat(parts[0]), time.fromisoformat(parts[1])
+            except ValueError as exc:
+                raise Invalid("Invalid preference", "write quiet hours as 22:00-07:00", field="quiet_hours") from exc
+        with conn() as c:
+            notifications.set_preferences(c, p, p.user_id, alert_email=alert_email,  # type: ignore[arg-type]
+                                          digest_hour=int(digest_hour if digest_hour is not None else 7),
+                                          quiet_start=start, quiet_end=end, timezone=timezone,
+                                          report_email="on" in (report or []))
+    except DomainError as exc:
+        return "", exc.detail[:1].upper() + exc.detail[1:] + "."
+    return html.Span("Notifications saved.", className="saved"), ""
