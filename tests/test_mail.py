@@ -28,8 +28,10 @@ def sending(database_url: str, smtp_server: SmtpServer) -> Settings:
 
 
 def queue(db: psycopg.Connection[Any], to: str = "fm@example.com", **kw: Any) -> int:
-    return mail.queue(db, kind="test", to=to, subject=kw.pop("subject", "Freezer tripped"),
+    queued = mail.queue(db, kind="test", to=to, subject=kw.pop("subject", "Freezer tripped"),
                       text=kw.pop("text", "The freezer circuit drew 0 A since 02:00."), **kw)
+    assert queued is not None
+    return queued
 
 
 def test_a_message_is_sent_with_its_text_and_html_parts(db: psycopg.Connection[Any], sending: Settings,

@@ -38,7 +38,7 @@ def test_every_message_carries_a_signed_one_click_unsubscribe(
     a, _ = tenants
     base = serve_dashboard()
     viewer = a.user_ids["viewer"]
-    email = db.execute("SELECT email FROM users WHERE id = %s", (viewer,)).fetchone()[0]  # type: ignore[index]
+    email = db.execute("SELECT email FROM users WHERE id = %s", (viewer,)).fetchone()[0]
     privacy.set_consent(db, viewer, None, "email", True, "signup form")
     mail.queue(db, kind="alert", to=email, user_id=viewer, subject="Freezer tripped", text="0 A since 02:00",
                html="<p>0 A since 02:00</p>", category="alerts")
@@ -90,7 +90,7 @@ def test_preferences_through_the_api(client: TestClient, tenants: tuple[Tenant, 
     assert client.put("/v1/me/notifications", headers=me, json={"alert_email": "digest", "digest_hour": 8}
                       ).status_code == 200
     # Unsubscribed by link, then chosen again: the unsubscribe is lifted.
-    email = db.execute("SELECT email FROM users WHERE id = %s", (a.user_ids["viewer"],)).fetchone()[0]  # type: ignore[index]
+    email = db.execute("SELECT email FROM users WHERE id = %s", (a.user_ids["viewer"],)).fetchone()[0]
     from wattline import notifications
 
     notifications.unsubscribe(db, email, "alerts")
