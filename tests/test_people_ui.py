@@ -80,8 +80,12 @@ def test_invite_link_password_two_factor_sign_in_and_disable(
     page.goto(base + "/people")
     page.wait_for_selector("#people-list")
     page.check("#people-require-totp input[type=checkbox]")
+    page.fill("#people-domains", "acme.example")
     page.click("#people-policy-save")
     answer(page, "people-policy-message", "Policy saved")
+    page.fill("#people-email", "someone@gmail.example")
+    page.click("#people-invite")
+    page.wait_for_selector("#people-invite-error-email:has-text('allows addresses at acme.example only')")
     page.fill("#people-email", "not-an-address")
     page.click("#people-invite")
     page.wait_for_selector("#people-invite-error-email:has-text('not an email address')")
@@ -98,8 +102,8 @@ def test_invite_link_password_two_factor_sign_in_and_disable(
                         GROUP BY u.id""").fetchone()
     assert sam is not None and sam[1] == "facility_manager" and sam[2] is None and sam[3] == [organisation["north"]]
     assert "North plant" in page.inner_text(f"#person-{sam[0]}") and "invited" in page.inner_text(f"#person-{sam[0]}")
-    assert db.execute("SELECT require_totp FROM customers WHERE id = %s",
-                      (organisation["customer"],)).fetchone() == (True,)
+    assert db.execute("SELECT require_totp, allowed_email_domains FROM customers WHERE id = %s",
+                      (organisation["customer"],)).fetchone() == (True, ["acme.example"])
 
     # The invite arrives through the SMTP server, with a link to this dashboard.
     report = mail.send_due(db, Settings(database_url=database_url, **smtp_server.settings()))

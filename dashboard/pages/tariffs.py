@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
+import numpy as np
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, ctx, dcc, html
 from dash.dash_table.DataTable import DataTable
@@ -21,7 +22,7 @@ from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
 from wattline import queries, tariffs
 from wattline.errors import DomainError, Invalid, NotFound
-from wattline.tariffs import DAY_TYPES, SLOT_MIN, TariffError
+from wattline.tariffs import DAY_TYPES, SLOT_MIN, SLOTS, TariffError
 
 WEEK_ROWS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "Public holiday"]
 
@@ -29,6 +30,31 @@ WEEK_ROWS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
 def register(app: Dash) -> None:
     dash.register_page("tariffs", path_template="/tariffs/<site_id>", title="Tariffs · Wattline", layout=layout)
     register_editor(app)
+
+
+def week_map(rates: dict[str, Any], currency: str) -> go.Figure:
+    """A week's price on the 15-minute grid: one row per weekday (Mon–Fri use the weekday
+    bands, Sat–Sun the weekend ones) and one for public holidays, as a facility manager reads
+    a week. A slot no band prices is blank."""
+    hours = [f"{(s * SLOT_MIN) // 60:02d}:{(s * SLOT_MIN) % 60:02d}" for s in range(SLOTS)]
+    rows = [rates["weekday" if d < 5 else "weekend"] for d in range(7)] + [rates["holiday"]]
+    fig = go.Figure(go.Heatmap(z=rows, x=hours, y=WEEK_ROWS, colorscale="YlOrRd",
+                               colorbar={"title": f"{currency} minor/kWh"},
+                               hovertemplate="%{y} %{x}: %{z:.2f}<extra></extra>"))
+    fig.update_layout(height=320, margin={"t": 10, "l": 110, "r": 10, "b": 40}, yaxis={"autorange": "reversed"})
+    return fig
+
+
+def draft_map(draft: tariffs.Draft) -> go.Figure:
+    """The draft's week, gaps blank (overlaps take the last band: the problems list names them)."""
+    rates = {d: np.full(SLOTS, np.nan) for d in DAY_TYPES}
+    for band in draft.bands:
+        start = tariffs.slot_minute(band.start) // SLOT_MIN
+        end = (tariffs.slot_minute(band.end) or 1440) // SLOT_MIN
+        for d in band.day_types:
+            if d in rates and end > start:
+                rates[d][start:end] = float(band.rate_minor_per_kwh)
+    return week_map(rates, draft.currency)
 
 
 def layout(site_id: str = "0", **_: Any) -> html.Div:
@@ -51,16 +77,9 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
     blocks = []
     for v, version in enumerate(reversed(versions)):
         k = len(versions) - 1 - v
-        hours = [f"{(s * SLOT_MIN) // 60:02d}:{(s * SLOT_MIN) % 60:02d}" for s in range(table.rates.shape[2])]
         # One row per weekday (Mon-Fri use the weekday bands, Sat-Sun the weekend ones) and
         # one for public holidays, as a facility manager reads a week.
-        rows = [table.rates[k, DAY_TYPES.index("weekday" if d < 5 else "weekend")] for d in range(7)]
-        rows.append(table.rates[k, DAY_TYPES.index("holiday")])
-        fig = go.Figure(go.Heatmap(z=rows, x=hours, y=WEEK_ROWS, colorscale="YlOrRd",
-                                   colorbar={"title": f"{version.currency} minor/kWh"},
-                                   hovertemplate="%{y} %{x}: %{z:.2f}<extra></extra>"))
-        fig.update_layout(height=320, margin={"t": 10, "l": 110, "r": 10, "b": 40},
-                          yaxis={"autorange": "reversed"})
+        fig = week_map({d: table.rates[k, DAY_TYPES.index(d)] for d in DAY_TYPES}, version.currency)
         bands = html.Table([html.Tr([html.Th(h) for h in ("Band", "Rate (minor/kWh)", "Days", "From", "To")])] + [
             html.Tr([html.Td(b.name), html.Td(f"{b.rate_minor_per_kwh}"), html.Td(", ".join(b.day_types)),
                      html.Td(b.start.strftime("%H:%M")), html.Td(b.end.strftime("%H:%M"))]) for b in version.bands],
@@ -135,6 +154,8 @@ def editor_card(site: dict[str, Any], *, admin: bool) -> html.Div:
         html.Button("Add a band", id="tariff-add-band", className="small"),
         _field_error("bands"),
         html.Ul(id="tariff-problems", className="error"),
+        dcc.Graph(id="tariff-draft-map", className="tariff-map", style={"display": "none"},
+                  config={"displayModeBar": False}),
         html.Div([html.Button("Save draft", id="tariff-save", className="primary"),
                   html.Button("Preview last month", id="tariff-preview-button", className="small"),
                   html.Button("Publish", id="tariff-publish", className="small")], className="toolbar wrap"),
@@ -158,7 +179,8 @@ def register_editor(app: Dash) -> None:
                  State("tariff-bands", "data"), prevent_initial_call=True)(add_band)
     app.callback(Output("tariff-message", "children"), Output("tariff-problems", "children"),
                  Output("tariff-preview", "children"), Output("tariff-done", "data"),
-                 Output("tariff-draft", "value"),
+                 Output("tariff-draft", "value"), Output("tariff-draft-map", "figure"),
+                 Output("tariff-draft-map", "style"),
                  *(Output(f"tariff-error-{f}", "children") for f in FIELDS),
                  Input("tariff-save", "n_clicks"), Input("tariff-preview-button", "n_clicks"),
                  Input("tariff-publish", "n_clicks"), Input("tariff-correct", "n_clicks"),
@@ -290,12 +312,15 @@ def act(*args: Any) -> tuple[Any, ...]:
     message: Any = ""
     problems: list[Any] = []
     preview: Any = dash.no_update
+    figure: Any = dash.no_update
+    shown: Any = dash.no_update
     try:
         site = _site(site_id)
         draft = _draft(site, name, currency, valid_from, standing, demand, interval, vat, rows)
         with conn() as c:
             draft_id, found = tariffs.save_draft(c, p, site_id, draft, draft_id)
             problems = [html.Li(x) for x in found]
+            figure, shown = draft_map(tariffs.load_draft(c, site_id, draft_id)), {}  # as stored: overnight split
             if action == "tariff-save":
                 message = html.Span("Draft saved." + (" It cannot be published until every slot is priced once."
                                                       if found else " Ready to publish."), className="saved")
@@ -313,4 +338,4 @@ def act(*args: Any) -> tuple[Any, ...]:
     except (TariffError, DomainError) as exc:
         field = exc.field if exc.field in errors else "bands"
         errors[field] = exc.detail[:1].upper() + exc.detail[1:] + "."
-    return (message, problems, preview, done + 1, draft_id, *errors.values())
+    return (message, problems, preview, done + 1, draft_id, figure, shown, *errors.values())
