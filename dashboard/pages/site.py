@@ -167,8 +167,11 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
         html.Tr([html.Td(names.get(n.node_id, str(n.node_id))), html.Td(f"{n.energy_wh / 1000:,.1f}"),
                  html.Td(f"{n.energy_cost_minor / 100:,.2f}")]) for n in top], className="grid")
     zone = ZoneInfo(site["timezone"])
+    # The README's rule: a range shorter than its month pays its share of the demand charge.
     demand = [html.Div(f"{d['month']}: {d['peak_kw']:,.1f} kW at "
-                       f"{d['at'].astimezone(zone):%Y-%m-%d %H:%M} {site['timezone']}") for d in inv.demand_peaks]
+                       f"{d['at'].astimezone(zone):%Y-%m-%d %H:%M} {site['timezone']}"
+                       + (f" · charged pro rata, {d['month_share'] * 100:.2f} % of the month"
+                          if d.get("month_share", 1) < 1 else "")) for d in inv.demand_peaks]
     return _tree(nodes, usage), fig, lines, node_table, demand or "–"
 
 

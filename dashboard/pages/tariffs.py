@@ -154,7 +154,7 @@ def editor_card(site: dict[str, Any], *, admin: bool) -> html.Div:
         html.Button("Add a band", id="tariff-add-band", className="small"),
         _field_error("bands"),
         html.Ul(id="tariff-problems", className="error"),
-        dcc.Graph(id="tariff-draft-map", className="tariff-map", style={"display": "none"},
+        dcc.Graph(id="tariff-draft-map", className="draft-map", style={"display": "none"},
                   config={"displayModeBar": False}),
         html.Div([html.Button("Save draft", id="tariff-save", className="primary"),
                   html.Button("Preview last month", id="tariff-preview-button", className="small"),
