@@ -95,6 +95,10 @@ def payload(conn: psycopg.Connection[Any], episode_id: int, event: str) -> dict[
 
 
 def enqueue(conn: psycopg.Connection[Any], episode_id: int, event: str) -> int:
+    """The event's webhook deliveries and its mail event, in the caller's transaction;
+    returns how many webhook deliveries it queued."""
+    conn.execute("INSERT INTO alert_mail_events (episode_id, event) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                 (episode_id, event))
     body = payload(conn, episode_id, event)
     cur = conn.execute("""
         INSERT INTO webhook_deliveries (webhook_id, episode_id, event, payload)

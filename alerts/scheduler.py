@@ -15,7 +15,7 @@ import psycopg
 import structlog
 from prometheus_client import Counter, Gauge
 
-from alerts import episodes
+from alerts import episodes, notify
 from alerts.evaluate import Clock, evaluate, load_rule
 from alerts.webhooks import DeliveryReport, deliver_due
 from wattline import mail
@@ -45,6 +45,7 @@ class PassReport:
     errors: int = 0
     webhooks: DeliveryReport = field(default_factory=DeliveryReport)
     mail: mail.MailReport = field(default_factory=mail.MailReport)
+    alert_mail: notify.NotifyReport = field(default_factory=notify.NotifyReport)
 
 
 def clock_for(settings: Settings, now: datetime | None = None) -> Clock:
@@ -96,6 +97,7 @@ def run_pass(conn: psycopg.Connection[Any], settings: Settings, http: httpx.Clie
             report.raised += len(changes.raised)
             report.cleared += len(changes.cleared)
     report.webhooks = deliver_due(conn, http, allow_private=settings.allow_private_destinations)
+    report.alert_mail = notify.process(conn, settings, now)
     report.mail = mail.send_due(conn, settings)
     RAISED.inc(report.raised)
     CLEARED.inc(report.cleared)

@@ -211,3 +211,14 @@ def run_cli(*args: str, env: dict[str, str]) -> Any:
         return CliRunner().invoke(app, list(args), env=env)
     finally:
         get_settings.cache_clear()
+
+
+def write_surges(database_url: str, serial: str, bridge: str, starts: list[datetime], amps: float = 50.0) -> None:
+    """An hour of `amps` from each start, with half an hour of 2 A either side (for alert tests)."""
+    readings = []
+    for start in starts:
+        t0 = start.timestamp()
+        readings += [(serial, t0 - 1800 + i * 10, 2.0) for i in range(180)]
+        readings += [(serial, t0 + i * 10, amps) for i in range(360)]
+        readings += [(serial, t0 + 3600 + i * 10, 2.0) for i in range(180)]
+    write(database_url, readings, bridge=bridge)

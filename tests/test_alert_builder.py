@@ -15,7 +15,7 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from alerts.scheduler import run_pass
-from tests.factories import Tenant, count, drain, write
+from tests.factories import Tenant, count, drain, write_surges
 from wattline.settings import Settings
 
 LONDON = ZoneInfo("Europe/London")
@@ -30,13 +30,7 @@ def surges(database_url: str, t: Tenant) -> list[datetime]:
     """An hour of 50 A at 10:00 local three days ago and at 02:00 local two days ago, 2 A between."""
     today = datetime.now(LONDON).replace(hour=0, minute=0, second=0, microsecond=0)
     starts = [(today - timedelta(days=3)).replace(hour=10), (today - timedelta(days=2)).replace(hour=2)]
-    readings = []
-    for start in starts:
-        t0 = start.timestamp()
-        readings += [(t.sensor_serial, t0 - 1800 + i * 10, 2.0) for i in range(180)]  # a calm half hour before
-        readings += [(t.sensor_serial, t0 + i * 10, SURGE_A) for i in range(360)]
-        readings += [(t.sensor_serial, t0 + 3600 + i * 10, 2.0) for i in range(180)]  # and after
-    write(database_url, readings, bridge=t.bridge_serial)
+    write_surges(database_url, t.sensor_serial, t.bridge_serial, starts, SURGE_A)
     return starts
 
 

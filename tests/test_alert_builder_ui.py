@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from tests.factories import drain, write
+from tests.factories import drain, write_surges
 from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
@@ -34,13 +34,7 @@ def surging_site(db: psycopg.Connection[Any], database_url: str) -> dict[str, An
             CircuitSpec("F", "Freezer", (SensorSpec("CT-1", "BR-1"),)),)),)))
     today = datetime.now(LONDON).replace(hour=0, minute=0, second=0, microsecond=0)
     starts = [(today - timedelta(days=4)).replace(hour=11), (today - timedelta(days=2)).replace(hour=3)]
-    readings = []
-    for start in starts:
-        t0 = start.timestamp()
-        readings += [("CT-1", t0 - 1800 + i * 10, 2.0) for i in range(180)]
-        readings += [("CT-1", t0 + i * 10, 40.0) for i in range(360)]  # 9.2 kW for an hour
-        readings += [("CT-1", t0 + 3600 + i * 10, 2.0) for i in range(180)]
-    write(database_url, readings)
+    write_surges(database_url, "CT-1", "BR-1", starts, amps=40.0)  # 9.2 kW for an hour
     drain(db)
     create_user(db, email="fm@example.com", password=PASSWORD, role=Role.FACILITY_MANAGER, customer_id=customer,
                 full_name="Fay Manager")

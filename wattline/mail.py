@@ -18,7 +18,7 @@ import hmac
 import smtplib
 import ssl
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from html import escape as html_escape
@@ -93,16 +93,17 @@ def suppressed(conn: psycopg.Connection[Any], address: str, category: Category) 
 
 
 def queue(conn: psycopg.Connection[Any], *, kind: str, to: str, subject: str, text: str,
-          html: str | None = None, user_id: int | None = None, category: Category = "account") -> int | None:
+          html: str | None = None, user_id: int | None = None, category: Category = "account",
+          not_before: datetime | None = None) -> int | None:
     """Queue a message in the caller's transaction; returns its outbox id, or None when the
     address has unsubscribed from its category. `user_id`: the person it is addressed to, so
-    that erasing them deletes it."""
+    that erasing them deletes it. `not_before`: hold it until then (a person's quiet hours)."""
     if suppressed(conn, to, category):
         return None
     row = fetch_one(conn, """INSERT INTO mail_outbox (kind, user_id, to_address, subject, body_text, body_html,
-                                                      category)
-                             VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-                    (kind, user_id, to, subject, text, html, category))
+                                                      category, next_attempt_at)
+                             VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now())) RETURNING id""",
+                    (kind, user_id, to, subject, text, html, category, not_before))
     assert row is not None
     return int(row["id"])
 
