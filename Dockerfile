@@ -9,6 +9,7 @@ COPY analytics ./analytics
 COPY sensor_sim ./sensor_sim
 COPY ingest ./ingest
 COPY alerts ./alerts
+COPY exports ./exports
 COPY api ./api
 COPY dashboard ./dashboard
 COPY launcher ./launcher

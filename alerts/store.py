@@ -12,13 +12,13 @@ from psycopg.types.json import Jsonb
 
 from alerts.episodes import EPISODE_COLUMNS
 from alerts.rules import DEFAULT_SEVERITY, RULE_PARAMS, Recipients, RuleParams, Schedule, Severity
-from alerts.webhooks import new_secret
 from wattline import audit
 from wattline.db import fetch_all, fetch_one
 from wattline.errors import NotFound
 from wattline.outbound import parse_destination
 from wattline.principal import Principal
 from wattline.queries import scope
+from wattline.signing import new_secret
 
 Conn = psycopg.Connection[Any]
 Row = dict[str, Any]

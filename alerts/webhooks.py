@@ -1,16 +1,11 @@
 """Outgoing webhooks: signed with HMAC-SHA256, delivered from the outbox, retried with
 exponential back-off across restarts (the schedule lives in the table, not in memory).
 
-Receivers verify `Wattline-Signature: t=<unix>,v1=<hex>` where
-hex = HMAC-SHA256(secret, f"{t}.{raw body}"), and reject stale `t` to stop replays."""
+Signed as `wattline.signing` says (the same signature as HTTPS exports)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import random
-import secrets
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,34 +17,13 @@ import structlog
 
 from wattline.db import fetch_all
 from wattline.outbound import UnsafeDestination, pin
+from wattline.signing import sign
 
 log = structlog.get_logger("wattline.webhooks")
 
 MAX_ATTEMPTS = 8
 BASE_DELAY_S = 5.0
 MAX_DELAY_S = 3600.0
-
-
-def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(24)
-
-
-def sign(secret: str, body: bytes, at: int | None = None) -> str:
-    t = int(time.time()) if at is None else at
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
-
-
-def verify(secret: str, body: bytes, header: str, tolerance_s: int = 300, now: float | None = None) -> bool:
-    """What a receiver does; our tests use it as the receiver would."""
-    try:
-        parts = dict(p.split("=", 1) for p in header.split(","))
-        t = int(parts["t"])
-    except (ValueError, KeyError):
-        return False
-    if abs((now or time.time()) - t) > tolerance_s:
-        return False
-    return hmac.compare_digest(sign(secret, body, t), header)
 
 
 def backoff(attempts: int) -> float:

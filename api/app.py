@@ -9,7 +9,18 @@ from fastapi import FastAPI
 
 from api import openapi, problems
 from api.limits import ProtectionMiddleware, RateLimits, TokenBucket
-from api.routes import alerts, auth, catalogue, commissioning, data, health, people, privacy, tariff_editor
+from api.routes import (
+    alerts,
+    auth,
+    catalogue,
+    commissioning,
+    data,
+    exports,
+    health,
+    people,
+    privacy,
+    tariff_editor,
+)
 from wattline.accounts import FailureBudget
 from wattline.db import make_pool
 from wattline.settings import Settings, get_settings
@@ -49,7 +60,7 @@ def create_app(settings: Settings | None = None, *, rate_per_s: float = 50.0, bu
     app.state.pool = make_pool(url, max_size=settings.api_pool_size, name="api", wait=False)
     problems.install(app)
     openapi.install(app)
-    for module in (health, auth, people, catalogue, tariff_editor, commissioning, data, alerts, privacy):
+    for module in (health, auth, people, catalogue, tariff_editor, commissioning, data, alerts, exports, privacy):
         app.include_router(module.router)
     app.state.limits = RateLimits(keys=TokenBucket(rate_per_s, burst),
                                   unverified=FailureBudget(UNVERIFIED_BURST, UNVERIFIED_RATE_PER_S))

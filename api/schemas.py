@@ -811,3 +811,74 @@ class NotificationPreferencesIn(BaseModel):
 
 class NotificationPreferences(NotificationPreferencesIn):
     unsubscribed: list[str] = Field(description="categories this address unsubscribed from by link")
+
+
+# -- scheduled export jobs -----------------------------------------------------------------------
+class ExportJobIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "Nightly to BI", "resolution": "15m", "format": "csv", "schedule": "daily", "destination": "https",
+         "url": "https://bi.example.com/wattline", "include_catalog": True},
+        {"name": "Monthly to SFTP", "resolution": "1h", "format": "json", "schedule": "monthly",
+         "destination": "sftp", "sftp_host": "sftp.example.com", "sftp_username": "wattline", "sftp_path": "in"}]})
+    name: str = Field(min_length=1, max_length=200)
+    site_ids: list[int] = Field(default_factory=list, max_length=1000, description="empty: every site")
+    node_ids: list[int] = Field(default_factory=list, max_length=10000, description="empty: every node")
+    resolution: Literal["15m", "1h", "1d"] = "15m"
+    format: Literal["csv", "json"] = "csv"
+    schedule: Literal["daily", "weekly", "monthly"] = "daily"
+    include_catalog: bool = Field(False, description="also deliver the hierarchy with node ids each period")
+    destination: Literal["https", "sftp"]
+    url: str | None = Field(None, max_length=2000)
+    sftp_host: str | None = Field(None, max_length=253)
+    sftp_port: int = Field(22, ge=1, le=65535)
+    sftp_username: str | None = Field(None, max_length=100)
+    sftp_path: str = Field(".", max_length=500)
+    sftp_host_key: str | None = Field(None, max_length=200, description="SHA256:… fingerprint; none: pinned on "
+                                                                         "first connection")
+
+
+class ExportJobCreated(BaseModel):
+    id: int
+    secret: str | None = Field(description="HTTPS: the signing secret, shown once")
+    public_key: str | None = Field(description="SFTP: add this to the server's authorized_keys")
+
+
+class ExportJob(BaseModel):
+    id: int
+    customer_id: int
+    name: str
+    site_ids: list[int]
+    node_ids: list[int]
+    resolution: str
+    format: str
+    schedule: str
+    include_catalog: bool
+    destination: str
+    url: str | None
+    sftp_host: str | None
+    sftp_port: int | None
+    sftp_username: str | None
+    sftp_path: str | None
+    sftp_public_key: str | None
+    sftp_host_key: str | None
+    enabled: bool
+    created_at: datetime
+    last_error: str | None
+    failing_since: datetime | None
+
+
+class ExportRun(BaseModel):
+    id: int
+    kind: str
+    site_id: int | None
+    period_start: datetime
+    period_end: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    file_name: str | None
+    rows: int | None
+    bytes: int | None
+    error: str | None
+    created_at: datetime
+    delivered_at: datetime | None

@@ -194,6 +194,26 @@ def alerts(once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = 
 
 
 @app.command()
+def exports(once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False) -> None:
+    """Plan and deliver scheduled export jobs (HTTPS, SFTP), every exports_period_s."""
+    import psycopg
+
+    from exports.runner import run_pass
+    from exports.service import export_service
+
+    settings = _settings()
+    configure_logging(settings.log_json)
+    database_url = _database_url()
+    if once:
+        with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+            report = run_pass(conn, settings)
+        typer.echo(f"planned {report.planned}, delivered {report.delivered}, retried {report.retried}, "
+                   f"failed {report.failed}")
+        raise typer.Exit(1 if report.failed else 0)
+    run_until_signalled(export_service(settings), settings.exports_health_port)
+
+
+@app.command()
 def mailbox(
     mail_dir: Annotated[Path, typer.Option("--dir", help="Maildir to keep received messages in.")] = Path(
         ".wattline/mail"),

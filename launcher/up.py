@@ -37,6 +37,7 @@ LONG_RUNNING = (
     ServiceSpec("api", ("api",), "api_port"),
     ServiceSpec("dashboard", ("dashboard",), "dashboard_port"),
     ServiceSpec("alerts", ("alerts",), "alerts_health_port"),
+    ServiceSpec("exports", ("exports",), "exports_health_port"),
     ServiceSpec("retention", ("retention", "--every-hours", "6"), "retention_health_port"),
 )
 

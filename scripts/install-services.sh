@@ -5,7 +5,8 @@
 # this suite), Mosquitto and its clients. Safe to run any number of times.
 #
 # Usage: scripts/install-services.sh [--with-browser]
-#   --with-browser  also install Debian's chromium + chromium-driver (browser tests)
+#   --with-browser  also install the tests' peers: Debian's chromium + chromium-driver (browser
+#                   tests) and openssh-server (a real SFTP server for export jobs)
 set -euo pipefail
 
 WITH_BROWSER=0
@@ -96,9 +97,9 @@ SRC
   say "TimescaleDB installed"
 fi
 
-# --- Browser for the dashboard tests ---------------------------------------------
+# --- Peers for the tests: a browser, an SFTP server, PDF tools -------------------
 if [[ $WITH_BROWSER -eq 1 ]]; then
-  apt_install chromium chromium-driver
-  say "Chromium present"
+  apt_install chromium chromium-driver openssh-server
+  say "Chromium and OpenSSH present"
 fi
 say "all services' software is installed"

@@ -28,7 +28,6 @@ from alerts.rules import (
     Threshold,
 )
 from alerts.scheduler import run_pass
-from alerts.webhooks import verify
 from analytics.worker import RollupEngine
 from sensor_sim.faults import Faults, LoadChange
 from sensor_sim.fleet import Circuit, Fleet, build_fleet
@@ -39,6 +38,7 @@ from tests.factories import count, wait_for
 from tests.fixtures.gateway import RunningGateway, settings_for
 from tests.fixtures.receivers import Receiver
 from wattline.settings import Settings
+from wattline.signing import verify
 
 V_PHASE = 400.0 / 3 ** 0.5  # the seeded boards: 400 V three-phase wye
 PF = 0.92

@@ -181,6 +181,8 @@ def erase(conn: Conn, user_id: int, actor: Principal | None) -> Erasure:
         conn.execute("DELETE FROM totp_recovery_codes WHERE user_id = %s", (user_id,))
         conn.execute("DELETE FROM account_tokens WHERE user_id = %s", (user_id,))
         conn.execute("DELETE FROM notification_preferences WHERE user_id = %s", (user_id,))
+        # Jobs they set up belong to the organisation and go on; failure notices go to nobody.
+        conn.execute("UPDATE export_jobs SET created_by = NULL WHERE created_by = %s", (user_id,))
         support = conn.execute("""UPDATE support_requests SET subject = '[erased]', body = '', user_id = NULL
                                   WHERE user_id = %s""", (user_id,)).rowcount
         # Billing contact on the organisation, if it was this person's address.

@@ -53,6 +53,8 @@ CATEGORIES = (
              hypertable=False),
     Category("sent mail", "mail_outbox", "created_at", "retention_mail_days", hypertable=False,
              extra_where=" AND (sent_at IS NOT NULL OR given_up_at IS NOT NULL)"),
+    Category("export run history", "export_runs", "created_at", "retention_export_runs_days", hypertable=False,
+             extra_where=" AND status <> 'pending'"),
     Category("webhook deliveries", "webhook_deliveries", "created_at", "retention_webhook_days", hypertable=False,
              extra_where=" AND (delivered_at IS NOT NULL OR failed_at IS NOT NULL)"),
 )

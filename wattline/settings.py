@@ -92,9 +92,15 @@ class Settings(BaseSettings):
     #: the newest minutes are left this long to settle (late packs, rollup lag)
     alerts_settle_s: float = 120.0
     alerts_health_port: int = 9109
-    #: Let tenants' webhooks (and later exports) reach loopback and private addresses. Off in
+    #: Let tenants' webhooks and exports reach loopback and private addresses. Off in
     #: production (SSRF); the demo and the tests turn it on for receivers on this machine.
     allow_private_destinations: bool = False
+    #: Also trust this CA (PEM) for HTTPS exports, for receivers with a private certificate.
+    outbound_ca_file: Path | None = None
+
+    # Export jobs
+    exports_period_s: float = 60.0
+    exports_health_port: int = 9112
 
     # Mail: the outbox is sent through this SMTP server by the alert service. No host: mail
     # waits in the outbox (`wattline up` runs a local mailbox and sets it).
@@ -125,6 +131,7 @@ class Settings(BaseSettings):
     retention_support_days: int | None = 2 * 365  # after a request is closed
     retention_webhook_days: int | None = 90
     retention_mail_days: int | None = 30  # sent or given-up mail, after it was queued
+    retention_export_runs_days: int | None = 400  # a job's history of runs
     #: login sessions, this long after they expired; failed sign-in records, after the last failure
     retention_sessions_days: int | None = 1
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.deps import Conn, CostReader, Reader
 from api.problems import Problem, not_found
 from api.schemas import Usage
-from wattline import queries
+from wattline import export_format, queries
 from wattline.domain import Resolution
 from wattline.principal import Principal
 
@@ -50,21 +47,6 @@ def checked_range(t_from: datetime, t_to: datetime) -> tuple[datetime, datetime]
     return t_from, t_to
 
 
-def _csv_chunks(rows: Iterable[dict[str, Any]], every: int = 2000) -> Iterator[bytes]:
-    """Export rows as CSV with the PowerRadar header, `every` rows per chunk, times as UTC 'Z'."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(queries.EXPORT_COLUMNS)
-    for n, row in enumerate(rows, start=1):
-        row["time_utc"] = row["time_utc"].astimezone(UTC).isoformat().replace("+00:00", "Z")
-        writer.writerow(["" if row[c] is None else row[c] for c in queries.EXPORT_COLUMNS])
-        if n % every == 0:
-            yield buf.getvalue().encode()
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue().encode()
-
-
 #: How long a streamed export waits for a database connection before it is refused (503).
 STREAM_WAIT_S = 10.0
 
@@ -95,25 +77,9 @@ def _open_stream(request: Request, p: Principal, node_of: Callable[[Any], int | 
 
 def _encode(rows: Iterator[dict[str, Any]], fmt: str, stack: ExitStack) -> Iterator[bytes]:
     with stack:  # the connection goes back when the body ends, or the client goes away
-        if fmt == "csv":
-            yield from _csv_chunks(rows)
-            return
-        # Chunks of rows, not a row per chunk: Starlette moves every chunk of a sync
-        # generator across a thread, which costs more than encoding the row.
-        yield b"["
-        first = True
-        chunk: list[dict[str, Any]] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == 2000:
-                yield (b"" if first else b",") + orjson.dumps(chunk, option=_JSON)[1:-1]
-                first, chunk = False, []
-        if chunk:
-            yield (b"" if first else b",") + orjson.dumps(chunk, option=_JSON)[1:-1]
-        yield b"]"
+        yield from export_format.chunks(rows, fmt)
 
 
-_JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 @router.get("/nodes/{node_id}/measurements", summary="Measurements of a node (circuit, panel or site root)",
@@ -255,5 +221,5 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
                         "power_factor": pf, "energy_wh": float(sums["energy"][k]), "coverage": None,
                         "samples": int(sums["samples"][k])})
     if format == "csv":
-        return Response(b"".join(_csv_chunks(out)), media_type="text/csv")
-    return Response(orjson.dumps(out, option=_JSON), media_type="application/json")
+        return Response(b"".join(export_format.csv_chunks(out)), media_type="text/csv")
+    return Response(b"".join(export_format.json_chunks(out)), media_type="application/json")

@@ -1,0 +1,85 @@
+"""What a run delivers: one site's measurements for a period, or the customer's catalog.
+
+The measurements are the API's export (PowerRadar's columns, `wattline.export_format`), one
+node after another. The catalog is every node of the customer with its id, so that a BI
+tool can join measurements (`device_id`) to the hierarchy. File names are fixed by job, site
+and period, so a retried delivery writes the same file again, never a second one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from wattline import export_format, queries
+from wattline.db import fetch_all
+from wattline.domain import Resolution, Role
+from wattline.principal import Principal
+
+MEDIA = {"csv": "text/csv", "json": "application/json"}
+CATALOG_COLUMNS = ("device_id", "site_id", "site_name", "parent_id", "kind", "name", "external_ref", "path")
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """A file ready to deliver."""
+
+    name: str
+    body: bytes
+    media_type: str
+    rows: int
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "export"
+
+
+def _system(customer_id: int) -> Principal:
+    # The job acts for its customer: the tenant scope of every read is the customer's.
+    return Principal(0, Role.CUSTOMER_ADMIN, None, customer_id, frozenset({"read"}))
+
+
+def measurements_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_id: int, start: datetime,
+                      end: datetime) -> ExportFile:
+    """One site's measurements for [start, end) at the job's resolution, in its format."""
+    p = _system(job["customer_id"])
+    nodes = [n["id"] for n in queries.tree(conn, p, site_id)
+             if not job["node_ids"] or n["id"] in job["node_ids"]]
+    count = 0
+
+    def rows() -> Any:
+        nonlocal count
+        for node_id in nodes:
+            for row in queries.measurements(conn, p, node_id, Resolution(job["resolution"]), start, end):
+                count += 1
+                yield row
+
+    body = b"".join(export_format.chunks(rows(), job["format"]))
+    name = f"{_slug(job['name'])}_site-{site_id}_{start:%Y-%m-%d}_{job['resolution']}.{job['format']}"
+    return ExportFile(name, body, MEDIA[job["format"]], count)
+
+
+def catalog_file(conn: psycopg.Connection[Any], job: dict[str, Any], start: datetime) -> ExportFile:
+    """Every node of the customer, with its id and path, as CSV."""
+    nodes = fetch_all(conn, """
+        WITH RECURSIVE walk AS (
+            SELECT n.id, n.site_id, n.parent_id, n.kind, n.name, n.external_ref, n.name::text AS path
+            FROM nodes n JOIN sites s ON s.id = n.site_id WHERE s.customer_id = %s AND n.parent_id IS NULL
+            UNION ALL
+            SELECT n.id, n.site_id, n.parent_id, n.kind, n.name, n.external_ref, walk.path || ' › ' || n.name
+            FROM nodes n JOIN walk ON n.parent_id = walk.id)
+        SELECT w.id AS device_id, w.site_id, s.name AS site_name, w.parent_id, w.kind, w.name, w.external_ref, w.path
+        FROM walk w JOIN sites s ON s.id = w.site_id ORDER BY w.site_id, w.path""", (job["customer_id"],))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CATALOG_COLUMNS)
+    for n in nodes:
+        writer.writerow(["" if n[c] is None else n[c] for c in CATALOG_COLUMNS])
+    return ExportFile(f"{_slug(job['name'])}_catalog_{start:%Y-%m-%d}.csv", buf.getvalue().encode(), "text/csv",
+                      len(nodes))
