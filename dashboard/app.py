@@ -33,6 +33,7 @@ def create_dash(settings: Settings) -> Dash:
         alert_rules,
         alerts,
         commissioning,
+        exports,
         hierarchy,
         people,
         portfolio,
@@ -42,7 +43,7 @@ def create_dash(settings: Settings) -> Dash:
 
     # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
     # would also match "/site/1/tariffs", and it orders its registry itself.
-    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, people, account):
+    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, exports, people, account):
         module.register(app)
     app.layout = lambda: html.Div([
         html.Header([html.A("Wattline", href="/", className="brand"), html.Nav(_nav())], className="topbar"),
@@ -60,5 +61,5 @@ def _nav() -> list[Any]:
     links = [html.A("Portfolio", href="/"), html.A("Alerts", href="/alerts")]
     principal = flask.g.get("principal")
     if principal is not None and principal.can("admin"):
-        links.append(html.A("People", href="/people"))
+        links += [html.A("Exports", href="/exports"), html.A("People", href="/people")]
     return [*links, html.A("Account", href="/account"), html.A("Sign out", href="/logout")]
