@@ -37,13 +37,15 @@ def create_dash(settings: Settings) -> Dash:
         hierarchy,
         people,
         portfolio,
+        reports,
         site,
         tariffs,
     )
 
     # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
     # would also match "/site/1/tariffs", and it orders its registry itself.
-    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, exports, people, account):
+    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, exports, reports, people,
+                   account):
         module.register(app)
     app.layout = lambda: html.Div([
         html.Header([html.A("Wattline", href="/", className="brand"), html.Nav(_nav())], className="topbar"),

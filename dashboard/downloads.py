@@ -14,6 +14,7 @@ from markupsafe import escape
 
 from dashboard.auth import current_principal
 from dashboard.data import conn, reporting_interval_s
+from exports import reports
 from wattline import catalogue, commissioning, privacy, queries
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -30,6 +31,23 @@ HEAD = ("Panel", "Circuit", "Device", "Sensor", "Phase", "CT", "From", "To", "Fi
 
 
 def install(server: flask.Flask) -> None:
+    @server.route("/reports/<int:site_id>/<int:report_id>.<kind>")
+    def site_report(site_id: int, report_id: int, kind: str) -> Any:
+        """An archived monthly report, as PDF or as its HTML page (not for installers: it has costs)."""
+        p = current_principal()
+        if kind not in ("pdf", "html") or not p.sees_costs:
+            flask.abort(404)
+        with conn() as c:
+            if queries.site(c, p, site_id) is None:
+                flask.abort(404)
+            body = reports.report_file(c, site_id, report_id, kind)
+        if body is None:
+            flask.abort(404)
+        if kind == "pdf":
+            return flask.Response(body, mimetype="application/pdf", headers={
+                "Content-Disposition": f'attachment; filename="report-site-{site_id}-{report_id}.pdf"'})
+        return flask.Response(body, mimetype="text/html")
+
     @server.route("/account/export.json")
     def my_data() -> Any:
         """The signed-in person's access request, as a file (the same export as the API's)."""

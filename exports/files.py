@@ -19,8 +19,8 @@ import psycopg
 
 from wattline import export_format, queries
 from wattline.db import fetch_all
-from wattline.domain import Resolution, Role
-from wattline.principal import Principal
+from wattline.domain import Resolution
+from wattline.principal import acting_for
 
 MEDIA = {"csv": "text/csv", "json": "application/json"}
 CATALOG_COLUMNS = ("device_id", "site_id", "site_name", "parent_id", "kind", "name", "external_ref", "path")
@@ -40,15 +40,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "export"
 
 
-def _system(customer_id: int) -> Principal:
-    # The job acts for its customer: the tenant scope of every read is the customer's.
-    return Principal(0, Role.CUSTOMER_ADMIN, None, customer_id, frozenset({"read"}))
-
-
 def measurements_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_id: int, start: datetime,
                       end: datetime) -> ExportFile:
     """One site's measurements for [start, end) at the job's resolution, in its format."""
-    p = _system(job["customer_id"])
+    p = acting_for(job["customer_id"])
     nodes = [n["id"] for n in queries.tree(conn, p, site_id)
              if not job["node_ids"] or n["id"] in job["node_ids"]]
     count = 0

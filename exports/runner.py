@@ -1,5 +1,5 @@
 """The export service's pass: plan the runs that are due, deliver them, tell owners of jobs
-that keep failing.
+that keep failing, and make the monthly site reports that are due (`exports.reports`).
 
 Each run is delivered in a transaction of its own: what one run raises is recorded on it
 (and on its job) and retried with back-off, 30 s doubling to an hour; the other runs, jobs
@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from exports import destinations, files
+from exports import destinations, files, reports
 from exports.schedule import complete_periods
 from wattline import mail
 from wattline.db import fetch_all, fetch_one
@@ -39,6 +39,7 @@ class ExportReport:
     retried: int = 0
     failed: int = 0
     notified: int = 0
+    reports: int = 0
 
 
 def _sites(conn: psycopg.Connection[Any], job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -170,4 +171,5 @@ def run_pass(conn: psycopg.Connection[Any], settings: Settings, now: datetime | 
         if not _deliver_one(conn, settings, report, failed_jobs):
             break
     report.notified = notify_failing(conn, settings, now)
+    report.reports = reports.send_due(conn, settings.dashboard_url, now)
     return report

@@ -6,7 +6,8 @@
 #
 # Usage: scripts/install-services.sh [--with-browser]
 #   --with-browser  also install the tests' peers: Debian's chromium + chromium-driver (browser
-#                   tests) and openssh-server (a real SFTP server for export jobs)
+#                   tests), openssh-server (a real SFTP server for export jobs) and
+#                   poppler-utils (the tests read report PDFs back as text and pages)
 set -euo pipefail
 
 WITH_BROWSER=0
@@ -53,6 +54,9 @@ say "PostgreSQL $PG_MAJOR present ($(/usr/lib/postgresql/$PG_MAJOR/bin/postgres 
 
 # --- Mosquitto -------------------------------------------------------------
 apt_install mosquitto mosquitto-clients
+
+# --- Pango, for the monthly PDF reports (WeasyPrint lays them out with it) ----------------
+apt_install libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
 say "Mosquitto present ($(mosquitto -h 2>/dev/null | head -1 || true))"
 
 # --- TimescaleDB -------------------------------------------------------------
@@ -99,7 +103,7 @@ fi
 
 # --- Peers for the tests: a browser, an SFTP server, PDF tools -------------------
 if [[ $WITH_BROWSER -eq 1 ]]; then
-  apt_install chromium chromium-driver openssh-server
-  say "Chromium and OpenSSH present"
+  apt_install chromium chromium-driver openssh-server poppler-utils
+  say "Chromium, OpenSSH and poppler present"
 fi
 say "all services' software is installed"

@@ -94,16 +94,19 @@ def suppressed(conn: psycopg.Connection[Any], address: str, category: Category) 
 
 def queue(conn: psycopg.Connection[Any], *, kind: str, to: str, subject: str, text: str,
           html: str | None = None, user_id: int | None = None, category: Category = "account",
-          not_before: datetime | None = None) -> int | None:
+          not_before: datetime | None = None, attachment: tuple[str, str, bytes] | None = None) -> int | None:
     """Queue a message in the caller's transaction; returns its outbox id, or None when the
     address has unsubscribed from its category. `user_id`: the person it is addressed to, so
-    that erasing them deletes it. `not_before`: hold it until then (a person's quiet hours)."""
+    that erasing them deletes it. `not_before`: hold it until then (a person's quiet hours).
+    `attachment`: (file name, media type, bytes), a report's PDF."""
     if suppressed(conn, to, category):
         return None
+    name, media, data = attachment or (None, None, None)
     row = fetch_one(conn, """INSERT INTO mail_outbox (kind, user_id, to_address, subject, body_text, body_html,
-                                                      category, next_attempt_at)
-                             VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now())) RETURNING id""",
-                    (kind, user_id, to, subject, text, html, category, not_before))
+                                                      category, next_attempt_at, attachment_name, attachment_type,
+                                                      attachment)
+                             VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()), %s, %s, %s) RETURNING id""",
+                    (kind, user_id, to, subject, text, html, category, not_before, name, media, data))
     assert row is not None
     return int(row["id"])
 
@@ -130,6 +133,10 @@ def build_message(row: dict[str, Any], sender: str, unsubscribe: str | None = No
     message.set_content(text)
     if body_html:
         message.add_alternative(body_html, subtype="html")
+    if row.get("attachment") is not None:
+        maintype, _, subtype = (row["attachment_type"] or "application/octet-stream").partition("/")
+        message.add_attachment(bytes(row["attachment"]), maintype=maintype, subtype=subtype,
+                               filename=row["attachment_name"])
     return message
 
 
@@ -210,7 +217,8 @@ def send_due(conn: psycopg.Connection[Any], settings: Settings, *, limit: int = 
         for _ in range(limit):
             with conn.transaction():
                 row = fetch_one(conn, """
-                    SELECT id, to_address, subject, body_text, body_html, attempts, category FROM mail_outbox
+                    SELECT id, to_address, subject, body_text, body_html, attempts, category, attachment_name,
+                           attachment_type, attachment FROM mail_outbox
                     WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= now()
                     ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED""")
                 if row is None:

@@ -28,3 +28,9 @@ class Principal:
     def can(self, scope: str) -> bool:
         """Whether the credentials carry this scope (admin carries every scope)."""
         return scope in self.scopes or "admin" in self.scopes
+
+
+def acting_for(customer_id: int) -> Principal:
+    """A service acting for a customer (an export, a report): it reads what the customer's
+    admin could, and nothing of other tenants."""
+    return Principal(0, Role.CUSTOMER_ADMIN, None, customer_id, frozenset({"read"}))
