@@ -11,6 +11,7 @@ import dash
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html
 
+from analytics import comparison
 from analytics.costing import site_cost
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
@@ -26,6 +27,8 @@ def register(app: Dash) -> None:
                  Output("site-cost", "children"), Output("site-node-cost", "children"),
                  Output("site-demand", "children"),
                  Input("site-range", "start_date"), Input("site-range", "end_date"), State("site-id", "data"))(overview)
+    app.callback(Output("site-compare", "children"), Output("site-profile", "figure"),
+                 Input("site-range", "start_date"), Input("site-range", "end_date"), State("site-id", "data"))(compared)
     app.callback(Output("site-series", "figure"), Input("site-node", "value"), Input("site-range", "start_date"),
                  Input("site-range", "end_date"), State("site-id", "data"))(series)
 
@@ -79,6 +82,12 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
             html.Div([html.H4("Cost by tariff band"), dcc.Loading(html.Div(id="site-cost"))], className="card"),
             html.Div([html.H4("Cost by node"), dcc.Loading(html.Div(id="site-node-cost"))], className="card"),
             html.Div([html.H4("Demand peak"), html.Div(id="site-demand")], className="card"),
+        ], className="row", style={"marginTop": "1rem"}),
+        html.Div([
+            html.Div([html.H4("Compared"), dcc.Loading(html.Div(id="site-compare", className="table-scroll"))],
+                     className="card"),
+            html.Div([html.H4("This week against the typical weekday"),
+                      _loading(dcc.Graph(id="site-profile", style={"height": "320px"}))], className="card"),
         ], className="row", style={"marginTop": "1rem"}),
     ], className="page")
 
@@ -174,6 +183,38 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
                        + (f" · charged pro rata, {d['month_share'] * 100:.2f} % of the month"
                           if d.get("month_share", 1) < 1 else "")) for d in inv.demand_peaks]
     return _tree(nodes, usage), fig, lines, node_table, demand or "–"
+
+
+def compared(start: str, end: str, site_id: int) -> tuple[Any, go.Figure]:
+    """The range beside the period before and a year earlier; this week's days over the typical weekday."""
+    p = current_principal()
+    with conn() as c:
+        _, t_from, t_to = _visible_range(c, p, site_id, start, end)
+        periods = comparison.compare(c, p, site_id, t_from, t_to)
+        profile = comparison.daily_profile(c, p, site_id)
+    base = periods[0].kwh if periods else 0.0
+    money = p.sees_costs and any(x.cost is not None for x in periods)
+    head = ["", "Dates", "kWh", "Change"] + (["Cost"] if money else [])
+    rows = []
+    for x in periods:
+        change = "" if x is periods[0] else ("—" if not x.kwh else f"{(base - x.kwh) / x.kwh * 100:+.0f} %")
+        last_day = x.end - timedelta(days=1)
+        rows.append(html.Tr([html.Td(x.label), html.Td(f"{x.start:%Y-%m-%d} – {last_day:%Y-%m-%d}"),
+                             html.Td(f"{x.kwh:,.1f}"), html.Td(change)]
+                            + ([html.Td("—" if x.cost is None else f"{x.cost:,.2f}")] if money else [])))
+    table = html.Table([html.Tr([html.Th(h) for h in head]), *rows], className="grid", id="site-compare-table")
+    fig = go.Figure()
+    hours = list(range(24))
+    fig.add_trace(go.Scatter(x=hours, y=profile.typical_weekday, name="typical weekday", mode="lines",
+                             line={"width": 6, "color": "rgba(19,49,92,0.25)"}))
+    for day, values in profile.days.items():
+        fig.add_trace(go.Scatter(x=hours, y=values, name=day, mode="lines"))
+    fig.update_layout(height=320, margin={"t": 10, "l": 50, "r": 10, "b": 40}, xaxis_title="hour of day (local)",
+                      yaxis={"title": {"text": "kW"}, "rangemode": "tozero"}, legend={"orientation": "h"})
+    if not profile.days and all(v is None for v in profile.typical_weekday):
+        fig.add_annotation(text="No data in the last five weeks", showarrow=False, x=0.5, y=0.5, xref="paper",
+                           yref="paper")
+    return table, fig
 
 
 def series(node_id: int, start: str, end: str, site_id: int) -> go.Figure:
