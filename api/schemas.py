@@ -750,6 +750,14 @@ class TwoFactorState(BaseModel):
     recovery_codes_left: int
 
 
+class ProgressOut(BaseModel):
+    done: int
+    total: int
+    finished: bool
+    eta_s: float | None = Field(description="seconds left at the pace so far; null before anything is done")
+    started_at: datetime | None
+
+
 # -- the tariff editor ---------------------------------------------------------------------------
 class DraftSaved(BaseModel):
     id: int
@@ -790,6 +798,7 @@ class CorrectionIn(BaseModel):
 
 class TariffCorrection(BaseModel):
     id: int
+    progress: ProgressOut | None = Field(None, description="the re-pricing: days priced again of those dropped")
     tariff_id: int | None
     repriced_from: datetime
     reason: str | None = None
@@ -845,6 +854,7 @@ class ExportJobCreated(BaseModel):
 
 class ExportJob(BaseModel):
     id: int
+    progress: ProgressOut | None = Field(None, description="runs delivered of those planned (a catch-up shows here)")
     customer_id: int
     name: str
     site_ids: list[int]
@@ -882,3 +892,4 @@ class ExportRun(BaseModel):
     error: str | None
     created_at: datetime
     delivered_at: datetime | None
+

@@ -131,6 +131,9 @@ def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any],
     # 4. The live check: power now is the current × the panel's phase voltage × its power factor.
     power_kw = 8.25 * 400.0 / 3 ** 0.5 * 0.9 / 1000
     assert f"{power_kw:.2f} kW" in card_text(page, "CT-9")
+    # Its history waits for the rollup worker (not running here): the card says how far it is.
+    queued = count(db, "SELECT total FROM work_progress ORDER BY id DESC LIMIT 1")
+    assert queued >= 1 and f"history being re-computed: 0 of {queued} (0 %), starting" in card_text(page, "CT-9")
     shot(page, "3-assigned", size)
 
     # A taken phase: the answer is next to the phase field, and nothing is saved.

@@ -99,6 +99,8 @@ def test_an_https_job_delivers_each_period_once_with_the_catalog(
     assert (data_run["status"], data_run["rows"], data_run["bytes"]) == ("delivered", len(rows), len(body))
     assert runner.run_pass(db, settings_for(database_url, ca)).delivered == 0
     assert len(receiver.received) == 2
+    job = client.get(f"/v1/export-jobs/{made['id']}", headers=auth(a.tokens["customer_admin"])).json()
+    assert job["progress"]["done"] == job["progress"]["total"] == 2 and job["progress"]["finished"]
     # What left Wattline for that day is registered, for a tariff correction to supersede.
     assert count(db, "SELECT count(*) FROM cost_deliveries WHERE kind = 'export' AND site_id = %s", a.site_id) == 1
     # Another tenant cannot see the job.

@@ -5,6 +5,7 @@ declares) and against a re-computation from scratch. Real database, real API."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -349,3 +350,27 @@ def time_now() -> float:
     import time
 
     return time.time()
+
+
+def test_a_backfill_shows_its_progress(client: Any, tenants: Any, db: psycopg.Connection[Any],
+                                       database_url: str) -> None:
+    """Assigning a discovered sensor with days of history: the API says how much of it the
+    rollup worker has re-computed, with an estimate of the time left."""
+    a, _ = tenants
+    now = time.time()
+    write(database_url, [(a.discovered_serial, now - 3 * 86400 + k * 600, 5.0) for k in range(3 * 144)],
+          bridge=a.bridge_serial)
+    drain(db)
+    headers = {"Authorization": f"Bearer {a.tokens['installer']}"}
+    assert client.get(f"/v1/sensors/{a.discovered_serial}/backfill", headers=headers).status_code == 404
+    res = client.put(f"/v1/sensors/{a.discovered_serial}/assignment", headers=headers,
+                     json={"node_id": a.circuit_id, "phase": 2, "ct_rating_a": 50})  # L1 is CT-A-1's
+    assert res.status_code == 200, res.text
+    first = client.get(f"/v1/sensors/{a.discovered_serial}/backfill", headers=headers).json()
+    assert first["total"] >= 4 and first["done"] == 0 and first["eta_s"] is None and not first["finished"]
+    RollupEngine(30.0).process_dirty(db, limit=1)
+    middle = client.get(f"/v1/sensors/{a.discovered_serial}/backfill", headers=headers).json()
+    assert 0 < middle["done"] < middle["total"] and middle["eta_s"] is not None and middle["eta_s"] >= 0
+    drain(db)
+    last = client.get(f"/v1/sensors/{a.discovered_serial}/backfill", headers=headers).json()
+    assert last["finished"] and last["done"] == last["total"] and last["eta_s"] == 0

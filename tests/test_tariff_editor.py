@@ -163,9 +163,13 @@ def test_an_admin_corrects_a_mistake_from_a_past_date_with_a_reason(
     done = res.json()
     assert done["days_repriced"] >= 1
     assert [(s["kind"], s["reference"]) for s in done["superseded"]] == [("monthly report", "report-42")]
-    # Those days are re-priced by the cost tier at the corrected rate.
+    # Those days are re-priced by the cost tier at the corrected rate; the correction shows how far.
     assert count(db, "SELECT count(*) FROM band_days WHERE site_id = %s", a.site_id) == 0
+    [listed] = client.get(f"/v1/sites/{a.site_id}/tariff-corrections", headers=fm).json()
+    assert listed["progress"]["done"] == 0 and listed["progress"]["total"] == done["days_repriced"]
     price_unpriced_days(db)
+    [listed] = client.get(f"/v1/sites/{a.site_id}/tariff-corrections", headers=fm).json()
+    assert listed["progress"]["finished"] and listed["progress"]["eta_s"] == 0
     energy_after, cost_after = tier()
     assert energy_after == energy and abs(cost_after - energy / 1000 * 30) < 1e-6
     # Who and why: on the correction and in the audit log.

@@ -236,7 +236,7 @@ def assign(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase
         start: datetime | None = _minute(since, "since") if since is not None else (last or {}).get("t")
         _insert(conn, actor, sensor["id"], node_id, phase, ct_rating_a, start or "-infinity", Action.ASSIGN)
         _mirror(conn, sensor["id"])
-        rollup_queue.queue_history(conn, [sensor["id"]], since=start)
+        rollup_queue.queue_history(conn, [sensor["id"]], since=start, progress_of=sensor["id"])
         audit.record(conn, actor, "assign", "sensor", sensor["id"], node_id=node_id, phase=phase,
                      ct_rating_a=ct_rating_a, since=start.isoformat() if start else None)
     return int(sensor["id"])
@@ -256,7 +256,7 @@ def correct(conn: Conn, actor: Principal | None, serial: str, node_id: int, phas
                      (node_id, phase, ct_rating_a, actor.user_id if actor else None, current["id"]))
         _mirror(conn, sensor["id"])
         rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]],
-                                   since=current["valid_from"])
+                                   since=current["valid_from"], progress_of=sensor["id"])
         audit.record(conn, actor, "correct", "sensor", sensor["id"], node_id=node_id, phase=phase,
                      ct_rating_a=ct_rating_a, former_node_id=current["node_id"])
     return int(sensor["id"])
@@ -278,7 +278,8 @@ def move(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase: 
         _end(conn, current["id"], when)
         _insert(conn, actor, sensor["id"], node_id, phase, ct_rating_a, when, Action.MOVE)
         _mirror(conn, sensor["id"])
-        rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]], since=when)
+        rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]], since=when,
+                                   progress_of=sensor["id"])
         audit.record(conn, actor, "move", "sensor", sensor["id"], node_id=node_id, phase=phase,
                      ct_rating_a=ct_rating_a, former_node_id=current["node_id"], at=when.isoformat())
     return int(sensor["id"])
@@ -310,7 +311,8 @@ def replace(conn: Conn, actor: Principal | None, failed_serial: str, new_serial:
         _insert(conn, actor, new["id"], current["node_id"], current["phase"], float(current["ct_rating_a"]),
                 when, Action.REPLACE)
         _mirror(conn, new["id"])
-        rollup_queue.queue_history(conn, [failed["id"], new["id"]], former_nodes=[current["node_id"]], since=when)
+        rollup_queue.queue_history(conn, [failed["id"], new["id"]], former_nodes=[current["node_id"]], since=when,
+                                   progress_of=new["id"])
         audit.record(conn, actor, "replace", "sensor", new["id"], replaces=failed["id"],
                      node_id=current["node_id"], phase=current["phase"], at=when.isoformat())
     return int(new["id"])
@@ -333,7 +335,8 @@ def unassign(conn: Conn, actor: Principal | None, serial: str, *, at: datetime |
             _end(conn, current["id"], when)
             since = when
         _mirror(conn, sensor["id"])
-        rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]], since=since)
+        rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]], since=since,
+                                   progress_of=sensor["id"])
         audit.record(conn, actor, "unassign", "sensor", sensor["id"], former_node_id=current["node_id"],
                      at=when.isoformat())
     return int(sensor["id"])

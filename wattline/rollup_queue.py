@@ -25,24 +25,35 @@ ROLLUP_LOCK = 0x726F_6C6C  # "roll"
 
 
 def queue_history(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], *,
-                  former_nodes: Sequence[int] = (), since: datetime | None = None) -> int:
+                  former_nodes: Sequence[int] = (), since: datetime | None = None,
+                  progress_of: int | None = None) -> int:
     """Queue every day in which any of `sensor_ids` has readings (from `since`, if given)
     for re-computation.
 
     `former_nodes` are nodes these sensors no longer feed: their own-meter rows over the
     same days are rebuilt from whatever sensors they have left (none: the rows go).
-    Returns the number of queue rows added.
+    `progress_of`: a sensor whose back-fill people watch; its progress is the share of
+    these rows the worker has done (`wattline.progress`). Returns the number of rows added.
     """
     if not sensor_ids:
         return 0
+    progress_id = None
+    if progress_of is not None:
+        with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            row = cur.execute("""INSERT INTO work_progress (kind, subject_type, subject_id)
+                                 VALUES ('backfill', 'sensor', %s) RETURNING id""", (progress_of,)).fetchone()
+        progress_id = row[0] if row else None
     cur = conn.execute(
-        """INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, node_ids)
-           SELECT greatest(d, x.lo), least(d + interval '1 day', x.hi), %(sensors)s::bigint[], %(nodes)s::bigint[]
+        """INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, node_ids, progress_id)
+           SELECT greatest(d, x.lo), least(d + interval '1 day', x.hi), %(sensors)s::bigint[], %(nodes)s::bigint[],
+                  %(progress)s
            FROM (SELECT min(ts) AS lo, max(ts) AS hi FROM readings
                  WHERE sensor_id = ANY(%(sensors)s) AND ts >= COALESCE(%(since)s::timestamptz, '-infinity')) x,
                 generate_series(time_bucket('1 day', x.lo), x.hi, interval '1 day') d
            WHERE x.lo IS NOT NULL""",
-        {"sensors": list(sensor_ids), "nodes": list(former_nodes), "since": since})
+        {"sensors": list(sensor_ids), "nodes": list(former_nodes), "since": since, "progress": progress_id})
+    if progress_id is not None:
+        conn.execute("UPDATE work_progress SET total = %s WHERE id = %s", (cur.rowcount, progress_id))
     return cur.rowcount
 
 

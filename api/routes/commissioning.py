@@ -21,11 +21,12 @@ from api.schemas import (
     Created,
     LiveCheck,
     Move,
+    ProgressOut,
     Replacement,
     SensorCheck,
     SensorInfo,
 )
-from wattline import assignments, commissioning, queries
+from wattline import assignments, commissioning, progress, queries
 from wattline.assignments import EXPLAINED, Action
 from wattline.domain import sensor_state
 from wattline.errors import NotFound
@@ -109,6 +110,18 @@ def sensor_assignments(serial: str, p: Reader, conn: Conn) -> list[dict[str, Any
     if sensor is None:
         raise not_found("sensor")
     return [asdict(a) for a in assignments.history(conn, sensor["id"])]
+
+
+@router.get("/sensors/{serial}/backfill", response_model=ProgressOut,
+            summary="How far the re-computation of a sensor's history is, after it was assigned or moved")
+def sensor_backfill(serial: str, p: Reader, conn: Conn) -> dict[str, Any]:
+    sensor = queries.sensor_by_serial(conn, p, serial)
+    if sensor is None:
+        raise not_found("sensor")
+    done = progress.backfill(conn, sensor["id"])
+    if done is None:
+        raise not_found("back-fill")
+    return done.as_dict()
 
 
 @router.get("/sensors/{serial}/check", response_model=SensorCheck, summary="Live check of one sensor")

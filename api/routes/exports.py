@@ -10,7 +10,7 @@ from api.deps import Admin, Conn
 from api.problems import not_found
 from api.schemas import Created, ExportJob, ExportJobCreated, ExportJobIn, ExportRun
 from exports import jobs
-from wattline import queries
+from wattline import progress, queries
 from wattline.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["exports"])
@@ -45,9 +45,10 @@ def list_jobs(customer_id: int, p: Admin, conn: Conn) -> list[dict[str, Any]]:
     return jobs.jobs(conn, p, customer_id)
 
 
-@router.get("/export-jobs/{job_id}", response_model=ExportJob, summary="One export job")
+@router.get("/export-jobs/{job_id}", response_model=ExportJob,
+            summary="One export job, with its progress: runs delivered of those planned")
 def get_job(job_id: int, p: Admin, conn: Conn) -> dict[str, Any]:
-    return _job(conn, p, job_id)
+    return {**_job(conn, p, job_id), "progress": progress.export_job(conn, job_id).as_dict()}
 
 
 @router.get("/export-jobs/{job_id}/runs", response_model=list[ExportRun],

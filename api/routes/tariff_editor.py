@@ -20,7 +20,7 @@ from api.schemas import (
     TariffIn,
     TariffPreview,
 )
-from wattline import queries, tariffs
+from wattline import progress, queries, tariffs
 from wattline.principal import Principal
 from wattline.tariffs import Band, Draft
 
@@ -93,4 +93,8 @@ def correct(site_id: int, draft_id: int, body: CorrectionIn, p: Admin, conn: Con
             summary="Corrections of a site's tariffs: who, why, from when, what was superseded")
 def list_corrections(site_id: int, p: CostReader, conn: Conn) -> list[dict[str, Any]]:
     _site(conn, p, site_id)
-    return tariffs.corrections(conn, site_id)
+    rows = tariffs.corrections(conn, site_id)
+    for row in rows:
+        done = progress.repricing(conn, row["id"])
+        row["progress"] = done.as_dict() if done else None
+    return rows

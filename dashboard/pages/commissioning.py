@@ -15,7 +15,7 @@ from dash import Dash, Input, Output, State, dcc, html
 
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, reporting_interval_s, site_from_path
-from wattline import assignments, catalogue, commissioning, queries
+from wattline import assignments, catalogue, commissioning, progress, queries
 from wattline.assignments import CLAMPABLE, EXPLAINED, Action
 from wattline.commissioning import BridgeSummary, SensorCheck
 from wattline.errors import DomainError
@@ -166,7 +166,7 @@ def _bridge_label(b: BridgeSummary, now: datetime | None = None) -> str:
     return f" {b.serial} · {status} · {_ago(b.last_seen_at, now)} · {rssi} · {b.sensors} sensors"
 
 
-def _sensor_card(s: SensorCheck, zone: ZoneInfo) -> html.Div:
+def _sensor_card(s: SensorCheck, zone: ZoneInfo, backfill: progress.Progress | None = None) -> html.Div:
     where = f"{s.node_name} · L{s.phase} · {s.ct_rating_a:g} A CT" if s.node_id is not None else "not assigned"
     now = "—" if s.current_a is None else f"{s.current_a:.2f} A"
     power = "" if s.power_w is None else f" · {s.power_w / 1000:.2f} kW"
@@ -177,6 +177,8 @@ def _sensor_card(s: SensorCheck, zone: ZoneInfo) -> html.Div:
         html.Div(where, className="muted"),
         html.Div([html.Span(now, className="sensor-current"), power], className="sensor-now"),
         html.Ul([html.Li(f) for f in s.flags], className="flags") if s.flags else None,
+        html.Div(f"history being re-computed: {progress.eta_text(backfill)}", className="backfill muted",
+                 id=f"backfill-{s.serial}") if backfill else None,
         html.Div(f"last reading {s.last_seen_at.astimezone(zone):%H:%M:%S}" if s.last_seen_at else "never heard",
                  className="muted"),
     ], className="card sensor-card", id=f"sensor-{s.serial}")
@@ -190,6 +192,7 @@ def refresh(_tick: int | None, bridge_id: int | None, _done: int, site_id: int) 
             return html.Div("No such site.", className="empty"), None, "", {"sensors": [], "spare": []}
         bridges, checks = commissioning.site_view(c, p, site_id, interval_s=reporting_interval_s(),
                                                   bridge_id=bridge_id)
+        backfills = progress.backfills(c, [s.serial for s in checks])
     zone = ZoneInfo(site["timezone"])
     now = datetime.now(UTC)
     chosen = next((b for b in bridges if b.id == bridge_id), None)
@@ -205,8 +208,8 @@ def refresh(_tick: int | None, bridge_id: int | None, _done: int, site_id: int) 
             html.Span(f" · weakest signal {chosen.weakest_rssi_dbw:.0f} dBW" if chosen.weakest_rssi_dbw else ""),
             html.Span(" · weak: move the bridge closer or add one", className="error") if chosen.weak_signal else None,
         ], className="bridge-summary", id="comm-bridge-summary")
-    cards = [_sensor_card(s, zone) for s in checks] or html.Div("No sensors heard through this bridge yet.",
-                                                                 className="muted")
+    cards = [_sensor_card(s, zone, backfills.get(s.serial)) for s in checks] or html.Div(
+        "No sensors heard through this bridge yet.", className="muted")
     options = [{"label": f"{s.serial} · {'not assigned' if s.node_id is None else s.node_name}", "value": s.serial}
                for s in checks]
     spare = [{"label": s.serial, "value": s.serial} for s in checks if s.node_id is None]

@@ -12,7 +12,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html
 from dashboard.auth import current_principal
 from dashboard.data import conn, settings
 from exports import jobs
-from wattline import queries
+from wattline import progress, queries
 from wattline.errors import DomainError
 
 FIELDS = ("name", "site_ids", "url", "sftp_host")
@@ -110,12 +110,13 @@ def refresh(_done: int, customer_id: int) -> tuple[Any, Any]:
     p = current_principal()
     with conn() as c:
         found = jobs.jobs(c, p, customer_id)
+        done = {j["id"]: progress.export_job(c, j["id"]) for j in found}
     if not found:
         return html.Div("No exports yet.", className="muted"), []
-    table = html.Table([html.Tr([html.Th(h) for h in ("Job", "Every", "To", "State", "Problem")])] + [
+    table = html.Table([html.Tr([html.Th(h) for h in ("Job", "Every", "To", "State", "Runs", "Problem")])] + [
         html.Tr([html.Td(j["name"]), html.Td(f"{j['schedule']}, {j['resolution']} {j['format'].upper()}"),
                  html.Td(j["url"] or f"sftp://{j['sftp_username']}@{j['sftp_host']}:{j['sftp_port']}/{j['sftp_path']}"),
-                 html.Td("on" if j["enabled"] else "paused"),
+                 html.Td("on" if j["enabled"] else "paused"), html.Td(progress.eta_text(done[j["id"]])),
                  html.Td((f"failing since {j['failing_since']:%Y-%m-%d %H:%M} UTC: " if j["failing_since"] else "")
                          + (j["last_error"] or ""), className="error")], id=f"export-{j['id']}") for j in found],
         className="grid", id="exports-table")

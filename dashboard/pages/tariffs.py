@@ -20,7 +20,7 @@ from analytics.costing import preview_draft
 from analytics.tariffs import load_tariffs, rate_table
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
-from wattline import queries, tariffs
+from wattline import progress, queries, tariffs
 from wattline.errors import DomainError, Invalid, NotFound
 from wattline.tariffs import DAY_TYPES, SLOT_MIN, SLOTS, TariffError
 
@@ -206,6 +206,7 @@ def refresh_editor(_done: int, site_id: int) -> tuple[Any, ...]:
             return [], ""
         found = tariffs.drafts(c, site_id)
         fixes = tariffs.corrections(c, site_id)
+        repriced = {f["id"]: progress.repricing(c, f["id"]) for f in fixes}
     options = [{"label": f"{d['body']['name']} from {d['body']['valid_from'][:10]}"
                          + (" (unfinished)" if d["problems"] else ""), "value": d["id"]} for d in found]
     table = html.Div()
@@ -213,7 +214,8 @@ def refresh_editor(_done: int, site_id: int) -> tuple[Any, ...]:
         table = html.Div([html.H4("Corrections"), html.Table(
             [html.Tr([html.Th(h) for h in ("When", "From", "Who", "Why", "Days re-priced", "Superseded")])] + [
                 html.Tr([html.Td(f"{f['corrected_at']:%Y-%m-%d %H:%M}"), html.Td(f"{f['repriced_from']:%Y-%m-%d}"),
-                         html.Td(f["corrected_by"] or ""), html.Td(f["reason"]), html.Td(str(f["days_repriced"])),
+                         html.Td(f["corrected_by"] or ""), html.Td(f["reason"]),
+                         html.Td(progress.eta_text(done) if (done := repriced[f["id"]]) else str(f["days_repriced"])),
                          html.Td(", ".join(x["reference"] for x in f["superseded"]) or "none")]) for f in fixes],
             className="grid", id="tariff-correction-list")])
     return options, table
