@@ -21,7 +21,7 @@ def params_for(t: Tenant) -> dict[str, Any]:
     return {"site_id": t.site_id, "node_id": t.circuit_id, "customer_id": t.customer_id, "bridge_id": t.bridge_id,
             "serial": t.sensor_serial, "key_id": t.key_ids["viewer"], "rule_id": t.rule_id, "alert_id": t.alert_id,
             "webhook_id": t.webhook_id, "user_id": t.user_ids["viewer"], "session_id": t.key_ids["viewer"],
-            "draft_id": 1}
+            "draft_id": 1, "job_id": t.webhook_id}
 
 
 TARIFF = {"name": "t", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
@@ -45,6 +45,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/sites/{site_id}/tariff-drafts"): {"json": TARIFF},
     ("put", "/v1/sites/{site_id}/tariff-drafts/{draft_id}"): {"json": TARIFF},
     ("post", "/v1/sites/{site_id}/tariff-drafts/{draft_id}/correction"): {"json": {"reason": "a mistake was keyed"}},
+    ("post", "/v1/customers/{customer_id}/export-jobs"): {"json": {
+        "name": "x", "destination": "https", "url": "https://example.com/in"}},
     ("post", "/v1/sites/{site_id}/alert-rules/backtest"): {"json": {"params": {"kind": "sensor_offline"}}},
     ("post", "/v1/sites/{site_id}/alert-rules"): {"json": {"name": "r", "params": {"kind": "sensor_offline"}}},
     ("patch", "/v1/alert-rules/{rule_id}"): {"json": {"enabled": False}},
