@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from wattline import audit
@@ -60,6 +58,10 @@ class Created:
 
 
 def _key_pair() -> tuple[str, str]:
+    # Imported when an SFTP job is made: the API should not carry cryptography's ~7 MB for it.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption()).decode()

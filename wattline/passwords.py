@@ -8,8 +8,6 @@ what is easy to guess (a keyboard walk, a repeated word, the person's own email)
 
 from __future__ import annotations
 
-from zxcvbn import zxcvbn
-
 from wattline.errors import Invalid
 
 MIN_LENGTH = 12
@@ -38,6 +36,10 @@ def check_password(password: str, *, email: str = "", full_name: str = "") -> No
     if not password.strip():
         raise WeakPassword("a password of spaces only is not one")
     own = [part for part in (email, email.partition("@")[0], full_name, *full_name.split()) if len(part) >= 3]
+    # Imported when a password is set, not at start: its word lists cost every API and
+    # dashboard process ~13 MB that most of them never use.
+    from zxcvbn import zxcvbn
+
     result = zxcvbn(password[:_CHECKED_PREFIX], user_inputs=own)
     for match in result["sequence"]:
         if match.get("dictionary_name") == "passwords" and len(match["token"]) >= len(password) - 2:

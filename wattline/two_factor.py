@@ -17,7 +17,6 @@ from typing import Any
 
 import psycopg
 import pyotp
-import segno
 
 from wattline import audit
 from wattline.db import fetch_all, fetch_one
@@ -73,6 +72,7 @@ def begin(conn: psycopg.Connection[Any], user_id: int) -> Enrolment:
     secret = pyotp.random_base32()
     conn.execute("UPDATE users SET totp_secret = %s, totp_last_step = NULL WHERE id = %s", (secret, user_id))
     uri = pyotp.TOTP(secret).provisioning_uri(name=row["email"], issuer_name=ISSUER)
+    import segno  # only at enrolment: ~8 MB that a serving process need not carry
     return Enrolment(secret, uri, segno.make(uri, error="m").svg_data_uri(scale=4, dark="#10202a"))
 
 
