@@ -39,32 +39,32 @@ ROUNDS = 3
 T0 = float(int(time.time()) // 10 * 10 - 3600)
 
 
-def bridges() -> list[tuple[str, list[str]]]:
+def bridges(per_bridge: int = PER_BRIDGE) -> list[tuple[str, list[str]]]:
     out = []
-    for b in range(SENSORS // PER_BRIDGE):
-        out.append((f"BR-{b:04d}", [f"CT{b:04d}{k:04d}" for k in range(PER_BRIDGE)]))
+    for b in range(SENSORS // per_bridge):
+        out.append((f"BR-{b:05d}", [f"CT{b:05d}{k:04d}" for k in range(per_bridge)]))
     return out
 
 
-def seed(stack: Stack) -> None:
+def seed(stack: Stack, per_bridge: int = PER_BRIDGE) -> None:
     """One site with every bridge, and every sensor already known (discovery is not timed)."""
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO resellers (name) VALUES ('bench')")
         conn.execute("INSERT INTO customers (reseller_id, name) VALUES (1, 'bench')")
         conn.execute("INSERT INTO sites (customer_id, name) VALUES (1, 'bench')")
         conn.execute("""INSERT INTO bridges (serial, site_id)
-                        SELECT 'BR-' || lpad(b::text, 4, '0'), 1 FROM generate_series(0, %s) b""",
-                     (SENSORS // PER_BRIDGE - 1,))
+                        SELECT 'BR-' || lpad(b::text, 5, '0'), 1 FROM generate_series(0, %s) b""",
+                     (SENSORS // per_bridge - 1,))
         conn.execute("""INSERT INTO sensors (serial, bridge_id, first_seen_at)
-                        SELECT 'CT' || lpad((s / %s)::text, 4, '0') || lpad((s %% %s)::text, 4, '0'),
+                        SELECT 'CT' || lpad((s / %s)::text, 5, '0') || lpad((s %% %s)::text, 4, '0'),
                                s / %s + 1, now()
-                        FROM generate_series(0, %s) s""", (PER_BRIDGE, PER_BRIDGE, PER_BRIDGE, SENSORS - 1))
+                        FROM generate_series(0, %s) s""", (per_bridge, per_bridge, per_bridge, SENSORS - 1))
 
 
-def packs(ticks: int, start: float) -> list[tuple[str, bytes]]:
+def packs(ticks: int, start: float, per_bridge: int = PER_BRIDGE) -> list[tuple[str, bytes]]:
     rng = np.random.default_rng(1)
     out = []
-    groups = bridges()
+    groups = bridges(per_bridge)
     for tick in range(ticks):
         t = start + tick * 10.0
         for bridge, serials in groups:
@@ -85,12 +85,15 @@ def client(url: str, client_id: str, *, clean: bool) -> mqtt.Client:
     return c
 
 
-def publish_all(url: str, items: list[tuple[str, bytes]]) -> None:
+def publish_all(url: str, items: list[tuple[str, bytes]], window: int = 5000) -> None:
+    """Publish at QoS 1, `window` packs at a time: at 10 readings a pack the backlog is
+    200,000 messages, and queueing them all at once outran paho's client."""
     c = client(url, "bench-publisher", clean=True)
     c.loop_start()
-    infos = [c.publish(topic, payload, qos=1) for topic, payload in items]
-    for info in infos:
-        info.wait_for_publish(120)
+    for i in range(0, len(items), window):
+        infos = [c.publish(topic, payload, qos=1) for topic, payload in items[i:i + window]]
+        for info in infos:
+            info.wait_for_publish(120)
     c.loop_stop()
     c.disconnect()
 
