@@ -77,7 +77,11 @@ def test_no_request_makes_a_server_error_or_breaks_the_document(db: psycopg.Conn
 
 
 CREATES = ("/v1/sites", "/v1/sites/{site_id}/nodes", "/v1/sites/{site_id}/alert-rules",
-           "/v1/customers/{customer_id}/webhooks", "/v1/sites/{site_id}/bridges")
+           "/v1/customers/{customer_id}/webhooks", "/v1/sites/{site_id}/bridges",
+           "/v1/sites/{site_id}/tariff-drafts", "/v1/people/invites", "/v1/customers/{customer_id}/export-jobs")
+TARIFF = {"name": "Walk", "currency": "GBP", "valid_from": "2030-01-01T00:00:00Z",
+          "bands": [{"name": "all", "rate_minor_per_kwh": "20", "day_types": ["weekday", "weekend", "holiday"],
+                     "start": "00:00", "end": "00:00"}]}
 
 
 def restore_identities(db: psycopg.Connection[Any], tenants: list[Any]) -> None:
@@ -128,6 +132,12 @@ def test_call_sequences_across_tenants_and_roles(db: psycopg.Connection[Any], da
                              "customer_id": tenant.customer_id}
             elif operation == ("POST", "/v1/sites/{site_id}/alert-rules"):
                 case.body = {"name": "Walk", "params": {"kind": "sensor_offline", "intervals": 3 + pick(6)}}
+            elif operation == ("POST", "/v1/sites/{site_id}/tariff-drafts"):
+                case.body = TARIFF
+            elif operation == ("POST", "/v1/people/invites"):
+                case.body = {"email": f"walk-{pick(10**9)}@example.com", "role": "viewer"}
+            elif operation == ("POST", "/v1/customers/{customer_id}/export-jobs"):
+                case.body = {"name": "Walk", "destination": "https", "url": "https://example.com/walk"}
             elif operation == ("POST", "/v1/customers/{customer_id}/webhooks"):
                 case.body = {"url": ("https://example.com/walk", "http://127.0.0.1:9/x",
                                      "http://\u023e\u00c5ZhS\U0001f60d\u00dcG\u00cdGh")[pick(3)]}
@@ -145,7 +155,7 @@ def test_call_sequences_across_tenants_and_roles(db: psycopg.Connection[Any], da
             "(SELECT count(*) FROM alert_rules) + (SELECT count(*) FROM webhooks)")
     before = db.execute(made).fetchone()
     explore = os.environ.get("WATTLINE_FUZZ_EXPLORE") == "1"
-    run_state_machine_as_test(Workflow, settings=settings(max_examples=60, stateful_step_count=8, deadline=None,
+    run_state_machine_as_test(Workflow, settings=settings(max_examples=120, stateful_step_count=8, deadline=None,
                                                           database=None, derandomize=not explore,
                                                           suppress_health_check=list(HealthCheck)))
     after = db.execute(made).fetchone()
