@@ -14,6 +14,13 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
 
 
+def _window(v: tuple[str, str]) -> tuple[str, str]:
+    """A local time window: two HH:MM times (24:00 for midnight at the end), start before end."""
+    if not all(_HHMM.match(x) for x in v) or v[0] >= v[1]:
+        raise ValueError("hours must be two HH:MM times, start before end")
+    return v
+
+
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -31,9 +38,7 @@ class Threshold(_Params):
     @field_validator("hours")
     @classmethod
     def _hours(cls, v: tuple[str, str]) -> tuple[str, str]:
-        if not all(_HHMM.match(x) for x in v) or v[0] >= v[1]:
-            raise ValueError("hours must be two HH:MM times, start before end")
-        return v
+        return _window(v)
 
     @model_validator(mode="after")
     def _one_limit(self) -> Threshold:
@@ -129,9 +134,7 @@ class Schedule(_Params):
     @field_validator("hours")
     @classmethod
     def _hours(cls, v: tuple[str, str]) -> tuple[str, str]:
-        if not all(_HHMM.match(x) for x in v) or v[0] >= v[1]:
-            raise ValueError("hours must be two HH:MM times, start before end")
-        return v
+        return _window(v)
 
     def armed(self, weekday: int, minute_of_day: int) -> bool:
         """Whether the rule is armed at this local weekday (0 = Monday) and minute."""

@@ -55,13 +55,20 @@ def _sites(conn: psycopg.Connection[Any], job: dict[str, Any]) -> list[dict[str,
 
 def plan(conn: psycopg.Connection[Any], now: datetime) -> int:
     """Add a pending run for every complete period of every enabled job, from the period last
-    complete when the job was made; a run that exists is left alone. Returns how many were added."""
+    complete when the job was made; a run that exists is left alone. Returns how many were added.
+    Each pass starts from the newest period planned, so a year-old daily job adds its one new
+    day, not 365 conflicting inserts a minute."""
     added = 0
     for job in fetch_all(conn, """SELECT j.*, c.name AS customer_name FROM export_jobs j
                                   JOIN customers c ON c.id = j.customer_id WHERE j.enabled ORDER BY j.id"""):
+        planned = {(r["kind"], r["site_id"]): r["latest"] for r in fetch_all(
+            conn, """SELECT kind, site_id, max(period_end) AS latest FROM export_runs WHERE job_id = %s
+                     GROUP BY kind, site_id""", (job["id"],))}
+
         with conn.transaction():
             for site in _sites(conn, job):
-                for start, end in complete_periods(job["schedule"], site["timezone"], job["created_at"], now):
+                for start, end in complete_periods(job["schedule"], site["timezone"],
+                                                   planned.get(("measurements", site["id"]), job["created_at"]), now):
                     added += conn.execute("""INSERT INTO export_runs (job_id, kind, site_id, period_start, period_end)
                                              VALUES (%s, 'measurements', %s, %s, %s) ON CONFLICT DO NOTHING""",
                                           (job["id"], site["id"], start, end)).rowcount
@@ -70,7 +77,7 @@ def plan(conn: psycopg.Connection[Any], now: datetime) -> int:
                 zone = fetch_one(conn, "SELECT timezone FROM sites WHERE customer_id = %s ORDER BY id LIMIT 1",
                                  (job["customer_id"],))
                 for start, end in complete_periods(job["schedule"], zone["timezone"] if zone else "UTC",
-                                                   job["created_at"], now):
+                                                   planned.get(("catalog", None), job["created_at"]), now):
                     added += conn.execute("""INSERT INTO export_runs (job_id, kind, site_id, period_start, period_end)
                                              VALUES (%s, 'catalog', NULL, %s, %s) ON CONFLICT DO NOTHING""",
                                           (job["id"], start, end)).rowcount

@@ -6,7 +6,6 @@ reads the rule back from the database. Screenshots go to artifacts/screenshots/.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.factories import drain, write_surges
-from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
+from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, choose, fits, login
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -44,12 +43,6 @@ def surging_site(db: psycopg.Connection[Any], database_url: str) -> dict[str, An
 def shot(page: Any, name: str, size: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"alert-rules-{name}-{size}.png"), full_page=True)
     assert fits(page), f"{name} runs off the edge at {size}"
-
-
-def choose(page: Any, dropdown: str, text: str) -> None:
-    page.click(f"#{dropdown}")
-    page.get_by_role("option", name=re.compile(re.escape(text))).first.click()
-    page.keyboard.press("Escape")
 
 
 def said(page: Any, expect: str) -> None:

@@ -16,7 +16,7 @@ import psycopg
 import pyotp
 import pytest
 
-from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
+from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, choose, fits, login
 from tests.fixtures.receivers import SmtpServer
 from wattline import mail
 from wattline.accounts import create_user
@@ -43,12 +43,6 @@ def organisation(db: psycopg.Connection[Any]) -> dict[str, Any]:
 def shot(page: Any, name: str, size: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"people-{name}-{size}.png"), full_page=True)
     assert fits(page), f"{name} runs off the edge at {size}"
-
-
-def choose(page: Any, dropdown: str, text: str) -> None:
-    page.click(f"#{dropdown}")
-    page.get_by_role("option", name=re.compile(re.escape(text))).first.click()
-    page.keyboard.press("Escape")  # a multi-select stays open over what is below it
 
 
 def page_errors(page: Any) -> list[str]:
