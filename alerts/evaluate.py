@@ -38,6 +38,7 @@ from alerts.rules import (
 )
 from analytics.costing import node_costs
 from analytics.tariffs import load_tariffs
+from wattline import raw_readings
 from wattline.db import fetch_all, fetch_one, fetch_tuples
 from wattline.domain import Role
 from wattline.principal import Principal
@@ -248,7 +249,7 @@ def sensor_offline(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, date
             UNION ALL SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id)
         SELECT se.serial, se.id, last.ts AS last_seen
         FROM sensors se JOIN sub ON sub.id = se.node_id
-        LEFT JOIN LATERAL (SELECT ts FROM readings r WHERE r.sensor_id = se.id ORDER BY ts DESC LIMIT 1) last ON true
+        LEFT JOIN LATERAL wattline_last_reading(se.id) last ON true
         """, {"node": rule.site["scope_node"]})
     findings: list[Finding] = []
     clears: dict[str, datetime] = {}
@@ -260,9 +261,8 @@ def sensor_offline(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, date
             findings.append(Finding(r["serial"], last, None, f"sensor {r['serial']} silent since "
                                     f"{last.isoformat(timespec='seconds')}", {"last_seen": last.isoformat()}))
         elif r["serial"] in ongoing:
-            back = fetch_one(conn, "SELECT min(ts) AS ts FROM readings WHERE sensor_id = %s AND ts > %s",
-                             (r["id"], ongoing[r["serial"]]))
-            clears[r["serial"]] = back["ts"] if back and back["ts"] else clock.now
+            back = raw_readings.first_and_last(conn, [r["id"]], ongoing[r["serial"]] + timedelta(microseconds=1))
+            clears[r["serial"]] = back[0] if back else clock.now
     return Evaluation(clock.now, findings, clears, window_start=clock.now)
 
 

@@ -35,6 +35,7 @@ from psycopg import sql
 from analytics.band_rollups import price_days, price_unpriced_days
 from analytics.hierarchy import Tree, load_trees, roll_up
 from analytics.rollup import bucket_stats, readings_power
+from wattline import raw_readings
 from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
@@ -229,20 +230,17 @@ class RollupEngine:
         sensors = sorted({sp[0] for n in nodes for sp in spans_of_node.get(n, [])})
         t0 = lo * 60.0
         width = hi - lo + 1
-        data = fetch_tuples(
-            conn, """SELECT sensor_id, extract(epoch FROM ts)::float8, current_a,
-                            COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN')
-                     FROM readings WHERE sensor_id = ANY(%s) AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)
-                     ORDER BY sensor_id, ts""",
-            (sensors, t0 - self.gap_s, (hi + 1) * 60.0 + self.gap_s)) if sensors else []
-        if data:
+        raw = raw_readings.read(conn, sensors, t0 - self.gap_s, (hi + 1) * 60.0 + self.gap_s)
+        if len(raw):
             index = {s: i for i, s in enumerate(sensors)}
-            arr = np.array(data, dtype=np.float64)
-            series = np.array([index[int(s)] for s in arr[:, 0]], dtype=np.int64)
-            default_v, default_pf = _node_defaults(arr[:, 0], arr[:, 1], sensor_spans, params)
-            power = readings_power(arr[:, 2], arr[:, 3], arr[:, 4], default_v, default_pf)
-            stats = bucket_stats(series, arr[:, 1], power, arr[:, 2], len(sensors), t0, 60.0, width,
-                                 self.gap_s, presorted=True)
+            series = np.searchsorted(np.asarray(sensors, dtype=np.int64), raw.sensor_id)
+            ids, ts = raw.sensor_id.astype(np.float64), raw.ts_s
+            default_v, default_pf = _node_defaults(ids, ts, sensor_spans, params)
+            current = raw.current_a.astype(np.float64)
+            power = readings_power(current, raw.voltage_v.astype(np.float64), raw.power_factor.astype(np.float64),
+                                   default_v, default_pf)
+            stats = bucket_stats(series, ts, power, current, len(sensors), t0, 60.0, width, self.gap_s,
+                                 presorted=True)
             max_finite = np.where(np.isfinite(stats.max_power_w), stats.max_power_w, 0.0)
             for node in nodes:
                 spans = spans_of_node.get(node, [])

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from analytics.packing import Readings, pack, prepare, unpack
 from bench.common import Row, services
+from wattline.packing import Readings, pack, prepare, unpack
 
 SENSORS = 50
 PER_DAY = 8640

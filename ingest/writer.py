@@ -29,6 +29,7 @@ from psycopg import sql
 from ingest import metrics
 from ingest.copy import COLUMNS, SensorIds, SensorIdsDumper, encode_readings
 from ingest.packs import BatchResult, RawPack
+from wattline import raw_readings
 from wattline.db import connect_long_lived
 from wattline.senml import DecodedPack, Limits, Reason, Rejection, bridge_from_topic, decode_pack
 
@@ -66,6 +67,8 @@ class Rows:
     count: int
     copy_data: bytes
     dirty: list[tuple[int, SensorIds]]  # (minute start in Unix s, sensors with readings in it)
+    columns: Columns = ()
+    days: list[int] = field(default_factory=list)  # UTC day numbers the readings fall on
 
 
 @dataclass
@@ -259,17 +262,39 @@ class BatchWriter:
         return parts
 
     def _store(self, conn: psycopg.Connection[Any], rows: Rows) -> int:
-        """COPY the rows; returns how many were new."""
+        """Store the rows; returns how many were new. Holds a shared lock on each day they fall
+        on (the packing job takes it exclusively); readings of a day whose packing has begun go
+        through `merge_late` (wattline.raw_readings explains the protocol)."""
+        packed = raw_readings.lock_days(conn, rows.days)
+        if not packed:
+            return self._copy(conn, rows.copy_data, rows.count)
+        sensor_ids, ts, current, volts, pf, rssi, bridge = rows.columns
+        ts_us = np.rint(np.asarray(ts, dtype=np.float64) * 1e6).astype(np.int64)
+        late = np.isin(raw_readings.day_of(ts_us), list(packed))
+        raw = raw_readings.concat([raw_readings.Raw.build(*(np.asarray(c)[late] for c in (
+            sensor_ids, ts_us, current, volts, pf, rssi, bridge)))])
+        merged, leftover = raw_readings.merge_late(conn, raw)
+        metrics.LATE_MERGED.inc(merged)
+        rest = raw.take(leftover)
+        hot = [np.concatenate([c[~late], r]) for c, r in zip(
+            rows.columns, (rest.sensor_id, rest.ts_s, rest.current_a, rest.voltage_v, rest.power_factor,
+                           rest.rssi_dbw, rest.bridge_id), strict=True)]
+        if not len(hot[0]):
+            return merged
+        return merged + self._copy(conn, encode_readings(*hot), len(hot[0]))
+
+    def _copy(self, conn: psycopg.Connection[Any], copy_data: bytes, count: int) -> int:
+        """COPY into `readings`; returns how many were new."""
         try:
             with conn.transaction(), conn.cursor() as cur, cur.copy(
                     f"COPY readings ({_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(rows.copy_data)
-            return rows.count
+                cp.write(copy_data)
+            return count
         except psycopg.errors.UniqueViolation:
             pass  # a resend: some of these are stored already
         with conn.cursor() as cur:
             with cur.copy(f"COPY staging_readings ({_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(rows.copy_data)
+                cp.write(copy_data)
             cur.execute(sql.SQL("""INSERT INTO readings ({columns}) SELECT {columns} FROM staging_readings
                                    ON CONFLICT (sensor_id, ts) DO NOTHING""").format(columns=sql.SQL(_COPY_COLUMNS)))
             stored = cur.rowcount
@@ -369,6 +394,7 @@ def encode_rows(parts: list[Columns]) -> Rows:
     sensor_ids, ts = columns[0], columns[1]
     minutes = np.floor(ts / 60.0).astype(np.int64)
     first, last = int(minutes.min()), int(minutes.max())
+    days = list(range(first // 1440, last // 1440 + 1)) if last - first <= 2880 else np.unique(minutes // 1440).tolist()
     # A real-time batch touches a minute or two: a mask per minute beats sorting 100,000
     # keys. A sensor named twice in a minute is harmless (the worker takes a set).
     span = range(first, last + 1) if last - first <= 60 else np.unique(minutes).tolist()
@@ -377,4 +403,4 @@ def encode_rows(parts: list[Columns]) -> Rows:
         chunk = sensor_ids[minutes == minute]
         if len(chunk):
             dirty.append((minute * 60, SensorIds(chunk)))
-    return Rows(len(sensor_ids), encode_readings(*columns), dirty)
+    return Rows(len(sensor_ids), encode_readings(*columns), dirty, columns, days)

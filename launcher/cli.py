@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -351,6 +351,38 @@ def retention(dry_run: Annotated[bool, typer.Option(help="Report only; remove no
         return
     with psycopg.connect(url, autocommit=True) as conn:
         show(run_retention(conn, settings, dry_run=dry_run))
+
+
+@app.command()
+def packing(once: Annotated[bool, typer.Option(help="One pass, then exit.")] = False,
+            before: Annotated[datetime | None, typer.Option(
+                help="With --once: pack the days that end by this time instead of the late-data window's.")] = None,
+            ) -> None:
+    """Move raw readings older than the late-data window into the packed tier (one
+    compressed row per sensor and day), and check the packed rows' checksums."""
+    import psycopg
+
+    from wattline.packed_tier import PackReport, pack_due, packing_service
+
+    settings = _settings()
+    configure_logging(settings.log_json)
+
+    def show(report: PackReport) -> None:
+        for day, count in report.per_day.items():
+            typer.echo(f"packed {day}: {count} reading(s)")
+
+    if once:
+        window = timedelta(hours=settings.late_window_hours)
+        now = None
+        if before is not None:
+            now, window = before.replace(tzinfo=before.tzinfo or UTC), timedelta(0)
+        with psycopg.connect(_database_url(), autocommit=True) as conn:
+            report = pack_due(conn, window, now=now, sensors_per_batch=settings.packing_sensors_per_batch)
+        show(report)
+        typer.echo(f"{report.readings} reading(s) into {report.rows} row(s), {report.chunks_dropped} chunk(s) "
+                   f"dropped, in {report.seconds:.1f} s")
+        return
+    run_until_signalled(packing_service(settings, on_report=show), settings.packing_health_port)
 
 
 @app.command("bridge-claim-code")

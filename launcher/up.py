@@ -39,6 +39,7 @@ LONG_RUNNING = (
     ServiceSpec("alerts", ("alerts",), "alerts_health_port"),
     ServiceSpec("exports", ("exports",), "exports_health_port"),
     ServiceSpec("retention", ("retention", "--every-hours", "6"), "retention_health_port"),
+    ServiceSpec("packing", ("packing",), "packing_health_port"),
 )
 
 

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
@@ -21,7 +21,9 @@ from sensor_sim.faults import Faults
 from sensor_sim.fleet import build_fleet
 from sensor_sim.publisher import Report, Simulator
 from sensor_sim.seed import seed_catalogue
+from wattline import raw_readings
 from wattline.domain import Connection, Resolution, Role
+from wattline.packed_tier import PackReport, pack_due
 from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.site_builder import (
     BuiltSite,
@@ -167,13 +169,39 @@ def one_reading(bridge: str, serial: str, t: float) -> list[RawPack]:
 
 
 def stored(db: psycopg.Connection[Any]) -> int:
-    return count(db, "SELECT count(*) FROM readings")
+    """Readings stored, in both tiers."""
+    return count(db, "SELECT (SELECT count(*) FROM readings) + (SELECT COALESCE(sum(n), 0) FROM readings_packed)")
+
+
+def all_readings(db: psycopg.Connection[Any]) -> raw_readings.Raw:
+    """Every stored reading, both tiers, through the product's own reader."""
+    ids = [r[0] for r in db.execute("SELECT id FROM sensors ORDER BY id")]
+    return raw_readings.read(db, ids, float("-inf"), float("inf"))
 
 
 def stored_set(db: psycopg.Connection[Any]) -> set[tuple[str, float]]:
-    rows = db.execute("""SELECT s.serial, extract(epoch FROM r.ts)::float8 FROM readings r
-                         JOIN sensors s ON s.id = r.sensor_id""").fetchall()
-    return {(serial, round(ts, 3)) for serial, ts in rows}
+    serial = dict(db.execute("SELECT id, serial FROM sensors").fetchall())
+    raw = all_readings(db)
+    return {(serial[s], round(t, 3)) for s, t in zip(raw.sensor_id.tolist(), raw.ts_s.tolist(), strict=True)}
+
+
+#: Where a test's raw readings sit when it reads them: as written, or moved to the packed tier.
+TIERS = ("hot", "packed")
+
+
+def pack_all(database_url: str) -> PackReport:
+    """Pack every day there is, today's too, as if the late-data window had passed."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return pack_due(conn, timedelta(0), now=datetime(9000, 1, 1, tzinfo=UTC), sensors_per_batch=3)
+
+
+def settle(database_url: str, tier: str) -> None:
+    """Put the readings written so far in `tier` (for tests that run on both)."""
+    if tier == "packed":
+        report = pack_all(database_url)
+        with psycopg.connect(database_url) as conn:
+            assert count(conn, "SELECT count(*) FROM readings") == 0
+        assert report.readings > 0
 
 
 def run_sim(mqtt_url: str, faults: Faults | None = None, *, minutes: float = 5, sites: int = 1,

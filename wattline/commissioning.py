@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import psycopg
 
-from wattline import audit, queries
+from wattline import audit, queries, raw_readings
 from wattline.assignments import node_history
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import sensor_state
@@ -103,12 +104,18 @@ def live_check(conn: Conn, p: Principal, site_id: int, *, interval_s: float, bri
     return _checks(conn, rows, interval_s, now or datetime.now(UTC))
 
 
+def _all_zero_last_minute(conn: Conn, sensor_ids: list[int], now: datetime) -> set[int]:
+    """Sensors with at least 3 readings since a minute before `now`, all of them 0 A."""
+    raw = raw_readings.read(conn, sensor_ids, now.timestamp() - 60 + 1e-6, float("inf"))
+    ids, counts = np.unique(raw.sensor_id, return_counts=True)
+    nonzero = set(np.unique(raw.sensor_id[raw.current_a != 0]).tolist())
+    return {int(s) for s, c in zip(ids.tolist(), counts.tolist(), strict=True) if c >= 3 and s not in nonzero}
+
+
 def _checks(conn: Conn, rows: list[dict[str, Any]], interval_s: float, now: datetime) -> list[SensorCheck]:
     params = electrical(conn, sorted({r["node_id"] for r in rows if r["node_id"] is not None}))
     ids = [r["id"] for r in rows]
-    quiet = {r["sensor_id"] for r in fetch_all(conn, """
-        SELECT sensor_id FROM readings WHERE sensor_id = ANY(%s) AND ts > %s - interval '1 minute'
-        GROUP BY sensor_id HAVING max(current_a) = 0 AND count(*) >= 3""", (ids, now))}
+    quiet = _all_zero_last_minute(conn, ids, now)
     checks = []
     for r in rows:
         state, detail = sensor_state(r["last_seen_at"], r["last_current_a"], r["ct_rating_a"], interval_s, now)
@@ -167,10 +174,8 @@ def handover(conn: Conn, p: Principal, site_id: int, *, interval_s: float) -> li
                                                   ([s.assigned_by for s in spans if s.assigned_by],))}
     rows = []
     for s in sorted(spans, key=lambda s: (order[s.node_id], s.valid_from or datetime.min.replace(tzinfo=UTC))):
-        seen = fetch_one(conn, """SELECT min(ts) AS first, max(ts) AS last FROM readings WHERE sensor_id = %s
-                                  AND ts >= COALESCE(%s, '-infinity'::timestamptz)
-                                  AND ts < COALESCE(%s, 'infinity'::timestamptz)""",
-                         (s.sensor_id, s.valid_from, s.valid_to))
+        span = raw_readings.first_and_last(conn, [s.sensor_id], s.valid_from, s.valid_to)
+        seen = {"first": span[0], "last": span[1]} if span else None
         names = _ancestry(by_id, s.node_id)
         rows.append({"panel": names.get("panel", ""), "circuit": names.get("circuit", ""),
                      "device": names.get("device", ""), "sensor": s.serial, "phase": s.phase,

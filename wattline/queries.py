@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from wattline import raw_readings
 from wattline.buckets import bucket_bounds
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Resolution
@@ -126,8 +127,7 @@ def bridge(conn: Conn, p: Principal, bridge_id: int) -> Row | None:
 _SENSOR_COLUMNS = """se.id, se.serial, se.bridge_id, b.serial AS bridge_serial, se.node_id, n.name AS node_name,
                      se.phase, se.ct_rating_a, se.assigned_at, se.first_seen_at,
                      last.ts AS last_seen_at, last.current_a AS last_current_a, last.rssi_dbw AS last_rssi_dbw"""
-_LAST_READING = """LEFT JOIN LATERAL (SELECT r.ts, r.current_a, r.rssi_dbw FROM readings r WHERE r.sensor_id = se.id
-                                      ORDER BY r.ts DESC LIMIT 1) last ON true"""
+_LAST_READING = "LEFT JOIN LATERAL wattline_last_reading(se.id) last ON true"  # both tiers (sql/026)
 
 
 def sensors(conn: Conn, p: Principal, site_id: int, *, discovered_only: bool = False,
@@ -299,7 +299,7 @@ def band_costs_by_node(conn: Conn, p: Principal, site_id: int, days: list[dateti
 
 
 def sensor_readings(conn: Conn, p: Principal, serial: str, t_from: datetime, t_to: datetime) -> tuple[
-        Row | None, list[tuple[Any, ...]]]:
+        Row | None, raw_readings.Raw]:
     """A visible sensor's metadata (with its node's `Electrical` parameters) and raw readings in a range."""
     where, params = scope(p)
     meta = _one(conn, sql.SQL("""
@@ -308,12 +308,7 @@ def sensor_readings(conn: Conn, p: Principal, serial: str, t_from: datetime, t_t
         JOIN customers c ON c.id = s.customer_id LEFT JOIN nodes n ON n.id = se.node_id
         WHERE se.serial = %(serial)s AND {where}""").format(where=where), {**params, "serial": serial})
     if meta is None:
-        return None, []
+        return None, raw_readings.empty()
     node = meta["node_id"]
     meta["electrical"] = electrical(conn, [node]).get(node, UNCONFIGURED) if node is not None else UNCONFIGURED
-    with conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute("""SELECT extract(epoch FROM ts)::float8, current_a, COALESCE(voltage_v, 'NaN'),
-                                     COALESCE(power_factor, 'NaN')
-                              FROM readings WHERE sensor_id = %s AND ts >= %s AND ts < %s ORDER BY ts""",
-                           (meta["id"], t_from, t_to)).fetchall()
-    return meta, rows
+    return meta, raw_readings.read(conn, [meta["id"]], t_from, t_to)

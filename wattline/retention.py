@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from wattline import audit
+from wattline.packed_tier import packed_readings_older_than, trim_before
 from wattline.service import LoopService
 from wattline.settings import Settings
 
@@ -30,10 +31,13 @@ class Category:
     setting: str
     hypertable: bool = True
     extra_where: str = ""
+    #: Rows hold many readings (the packed tier): counted and trimmed by reading, not by row.
+    packed: bool = False
 
 
 CATEGORIES = (
     Category("raw readings", "readings", "ts", "retention_raw_days"),
+    Category("packed raw readings", "readings_packed", "day", "retention_raw_days", packed=True),
     Category("1-minute rollups", "rollups_1m", "bucket", "retention_1m_days"),
     Category("15-minute rollups", "rollups_15m", "bucket", "retention_15m_days"),
     Category("hourly rollups", "rollups_1h", "bucket", "retention_1h_days"),
@@ -84,6 +88,9 @@ def run_retention(conn: psycopg.Connection[Any], settings: Settings, *, now: dat
         cutoff = now - timedelta(days=days)
         table = sql.Identifier(cat.table)
         where = sql.SQL("{} < %(cutoff)s{}").format(sql.Identifier(cat.time_column), sql.SQL(cat.extra_where))
+        if cat.packed:
+            report.append(_packed_retention(conn, cat, days, cutoff, dry_run))
+            continue
         with conn.transaction():
             row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table, where),
                                {"cutoff": cutoff}).fetchone()
@@ -103,6 +110,19 @@ def run_retention(conn: psycopg.Connection[Any], settings: Settings, *, now: dat
             audit.record(conn, None, "retention", "system", "retention",
                          removed={r.table: r.rows for r in report if r.rows})
     return report
+
+
+def _packed_retention(conn: psycopg.Connection[Any], cat: Category, days: int, cutoff: datetime,
+                      dry_run: bool) -> Removed:
+    """The packed tier: whole chunks dropped, then the day that straddles the cut-off re-packed
+    without its older readings. Counted in readings, like the raw tier."""
+    if dry_run:
+        return Removed(cat.name, cat.table, days, cutoff.isoformat(), packed_readings_older_than(conn, cutoff), 0)
+    with conn.transaction():
+        readings = packed_readings_older_than(conn, cutoff)
+        chunks = len(conn.execute("SELECT drop_chunks(%s, older_than => %s)", (cat.table, cutoff)).fetchall())
+    trim_before(conn, cutoff)
+    return Removed(cat.name, cat.table, days, cutoff.isoformat(), readings, chunks)
 
 
 def as_rows(report: list[Removed]) -> list[dict[str, Any]]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import psycopg
 
+from wattline import raw_readings
+
 #: The advisory lock the rollup worker holds while it writes, so that workers never interleave.
 ROLLUP_LOCK = 0x726F_6C6C  # "roll"
 
@@ -43,15 +45,15 @@ def queue_history(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], *,
             row = cur.execute("""INSERT INTO work_progress (kind, subject_type, subject_id)
                                  VALUES ('backfill', 'sensor', %s) RETURNING id""", (progress_of,)).fetchone()
         progress_id = row[0] if row else None
+    span = raw_readings.first_and_last(conn, sensor_ids, since)
     cur = conn.execute(
         """INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, node_ids, progress_id)
-           SELECT greatest(d, x.lo), least(d + interval '1 day', x.hi), %(sensors)s::bigint[], %(nodes)s::bigint[],
-                  %(progress)s
-           FROM (SELECT min(ts) AS lo, max(ts) AS hi FROM readings
-                 WHERE sensor_id = ANY(%(sensors)s) AND ts >= COALESCE(%(since)s::timestamptz, '-infinity')) x,
-                generate_series(time_bucket('1 day', x.lo), x.hi, interval '1 day') d
-           WHERE x.lo IS NOT NULL""",
-        {"sensors": list(sensor_ids), "nodes": list(former_nodes), "since": since, "progress": progress_id})
+           SELECT greatest(d, %(lo)s::timestamptz), least(d + interval '1 day', %(hi)s::timestamptz),
+                  %(sensors)s::bigint[], %(nodes)s::bigint[], %(progress)s
+           FROM generate_series(time_bucket('1 day', %(lo)s::timestamptz), %(hi)s::timestamptz, interval '1 day') d
+           WHERE %(lo)s::timestamptz IS NOT NULL""",
+        {"sensors": list(sensor_ids), "nodes": list(former_nodes), "progress": progress_id,
+         "lo": span[0] if span else None, "hi": span[1] if span else None})
     if progress_id is not None:
         conn.execute("UPDATE work_progress SET total = %s WHERE id = %s", (cur.rowcount, progress_id))
     return cur.rowcount

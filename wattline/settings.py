@@ -118,6 +118,15 @@ class Settings(BaseSettings):
     local_smtp_port: int = 8025
     rollups_health_port: int = 9110
     retention_health_port: int = 9111
+    packing_health_port: int = 9113
+
+    # The packed tier of raw readings (`wattline packing`): days that ended more than the
+    # late-data window ago move into one compressed row per sensor and day. Late readings
+    # for a packed day are merged in, so the window trades ingest work for disk, never data.
+    late_window_hours: float = Field(default=48.0, ge=1.0)
+    packing_every_minutes: float = Field(default=15.0, gt=0)
+    #: Sensors whose day moves in one transaction (it holds that day's lock meanwhile).
+    packing_sensors_per_batch: int = Field(default=200, ge=1)
 
     # Retention (days; None keeps for good). Raw and 1-minute data about 3 months, as
     # PowerRadar does; coarser rollups kept. Enforced by `wattline retention`.

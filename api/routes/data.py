@@ -188,18 +188,20 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
         raise Problem(422, "Range too large", "a sensor's raw readings are kept about 3 months; ask for ≤ 93 days")
     settings = request.app.state.settings
     gap = settings.reporting_interval_s * settings.gap_factor
-    meta, rows = queries.sensor_readings(conn, p, serial, t_from - timedelta(seconds=gap),
-                                         t_to + timedelta(seconds=gap))
+    meta, raw = queries.sensor_readings(conn, p, serial, t_from - timedelta(seconds=gap),
+                                        t_to + timedelta(seconds=gap))
     if meta is None:
         raise not_found("sensor")
     volts, pf = meta["electrical"].conductor_voltage_v, meta["electrical"].effective_power_factor
     out: list[dict[str, Any]] = []
-    if rows:
-        arr = np.array(rows, dtype=np.float64)
-        power = readings_power(arr[:, 1], arr[:, 2], arr[:, 3], np.full(len(arr), volts), np.full(len(arr), pf))
+    if len(raw):
+        n_raw = len(raw)
+        current = raw.current_a.astype(np.float64)
+        power = readings_power(current, raw.voltage_v.astype(np.float64), raw.power_factor.astype(np.float64),
+                               np.full(n_raw, volts), np.full(n_raw, pf))
         t0 = t_from.timestamp() // 60 * 60
         n = int((t_to.timestamp() - t0) // 60) + 1
-        st = bucket_stats(np.zeros(len(arr), dtype=np.int64), arr[:, 0], power, arr[:, 1], 1, t0, 60.0, n, gap,
+        st = bucket_stats(np.zeros(n_raw, dtype=np.int64), raw.ts_s, power, current, 1, t0, 60.0, n, gap,
                           presorted=True)
         stamps = t0 + 60.0 * np.arange(n)
         inside = (stamps >= t_from.timestamp()) & (stamps < t_to.timestamp())

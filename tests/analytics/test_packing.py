@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from analytics.packing import CorruptPack, Readings, pack, prepare, unpack
+from wattline.packing import CorruptPack, Readings, pack, prepare, unpack
 
 EDGES = [0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, float("inf"), float("-inf"), 12.345,
          230.1, 0.95, -71.5]

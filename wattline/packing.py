@@ -109,6 +109,7 @@ def encode_ints(values: I64, widths: I64) -> U8:
 
 @numba.njit(cache=True, nogil=True)
 def decode_ints(data: U8, n: int, widths: I64) -> I64:
+    """`n` integers that `encode_ints` wrote."""
     out = np.empty(n, dtype=np.int64)
     pos = 0
     last = len(widths) - 1
@@ -164,6 +165,7 @@ def encode_xor(bits: npt.NDArray[np.uint32]) -> U8:
 
 @numba.njit(cache=True, nogil=True)
 def decode_xor(data: U8, n: int) -> npt.NDArray[np.uint32]:
+    """`n` words that `encode_xor` wrote."""
     out = np.empty(n, dtype=np.uint32)
     if n == 0:
         return out
@@ -267,14 +269,20 @@ def pack(readings: Readings) -> bytes:
     return MAGIC + struct.pack("<I", zlib.crc32(body)) + body
 
 
-def unpack(data: bytes | memoryview) -> Readings:
-    """The readings of a packed row; `CorruptPack` if its checksum or structure fails."""
+def verify(data: bytes | memoryview) -> memoryview:
+    """The row's bytes if its magic and checksum hold; `CorruptPack` if not."""
     view = memoryview(data)
     if len(view) < 23 or bytes(view[:3]) != MAGIC:
         raise CorruptPack("not a packed row")
     (crc,) = struct.unpack_from("<I", view, 3)
     if zlib.crc32(view[7:]) != crc:
         raise CorruptPack("checksum mismatch")
+    return view
+
+
+def unpack(data: bytes | memoryview) -> Readings:
+    """The readings of a packed row; `CorruptPack` if its checksum or structure fails."""
+    view = verify(data)
     try:
         n, t0 = struct.unpack_from("<Iq", view, 7)
         (length,) = struct.unpack_from("<I", view, 19)

@@ -1,0 +1,249 @@
+"""The packing job: days older than the late-data window move from `readings` into one
+packed row per sensor and day (`wattline packing`), plus the checksum scrub and the
+packed tier's retention. The locking protocol is in `wattline.raw_readings`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import psycopg
+import structlog
+
+from wattline.raw_readings import (
+    DAY_LOCK,
+    DAY_US,
+    PG_EPOCH_US,
+    PackedRow,
+    Raw,
+    _dt,
+    _unpack_or_quarantine,
+    _us,
+    concat,
+    pack_row,
+    quarantine,
+    write_rows,
+)
+from wattline.service import LoopService
+from wattline.settings import Settings
+
+log = structlog.get_logger("wattline.packing")
+
+
+# -- the packing job -----------------------------------------------------------------------------
+_TAKE = """COPY (DELETE FROM readings WHERE ts >= %s AND ts < %s AND sensor_id >= %s AND sensor_id < %s
+                RETURNING sensor_id, ts, current_a, COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN'),
+                          COALESCE(rssi_dbw, 'NaN'), bridge_id)
+           TO STDOUT (FORMAT BINARY)"""
+_TAKEN = np.dtype([("n", ">i2"), ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
+                   ("l2", ">i4"), ("current_a", ">f4"), ("l3", ">i4"), ("voltage_v", ">f4"), ("l4", ">i4"),
+                   ("power_factor", ">f4"), ("l5", ">i4"), ("rssi_dbw", ">f4"), ("l6", ">i4"), ("bridge_id", ">i8")])
+_COPY_HEADER = 19  # signature, flags, header extension length
+
+
+def _take(conn: psycopg.Connection[Any], lo_us: int, hi_us: int, first_sensor: int, end_sensor: int) -> Raw:
+    """Delete a range of sensors' readings in [lo, hi) from `readings` and return them: what
+    is deleted is exactly what is returned, whatever commits meanwhile. Binary COPY, read
+    as one fixed-width numpy array (no NULLs: optional columns come as NaN)."""
+    with conn.cursor() as cur, cur.copy(_TAKE, (_dt(lo_us), _dt(hi_us), first_sensor, end_sensor)) as cp:
+        data = b"".join(bytes(b) for b in cp)
+    body = np.frombuffer(data, dtype=np.uint8)[_COPY_HEADER:len(data) - 2] if len(data) > _COPY_HEADER else b""
+    rows = np.frombuffer(body, dtype=_TAKEN) if len(body) else np.empty(0, dtype=_TAKEN)
+    if len(rows) and not (rows["n"] == 7).all():
+        raise RuntimeError("unexpected COPY row shape")
+    return concat([Raw.build(rows["sensor_id"], rows["ts"].astype(np.int64) + PG_EPOCH_US, rows["current_a"],
+                             rows["voltage_v"], rows["power_factor"], rows["rssi_dbw"], rows["bridge_id"])])
+
+
+def _packed_rows(conn: psycopg.Connection[Any], raw: Raw, day: int) -> list[PackedRow]:
+    """The day's taken readings as packed rows, merged into rows already there (defensive:
+    the protocol keeps a sensor's day in one tier, but a merge costs nothing when it does)."""
+    if not len(raw):
+        return []
+    sensors = np.unique(raw.sensor_id)
+    existing = conn.execute("""SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
+                               WHERE day = %s AND sensor_id = ANY(%s) FOR UPDATE""",
+                            (_dt(day * DAY_US), sensors.tolist())).fetchall()
+    old = {int(p.sensor_id[0]): p for p in _unpack_or_quarantine(conn, existing) if len(p)}
+    bounds = [*np.searchsorted(raw.sensor_id, sensors, side="left").tolist(), len(raw)]
+    out = []
+    for k, sensor in enumerate(sensors.tolist()):
+        part = raw.take(slice(bounds[k], bounds[k + 1]))
+        if sensor in old:
+            part = concat([old[sensor], part])
+        out.append(pack_row(part, day))
+    return out
+
+
+@dataclass
+class PackReport:
+    """What a packing pass moved."""
+
+    days: int = 0
+    readings: int = 0
+    rows: int = 0
+    batches: int = 0
+    chunks_dropped: int = 0
+    seconds: float = 0.0
+    per_day: dict[str, int] = field(default_factory=dict)
+
+
+def _sensor_ranges(conn: psycopg.Connection[Any], per_batch: int) -> list[tuple[int, int]]:
+    """Ranges of sensor ids covering every id (the first from the lowest possible, the last to
+    the highest), each with about `per_batch` known sensors."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM sensors ORDER BY id").fetchall()]
+    cuts = ids[per_batch::per_batch]
+    return list(pairwise([-(2 ** 63), *cuts, 2 ** 63 - 1]))
+
+
+def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int = 200,
+             stop: threading.Event | None = None, report: PackReport | None = None) -> PackReport:
+    """Move one UTC day (number since 1970) from `readings` to `readings_packed`, a batch of
+    sensors per transaction; then drop the day's emptied chunk. Safe to kill and re-run."""
+    report = report or PackReport()
+    lo, hi = day * DAY_US, (day + 1) * DAY_US
+    for first, end in _sensor_ranges(conn, sensors_per_batch):
+        if stop is not None and stop.is_set():
+            return report
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
+            conn.execute("INSERT INTO packed_days (day) VALUES (%s) ON CONFLICT DO NOTHING", (_dt(lo),))
+            taken = _take(conn, lo, hi, first, end)
+            report.rows += write_rows(conn, _packed_rows(conn, taken, day))
+            report.readings += len(taken)
+            report.batches += 1
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
+        left = conn.execute("SELECT 1 FROM readings WHERE ts >= %s AND ts < %s LIMIT 1", (_dt(lo), _dt(hi))).fetchone()
+        if left is None:
+            # Only a chunk that lies wholly inside the day is dropped (drop_chunks' own rule).
+            report.chunks_dropped += len(conn.execute(
+                "SELECT drop_chunks('readings', older_than => %s::timestamptz, newer_than => %s::timestamptz)",
+                (_dt(hi), _dt(lo))).fetchall())
+            conn.execute("UPDATE packed_days SET finished_at = now() WHERE day = %s", (_dt(lo),))
+    report.days += 1
+    return report
+
+
+def packable_days(conn: psycopg.Connection[Any], before: datetime) -> list[int]:
+    """UTC days that end by `before` and still have readings in `readings`, oldest first:
+    found from the hypertable's chunks, not by scanning rows."""
+    rows = conn.execute("""SELECT range_start, range_end FROM timescaledb_information.chunks
+                           WHERE hypertable_name = 'readings' AND range_start < %s ORDER BY range_start""",
+                        (before,)).fetchall()
+    last = _us(before) // DAY_US  # days < last end by `before`
+    days: set[int] = set()
+    for start, end in rows:
+        first_day = _us(start) // DAY_US
+        end_day = -(-_us(end) // DAY_US)
+        days.update(range(first_day, min(end_day, last)))
+    return sorted(days)
+
+
+def pack_due(conn: psycopg.Connection[Any], window: timedelta, *, now: datetime | None = None,
+             sensors_per_batch: int = 200, stop: threading.Event | None = None,
+             on_day: Callable[[int, PackReport], None] | None = None) -> PackReport:
+    """Pack every day that ended more than `window` ago (one pass of the packing service)."""
+    started = time.perf_counter()
+    report = PackReport()
+    for day in packable_days(conn, (now or datetime.now(UTC)) - window):
+        if stop is not None and stop.is_set():
+            break
+        before = report.readings
+        pack_day(conn, day, sensors_per_batch=sensors_per_batch, stop=stop, report=report)
+        report.per_day[_dt(day * DAY_US).date().isoformat()] = report.readings - before
+        if on_day is not None:
+            on_day(day, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# -- scrub and retention -------------------------------------------------------------------------
+def scrub(conn: psycopg.Connection[Any], *, since: datetime | None = None, batch: int = 2000) -> tuple[int, int]:
+    """Check every packed row's checksum (packed since `since`, if given); quarantine those
+    that fail. Returns (rows checked, rows quarantined)."""
+    from wattline.packing import CorruptPack, verify
+    checked = bad = 0
+    after: tuple[int, datetime] = (-(2 ** 63), _dt(0))
+    while True:
+        rows = conn.execute("""SELECT sensor_id, day, data FROM readings_packed
+                               WHERE (sensor_id, day) > (%s, %s) AND packed_at >= COALESCE(%s::timestamptz, '-infinity')
+                               ORDER BY sensor_id, day LIMIT %s""", (*after, since, batch)).fetchall()
+        if not rows:
+            return checked, bad
+        for sensor_id, day, data in rows:
+            checked += 1
+            try:
+                verify(data)
+            except CorruptPack as exc:
+                bad += 1
+                quarantine(conn, sensor_id, day, str(exc))
+        after = (rows[-1][0], rows[-1][1])
+
+
+def trim_before(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
+    """Retention of the packed tier to the microsecond: rows of days wholly before `cutoff`
+    go (the caller has dropped whole chunks first), a row that straddles it is re-packed
+    without its older readings. Returns how many readings went."""
+    removed = 0
+    with conn.transaction():
+        gone = conn.execute("DELETE FROM readings_packed WHERE last_ts < %s RETURNING n", (cutoff,)).fetchall()
+        removed += sum(int(r[0]) for r in gone)
+        rows = conn.execute("""SELECT sensor_id, (extract(epoch FROM day) / 86400)::int8, data, bridge_ids,
+                                      bridge_runs FROM readings_packed WHERE first_ts < %s FOR UPDATE""",
+                            (cutoff,)).fetchall()
+        keep_from = _us(cutoff)
+        rewritten = []
+        for part in _unpack_or_quarantine(conn, ((r[0], _dt(r[1] * DAY_US), r[2], r[3], r[4]) for r in rows)):
+            kept = part.take(part.ts_us >= keep_from)
+            removed += len(part) - len(kept)
+            rewritten.append(pack_row(kept, int(part.ts_us[0]) // DAY_US))
+        write_rows(conn, rewritten)
+    return removed
+
+
+def packed_readings_older_than(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
+    """How many packed readings retention would remove (a dry run's count; rows that straddle
+    the cut-off are unpacked to count exactly)."""
+    row = conn.execute("SELECT COALESCE(sum(n), 0) FROM readings_packed WHERE last_ts < %s", (cutoff,)).fetchone()
+    count = int(row[0]) if row else 0
+    rows = conn.execute("""SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
+                           WHERE first_ts < %s AND last_ts >= %s""", (cutoff, cutoff)).fetchall()
+    for part in _unpack_or_quarantine(conn, rows):
+        count += int((part.ts_us < _us(cutoff)).sum())
+    return count
+
+
+def packing_service(settings: Settings, *, on_report: Callable[[PackReport], None] | None = None) -> LoopService:
+    """`wattline packing` as a long-running service: each pass packs the days that are due,
+    then checks the checksums of the rows packed since the last check (all of them once a day)."""
+    window = timedelta(hours=settings.late_window_hours)
+    scrubbed: dict[str, datetime | None] = {"since": None, "full_at": None}
+    service: LoopService
+
+    def one_pass(conn: psycopg.Connection[Any]) -> bool:
+        report = pack_due(conn, window, sensors_per_batch=settings.packing_sensors_per_batch,
+                          stop=service.stop_event)
+        if report.readings:
+            log.info("packed", days=report.days, readings=report.readings, rows=report.rows,
+                     seconds=round(report.seconds, 1))
+        now = datetime.now(UTC)
+        full = scrubbed["full_at"] is None or now - scrubbed["full_at"] > timedelta(days=1)
+        checked, bad = scrub(conn, since=None if full else scrubbed["since"])
+        if bad:
+            log.error("packed rows quarantined", checked=checked, quarantined=bad)
+        scrubbed["since"] = now
+        if full:
+            scrubbed["full_at"] = now
+        if on_report is not None:
+            on_report(report)
+        return False
+
+    service = LoopService("packing", settings.database_url, one_pass, settings.packing_every_minutes * 60.0)
+    return service

@@ -1,0 +1,335 @@
+"""Raw readings in two tiers, read the same way.
+
+- `readings`: one row per (sensor, time), as the gateway writes them.
+- `readings_packed`: one row per sensor and UTC day, compressed by `wattline.packing`, for
+  days older than the late-data window (`WATTLINE_LATE_WINDOW_HOURS`, default 48).
+
+Each (sensor, time) lives in exactly one tier. Three parties move readings, and an advisory
+lock per UTC day (class `DAY_LOCK`) keeps them apart:
+
+- the packing job (`pack_day`) holds it exclusively while it moves a batch of sensors' day
+  from `readings` into packed rows (DELETE … RETURNING, pack, upsert: one transaction, so a
+  kill at any point loses and doubles nothing);
+- ingest holds it shared while it writes readings of that day. For a day whose packing has
+  begun (`packed_days`), a sensor that already has a packed row gets its readings merged in
+  (`merge_late`: unpack, merge, re-pack, under the row's lock); one that has none is
+  inserted into `readings` as usual, for the job to pick up;
+- readers read both tiers in one statement, so one snapshot sees each reading once.
+
+A packed row that fails its checksum is moved to `readings_packed_quarantine`, counted and
+logged; it is never read as data (its readings read as a gap, not as zeros).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+import structlog
+from prometheus_client import Counter
+from psycopg.rows import tuple_row
+
+log = structlog.get_logger("wattline.raw_readings")
+
+#: Advisory lock class of a reading day; the key is the day's number since 1970 (sql/026).
+DAY_LOCK = 20
+DAY_US = 86_400_000_000
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix µs, where binary timestamptz counts from
+
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+
+CORRUPT = Counter("wattline_packed_rows_corrupt_total", "Packed rows that failed their checksum and were quarantined")
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Readings of several sensors, ordered by (sensor, time), each (sensor, time) once.
+    Optional columns are NaN where a reading has none; times in Unix microseconds."""
+
+    sensor_id: I64
+    ts_us: I64
+    current_a: F32
+    voltage_v: F32
+    power_factor: F32
+    rssi_dbw: F32
+    bridge_id: I64
+
+    @classmethod
+    def build(cls, sensor_id: npt.ArrayLike, ts_us: npt.ArrayLike, current_a: npt.ArrayLike, voltage_v: npt.ArrayLike,
+              power_factor: npt.ArrayLike, rssi_dbw: npt.ArrayLike, bridge_id: npt.ArrayLike) -> Raw:
+        """Columns in any array form, cast to the stored types."""
+        f32 = [np.ascontiguousarray(c, dtype=np.float32) for c in (current_a, voltage_v, power_factor, rssi_dbw)]
+        return cls(np.ascontiguousarray(sensor_id, dtype=np.int64), np.ascontiguousarray(ts_us, dtype=np.int64),
+                   f32[0], f32[1], f32[2], f32[3], np.ascontiguousarray(bridge_id, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    @property
+    def ts_s(self) -> npt.NDArray[np.float64]:
+        """Times in Unix seconds."""
+        return self.ts_us / 1e6
+
+    def take(self, pick: npt.NDArray[Any] | slice) -> Raw:
+        """The readings a mask, index array or slice picks."""
+        return Raw(*(np.ascontiguousarray(getattr(self, f)[pick]) for f in _FIELDS))
+
+
+_FIELDS = ("sensor_id", "ts_us", "current_a", "voltage_v", "power_factor", "rssi_dbw", "bridge_id")
+
+
+def empty() -> Raw:
+    """No readings."""
+    f = np.empty(0, dtype=np.float32)
+    return Raw(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), f, f, f, f, np.empty(0, dtype=np.int64))
+
+
+#: Bounds for "no bound": datetime's own range (years 1 to 9999), beyond any reading's.
+_NEVER, _ALWAYS = -62_135_596_800_000_000, 253_402_300_799_000_000
+
+
+def _us(t: datetime | float) -> int:
+    if isinstance(t, int | float):
+        return _ALWAYS if t == float("inf") else _NEVER if t == float("-inf") else round(t * 1e6)
+    return round(t.timestamp() * 1e6)
+
+
+def _dt(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+def day_of(ts_us: I64) -> I64:
+    """The UTC day number (since 1970) of each time."""
+    return np.floor_divide(ts_us, DAY_US)
+
+
+def concat(parts: Sequence[Raw]) -> Raw:
+    """Parts merged into one ordered set; where a (sensor, time) repeats, the earliest part wins
+    (callers put the tier stored first first)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty()
+    cols = [np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS]
+    order = np.lexsort((cols[1], cols[0]))  # stable: ties keep the earlier part first
+    cols = [c[order] for c in cols]
+    keep = np.ones(len(order), dtype=bool)
+    keep[1:] = (cols[0][1:] != cols[0][:-1]) | (cols[1][1:] != cols[1][:-1])
+    return Raw(*(np.ascontiguousarray(c[keep]) for c in cols))
+
+
+# -- packed rows ---------------------------------------------------------------------------------
+def _expand_bridges(ids: Sequence[int], runs: Sequence[int], n: int) -> I64:
+    out = np.repeat(np.asarray(ids, dtype=np.int64), np.asarray(runs, dtype=np.int64))
+    if len(out) != n:
+        from wattline.packing import CorruptPack
+        raise CorruptPack(f"bridge runs cover {len(out)} readings, the row has {n}")
+    return out
+
+
+def _runs(bridge_id: I64) -> tuple[list[int], list[int]]:
+    starts = np.flatnonzero(np.r_[True, bridge_id[1:] != bridge_id[:-1]])
+    lengths = np.diff(np.r_[starts, len(bridge_id)])
+    return bridge_id[starts].tolist(), lengths.tolist()
+
+
+def unpack_row(sensor_id: int, data: bytes | memoryview, bridge_ids: Sequence[int], bridge_runs: Sequence[int]) -> Raw:
+    """A packed row's readings; `CorruptPack` if it does not check out."""
+    from wattline.packing import unpack
+    r = unpack(data)
+    n = len(r)
+    return Raw(np.full(n, sensor_id, dtype=np.int64), r.ts_us, r.current_a, r.voltage_v, r.power_factor, r.rssi_dbw,
+               _expand_bridges(bridge_ids, bridge_runs, n))
+
+
+@dataclass(frozen=True)
+class PackedRow:
+    """A sensor's day as a `readings_packed` row."""
+
+    sensor_id: int
+    day: datetime
+    data: bytes
+    n: int
+    first_ts: datetime
+    last_ts: datetime
+    bridge_ids: list[int]
+    bridge_runs: list[int]
+    last_current_a: float
+    last_rssi_dbw: float | None
+
+    def values(self) -> tuple[Any, ...]:
+        """Parameters of `_UPSERT`."""
+        return (self.sensor_id, self.day, self.first_ts, self.last_ts, self.n, self.bridge_ids, self.bridge_runs,
+                self.last_current_a, self.last_rssi_dbw, self.data)
+
+
+def pack_row(raw: Raw, day: int) -> PackedRow:
+    """One sensor's readings of one UTC day (ordered, unique times) as a packed row."""
+    from wattline.packing import Readings, pack
+    data = pack(Readings(raw.ts_us, raw.current_a, raw.voltage_v, raw.power_factor, raw.rssi_dbw))
+    ids, runs = _runs(raw.bridge_id)
+    rssi = float(raw.rssi_dbw[-1])
+    return PackedRow(int(raw.sensor_id[0]), _dt(day * DAY_US), data, len(raw), _dt(int(raw.ts_us[0])),
+                     _dt(int(raw.ts_us[-1])), ids, runs, float(raw.current_a[-1]), None if rssi != rssi else rssi)
+
+
+_UPSERT = """INSERT INTO readings_packed (sensor_id, day, first_ts, last_ts, n, bridge_ids, bridge_runs,
+                                          last_current_a, last_rssi_dbw, data)
+              VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+              ON CONFLICT (sensor_id, day) DO UPDATE SET first_ts = EXCLUDED.first_ts, last_ts = EXCLUDED.last_ts,
+                  n = EXCLUDED.n, bridge_ids = EXCLUDED.bridge_ids, bridge_runs = EXCLUDED.bridge_runs,
+                  last_current_a = EXCLUDED.last_current_a, last_rssi_dbw = EXCLUDED.last_rssi_dbw,
+                  data = EXCLUDED.data, packed_at = now()"""
+
+
+def write_rows(conn: psycopg.Connection[Any], rows: Iterable[PackedRow]) -> int:
+    """Insert or replace packed rows; returns how many."""
+    values = [r.values() for r in rows]
+    if values:
+        with conn.cursor() as cur:
+            cur.executemany(_UPSERT, values)
+    return len(values)
+
+
+def quarantine(conn: psycopg.Connection[Any], sensor_id: int, day: datetime, reason: str) -> None:
+    """Move a packed row that does not check out aside, byte for byte; never raises (a reader
+    in a read-only transaction only reports it, and the packing job's scrub moves it later)."""
+    CORRUPT.inc()
+    log.error("packed row corrupt", sensor_id=sensor_id, day=day.date().isoformat(), reason=reason)
+    try:
+        with conn.transaction():
+            conn.execute("""WITH moved AS (DELETE FROM readings_packed WHERE sensor_id = %s AND day = %s
+                                           RETURNING sensor_id, day, data)
+                            INSERT INTO readings_packed_quarantine (sensor_id, day, reason, data)
+                            SELECT sensor_id, day, %s, data FROM moved""", (sensor_id, day, reason))
+    except psycopg.Error as exc:
+        log.warning("packed row left for the scrub", sensor_id=sensor_id, error=type(exc).__name__)
+
+
+def _unpack_or_quarantine(conn: psycopg.Connection[Any], rows: Iterable[tuple[Any, ...]]) -> list[Raw]:
+    """(sensor_id, day, data, bridge_ids, bridge_runs) rows unpacked; corrupt ones quarantined."""
+    from wattline.packing import CorruptPack
+    out, corrupt = [], []
+    for sensor_id, day, data, ids, runs in rows:
+        try:
+            out.append(unpack_row(sensor_id, data, ids, runs))
+        except CorruptPack as exc:
+            corrupt.append((sensor_id, day, str(exc)))
+    for sensor_id, day, reason in corrupt:
+        quarantine(conn, sensor_id, day, reason)
+    return out
+
+
+# -- reading -------------------------------------------------------------------------------------
+_READ = """
+SELECT sensor_id, (extract(epoch FROM ts) * 1000000)::int8, current_a, COALESCE(voltage_v, 'NaN'),
+       COALESCE(power_factor, 'NaN'), COALESCE(rssi_dbw, 'NaN'), bridge_id,
+       NULL::timestamptz, NULL::bytea, NULL::bigint[], NULL::integer[]
+FROM readings WHERE sensor_id = ANY(%(sensors)s) AND ts >= %(lo)s AND ts < %(hi)s
+UNION ALL
+SELECT sensor_id, NULL, NULL, NULL, NULL, NULL, NULL, day, data, bridge_ids, bridge_runs
+FROM readings_packed
+WHERE sensor_id = ANY(%(sensors)s) AND day > %(lo)s - interval '1 day' AND day < %(hi)s
+  AND last_ts >= %(lo)s AND first_ts < %(hi)s"""
+
+
+def read(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datetime | float,
+         t_to: datetime | float) -> Raw:
+    """The sensors' readings in [t_from, t_to) from both tiers (times as datetimes or Unix s)."""
+    if not len(sensor_ids):
+        return empty()
+    lo, hi = _us(t_from), _us(t_to)
+    with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+        rows = cur.execute(_READ, {"sensors": [int(s) for s in sensor_ids], "lo": _dt(lo), "hi": _dt(hi)}).fetchall()
+    hot = [r[:7] for r in rows if r[8] is None]
+    parts = _unpack_or_quarantine(conn, ((r[0], r[7], r[8], r[9], r[10]) for r in rows if r[8] is not None))
+    for k, part in enumerate(parts):
+        inside = (part.ts_us >= lo) & (part.ts_us < hi)
+        if not inside.all():
+            parts[k] = part.take(inside)
+    if hot:
+        cols = list(zip(*hot, strict=True))
+        parts.append(Raw.build(*cols))
+    return concat(parts)
+
+
+def first_and_last(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datetime | None = None,
+                   t_to: datetime | None = None) -> tuple[datetime, datetime] | None:
+    """The first and the last reading time of any of the sensors in [t_from, t_to), both tiers.
+    Packed rows whose day lies wholly inside the range answer from their columns; only a row
+    that straddles an end is unpacked."""
+    if not len(sensor_ids):
+        return None
+    lo = _us(t_from) if t_from is not None else _NEVER
+    hi = _us(t_to) if t_to is not None else _ALWAYS
+    ids = [int(s) for s in sensor_ids]
+    hot = conn.execute("""SELECT (extract(epoch FROM min(ts)) * 1000000)::int8,
+                                 (extract(epoch FROM max(ts)) * 1000000)::int8
+                          FROM readings WHERE sensor_id = ANY(%s) AND ts >= %s AND ts < %s""",
+                       (ids, _dt(lo), _dt(hi))).fetchone()
+    found = [v for v in (hot or ()) if v is not None]
+    meta = conn.execute("""SELECT sensor_id, day, (extract(epoch FROM first_ts) * 1000000)::int8,
+                                  (extract(epoch FROM last_ts) * 1000000)::int8
+                           FROM readings_packed WHERE sensor_id = ANY(%s) AND last_ts >= %s AND first_ts < %s
+                           ORDER BY day""", (ids, _dt(lo), _dt(hi))).fetchall()
+    inside = [(m[2], m[3]) for m in meta if m[2] >= lo and m[3] < hi]
+    for first, last in inside:
+        found += [first, last]
+    straddling = [m for m in meta if not (m[2] >= lo and m[3] < hi)]
+    if straddling:
+        rows = conn.execute("""SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
+                               WHERE (sensor_id, day) IN (SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))""",
+                            ([m[0] for m in straddling], [m[1] for m in straddling])).fetchall()
+        for part in _unpack_or_quarantine(conn, rows):
+            ts = part.ts_us[(part.ts_us >= lo) & (part.ts_us < hi)]
+            if len(ts):
+                found += [int(ts[0]), int(ts[-1])]
+    if not found:
+        return None
+    return _dt(min(found)), _dt(max(found))
+
+
+# -- late data into a packed day -----------------------------------------------------------------
+def lock_days(conn: psycopg.Connection[Any], days: Sequence[int]) -> set[int]:
+    """Shared locks on these UTC days for the transaction; returns those whose packing has begun."""
+    row = conn.execute("SELECT wattline_lock_reading_days(%s::timestamptz[])",
+                       ([_dt(int(d) * DAY_US) for d in days],)).fetchone()
+    stamps = row[0] if row else []
+    return {_us(t) // DAY_US for t in stamps}
+
+
+def merge_late(conn: psycopg.Connection[Any], raw: Raw) -> tuple[int, npt.NDArray[np.bool_]]:
+    """Merge readings of days whose packing has begun (the caller holds `lock_days` on them)
+    into their sensors' packed rows: unpack, merge (a time already stored keeps its first
+    reading), re-pack, under the row's lock. Returns how many were new, and a mask of the
+    readings whose sensor has no packed row that day yet (they go into `readings`)."""
+    days = day_of(raw.ts_us)
+    pairs = np.unique(np.stack([raw.sensor_id, days]), axis=1)
+    rows = conn.execute(
+        """SELECT sensor_id, (extract(epoch FROM day) / 86400)::int8, data, bridge_ids, bridge_runs
+           FROM readings_packed WHERE (sensor_id, day) IN
+               (SELECT s, to_timestamp(d * 86400) FROM unnest(%s::bigint[], %s::bigint[]) AS u(s, d))
+           ORDER BY sensor_id, day FOR UPDATE""", (pairs[0].tolist(), pairs[1].tolist())).fetchall()
+    leftover = np.ones(len(raw), dtype=bool)
+    stored, updated = 0, []
+    from wattline.packing import CorruptPack
+    for sensor_id, day, data, ids, runs in rows:
+        mine = (raw.sensor_id == sensor_id) & (days == day)
+        leftover &= ~mine
+        try:
+            old = unpack_row(sensor_id, data, ids, runs)
+        except CorruptPack as exc:
+            quarantine(conn, sensor_id, _dt(day * DAY_US), str(exc))
+            leftover |= mine  # the day's row is gone; these start it afresh in `readings`
+            continue
+        merged = concat([old, raw.take(mine)])
+        if len(merged) > len(old):
+            stored += len(merged) - len(old)
+            updated.append(pack_row(merged, day))
+    write_rows(conn, updated)
+    return stored, leftover
