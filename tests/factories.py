@@ -195,7 +195,7 @@ def pack_all(database_url: str) -> PackReport:
         return pack_due(conn, timedelta(0), now=datetime(9000, 1, 1, tzinfo=UTC), sensors_per_batch=3)
 
 
-def settle(database_url: str, tier: str) -> None:
+def move_to_tier(database_url: str, tier: str) -> None:
     """Put the readings written so far in `tier` (for tests that run on both)."""
     if tier == "packed":
         report = pack_all(database_url)

@@ -34,7 +34,7 @@ from sensor_sim.fleet import Circuit, Fleet, build_fleet
 from sensor_sim.profiles import Profile
 from sensor_sim.publisher import Report, Simulator
 from sensor_sim.seed import seed_catalogue
-from tests.factories import count, wait_for
+from tests.factories import TIERS, count, move_to_tier, stored, wait_for
 from tests.fixtures.gateway import RunningGateway, settings_for
 from tests.fixtures.receivers import Receiver
 from wattline.settings import Settings
@@ -72,10 +72,9 @@ def publish(mqtt_url: str, fleet: Fleet, start: float, end: float, *, interval_s
 def settle(db: psycopg.Connection[Any], readings: int, gap_s: float = 30.0) -> None:
     """Wait until the gateway stored `readings` and roll up whatever is still dirty."""
     try:
-        wait_for(lambda: count(db, "SELECT count(*) FROM readings") >= readings, timeout_s=60)
+        wait_for(lambda: stored(db) >= readings, timeout_s=60)
     except AssertionError:
-        print(db.execute("SELECT reason, count(*) FROM rejected_readings GROUP BY 1").fetchall(),
-              count(db, "SELECT count(*) FROM readings"), readings)
+        print(db.execute("SELECT reason, count(*) FROM rejected_readings GROUP BY 1").fetchall(), stored(db), readings)
         raise
     engine = RollupEngine(gap_s)
     while engine.process_dirty(db):
@@ -174,9 +173,10 @@ def test_threshold_respects_hours_and_hold(db: psycopg.Connection[Any], mqtt_url
 
 
 # -- offline -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("tier", TIERS)
 def test_silent_sensor_raises_once_and_clears_when_it_reports_again(
         db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway],
-        settings: Settings) -> None:
+        settings: Settings, database_url: str, tier: str) -> None:
     fleet = build_fleet(1, 1, 8)
     seed_catalogue(db, fleet)
     quiet = fleet.serials[3]
@@ -185,6 +185,7 @@ def test_silent_sensor_raises_once_and_clears_when_it_reports_again(
     silence = LoadChange((quiet,), t0 + 600, t0 + 3600, silent=True)
     report = publish(mqtt_url, fleet, t0, t0 + 1200, faults=Faults(load_changes=(silence,)))
     settle(db, report.readings_generated)
+    move_to_tier(database_url, tier)  # packed: the sensor's last reading and its return are read from there
     offline = rule(db, SensorOffline(intervals=6))
     evaluate(db, settings, t0 + 1200)
     evaluate(db, settings, t0 + 1210)

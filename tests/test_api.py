@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.factories import Tenant, auth, drain
+from tests.factories import TIERS, Tenant, auth, drain, move_to_tier
 from wattline import catalogue
 from wattline.accounts import create_user
 from wattline.domain import Role
@@ -293,8 +293,11 @@ def test_tariff_versions_never_rewrite_history(client: TestClient, tenants: tupl
     assert [v["name"] for v in versions] == ["Next year", "Flat"]
 
 
-def test_sensor_and_site_measurements(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
+@pytest.mark.parametrize("tier", TIERS)
+def test_sensor_and_site_measurements(client: TestClient, tenants: tuple[Tenant, Tenant], database_url: str,
+                                      tier: str) -> None:
     a, b = tenants
+    move_to_tier(database_url, tier)  # a sensor's measurements come from its raw readings, in either tier
     h = auth(a.tokens["viewer"])
     sensor = client.get(f"/v1/sensors/{a.sensor_serial}/measurements", headers=h,
                         params={**query(), "resolution": "15m"})

@@ -167,9 +167,10 @@ def test_a_packing_job_killed_with_minus_9_loses_and_doubles_nothing(db: psycopg
     kills = 0
     for at_rows in (3, 30, 60):  # killed at three points of the job
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        reached = wait_for(lambda n=at_rows, p=proc: count(db, "SELECT count(*) FROM readings_packed") >= n
-                           or p.poll() is not None, 120)
-        assert reached
+        def far_enough(n: int = at_rows, p: subprocess.Popen[bytes] = proc) -> bool:
+            return count(db, "SELECT count(*) FROM readings_packed") >= n or p.poll() is not None
+
+        assert wait_for(far_enough, 120)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -191,7 +192,7 @@ def test_a_corrupt_packed_row_is_quarantined_never_read_as_zeros(db: psycopg.Con
     fill(db, sensors=4, days=2)
     before = all_readings(db)
     pack_all(database_url)
-    victim, day = db.execute("SELECT sensor_id, day FROM readings_packed ORDER BY sensor_id, day LIMIT 1").fetchone()
+    victim, day = db.execute("SELECT sensor_id, day FROM readings_packed ORDER BY sensor_id, day LIMIT 1").fetchall()[0]
     db.execute("UPDATE readings_packed SET data = set_byte(data, 60, get_byte(data, 60) # 85) "
                "WHERE sensor_id = %s AND day = %s", (victim, day))
     corrupt_before = raw_readings.CORRUPT._value.get()

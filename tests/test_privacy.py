@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 
-from tests.factories import Tenant, auth, count
+from tests.factories import TIERS, Tenant, all_readings, auth, count, move_to_tier, stored
 from tests.factories import run_cli as run
 from wattline import privacy
 from wattline.accounts import create_user, issue_key
@@ -88,15 +88,19 @@ def test_rectification_is_audited_without_the_values(client: TestClient, db: psy
         "ada.king@example.com", "facility_manager")
 
 
+@pytest.mark.parametrize("tier", TIERS)
 def test_erasure_anonymises_the_person_and_keeps_the_organisations_data(
-        client: TestClient, db: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant], database_url: str) -> None:
+        client: TestClient, db: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant], database_url: str,
+        tier: str) -> None:
     a, b = tenants
+    move_to_tier(database_url, tier)
     uid, token = person(db, a)
     me = auth(token)
     client.put("/v1/me/consents", json={"channel": "sms", "granted": True}, headers=me)
     client.post("/v1/support-requests", json={"subject": "Ada's question", "body": "Call Ada on 07700 900000"},
                 headers=me)
-    readings, rollups = count(db, "SELECT count(*) FROM readings"), count(db, "SELECT count(*) FROM rollups_1m")
+    readings, rollups = stored(db), count(db, "SELECT count(*) FROM rollups_1m")
+    assert readings > 0
     assert client.post(f"/v1/users/{uid}/erase", headers=auth(b.tokens["customer_admin"])).status_code == 404
     res = client.post(f"/v1/users/{uid}/erase", headers=auth(a.tokens["customer_admin"]))
     assert res.status_code == 200, res.text
@@ -114,8 +118,7 @@ def test_erasure_anonymises_the_person_and_keeps_the_organisations_data(
             assert secret not in dump, (table, secret)
     assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'erase' AND subject_id = %s", str(uid)) == 1
     # Usage data belongs to the organisation and stays.
-    assert (count(db, "SELECT count(*) FROM readings"), count(db, "SELECT count(*) FROM rollups_1m")) == (
-        readings, rollups)
+    assert (stored(db), count(db, "SELECT count(*) FROM rollups_1m")) == (readings, rollups)
     assert client.post(f"/v1/users/{uid}/erase", headers=auth(a.tokens["customer_admin"])).status_code == 409
     # The CLI erases too, and asks for confirmation first.
     other, _ = person(db, a, "grace@example.com")
@@ -149,9 +152,17 @@ def test_consent_per_channel_and_withdrawal_takes_effect_at_once(
     assert privacy.marketing_audience(db, "post") == []
 
 
+@pytest.mark.parametrize("tier", TIERS)
 def test_retention_drops_old_data_per_category_and_reports_it(
-        db: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant], database_url: str) -> None:
+        db: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant], database_url: str, tier: str) -> None:
     a, _ = tenants
+
+    def readings_older(days: float) -> int:
+        return int((all_readings(db).ts_s < time.time() - days * 86400).sum())
+
+    def readings_newer(days: float) -> int:
+        return int((all_readings(db).ts_s > time.time() - days * 86400).sum())
+
     sensor = db.execute("SELECT id FROM sensors WHERE serial = %s", (a.sensor_serial,)).fetchone()[0]
     now = datetime.now(UTC)
     old = [now - timedelta(days=d) for d in (400, 200, 120, 95)]
@@ -169,20 +180,22 @@ def test_retention_drops_old_data_per_category_and_reports_it(
     db.execute("""INSERT INTO support_requests (customer_id, subject, body, created_at, closed_at)
                   VALUES (%s, 'old', 'x', now() - interval '3 years', now() - interval '3 years'),
                          (%s, 'open', 'x', now() - interval '3 years', NULL)""", (a.customer_id, a.customer_id))
-    recent = count(db, "SELECT count(*) FROM readings WHERE ts > now() - interval '1 day'")
+    move_to_tier(database_url, tier)
+    raw = "raw readings" if tier == "hot" else "packed raw readings"
+    recent = readings_newer(1)
     assert recent > 0
     env = {"WATTLINE_DATABASE_URL": database_url}
     dry = run("retention", "--dry-run", env=env)
     assert dry.exit_code == 0 and "would remove 4 row(s)" in dry.output
-    assert count(db, "SELECT count(*) FROM readings WHERE ts < now() - interval '93 days'") == 4
+    assert readings_older(93) == 4
     out = run("retention", env=env)
     assert out.exit_code == 0, out.output
     lines = {line.split("  ")[0]: line for line in out.output.splitlines()}
-    assert "removed 4 row(s)" in lines["raw readings"] and "removed 4 row(s)" in lines["1-minute rollups"]
+    assert "removed 4 row(s)" in lines[raw] and "removed 4 row(s)" in lines["1-minute rollups"]
     assert "kept for good" in lines["hourly rollups"]
     assert "removed 1 row(s)" in lines["audit log"] and "removed 1 row(s)" in lines["support records"]
-    assert count(db, "SELECT count(*) FROM readings WHERE ts < now() - interval '93 days'") == 0
-    assert count(db, "SELECT count(*) FROM readings WHERE ts > now() - interval '1 day'") == recent
+    assert readings_older(93) == 0
+    assert readings_newer(1) == recent
     assert count(db, "SELECT count(*) FROM rollups_1m WHERE bucket < now() - interval '93 days'") == 0
     assert count(db, "SELECT count(*) FROM rollups_1h WHERE bucket < now() - interval '93 days'") == 4
     assert count(db, "SELECT count(*) FROM rejected_readings WHERE received_at < now() - interval '30 days'") == 0

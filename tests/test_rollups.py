@@ -19,8 +19,11 @@ from ingest.writer import BatchWriter
 from tests.factories import (
     GAP,
     ROLLUP_TABLES,
+    TIERS,
+    all_readings,
     count,
     drain,
+    move_to_tier,
     one_circuit_site,
     run_sim,
     snapshot,
@@ -37,23 +40,25 @@ from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, 
 COVERAGE = 4  # index in a snapshot row
 
 
+@pytest.mark.parametrize("tier", TIERS)
 def test_incremental_rollups_equal_full_recompute_and_raw_energy(
-        db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway]) -> None:
+        db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway], database_url: str,
+        tier: str) -> None:
     start_gateway()
     t0 = (time.time() // 3600) * 3600 - 3 * 3600
     report = run_sim(mqtt_url, seed_db=db, minutes=40, start=t0)
     wait_for(lambda: stored(db) >= len(report.expected))
     drain(db)
     incremental = {t: snapshot(db, t) for t in ROLLUP_TABLES}
+    move_to_tier(database_url, tier)  # the full re-computation reads the readings from there
     db.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}")
     RollupEngine(GAP).recompute_range(db, datetime.fromtimestamp(t0 - 3600, UTC),
                                       datetime.fromtimestamp(t0 + 7200, UTC))
     for table in ROLLUP_TABLES:
         assert snapshot(db, table) == incremental[table], table
     # The site total equals the trapezoid energy of every assigned sensor's raw readings.
-    rows = db.execute("""SELECT r.sensor_id, extract(epoch FROM r.ts)::float8, r.current_a FROM readings r
-                         ORDER BY r.sensor_id, r.ts""").fetchall()
-    arr = np.array(rows, dtype=float)
+    raw = all_readings(db)
+    arr = np.column_stack([raw.sensor_id, raw.ts_s, raw.current_a]).astype(float)
     volts = 400 / np.sqrt(3)
     expected = 0.0
     for sensor in np.unique(arr[:, 0]):
@@ -67,13 +72,16 @@ def test_incremental_rollups_equal_full_recompute_and_raw_energy(
     assert site_total is not None and site_total[0] == pytest.approx(expected, rel=1e-6)
 
 
-def test_late_reading_recomputes_exactly_its_buckets(db: psycopg.Connection[Any], database_url: str) -> None:
+@pytest.mark.parametrize("tier", TIERS)
+def test_late_reading_recomputes_exactly_its_buckets(db: psycopg.Connection[Any], database_url: str,
+                                                     tier: str) -> None:
     circuit = one_circuit_site(db).nodes["C"]
     base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
     # Every 10 s for an hour, but a hole from 10:20:00 to 10:21:00 (wider than the gap limit).
     readings = [("CT-1", base + i * 10, 10.0) for i in range(360) if not 120 < i < 126]
     write(database_url, readings)
     drain(db)
+    move_to_tier(database_url, tier)  # packed: the late reading merges into the day's packed row
     before = snapshot(db, "rollups_1m")
     computed_before = computed_at(db)
     minute = datetime.fromtimestamp(base + 1200, UTC)
@@ -134,13 +142,16 @@ def test_main_meter_remainder_and_nested_sums(db: psycopg.Connection[Any], datab
     assert got[root][0] == pytest.approx(wh["CT-MAIN"])  # the main meter, never main + children
 
 
-def test_assigning_a_discovered_sensor_backfills_its_history(db: psycopg.Connection[Any], database_url: str) -> None:
+@pytest.mark.parametrize("tier", TIERS)
+def test_assigning_a_discovered_sensor_backfills_its_history(db: psycopg.Connection[Any], database_url: str,
+                                                             tier: str) -> None:
     site = one_circuit_site(db).site_id
     other = catalogue.upsert_node(db, site, db.execute("SELECT id FROM nodes WHERE kind='panel'").fetchone()[0],
                                   "circuit", "D", "D")
     base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
     write(database_url, [("CT-NEW", base + i * 10, 5.0) for i in range(61)])
     drain(db)
+    move_to_tier(database_url, tier)  # the back-fill reads the history from there
     assert count(db, "SELECT count(*) FROM discovered_sensors WHERE serial = 'CT-NEW'") == 1
     assert count(db, "SELECT count(*) FROM rollups_1m WHERE node_id = %s", other) == 0
     assignments.assign(db, None, "CT-NEW", other, 1, 32.0)

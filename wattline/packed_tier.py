@@ -23,6 +23,7 @@ from wattline.raw_readings import (
     PackedRow,
     Raw,
     _dt,
+    _q,
     _unpack_or_quarantine,
     _us,
     concat,
@@ -67,7 +68,7 @@ def _packed_rows(conn: psycopg.Connection[Any], raw: Raw, day: int) -> list[Pack
     if not len(raw):
         return []
     sensors = np.unique(raw.sensor_id)
-    existing = conn.execute("""SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
+    existing = _q(conn, """SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
                                WHERE day = %s AND sensor_id = ANY(%s) FOR UPDATE""",
                             (_dt(day * DAY_US), sensors.tolist())).fetchall()
     old = {int(p.sensor_id[0]): p for p in _unpack_or_quarantine(conn, existing) if len(p)}
@@ -97,7 +98,7 @@ class PackReport:
 def _sensor_ranges(conn: psycopg.Connection[Any], per_batch: int) -> list[tuple[int, int]]:
     """Ranges of sensor ids covering every id (the first from the lowest possible, the last to
     the highest), each with about `per_batch` known sensors."""
-    ids = [r[0] for r in conn.execute("SELECT id FROM sensors ORDER BY id").fetchall()]
+    ids = [r[0] for r in _q(conn, "SELECT id FROM sensors ORDER BY id").fetchall()]
     cuts = ids[per_batch::per_batch]
     return list(pairwise([-(2 ** 63), *cuts, 2 ** 63 - 1]))
 
@@ -112,21 +113,21 @@ def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int 
         if stop is not None and stop.is_set():
             return report
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
-            conn.execute("INSERT INTO packed_days (day) VALUES (%s) ON CONFLICT DO NOTHING", (_dt(lo),))
+            _q(conn, "SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
+            _q(conn, "INSERT INTO packed_days (day) VALUES (%s) ON CONFLICT DO NOTHING", (_dt(lo),))
             taken = _take(conn, lo, hi, first, end)
             report.rows += write_rows(conn, _packed_rows(conn, taken, day))
             report.readings += len(taken)
             report.batches += 1
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
-        left = conn.execute("SELECT 1 FROM readings WHERE ts >= %s AND ts < %s LIMIT 1", (_dt(lo), _dt(hi))).fetchone()
+        _q(conn, "SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
+        left = _q(conn, "SELECT 1 FROM readings WHERE ts >= %s AND ts < %s LIMIT 1", (_dt(lo), _dt(hi))).fetchone()
         if left is None:
             # Only a chunk that lies wholly inside the day is dropped (drop_chunks' own rule).
-            report.chunks_dropped += len(conn.execute(
+            report.chunks_dropped += len(_q(conn,
                 "SELECT drop_chunks('readings', older_than => %s::timestamptz, newer_than => %s::timestamptz)",
                 (_dt(hi), _dt(lo))).fetchall())
-            conn.execute("UPDATE packed_days SET finished_at = now() WHERE day = %s", (_dt(lo),))
+            _q(conn, "UPDATE packed_days SET finished_at = now() WHERE day = %s", (_dt(lo),))
     report.days += 1
     return report
 
@@ -134,7 +135,7 @@ def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int 
 def packable_days(conn: psycopg.Connection[Any], before: datetime) -> list[int]:
     """UTC days that end by `before` and still have readings in `readings`, oldest first:
     found from the hypertable's chunks, not by scanning rows."""
-    rows = conn.execute("""SELECT range_start, range_end FROM timescaledb_information.chunks
+    rows = _q(conn, """SELECT range_start, range_end FROM timescaledb_information.chunks
                            WHERE hypertable_name = 'readings' AND range_start < %s ORDER BY range_start""",
                         (before,)).fetchall()
     last = _us(before) // DAY_US  # days < last end by `before`
@@ -172,7 +173,7 @@ def scrub(conn: psycopg.Connection[Any], *, since: datetime | None = None, batch
     checked = bad = 0
     after: tuple[int, datetime] = (-(2 ** 63), _dt(0))
     while True:
-        rows = conn.execute("""SELECT sensor_id, day, data FROM readings_packed
+        rows = _q(conn, """SELECT sensor_id, day, data FROM readings_packed
                                WHERE (sensor_id, day) > (%s, %s) AND packed_at >= COALESCE(%s::timestamptz, '-infinity')
                                ORDER BY sensor_id, day LIMIT %s""", (*after, since, batch)).fetchall()
         if not rows:
@@ -193,9 +194,9 @@ def trim_before(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
     without its older readings. Returns how many readings went."""
     removed = 0
     with conn.transaction():
-        gone = conn.execute("DELETE FROM readings_packed WHERE last_ts < %s RETURNING n", (cutoff,)).fetchall()
+        gone = _q(conn, "DELETE FROM readings_packed WHERE last_ts < %s RETURNING n", (cutoff,)).fetchall()
         removed += sum(int(r[0]) for r in gone)
-        rows = conn.execute("""SELECT sensor_id, (extract(epoch FROM day) / 86400)::int8, data, bridge_ids,
+        rows = _q(conn, """SELECT sensor_id, (extract(epoch FROM day) / 86400)::int8, data, bridge_ids,
                                       bridge_runs FROM readings_packed WHERE first_ts < %s FOR UPDATE""",
                             (cutoff,)).fetchall()
         keep_from = _us(cutoff)
@@ -211,9 +212,9 @@ def trim_before(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
 def packed_readings_older_than(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
     """How many packed readings retention would remove (a dry run's count; rows that straddle
     the cut-off are unpacked to count exactly)."""
-    row = conn.execute("SELECT COALESCE(sum(n), 0) FROM readings_packed WHERE last_ts < %s", (cutoff,)).fetchone()
+    row = _q(conn, "SELECT COALESCE(sum(n), 0) FROM readings_packed WHERE last_ts < %s", (cutoff,)).fetchone()
     count = int(row[0]) if row else 0
-    rows = conn.execute("""SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
+    rows = _q(conn, """SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
                            WHERE first_ts < %s AND last_ts >= %s""", (cutoff, cutoff)).fetchall()
     for part in _unpack_or_quarantine(conn, rows):
         count += int((part.ts_us < _us(cutoff)).sum())

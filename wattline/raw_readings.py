@@ -123,6 +123,11 @@ def concat(parts: Sequence[Raw]) -> Raw:
     return Raw(*(np.ascontiguousarray(c[keep]) for c in cols))
 
 
+def _q(conn: psycopg.Connection[Any], query: str, params: Any = None) -> psycopg.Cursor[tuple[Any, ...]]:
+    """Execute on a tuple-row cursor, whatever row factory the caller's connection has."""
+    return conn.cursor(row_factory=tuple_row).execute(query, params)
+
+
 # -- packed rows ---------------------------------------------------------------------------------
 def _expand_bridges(ids: Sequence[int], runs: Sequence[int], n: int) -> I64:
     out = np.repeat(np.asarray(ids, dtype=np.int64), np.asarray(runs, dtype=np.int64))
@@ -203,7 +208,7 @@ def quarantine(conn: psycopg.Connection[Any], sensor_id: int, day: datetime, rea
     log.error("packed row corrupt", sensor_id=sensor_id, day=day.date().isoformat(), reason=reason)
     try:
         with conn.transaction():
-            conn.execute("""WITH moved AS (DELETE FROM readings_packed WHERE sensor_id = %s AND day = %s
+            _q(conn, """WITH moved AS (DELETE FROM readings_packed WHERE sensor_id = %s AND day = %s
                                            RETURNING sensor_id, day, data)
                             INSERT INTO readings_packed_quarantine (sensor_id, day, reason, data)
                             SELECT sensor_id, day, %s, data FROM moved""", (sensor_id, day, reason))
@@ -268,12 +273,12 @@ def first_and_last(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_f
     lo = _us(t_from) if t_from is not None else _NEVER
     hi = _us(t_to) if t_to is not None else _ALWAYS
     ids = [int(s) for s in sensor_ids]
-    hot = conn.execute("""SELECT (extract(epoch FROM min(ts)) * 1000000)::int8,
+    hot = _q(conn, """SELECT (extract(epoch FROM min(ts)) * 1000000)::int8,
                                  (extract(epoch FROM max(ts)) * 1000000)::int8
                           FROM readings WHERE sensor_id = ANY(%s) AND ts >= %s AND ts < %s""",
                        (ids, _dt(lo), _dt(hi))).fetchone()
     found = [v for v in (hot or ()) if v is not None]
-    meta = conn.execute("""SELECT sensor_id, day, (extract(epoch FROM first_ts) * 1000000)::int8,
+    meta = _q(conn, """SELECT sensor_id, day, (extract(epoch FROM first_ts) * 1000000)::int8,
                                   (extract(epoch FROM last_ts) * 1000000)::int8
                            FROM readings_packed WHERE sensor_id = ANY(%s) AND last_ts >= %s AND first_ts < %s
                            ORDER BY day""", (ids, _dt(lo), _dt(hi))).fetchall()
@@ -282,7 +287,7 @@ def first_and_last(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_f
         found += [first, last]
     straddling = [m for m in meta if not (m[2] >= lo and m[3] < hi)]
     if straddling:
-        rows = conn.execute("""SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
+        rows = _q(conn, """SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
                                WHERE (sensor_id, day) IN (SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))""",
                             ([m[0] for m in straddling], [m[1] for m in straddling])).fetchall()
         for part in _unpack_or_quarantine(conn, rows):
@@ -297,7 +302,7 @@ def first_and_last(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_f
 # -- late data into a packed day -----------------------------------------------------------------
 def lock_days(conn: psycopg.Connection[Any], days: Sequence[int]) -> set[int]:
     """Shared locks on these UTC days for the transaction; returns those whose packing has begun."""
-    row = conn.execute("SELECT wattline_lock_reading_days(%s::timestamptz[])",
+    row = _q(conn, "SELECT wattline_lock_reading_days(%s::timestamptz[])",
                        ([_dt(int(d) * DAY_US) for d in days],)).fetchone()
     stamps = row[0] if row else []
     return {_us(t) // DAY_US for t in stamps}
@@ -310,7 +315,7 @@ def merge_late(conn: psycopg.Connection[Any], raw: Raw) -> tuple[int, npt.NDArra
     readings whose sensor has no packed row that day yet (they go into `readings`)."""
     days = day_of(raw.ts_us)
     pairs = np.unique(np.stack([raw.sensor_id, days]), axis=1)
-    rows = conn.execute(
+    rows = _q(conn,
         """SELECT sensor_id, (extract(epoch FROM day) / 86400)::int8, data, bridge_ids, bridge_runs
            FROM readings_packed WHERE (sensor_id, day) IN
                (SELECT s, to_timestamp(d * 86400) FROM unnest(%s::bigint[], %s::bigint[]) AS u(s, d))
