@@ -1,4 +1,4 @@
-"""`python -m bench [rollup|ingest|api|dashboard|scaleout|soak|packing|packsize ...]`: run benchmarks, print one table.
+"""`python -m bench [SUITE ...]` (suites below; none: all of them): run benchmarks, print one table.
 
 Every ratio in the table compares figures measured in the same run on the same machine;
 absolute numbers move with whatever else the (shared) machine is doing.
@@ -12,7 +12,7 @@ import sys
 
 from bench.common import Row, print_table
 
-SUITES = ("rollup", "ingest", "api", "dashboard", "scaleout", "soak", "packing", "packsize")
+SUITES = ("rollup", "ingest", "api", "dashboard", "scaleout", "soak", "packing", "packsize", "exports")
 
 
 def main(argv: list[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,14 +49,13 @@ def measurements_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_i
              if not job["node_ids"] or n["id"] in job["node_ids"]]
     count = 0
 
-    def rows() -> Any:
+    def batches() -> Iterator[queries.MeasurementBatch]:
         nonlocal count
-        for node_id in nodes:
-            for row in queries.measurements(conn, p, node_id, Resolution(job["resolution"]), start, end):
-                count += 1
-                yield row
+        for batch in queries.measurement_batches(conn, p, nodes, Resolution(job["resolution"]), start, end):
+            count += len(batch)
+            yield batch
 
-    body = b"".join(export_format.chunks(rows(), job["format"]))
+    body = export_format.body(batches(), job["format"])
     name = f"{_slug(job['name'])}_site-{site_id}_{start:%Y-%m-%d}_{job['resolution']}.{job['format']}"
     return ExportFile(name, body, MEDIA[job["format"]], count)
 

@@ -117,3 +117,55 @@ def fetch_tuples(conn: psycopg.Connection[Any], query: Query, params: Params = (
     """All rows as tuples."""
     with conn.cursor(row_factory=tuple_row) as cur:
         return cur.execute(query, params).fetchall()
+
+
+def copy_out(conn: psycopg.Connection[Any], query: sql.Composable) -> Iterator[memoryview]:
+    """`COPY (…) TO STDOUT` through libpq (psycopg.pq) directly: the rows' bytes as they
+    arrive, one `get_copy_data` call a row and nothing else.
+
+    psycopg's own `Copy` spends four Python frames a row (about 0.6 µs), which held a bulk
+    export to ~1.4 M rows/s before any encoding; this loop is what is left of it. Waiting
+    happens in `select`, which releases the GIL, so a reading thread and an encoding thread
+    overlap. Stopped early (the consumer went away), the COPY is cancelled and drained, so
+    the connection is usable again; a failed COPY raises psycopg's error for its SQLSTATE."""
+    import select
+
+    from psycopg import errors, pq
+
+    pg = conn.pgconn
+
+    def fail(result: pq.abc.PGresult) -> Exception:
+        state = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+        message = (result.error_message or b"").decode(errors="replace").strip()
+        return errors.lookup(state)(message) if state else psycopg.DatabaseError(message)
+
+    pg.send_query(query.as_bytes(conn))
+    started = pg.get_result()  # the COPY_OUT result, or the query's error
+    if started is None or started.status != pq.ExecStatus.COPY_OUT:
+        failure = started
+        while (extra := pg.get_result()) is not None:
+            failure = failure or extra
+        raise fail(failure) if failure is not None else psycopg.DatabaseError("COPY did not start")
+    finished = False
+    try:
+        while True:
+            nbytes, data = pg.get_copy_data(1)
+            if nbytes > 0:
+                yield data
+            elif nbytes == 0:  # nothing buffered: wait for the socket
+                select.select([pg.socket], [], [])
+                pg.consume_input()
+            else:
+                break
+        finished = True
+    finally:
+        if not finished:
+            conn.cancel()
+            while pg.get_copy_data(0)[0] >= 0:
+                pass
+        failure = None
+        while (result := pg.get_result()) is not None:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                failure = result
+        if failure is not None and finished:
+            raise fail(failure)

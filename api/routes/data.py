@@ -51,33 +51,33 @@ def checked_range(t_from: datetime, t_to: datetime) -> tuple[datetime, datetime]
 STREAM_WAIT_S = 10.0
 
 
-def _open_stream(request: Request, p: Principal, node_of: Callable[[Any], int | None], resolution: Resolution,
-                 t_from: datetime, t_to: datetime, fmt: str) -> Iterator[bytes]:
+def _open_stream(request: Request, p: Principal, nodes_of: Callable[[Any], list[int] | None],
+                 resolution: Resolution, t_from: datetime, t_to: datetime, fmt: str) -> Iterator[bytes]:
     """Take a connection and run the query *before* the response starts, then stream.
 
     A 200 cannot become an error once its first byte is out: a full pool or a failing
     query must surface here, as a 503 or a problem, never as a truncated body. The export
-    holds this one connection only (`node_of` finds the node on it: None is a 404)."""
+    holds this one connection only (`nodes_of` finds the nodes on it: None is a 404)."""
     pool = request.app.state.pool
     conn = pool.getconn(timeout=STREAM_WAIT_S)  # PoolTimeout: 503 with Retry-After (api.problems)
     stack = ExitStack()
     stack.callback(pool.putconn, conn)
     try:
-        node_id = node_of(conn)
-        if node_id is None:
+        node_ids = nodes_of(conn)
+        if node_ids is None:
             raise not_found("node")
         stack.enter_context(conn.transaction())
-        rows = queries.measurements(conn, p, node_id, resolution, t_from, t_to)
-        first = next(rows, None)  # runs the query and fetches the first batch
+        batches = queries.measurement_batches(conn, p, node_ids, resolution, t_from, t_to)
+        first = next(batches, None)  # runs the query and fetches the first batch
     except BaseException:
         stack.close()
         raise
-    return _encode(itertools.chain([] if first is None else [first], rows), fmt, stack)
+    return _encode(itertools.chain([] if first is None else [first], batches), fmt, stack)
 
 
-def _encode(rows: Iterator[dict[str, Any]], fmt: str, stack: ExitStack) -> Iterator[bytes]:
+def _encode(batches: Iterator[queries.MeasurementBatch], fmt: str, stack: ExitStack) -> Iterator[bytes]:
     with stack:  # the connection goes back when the body ends, or the client goes away
-        yield from export_format.chunks(rows, fmt)
+        yield from export_format.chunks(batches, fmt)
 
 
 
@@ -89,22 +89,27 @@ def node_measurements(node_id: int, request: Request, p: Reader,
                       t_to: Annotated[datetime, Query(alias="to", examples=["2026-11-02T00:00:00Z"])],
                       resolution: Resolution = Resolution.MIN15,
                       format: Literal["json", "csv"] = "json") -> StreamingResponse:
-    def visible(conn: Any) -> int | None:
-        return node_id if queries.node(conn, p, node_id) is not None else None
+    def visible(conn: Any) -> list[int] | None:
+        return [node_id] if queries.node(conn, p, node_id) is not None else None
 
     return _measurements(request, p, visible, f"node-{node_id}", t_from, t_to, resolution, format)
 
 
-def _measurements(request: Request, p: Principal, node_of: Callable[[Any], int | None], name: str,
+def _check_points(t_from: datetime, t_to: datetime, resolution: Resolution, nodes: int = 1) -> None:
+    points = (t_to - t_from).total_seconds() / 60 / resolution.minutes * nodes
+    if points > MAX_POINTS:
+        raise Problem(422, "Range too large", f"{int(points)} buckets at {resolution.value} (over {MAX_POINTS} a "
+                      "request); use a coarser resolution or a shorter range")
+
+
+def _measurements(request: Request, p: Principal, nodes_of: Callable[[Any], list[int] | None], name: str,
                   t_from: datetime, t_to: datetime, resolution: Resolution, format: str) -> StreamingResponse:
     t_from, t_to = checked_range(t_from, t_to)
-    points = (t_to - t_from).total_seconds() / 60 / resolution.minutes
-    if points > MAX_POINTS:
-        raise Problem(422, "Range too large", f"{int(points)} buckets at {resolution.value}; use a coarser resolution")
+    _check_points(t_from, t_to, resolution)
     media = "text/csv" if format == "csv" else "application/json"
     headers = {"Content-Disposition": f'attachment; filename="{name}-{resolution.value}.csv"'} \
         if format == "csv" else {}
-    return StreamingResponse(_open_stream(request, p, node_of, resolution, t_from, t_to, format), media_type=media,
+    return StreamingResponse(_open_stream(request, p, nodes_of, resolution, t_from, t_to, format), media_type=media,
                              headers=headers)
 
 
@@ -161,11 +166,29 @@ def site_measurements(site_id: int, request: Request, p: Reader,
                       t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")],
                       resolution: Resolution = Resolution.MIN15,
                       format: Literal["json", "csv"] = "json") -> StreamingResponse:
-    def root(conn: Any) -> int | None:
+    def root(conn: Any) -> list[int] | None:
         node = next((n for n in queries.tree(conn, p, site_id) if n["kind"] == "site"), None)
-        return None if node is None else int(node["id"])
+        return None if node is None else [int(node["id"])]
 
     return _measurements(request, p, root, f"site-{site_id}", t_from, t_to, resolution, format)
+
+
+@router.get("/sites/{site_id}/export", summary="Measurements of every node of a site (circuits, boards, the "
+            "root), streamed: one file, PowerRadar's columns, by node then time", responses=MEASUREMENT_RESPONSES)
+def site_export(site_id: int, request: Request, p: Reader,
+                t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")],
+                resolution: Resolution = Resolution.MIN15,
+                format: Literal["json", "csv"] = "json") -> StreamingResponse:
+    """The scheduled export's file, on demand. At most 2,000,000 rows a request (nodes ×
+    buckets): a month of 15-minute rows of a 500-circuit site is 1.5 M."""
+    def every_node(conn: Any) -> list[int] | None:
+        nodes = [int(n["id"]) for n in queries.tree(conn, p, site_id)]
+        if not nodes:
+            return None
+        _check_points(*checked_range(t_from, t_to), resolution, len(nodes))
+        return nodes
+
+    return _measurements(request, p, every_node, f"site-{site_id}-all", t_from, t_to, resolution, format)
 
 
 @router.get("/sensors/{serial}/measurements", summary="Measurements of one sensor (one conductor), from its raw "
@@ -176,12 +199,9 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
                         resolution: Resolution = Resolution.MIN15,
                         format: Literal["json", "csv"] = "json") -> Response:
     """Buckets are computed on request by the same Numba core as the rollups (a sensor's
-    history is its raw readings; rollups are kept per node). 1 h and 1 d follow the site's
-    clock and calendar, as node rollups do."""
-    import numpy as np
-
-    from analytics.rollup import bucket_stats, readings_power
-    from wattline.buckets import bucket_bounds
+    history is its raw readings, in either tier; rollups are kept per node). 1 h and 1 d
+    follow the site's clock and calendar, as node rollups do."""
+    from analytics.sensor_buckets import sensor_buckets
 
     t_from, t_to = checked_range(t_from, t_to)
     if t_to - t_from > timedelta(days=93):
@@ -192,36 +212,6 @@ def sensor_measurements(serial: str, request: Request, p: Reader, conn: Conn,
                                         t_to + timedelta(seconds=gap))
     if meta is None:
         raise not_found("sensor")
-    volts, pf = meta["electrical"].conductor_voltage_v, meta["electrical"].effective_power_factor
-    out: list[dict[str, Any]] = []
-    if len(raw):
-        n_raw = len(raw)
-        current = raw.current_a.astype(np.float64)
-        power = readings_power(current, raw.voltage_v.astype(np.float64), raw.power_factor.astype(np.float64),
-                               np.full(n_raw, volts), np.full(n_raw, pf))
-        t0 = t_from.timestamp() // 60 * 60
-        n = int((t_to.timestamp() - t0) // 60) + 1
-        st = bucket_stats(np.zeros(n_raw, dtype=np.int64), raw.ts_s, power, current, 1, t0, 60.0, n, gap,
-                          presorted=True)
-        stamps = t0 + 60.0 * np.arange(n)
-        inside = (stamps >= t_from.timestamp()) & (stamps < t_to.timestamp())
-        stamps = stamps[inside]
-        keys, _ = bucket_bounds(stamps, resolution, meta["timezone"])
-        buckets, which = np.unique(keys, return_inverse=True)
-        sums = {name: np.bincount(which, weights=np.asarray(col)[0][inside], minlength=len(buckets))
-                for name, col in (("energy", st.energy_wh), ("covered", st.covered_s), ("amp_s", st.amp_s),
-                                  ("samples", st.samples))}
-        for k, bucket in enumerate(buckets.tolist()):
-            covered = float(sums["covered"][k])
-            if covered == 0 and sums["samples"][k] == 0:
-                continue
-            out.append({"device_id": meta["id"], "device_name": meta["serial"],
-                        "time_utc": datetime.fromtimestamp(bucket, UTC), "resolution_minutes": resolution.minutes,
-                        "site_id": meta["site_id"], "site_name": meta["site_name"],
-                        "current_a": float(sums["amp_s"][k]) / covered if covered else 0.0, "voltage_v": volts,
-                        "power_w": float(sums["energy"][k]) * 3600 / covered if covered else 0.0,
-                        "power_factor": pf, "energy_wh": float(sums["energy"][k]), "coverage": None,
-                        "samples": int(sums["samples"][k])})
-    if format == "csv":
-        return Response(b"".join(export_format.csv_chunks(out)), media_type="text/csv")
-    return Response(b"".join(export_format.json_chunks(out)), media_type="application/json")
+    batch = sensor_buckets(meta, raw, resolution, t_from, t_to, gap)
+    return Response(export_format.body([batch], format),
+                    media_type="text/csv" if format == "csv" else "application/json")
