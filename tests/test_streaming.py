@@ -138,7 +138,7 @@ def test_a_copy_that_fails_mid_stream_raises_and_leaves_the_connection_usable(
     assert db.execute("SELECT 42").fetchone() == (42,)
     # Stopped early by its reader: cancelled and drained, the connection goes on.
     blocks = copy_out(db, sql.SQL("COPY (SELECT g FROM generate_series(1, 5000000) g) TO STDOUT"))
-    assert next(blocks) == b"1\n"
+    assert bytes(next(blocks)) == b"1\n"
     blocks.close()
     assert db.execute("SELECT 43").fetchone() == (43,)
     # A query that fails before any row raises at once.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -119,7 +119,7 @@ def fetch_tuples(conn: psycopg.Connection[Any], query: Query, params: Params = (
         return cur.execute(query, params).fetchall()
 
 
-def copy_out(conn: psycopg.Connection[Any], query: sql.Composable) -> Iterator[memoryview]:
+def copy_out(conn: psycopg.Connection[Any], query: sql.Composable) -> Generator[memoryview]:
     """`COPY (…) TO STDOUT` through libpq (psycopg.pq) directly: the rows' bytes as they
     arrive, one `get_copy_data` call a row and nothing else.
 
