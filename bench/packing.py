@@ -174,13 +174,13 @@ def _ingest_beside_packing(rounds: int = 2) -> list[Row]:
             waiter.start()
             time.sleep(2.0)  # past its start-up, into the packing
             started = time.perf_counter()
-            beside.append(gateway_throughput(stack, items, FLEET * ticks, port)[0])
+            beside.append(gateway_throughput(stack, items, FLEET * ticks, port, since=T0)[0])
             drained = time.perf_counter()
             waiter.join()
             overlap.append(min(1.0, (min(ended[0], drained) - started) / (drained - started)))
             empty(stack)
             with psycopg.connect(stack.database_url, autocommit=True) as conn:
-                conn.execute("TRUNCATE readings_packed, packed_days")
+                conn.execute("TRUNCATE readings, readings_packed, packed_days")
     a, b = median(alone), median(beside)
     rows += [Row("packing", "ingest alone (packs of 50)", a, "readings/s", f"median of {rounds}"),
              Row("packing", "ingest while the packing job runs", b, "readings/s",

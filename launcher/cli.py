@@ -377,7 +377,8 @@ def packing(once: Annotated[bool, typer.Option(help="One pass, then exit.")] = F
         if before is not None:
             now, window = before.replace(tzinfo=before.tzinfo or UTC), timedelta(0)
         with psycopg.connect(_database_url(), autocommit=True) as conn:
-            report = pack_due(conn, window, now=now, sensors_per_batch=settings.packing_sensors_per_batch)
+            report = pack_due(conn, window, now=now, sensors_per_batch=settings.packing_sensors_per_batch,
+                              duty=settings.packing_duty_cycle)
         show(report)
         typer.echo(f"{report.readings} reading(s) into {report.rows} row(s), {report.chunks_dropped} chunk(s) "
                    f"dropped, in {report.seconds:.1f} s")

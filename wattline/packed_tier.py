@@ -103,15 +103,21 @@ def _sensor_ranges(conn: psycopg.Connection[Any], per_batch: int) -> list[tuple[
     return list(pairwise([-(2 ** 63), *cuts, 2 ** 63 - 1]))
 
 
-def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int = 200,
+def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int = 200, duty: float = 1.0,
              stop: threading.Event | None = None, report: PackReport | None = None) -> PackReport:
     """Move one UTC day (number since 1970) from `readings` to `readings_packed`, a batch of
-    sensors per transaction; then drop the day's emptied chunk. Safe to kill and re-run."""
+    sensors per transaction; then drop the day's emptied chunk. Safe to kill and re-run.
+
+    `duty`: the share of time spent working. After each batch the job rests for as long as
+    the batch took × (1/duty − 1), like VACUUM's cost delay: packing is background work that
+    only has to keep up with a day a day, and ingest needs the cores more."""
     report = report or PackReport()
     lo, hi = day * DAY_US, (day + 1) * DAY_US
+    rest = 1.0 / duty - 1.0 if 0 < duty < 1 else 0.0
     for first, end in _sensor_ranges(conn, sensors_per_batch):
         if stop is not None and stop.is_set():
             return report
+        started = time.perf_counter()
         with conn.transaction():
             _q(conn, "SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
             _q(conn, "INSERT INTO packed_days (day) VALUES (%s) ON CONFLICT DO NOTHING", (_dt(lo),))
@@ -119,6 +125,12 @@ def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int 
             report.rows += write_rows(conn, _packed_rows(conn, taken, day))
             report.readings += len(taken)
             report.batches += 1
+        if rest and len(taken):
+            pause = (time.perf_counter() - started) * rest
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                time.sleep(pause)
     with conn.transaction():
         _q(conn, "SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
         left = _q(conn, "SELECT 1 FROM readings WHERE ts >= %s AND ts < %s LIMIT 1", (_dt(lo), _dt(hi))).fetchone()
@@ -148,7 +160,7 @@ def packable_days(conn: psycopg.Connection[Any], before: datetime) -> list[int]:
 
 
 def pack_due(conn: psycopg.Connection[Any], window: timedelta, *, now: datetime | None = None,
-             sensors_per_batch: int = 200, stop: threading.Event | None = None,
+             sensors_per_batch: int = 200, duty: float = 1.0, stop: threading.Event | None = None,
              on_day: Callable[[int, PackReport], None] | None = None) -> PackReport:
     """Pack every day that ended more than `window` ago (one pass of the packing service)."""
     started = time.perf_counter()
@@ -157,7 +169,7 @@ def pack_due(conn: psycopg.Connection[Any], window: timedelta, *, now: datetime 
         if stop is not None and stop.is_set():
             break
         before = report.readings
-        pack_day(conn, day, sensors_per_batch=sensors_per_batch, stop=stop, report=report)
+        pack_day(conn, day, sensors_per_batch=sensors_per_batch, duty=duty, stop=stop, report=report)
         report.per_day[_dt(day * DAY_US).date().isoformat()] = report.readings - before
         if on_day is not None:
             on_day(day, report)
@@ -230,7 +242,7 @@ def packing_service(settings: Settings, *, on_report: Callable[[PackReport], Non
 
     def one_pass(conn: psycopg.Connection[Any]) -> bool:
         report = pack_due(conn, window, sensors_per_batch=settings.packing_sensors_per_batch,
-                          stop=service.stop_event)
+                          duty=settings.packing_duty_cycle, stop=service.stop_event)
         if report.readings:
             log.info("packed", days=report.days, readings=report.readings, rows=report.rows,
                      seconds=round(report.seconds, 1))

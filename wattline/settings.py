@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     packing_every_minutes: float = Field(default=15.0, gt=0)
     #: Sensors whose day moves in one transaction (it holds that day's lock meanwhile).
     packing_sensors_per_batch: int = Field(default=200, ge=1)
+    #: The share of time the job works; it rests the remainder between batches, so ingest
+    #: keeps the cores (at 0.25 it still packs ~150,000 readings/s, 1.3 M sensors at 10 s).
+    packing_duty_cycle: float = Field(default=0.25, gt=0, le=1)
 
     # Retention (days; None keeps for good). Raw and 1-minute data about 3 months, as
     # PowerRadar does; coarser rollups kept. Enforced by `wattline retention`.
