@@ -134,7 +134,7 @@ def run() -> list[Row]:
     return rows
 
 
-def _ingest_beside_packing(rounds: int = 2) -> list[Row]:
+def _ingest_beside_packing(rounds: int = 3) -> list[Row]:
     """The gateway draining 1 M readings (packs of 50, `bench ingest`'s shape) alone, then
     while `wattline packing` moves two old days of 600 sensors (10.4 M readings)."""
     import subprocess

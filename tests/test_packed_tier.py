@@ -20,7 +20,7 @@ import pytest
 
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
-from tests.factories import all_readings, count, one_circuit_site, pack_all, wait_for, write
+from tests.factories import all_readings, count, one_circuit_site, pack_all, stored, wait_for, write
 from wattline import raw_readings
 from wattline.packed_tier import pack_day, scrub
 from wattline.retention import run_retention
@@ -160,6 +160,7 @@ def test_readings_for_a_day_being_packed_are_stored_exactly_once(db: psycopg.Con
 def test_a_packing_job_killed_with_minus_9_loses_and_doubles_nothing(db: psycopg.Connection[Any],
                                                                      database_url: str) -> None:
     total = fill(db, sensors=40, days=2)
+    assert stored(db) == total
     before = all_readings(db)
     env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_DEMO": "true",
            "WATTLINE_PACKING_SENSORS_PER_BATCH": "1"}
@@ -175,10 +176,8 @@ def test_a_packing_job_killed_with_minus_9_loses_and_doubles_nothing(db: psycopg
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(30)
-        hot = count(db, "SELECT count(*) FROM readings")
-        packed = count(db, "SELECT COALESCE(sum(n), 0) FROM readings_packed")
-        assert hot + packed == total, (hot, packed)
-        assert_same(all_readings(db), before)
+        assert count(db, "SELECT count(*) FROM readings_packed") > 0
+        assert_same(all_readings(db), before)  # each reading once, whichever tier holds it
     assert kills >= 2
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr

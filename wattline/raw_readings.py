@@ -7,14 +7,16 @@
 Each (sensor, time) lives in exactly one tier. Three parties move readings, and an advisory
 lock per UTC day (class `DAY_LOCK`) keeps them apart:
 
-- the packing job (`pack_day`) holds it exclusively while it moves a batch of sensors' day
-  from `readings` into packed rows (DELETE … RETURNING, pack, upsert: one transaction, so a
-  kill at any point loses and doubles nothing);
+- the packing job (`packed_tier.pack_day`) holds it exclusively while it packs a batch of
+  sensors' day into packed rows (one transaction), and while it finally drops the day's
+  chunk of `readings`. In between, a packed (sensor, day) has rows in both tiers and the
+  packed row is the one that counts; a kill at any point loses and doubles nothing;
 - ingest holds it shared while it writes readings of that day. For a day whose packing has
   begun (`packed_days`), a sensor that already has a packed row gets its readings merged in
   (`merge_late`: unpack, merge, re-pack, under the row's lock); one that has none is
   inserted into `readings` as usual, for the job to pick up;
-- readers read both tiers in one statement, so one snapshot sees each reading once.
+- readers read both tiers in one statement (one snapshot), and drop the `readings` rows of
+  a (sensor, day) whose packed row they got: each reading once.
 
 A packed row that fails its checksum is moved to `readings_packed_quarantine`, counted and
 logged; it is never read as data (its readings read as a gap, not as zeros).
@@ -251,8 +253,12 @@ def read(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datet
     lo, hi = _us(t_from), _us(t_to)
     with conn.cursor(row_factory=tuple_row, binary=True) as cur:
         rows = cur.execute(_READ, {"sensors": [int(s) for s in sensor_ids], "lo": _dt(lo), "hi": _dt(hi)}).fetchall()
-    hot = [r[:7] for r in rows if r[8] is None]
     parts = _unpack_or_quarantine(conn, ((r[0], r[7], r[8], r[9], r[10]) for r in rows if r[8] is not None))
+    # A (sensor, day) being packed has rows in both tiers until the day's chunk is dropped:
+    # the packed row counts (it holds every one of them, so it overlaps the range whenever
+    # they do). A row that failed its checksum counts for nothing, so its day's rows show.
+    superseded = {(int(p.sensor_id[0]), int(p.ts_us[0]) // DAY_US) for p in parts if len(p)}
+    hot = [r[:7] for r in rows if r[8] is None and (r[0], r[1] // DAY_US) not in superseded]
     for k, part in enumerate(parts):
         inside = (part.ts_us >= lo) & (part.ts_us < hi)
         if not inside.all():
