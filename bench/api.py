@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -12,9 +9,8 @@ from datetime import timedelta
 import httpx
 import psycopg
 
-from bench.common import Row, percentile, services
+from bench.common import Row, api_server, percentile, services
 from bench.seed import site_with_history
-from launcher.localstack import free_port
 
 
 def run() -> list[Row]:
@@ -22,19 +18,7 @@ def run() -> list[Row]:
     with services() as stack:
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             seeded = site_with_history(conn, circuits=20, days=31, minute_days=30, panels=2)
-        port = free_port()
-        env = {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_API_PORT": str(port)}
-        api = subprocess.Popen([sys.executable, "-m", "launcher.cli", "api"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        with api_server(stack) as (base, _):
             headers = {"Authorization": f"Bearer {seeded['token']}"}
             end = seeded["end"]
             cases = [
@@ -60,7 +44,4 @@ def run() -> list[Row]:
                     elapsed = time.perf_counter() - started
                 rows += [Row("api measurements", f"{label}: throughput (4 clients)", n / elapsed, "req/s"),
                          Row("api measurements", f"{label}: p95 latency", percentile(latencies, 95) * 1000, "ms")]
-        finally:
-            api.terminate()
-            api.wait(30)
     return rows

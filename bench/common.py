@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +58,31 @@ def services(*, durable: bool = True) -> Iterator[Stack]:
         mq.stop()
         pg.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def api_server(stack: Stack) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `wattline api` (uvicorn) on a free port over the stack's database, healthy:
+    its base URL and process, stopped on exit."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_API_PORT": str(port)}
+    api = subprocess.Popen([sys.executable, "-m", "launcher.cli", "api"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield base, api
+    finally:
+        api.terminate()
+        api.wait(30)
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,9 +24,8 @@ import httpx
 import orjson
 import psycopg
 
-from bench.common import Row, percentile, services
+from bench.common import Row, api_server, percentile, services
 from bench.seed import site_with_history
-from launcher.localstack import free_port
 from wattline import export_format, queries
 from wattline.domain import Resolution
 from wattline.principal import acting_for
@@ -119,19 +116,7 @@ def run() -> list[Row]:
             rows += _encoding(conn, seeded)
             rows.append(Row("exports", "disk per rollup row (15-min tier; every tier alike)",
                             seeded["rollup_row_bytes"], "B", "heap and index: what sizing the rollup tiers needs"))
-        port = free_port()
-        env = {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_API_PORT": str(port)}
-        api = subprocess.Popen([sys.executable, "-m", "launcher.cli", "api"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        with api_server(stack) as (base, api):
             headers = {"Authorization": f"Bearer {seeded['token']}"}
             end = seeded["end"]
             month = {"from": (end - timedelta(days=30)).isoformat(), "to": end.isoformat()}
@@ -188,7 +173,4 @@ def run() -> list[Row]:
                      Row("exports", "API peak RSS, after the single exports", before, "MiB"),
                      Row("exports", "API peak RSS, after 50 concurrent", _peak_rss_mib(api.pid), "MiB",
                          "bounded by the pool (16 streams) × a 16,384-row batch")]
-        finally:
-            api.terminate()
-            api.wait(30)
     return rows

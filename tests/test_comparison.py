@@ -43,13 +43,17 @@ def site_with_history(db: psycopg.Connection[Any], database_url: str) -> dict[st
                (Band("flat", Decimal("25"), ("weekday", "weekend", "holiday"),
                      datetime.min.time(), datetime.min.time()),))
     today = datetime.now(LONDON).replace(hour=0, minute=0, second=0, microsecond=0)
-    chosen = (today - timedelta(days=2), today)
+    monday = today - timedelta(days=today.weekday())
+    # A weekend five weeks back: no other reading of this fixture falls in it or in the two
+    # days before it, whatever today is (it was the two days up to today, which on a
+    # Tuesday or Wednesday held this Monday's 20 A hour too).
+    saturday = (monday - timedelta(weeks=5, days=2)).replace(tzinfo=None).replace(tzinfo=LONDON)
+    chosen = (saturday, (saturday + timedelta(days=2)).replace(tzinfo=None).replace(tzinfo=LONDON))
     hour_of(database_url, chosen[0].replace(hour=9), 20.0)
     hour_of(database_url, (chosen[0] - timedelta(days=1)).replace(hour=9), 10.0)  # the period before
     a_year_ago = chosen[0].replace(year=chosen[0].year - 1, tzinfo=None).replace(tzinfo=LONDON)
     hour_of(database_url, a_year_ago.replace(hour=9), 5.0)
     # Weekdays of the four weeks before this one at 10:00 (10 A), and this Monday at 10:00 (20 A).
-    monday = today - timedelta(days=today.weekday())
     for week in range(1, 5):
         for day in range(5):
             d = (monday - timedelta(weeks=week) + timedelta(days=day)).replace(tzinfo=None).replace(tzinfo=LONDON)
@@ -59,7 +63,7 @@ def site_with_history(db: psycopg.Connection[Any], database_url: str) -> dict[st
         hour_of(database_url, this_monday, 20.0)
     drain(db)
     _, customer = db.execute("SELECT id, customer_id FROM sites WHERE id = %s", (built.site_id,)).fetchone()  # type: ignore[misc]
-    return {"site": built.site_id, "customer": customer, "chosen": chosen, "monday": monday,
+    return {"site": built.site_id, "customer": customer, "chosen": chosen, "today": today, "monday": monday,
             "this_monday": this_monday}
 
 
@@ -106,7 +110,7 @@ def test_the_site_page_shows_the_comparison(browser_page: Any, serve_dashboard: 
     page.goto(f"{base}/site/{s['site']}")
     page.wait_for_selector("#site-compare-table")
     text = page.inner_text("#site-compare-table")
-    _, end = s["chosen"]
+    end = s["today"]
     # The default range is yesterday and today: read its kWh back from the database.
     default = (end - timedelta(days=1), end + timedelta(days=1))
     assert f"{kwh(db, s['site'], *default):,.1f}" in text.split("\n")[1]
