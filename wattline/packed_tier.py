@@ -66,8 +66,8 @@ def _read_day(conn: psycopg.Connection[Any], lo_us: int, hi_us: int, first_senso
 
 
 def _packed_rows(conn: psycopg.Connection[Any], raw: Raw, day: int) -> list[PackedRow]:
-    """The day's taken readings as packed rows, merged into rows already there (defensive:
-    the protocol keeps a sensor's day in one tier, but a merge costs nothing when it does)."""
+    """The day's readings as packed rows, merged into rows already there (defensive: a batch
+    skips the sensors already packed that day, but a merge costs nothing when it does)."""
     if not len(raw):
         return []
     sensors = np.unique(raw.sensor_id)
