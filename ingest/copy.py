@@ -13,9 +13,10 @@ from psycopg.adapt import Dumper
 from psycopg.postgres import types as pg_types
 from psycopg.pq import Format
 
+from wattline.db import PG_EPOCH_US
+
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
-PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 
 COLUMNS = ("sensor_id", "ts", "current_a", "voltage_v", "power_factor", "rssi_dbw", "bridge_id")
 _OPTIONAL = ("voltage_v", "power_factor", "rssi_dbw")

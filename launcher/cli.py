@@ -362,7 +362,13 @@ def packing(once: Annotated[bool, typer.Option(help="One pass, then exit.")] = F
     compressed row per sensor and day), and check the packed rows' checksums."""
     import psycopg
 
-    from wattline.packed_tier import PackReport, lower_priority, pack_due, packing_service
+    from wattline.packed_tier import (
+        PackReport,
+        lower_backend_priority,
+        nice_this_process,
+        pack_due,
+        packing_service,
+    )
 
     settings = _settings()
     configure_logging(settings.log_json)
@@ -377,7 +383,8 @@ def packing(once: Annotated[bool, typer.Option(help="One pass, then exit.")] = F
         if before is not None:
             now, window = before.replace(tzinfo=before.tzinfo or UTC), timedelta(0)
         with psycopg.connect(_database_url(), autocommit=True) as conn:
-            lower_priority(conn)
+            nice_this_process()
+            lower_backend_priority(conn)
             report = pack_due(conn, window, now=now, sensors_per_batch=settings.packing_sensors_per_batch,
                               duty=settings.packing_duty_cycle)
         show(report)

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import psycopg
 import structlog
+from psycopg import sql
 
+from wattline.db import PG_EPOCH_US, copy_out_arrays
 from wattline.raw_readings import (
     DAY_LOCK,
     DAY_US,
-    PG_EPOCH_US,
     PackedRow,
     Raw,
     _dt,
@@ -41,48 +42,33 @@ log = structlog.get_logger("wattline.packing")
 # -- the packing job -----------------------------------------------------------------------------
 _READ_DAY = """COPY (SELECT sensor_id, ts, current_a, COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN'),
                             COALESCE(rssi_dbw, 'NaN'), bridge_id
-                     FROM readings WHERE ts >= %s AND ts < %s AND sensor_id >= %s AND sensor_id < %s
-                       AND sensor_id <> ALL(%s))
+                     FROM readings WHERE ts >= {lo} AND ts < {hi} AND sensor_id >= {first} AND sensor_id < {end}
+                       AND sensor_id <> ALL({skip}::bigint[]))
                TO STDOUT (FORMAT BINARY)"""
-_TAKEN = np.dtype([("n", ">i2"), ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
-                   ("l2", ">i4"), ("current_a", ">f4"), ("l3", ">i4"), ("voltage_v", ">f4"), ("l4", ">i4"),
-                   ("power_factor", ">f4"), ("l5", ">i4"), ("rssi_dbw", ">f4"), ("l6", ">i4"), ("bridge_id", ">i8")])
-_COPY_HEADER = 19  # signature, flags, header extension length
+_DAY_ROW = np.dtype([("n", ">i2"), ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
+                     ("l2", ">i4"), ("current_a", ">f4"), ("l3", ">i4"), ("voltage_v", ">f4"), ("l4", ">i4"),
+                     ("power_factor", ">f4"), ("l5", ">i4"), ("rssi_dbw", ">f4"), ("l6", ">i4"), ("bridge_id", ">i8")])
 
 
 def _read_day(conn: psycopg.Connection[Any], lo_us: int, hi_us: int, first_sensor: int, end_sensor: int,
               skip: list[int]) -> Raw:
     """A range of sensors' readings in [lo, hi) from `readings`, but those of the sensors in
-    `skip`. Binary COPY, read as one fixed-width numpy array (no NULLs: optional columns
-    come as NaN)."""
-    with conn.cursor() as cur, cur.copy(_READ_DAY, (_dt(lo_us), _dt(hi_us), first_sensor, end_sensor, skip)) as cp:
-        data = b"".join(bytes(b) for b in cp)
-    body = np.frombuffer(data, dtype=np.uint8)[_COPY_HEADER:len(data) - 2] if len(data) > _COPY_HEADER else b""
-    rows = np.frombuffer(body, dtype=_TAKEN) if len(body) else np.empty(0, dtype=_TAKEN)
-    if len(rows) and not (rows["n"] == 7).all():
-        raise RuntimeError("unexpected COPY row shape")
+    `skip`, by one binary COPY (optional columns come as NaN, so rows are fixed-width)."""
+    query = sql.SQL(_READ_DAY).format(lo=sql.Literal(_dt(lo_us)), hi=sql.Literal(_dt(hi_us)),
+                                      first=sql.Literal(first_sensor), end=sql.Literal(end_sensor),
+                                      skip=sql.Literal(skip))
+    rows = np.concatenate(list(copy_out_arrays(conn, query, _DAY_ROW)))
     return concat([Raw.build(rows["sensor_id"], rows["ts"].astype(np.int64) + PG_EPOCH_US, rows["current_a"],
                              rows["voltage_v"], rows["power_factor"], rows["rssi_dbw"], rows["bridge_id"])])
 
 
-def _packed_rows(conn: psycopg.Connection[Any], raw: Raw, day: int) -> list[PackedRow]:
-    """The day's readings as packed rows, merged into rows already there (defensive: a batch
-    skips the sensors already packed that day, but a merge costs nothing when it does)."""
-    if not len(raw):
-        return []
+def _packed_rows(raw: Raw, day: int) -> list[PackedRow]:
+    """The day's readings (ordered by sensor and time) as a packed row per sensor. The
+    batches skip sensors already packed that day, and under the day's lock nothing else
+    makes one, so there is never a row to merge into."""
     sensors = np.unique(raw.sensor_id)
-    existing = _q(conn, """SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
-                               WHERE day = %s AND sensor_id = ANY(%s) FOR UPDATE""",
-                            (_dt(day * DAY_US), sensors.tolist())).fetchall()
-    old = {int(p.sensor_id[0]): p for p in _unpack_or_quarantine(conn, existing) if len(p)}
     bounds = [*np.searchsorted(raw.sensor_id, sensors, side="left").tolist(), len(raw)]
-    out = []
-    for k, sensor in enumerate(sensors.tolist()):
-        part = raw.take(slice(bounds[k], bounds[k + 1]))
-        if sensor in old:
-            part = concat([old[sensor], part])
-        out.append(pack_row(part, day))
-    return out
+    return [pack_row(raw.take(slice(bounds[k], bounds[k + 1])), day) for k in range(len(sensors))]
 
 
 @dataclass
@@ -149,7 +135,7 @@ def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int 
             _q(conn, "SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK, day))
             _q(conn, "INSERT INTO packed_days (day) VALUES (%s) ON CONFLICT DO NOTHING", (_dt(lo),))
             taken = _read_day(conn, lo, hi, first, end, _packed_sensors(conn, day, first, end))
-            report.rows += write_rows(conn, _packed_rows(conn, taken, day))
+            report.rows += write_rows(conn, _packed_rows(taken, day))
             report.readings += len(taken)
             report.batches += 1
         if rest and len(taken):
@@ -167,7 +153,7 @@ def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int 
         packed = set(_packed_sensors(conn, day, -(2 ** 63), 2 ** 63 - 1))
         for sensor in (s for s in _sensors_in_day(conn, lo, hi) if s not in packed):
             taken = _read_day(conn, lo, hi, sensor, sensor + 1, [])
-            report.rows += write_rows(conn, _packed_rows(conn, taken, day))
+            report.rows += write_rows(conn, _packed_rows(taken, day))
             report.readings += len(taken)
         # Every reading of the day is in a packed row now. A chunk that lies wholly inside
         # the day is dropped (drop_chunks' own rule); with chunks of another width, the rows
@@ -271,19 +257,24 @@ def packed_readings_older_than(conn: psycopg.Connection[Any], cutoff: datetime) 
     return count
 
 
-def lower_priority(conn: psycopg.Connection[Any]) -> None:
-    """Packing is background work: give the cores to ingest first. This process is niced;
-    so is its PostgreSQL backend when the server runs on this machine and lets us (the
-    embedded one of `wattline up` does), since PostgreSQL has no per-session CPU priority.
-    Elsewhere only the duty cycle paces the job."""
+def nice_this_process() -> None:
+    """Packing is background work: give the cores to ingest first (once per process: `nice`
+    adds to the niceness it has)."""
     with contextlib.suppress(OSError):
         os.nice(10)
+
+
+def lower_backend_priority(conn: psycopg.Connection[Any]) -> None:
+    """The same for the connection's PostgreSQL backend, when the server runs on this
+    machine and lets us (the embedded one of `wattline up` does): PostgreSQL has no
+    per-session CPU priority. Elsewhere only the duty cycle paces the job. Setting an
+    absolute priority, it is safe to call on every pass."""
+    host = conn.info.host
+    if not (host.startswith("/") or host in ("127.0.0.1", "::1", "localhost")):
+        return
     try:
-        row = _q(conn, "SELECT pg_backend_pid(), inet_server_addr()").fetchone()
-        pid, address = (row[0], row[1]) if row else (None, None)
-        if pid is not None and (address is None or str(address) in ("127.0.0.1", "::1")):
-            os.setpriority(os.PRIO_PROCESS, int(pid), 10)
-    except (OSError, psycopg.Error) as exc:
+        os.setpriority(os.PRIO_PROCESS, conn.info.backend_pid, 10)
+    except OSError as exc:
         log.info("packing backend keeps its priority", reason=type(exc).__name__)
 
 
@@ -312,14 +303,10 @@ def packing_service(settings: Settings, *, on_report: Callable[[PackReport], Non
             on_report(report)
         return False
 
-    lowered: set[int] = set()
-
     def pass_at_low_priority(conn: psycopg.Connection[Any]) -> bool:
-        if id(conn) not in lowered:  # once per connection (the loop reconnects after a failure)
-            lower_priority(conn)
-            lowered.add(id(conn))
+        lower_backend_priority(conn)  # the loop may have reconnected since the last pass
         return one_pass(conn)
 
     service = LoopService("packing", settings.database_url, pass_at_low_priority,
-                          settings.packing_every_minutes * 60.0)
+                          settings.packing_every_minutes * 60.0, setup=nice_this_process)
     return service

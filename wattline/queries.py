@@ -15,7 +15,7 @@ from psycopg import sql
 
 from wattline import raw_readings
 from wattline.buckets import bucket_bounds
-from wattline.db import copy_out, fetch_all, fetch_one
+from wattline.db import PG_EPOCH_US, copy_out_arrays, fetch_all, fetch_one
 from wattline.domain import Resolution
 from wattline.electrical import UNCONFIGURED, electrical
 from wattline.principal import Principal
@@ -189,7 +189,6 @@ class MeasurementBatch:
 _ROLLUP_COPY = np.dtype([("n", ">i2"), ("l0", ">i4"), ("node_id", ">i8"), ("l1", ">i4"), ("bucket", ">i8"),
                          ("l2", ">i4"), ("current", ">f8"), ("l3", ">i4"), ("power", ">f8"), ("l4", ">i4"),
                          ("energy", ">f8"), ("l5", ">i4"), ("coverage", ">f4"), ("l6", ">i4"), ("samples", ">i4")])
-_COPY_HEADER, _PG_EPOCH_US = 19, 946_684_800_000_000
 
 
 def measurement_nodes(conn: Conn, p: Principal, node_ids: list[int]) -> dict[str, list[Any]]:
@@ -228,28 +227,11 @@ def measurement_batches(conn: Conn, p: Principal, node_ids: list[int], resolutio
                              ORDER BY node_id, bucket) TO STDOUT (FORMAT BINARY)""").format(
         table=sql.Identifier(resolution.table), nodes=sql.Literal(nodes["device_id"]), lo=sql.Literal(t_from),
         hi=sql.Literal(t_to))
-    width = _ROLLUP_COPY.itemsize
-    pending = bytearray()
-    skip = _COPY_HEADER
-    for block in copy_out(conn, query):
-        pending += block
-        if len(pending) >= rows * width + skip:
-            yield _batch(resolution, nodes, pending, skip, width)
-            skip = 0
-    yield _batch(resolution, nodes, pending, skip, width, last=True)
-
-
-def _batch(resolution: Resolution, nodes: dict[str, list[Any]], pending: bytearray, skip: int, width: int,
-           *, last: bool = False) -> MeasurementBatch:
-    """The whole rows at the front of `pending` as a batch; they are removed from it."""
-    usable = len(pending) - skip - (2 if last else 0)  # the trailer: a field count of -1
-    whole = usable // width * width
-    arr = np.frombuffer(bytes(pending[skip:skip + whole]), dtype=_ROLLUP_COPY)
-    del pending[:skip + whole]
-    return MeasurementBatch(resolution.minutes, nodes, arr["node_id"].astype(np.int64),
-                            arr["bucket"].astype(np.int64) + _PG_EPOCH_US, arr["current"].astype(np.float64),
-                            arr["power"].astype(np.float64), arr["energy"].astype(np.float64),
-                            arr["coverage"].astype(np.float32), arr["samples"].astype(np.int32))
+    for arr in copy_out_arrays(conn, query, _ROLLUP_COPY, rows=rows):
+        yield MeasurementBatch(resolution.minutes, nodes, arr["node_id"].astype(np.int64),
+                               arr["bucket"].astype(np.int64) + PG_EPOCH_US, arr["current"].astype(np.float64),
+                               arr["power"].astype(np.float64), arr["energy"].astype(np.float64),
+                               arr["coverage"].astype(np.float32), arr["samples"].astype(np.int32))
 
 
 def node_series(conn: Conn, p: Principal, node_ids: list[int], resolution: Resolution, t_from: datetime,

@@ -41,7 +41,6 @@ log = structlog.get_logger("wattline.raw_readings")
 #: Advisory lock class of a reading day; the key is the day's number since 1970 (sql/026).
 DAY_LOCK = 20
 DAY_US = 86_400_000_000
-PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix µs, where binary timestamptz counts from
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

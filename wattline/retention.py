@@ -119,9 +119,17 @@ def _packed_retention(conn: psycopg.Connection[Any], cat: Category, days: int, c
     if dry_run:
         return Removed(cat.name, cat.table, days, cutoff.isoformat(), packed_readings_older_than(conn, cutoff), 0)
     with conn.transaction():
-        readings = packed_readings_older_than(conn, cutoff)
+        # The readings of the chunks about to go, from the rows' counts: the day that
+        # straddles the cut-off is unpacked once, by `trim_before`, which counts its own.
+        doomed = [r[0] for r in conn.execute("SELECT show_chunks(%s, older_than => %s)::text",
+                                             (cat.table, cutoff)).fetchall()]
+        readings = 0
+        for chunk in doomed:
+            row = conn.execute(sql.SQL("SELECT COALESCE(sum(n), 0) FROM {}").format(
+                sql.Identifier(*chunk.split(".")))).fetchone()
+            readings += int(row[0]) if row else 0
         chunks = len(conn.execute("SELECT drop_chunks(%s, older_than => %s)", (cat.table, cutoff)).fetchall())
-    trim_before(conn, cutoff)
+        readings += trim_before(conn, cutoff)
     return Removed(cat.name, cat.table, days, cutoff.isoformat(), readings, chunks)
 
 
