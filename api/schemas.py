@@ -215,6 +215,37 @@ class BridgeIn(BaseModel):
                             description="from the bridge's label: proof that you hold it", examples=["K3QX-7MZA-PL2C"])
 
 
+class MqttCredential(BaseModel):
+    """What the bridge is configured with. The password is shown once: rotate to get another."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "username": "BR-S000-00", "password": "dq0Zr8oS1c3Jx7n4YtqGvB2kLmWp9aEe", "client_id": "BR-S000-00",
+        "senml_topic": "wattline/v1/bridges/BR-S000-00/senml", "status_topic": "wattline/v1/bridges/BR-S000-00/status",
+        "generation": 1}]})
+
+    username: str
+    password: str
+    client_id: str = Field(description="the broker accepts these credentials under this client id only")
+    senml_topic: str
+    status_topic: str
+    generation: int = Field(description="1 at registration, +1 at each rotation")
+
+
+class BridgeRegistered(BaseModel):
+    id: int
+    mqtt: MqttCredential | None = Field(
+        description="issued at the bridge's first registration; null when it already had one")
+
+
+class CredentialState(BaseModel):
+    username: str
+    generation: int
+    issued_at: datetime
+    revoked_at: datetime | None
+    applied: bool = Field(description="the broker holds this state (it is applied within seconds)")
+    last_error: str | None
+
+
 class Bridge(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={

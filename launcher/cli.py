@@ -115,7 +115,7 @@ def simulate(
 
     settings = _settings()
     configure_logging(settings.log_json)
-    mqtt_url = _mqtt_url()
+    mqtt_url = settings.simulator_mqtt_url or _mqtt_url()
     fleet = build_fleet(sites, bridges, sensors)
     if seed_catalogue:
         with psycopg.connect(_database_url(), autocommit=True) as conn:
@@ -392,6 +392,51 @@ def packing(once: Annotated[bool, typer.Option(help="One pass, then exit.")] = F
                    f"dropped, in {report.seconds:.1f} s")
         return
     run_until_signalled(packing_service(settings, on_report=show), settings.packing_health_port)
+
+
+@app.command("broker-sync")
+def broker_sync() -> None:
+    """Keep the broker's bridge credentials (Mosquitto's dynamic-security plugin) in step with
+    the catalogue: issued, rotated and revoked within seconds, the whole set checked now and then."""
+    from ingest.broker_security import broker_sync_service
+
+    settings = _settings()
+    configure_logging(settings.log_json)
+    if not settings.mqtt_admin_url:
+        raise typer.BadParameter("WATTLINE_MQTT_ADMIN_URL must be set (the broker's dynamic-security admin client)")
+    run_until_signalled(broker_sync_service(settings), settings.broker_sync_health_port)
+
+
+@app.command("broker-config")
+def broker_config(
+        out: Annotated[Path, typer.Option(help="The dynamic-security plugin's file to write.")],
+        owner: Annotated[str | None, typer.Option(help="uid:gid to own the file (the broker must rewrite it).")] = None,
+) -> None:
+    """Write a new broker's dynamic-security file with the service clients, whose passwords come from
+    WATTLINE_MQTT_ADMIN_URL, WATTLINE_MQTT_URL and WATTLINE_SIMULATOR_MQTT_URL. An existing file is
+    left alone: from then on the broker owns it (and `wattline broker-sync` changes it)."""
+    from urllib.parse import unquote, urlsplit
+
+    from ingest.broker_security import initial_config
+
+    settings = _settings()
+    if out.exists():
+        typer.echo(f"{out} exists: left as it is")
+        return
+    passwords = {}
+    for service, url in (("admin", settings.mqtt_admin_url), ("gateway", settings.mqtt_url),
+                         ("simulator", settings.simulator_mqtt_url)):
+        if url and urlsplit(url).password:
+            passwords[service] = unquote(urlsplit(url).password or "")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(initial_config(passwords))
+    tmp.chmod(0o600)
+    if owner:
+        uid, _, gid = owner.partition(":")
+        os.chown(tmp, int(uid), int(gid or uid))
+    tmp.rename(out)
+    typer.echo(f"wrote {out} with clients for: {', '.join(passwords) or 'none'}")
 
 
 @app.command("bridge-claim-code")

@@ -40,6 +40,8 @@ LONG_RUNNING = (
     ServiceSpec("exports", ("exports",), "exports_health_port"),
     ServiceSpec("retention", ("retention", "--every-hours", "6"), "retention_health_port"),
     ServiceSpec("packing", ("packing",), "packing_health_port"),
+    # Applies bridges' MQTT credentials to the broker; runs where there is an admin sign-in.
+    ServiceSpec("broker-sync", ("broker-sync",), "broker_sync_health_port"),
 )
 
 
@@ -91,22 +93,26 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
             database_url = with_database(postgres.url, "wattline")
         else:
             say("using the database at WATTLINE_DATABASE_URL")
-        mqtt_url = settings.mqtt_url
+        mqtt_url, admin_url, simulator_url = settings.mqtt_url, settings.mqtt_admin_url, settings.simulator_mqtt_url
         if not mqtt_url:
             mosquitto = LocalMosquitto(settings.data_dir / "mosquitto", settings.local_mqtt_port)
-            say(f"starting Mosquitto on 127.0.0.1:{mosquitto.port}")
+            say(f"starting Mosquitto on 127.0.0.1:{mosquitto.port} (anonymous clients refused; "
+                f"service sign-ins in {mosquitto.data_dir}/service-credentials.json)")
             mosquitto.start()
-            mqtt_url = mosquitto.url
+            mqtt_url, admin_url = mosquitto.url_for("gateway"), mosquitto.url_for("admin")
+            simulator_url = mosquitto.url_for("simulator")
         else:
             say("using the broker at WATTLINE_MQTT_URL")
         # Resolved once: every component below gets these settings (children: the same values by env).
-        settings = settings.model_copy(update={"database_url": database_url, "mqtt_url": mqtt_url})
+        settings = settings.model_copy(update={"database_url": database_url, "mqtt_url": mqtt_url,
+                                               "mqtt_admin_url": admin_url, "simulator_mqtt_url": simulator_url})
         if create_database(database_url):
             say("created database 'wattline'")
         applied = migrate(database_url)
         say(f"migrations applied: {', '.join(applied)}" if applied else "schema is up to date")
 
         env = {**os.environ, "WATTLINE_DATABASE_URL": database_url, "WATTLINE_MQTT_URL": mqtt_url,
+               "WATTLINE_MQTT_ADMIN_URL": admin_url, "WATTLINE_SIMULATOR_MQTT_URL": simulator_url,
                "WATTLINE_DEMO": "true" if settings.demo else "false",
                "WATTLINE_ALLOW_PRIVATE_DESTINATIONS": "true" if settings.allow_private_destinations else "false",
                "WATTLINE_SPOOL_DIR": str(settings.data_dir / "spool"),
@@ -126,6 +132,9 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
             supervisor.start("mailbox", [*cli, "mailbox", "--dir", str(mail_dir),
                                          "--port", str(settings.local_smtp_port)])
         for service in LONG_RUNNING:
+            if service.name == "broker-sync" and not admin_url:
+                say("no WATTLINE_MQTT_ADMIN_URL: bridge credentials are recorded, but no broker is told of them")
+                continue
             supervisor.start(service.name, [*cli, *service.args])
         # The broker drops what is published before any subscription exists: the
         # simulator's back-fill waits until the gateway's session is subscribed.
@@ -148,6 +157,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
         if settings.smtp_host is None:
             typer.echo(f"  mail        {mail_dir}/new   (a Maildir: one file per message sent)")
         typer.echo(f"  broker      mosquitto_sub -L {mqtt_url}/wattline/v1/bridges/+/status -v")
+        typer.echo("              (the gateway's sign-in; each bridge gets its own when registered)")
         typer.echo("Ctrl-C stops everything; a service that exits is restarted.")
         while not stopping:
             supervisor.tend()

@@ -199,7 +199,8 @@ def test_registration_tells_nobody_which_bridges_other_tenants_own(client: TestC
     from wattline.errors import NotFound
 
     with client.app.state.pool.connection() as conn, pytest.raises(NotFound):  # type: ignore[attr-defined]
-        catalogue.register_bridge(conn, None, a.site_id, "BR-X", claim_code="ñ-\x00", claim_key=key)
+        catalogue.register_bridge(conn, None, a.site_id, "BR-X", claim_code="ñ-\x00", claim_key=key,
+                                  credential_key=b"k")
 
 
 def test_assignment_tells_nobody_which_sensors_other_tenants_have(client: TestClient,

@@ -24,7 +24,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from wattline import audit, rollup_queue
+from wattline import audit, bridge_credentials, rollup_queue
+from wattline.bridge_credentials import Credential
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection
 from wattline.errors import Conflict, Invalid, NotFound, RowErrors
@@ -365,8 +366,10 @@ def bridge_claim_code(serial: str, key: str) -> str:
 
 
 def register_bridge(conn: Conn, actor: Principal | None, site_id: int, serial: str, name: str = "", *,
-                    claim_code: str, claim_key: str) -> int:
-    """Register a bridge at a site by its serial and the claim code on its label.
+                    claim_code: str, claim_key: str, credential_key: bytes) -> tuple[int, Credential | None]:
+    """Register a bridge at a site by its serial and the claim code on its label; returns its
+    id and its MQTT credential, issued the first time (None when it already had one: rotate
+    that to get a new password).
 
     A wrong code answers exactly as a serial that does not exist, so registration tells
     nobody which serials other tenants own; only the holder of the label learns that its
@@ -381,7 +384,10 @@ def register_bridge(conn: Conn, actor: Principal | None, site_id: int, serial: s
             raise Conflict("that bridge is registered to another site: remove it there first")
         bridge_id = upsert_bridge(conn, site_id, serial, name)
         audit.record(conn, actor, "create", "bridge", bridge_id)
-    return bridge_id
+        credential = None
+        if bridge_credentials.state(conn, bridge_id) is None:
+            credential = bridge_credentials.issue(conn, actor, bridge_id, key=credential_key)
+    return bridge_id, credential
 
 
 def rename_bridge(conn: Conn, actor: Principal | None, bridge_id: int, name: str) -> None:

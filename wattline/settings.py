@@ -35,7 +35,13 @@ class Settings(BaseSettings):
 
     #: External services. Empty means "run the embedded ones under `data_dir`" (`wattline up` only).
     database_url: str = ""
+    #: The broker as the gateway signs in to it (mqtt://user:password@host:port).
     mqtt_url: str = ""
+    #: The broker's dynamic-security admin client, for `wattline broker-sync`, which applies
+    #: bridges' credentials. Empty: bridge credentials are recorded but no broker gets them.
+    mqtt_admin_url: str = ""
+    #: The simulator's own sign-in (it publishes as every bridge); empty: `mqtt_url`.
+    simulator_mqtt_url: str = ""
     #: The local demo (`wattline up`): known default secrets are allowed. Never in production.
     demo: bool = False
 
@@ -119,6 +125,11 @@ class Settings(BaseSettings):
     rollups_health_port: int = 9110
     retention_health_port: int = 9111
     packing_health_port: int = 9113
+    #: The broker sync looks for issued, rotated or revoked bridge credentials this often,
+    #: and compares the broker's whole set with the catalogue's every `broker_reconcile_minutes`.
+    broker_sync_every_s: float = 2.0
+    broker_reconcile_minutes: float = 10.0
+    broker_sync_health_port: int = 9114
 
     # The packed tier of raw readings (`wattline packing`): days that ended more than the
     # late-data window ago move into one compressed row per sensor and day. Late readings
@@ -181,6 +192,13 @@ class Settings(BaseSettings):
         if self.bridge_claim_key:
             return self.bridge_claim_key
         return hmac.new(self.secret_key.encode(), b"wattline bridge claim codes", hashlib.sha256).hexdigest()
+
+    @property
+    def bridge_credential_key(self) -> bytes:
+        """The key bridges' MQTT passwords are derived under (wattline/bridge_credentials.py)."""
+        from wattline.bridge_credentials import credential_key
+
+        return credential_key(self.secret_key)
 
     @property
     def dashboard_url(self) -> str:

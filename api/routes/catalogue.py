@@ -14,10 +14,13 @@ from api.schemas import (
     Bridge,
     BridgeIn,
     BridgePatch,
+    BridgeRegistered,
     Created,
+    CredentialState,
     Customer,
     CustomerIn,
     CustomerPatch,
+    MqttCredential,
     Node,
     NodeIn,
     NodePatch,
@@ -26,7 +29,8 @@ from api.schemas import (
     SitePatch,
     TariffIn,
 )
-from wattline import audit, catalogue, queries
+from wattline import audit, bridge_credentials, catalogue, queries
+from wattline.bridge_credentials import Credential
 from wattline.domain import Role
 from wattline.principal import Principal
 from wattline.tariffs import Band, add_tariff, tariff_versions
@@ -145,12 +149,52 @@ def list_bridges(site_id: int, p: Reader, conn: Conn, limit: Limit = 100, offset
     return queries.bridges(conn, p, site_id, limit=limit, offset=offset)
 
 
-@router.post("/sites/{site_id}/bridges", response_model=Created, status_code=status.HTTP_201_CREATED,
-             summary="Register a bridge by serial")
-def create_bridge(site_id: int, body: BridgeIn, request: Request, p: Commissioner, conn: Conn) -> Created:
+@router.post("/sites/{site_id}/bridges", response_model=BridgeRegistered, status_code=status.HTTP_201_CREATED,
+             summary="Register a bridge by serial; the first registration issues its MQTT credential (shown once)")
+def create_bridge(site_id: int, body: BridgeIn, request: Request, p: Commissioner, conn: Conn) -> BridgeRegistered:
     _site_or_404(conn, p, site_id)
-    return Created(id=catalogue.register_bridge(conn, p, site_id, body.serial, body.name, claim_code=body.claim_code,
-                                                claim_key=request.app.state.settings.claim_key))
+    settings = request.app.state.settings
+    bridge_id, credential = catalogue.register_bridge(
+        conn, p, site_id, body.serial, body.name, claim_code=body.claim_code, claim_key=settings.claim_key,
+        credential_key=settings.bridge_credential_key)
+    return BridgeRegistered(id=bridge_id, mqtt=None if credential is None else _shown(credential))
+
+
+def _shown(credential: Credential) -> MqttCredential:
+    from wattline.senml import SENML_TOPIC, STATUS_TOPIC
+
+    name = credential.username
+    return MqttCredential(username=name, password=credential.password, client_id=name,
+                          senml_topic=SENML_TOPIC.format(bridge=name), status_topic=STATUS_TOPIC.format(bridge=name),
+                          generation=credential.generation)
+
+
+@router.get("/bridges/{bridge_id}/credentials", response_model=CredentialState,
+            summary="The bridge's MQTT credential (never its password) and whether the broker holds it yet")
+def get_bridge_credential(bridge_id: int, p: Commissioner, conn: Conn) -> CredentialState:
+    if queries.bridge(conn, p, bridge_id) is None:
+        raise not_found("bridge")
+    state = bridge_credentials.state(conn, bridge_id)
+    if state is None:
+        raise not_found("credential of that bridge")
+    return CredentialState.model_validate(state, from_attributes=True)
+
+
+@router.post("/bridges/{bridge_id}/credentials", response_model=MqttCredential, status_code=status.HTTP_201_CREATED,
+             summary="Issue the bridge a new MQTT password (rotation); the old one stops working within seconds")
+def rotate_bridge_credential(bridge_id: int, request: Request, p: Commissioner, conn: Conn) -> MqttCredential:
+    if queries.bridge(conn, p, bridge_id) is None:
+        raise not_found("bridge")
+    return _shown(bridge_credentials.issue(conn, p, bridge_id, key=request.app.state.settings.bridge_credential_key))
+
+
+@router.delete("/bridges/{bridge_id}/credentials", response_model=Created,
+               summary="Revoke the bridge's MQTT credential: within seconds it is disconnected and refused")
+def revoke_bridge_credential(bridge_id: int, p: Commissioner, conn: Conn) -> Created:
+    if queries.bridge(conn, p, bridge_id) is None:
+        raise not_found("bridge")
+    bridge_credentials.revoke(conn, p, bridge_id)
+    return Created(id=bridge_id)
 
 
 @router.get("/sites/{site_id}/tariffs", summary="Tariff versions of a site, newest first",

@@ -47,7 +47,7 @@ def missing_software() -> list[str]:
         missing.append("postgresql")
     elif not (bindir / "pg_config").exists() or not timescaledb_installed(bindir):
         missing.append("timescaledb")
-    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+    if (shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists()) or dynsec_plugin() is None:
         missing.append("mosquitto")
     return missing
 
@@ -62,6 +62,18 @@ def ensure_installed(with_browser: bool = False) -> None:
 
 def mosquitto_binary() -> str:
     return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+
+
+def dynsec_plugin() -> Path | None:
+    """Mosquitto's dynamic-security plugin (Debian's mosquitto package ships it)."""
+    for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/usr/local/lib"):
+        if (Path(folder) / DYNSEC_PLUGIN).exists():
+            return Path(folder) / DYNSEC_PLUGIN
+    found = sorted(Path("/usr/lib").glob(f"*/{DYNSEC_PLUGIN}"))
+    return found[0] if found else None
 
 
 def free_port() -> int:

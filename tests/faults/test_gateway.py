@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
@@ -75,6 +76,12 @@ def values(db: psycopg.Connection[Any], table: str) -> dict[tuple[int, Any], tup
     return {(r[0], r[1]): tuple(float(x) for x in r[2:]) for r in rows}
 
 
+def sign_in(client: Any, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.username:
+        client.username_pw_set(parts.username, unquote(parts.password or ""))
+
+
 @pytest.fixture
 def own_mosquitto() -> Iterator[LocalMosquitto]:
     """A broker of this test's own, so that restarting it disturbs nothing else."""
@@ -93,9 +100,9 @@ def test_broker_restarted_mid_stream_loses_and_doubles_nothing(db: psycopg.Conne
     fleet = build_fleet(1, 3, 20)
     seed_catalogue(db, fleet)
     # A plain subscription: see test_mosquitto_forgets_offline_shared_subscriptions_on_restart.
-    gw = GatewayProcess(database_url, own_mosquitto.url, tmp_path / "spool", "gw-restart", "").start()
+    gw = GatewayProcess(database_url, own_mosquitto.url_for("gateway"), tmp_path / "spool", "gw-restart", "").start()
     try:
-        thread, report = simulate_in_background(own_mosquitto.url, fleet, ticks=60, pace_s=0.05)
+        thread, report = simulate_in_background(own_mosquitto.url_for("simulator"), fleet, ticks=60, pace_s=0.05)
         for _ in range(2):  # restarted twice while packs flow
             wait_for(lambda: count(db, "SELECT count(*) FROM readings") > 0, 30)
             time.sleep(0.5)
@@ -225,22 +232,24 @@ def test_mosquitto_forgets_offline_shared_subscriptions_on_restart(own_mosquitto
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    def client(cid: str, clean: bool) -> mqtt.Client:
+    def client(cid: str, clean: bool, service: str = "gateway") -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        url = urlsplit(own_mosquitto.url_for(service))
+        c.username_pw_set(url.username, unquote(url.password or ""))
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0 if clean else 3600
         c.connect("127.0.0.1", own_mosquitto.port, clean_start=clean, properties=props)
         return c
 
     member = client("member", clean=False)
-    member.subscribe("$share/g/t/+", qos=1)
+    member.subscribe("$share/g/wattline/v1/bridges/+/senml", qos=1)
     member.loop(1.0)
     member.disconnect()  # offline, its session (and queue) kept by the broker
     own_mosquitto.stop()
     own_mosquitto.start()
-    publisher = client("publisher", clean=True)
+    publisher = client("publisher", clean=True, service="simulator")
     publisher.loop_start()
-    publisher.publish("t/a", b"while the member was away", qos=1).wait_for_publish(10)
+    publisher.publish("wattline/v1/bridges/A/senml", b"while the member was away", qos=1).wait_for_publish(10)
     publisher.loop_stop()
     got: list[bytes] = []
     member = client("member", clean=False)
@@ -254,7 +263,7 @@ def test_mosquitto_forgets_offline_shared_subscriptions_on_restart(own_mosquitto
 @pytest.mark.faults
 @pytest.mark.xfail(strict=True, reason="Mosquitto 2.0.11 stops honouring a client's Receive Maximum after its first "
                                        "PUBACK; when this passes, the broker bounds what it sends us again")
-def test_mosquitto_honours_receive_maximum_while_we_ack(mqtt_url: str) -> None:
+def test_mosquitto_honours_receive_maximum_while_we_ack(mqtt_url: str, gateway_mqtt_url: str) -> None:
     """Why the gateway pauses its socket reads itself, pinned so that a broker upgrade tells us."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -262,7 +271,7 @@ def test_mosquitto_honours_receive_maximum_while_we_ack(mqtt_url: str) -> None:
     from paho.mqtt.properties import Properties
 
     port = int(mqtt_url.rsplit(":", 1)[1])
-    topic = f"rm/{uuid.uuid4().hex[:8]}"
+    topic = f"wattline/v1/bridges/RM-{uuid.uuid4().hex[:8]}/senml"
     pending: list[Any] = []
     most = [0]
     lock = threading.Lock()
@@ -277,11 +286,13 @@ def test_mosquitto_honours_receive_maximum_while_we_ack(mqtt_url: str) -> None:
     sub.on_message = on_message
     props = Properties(PacketTypes.CONNECT)
     props.ReceiveMaximum = 10
+    sign_in(sub, gateway_mqtt_url)
     sub.connect("127.0.0.1", port, properties=props, clean_start=True)
     sub.subscribe(topic, qos=1)
     sub.loop_start()
     time.sleep(0.3)
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rmp-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5)
+    sign_in(pub, mqtt_url)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
     for _ in range(200):

@@ -88,7 +88,7 @@ def _bandwidth(pg: FaultProxy, mq: FaultProxy, streaming: threading.Event) -> No
 
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_every_reading_once_through_a_bad_network(
-        name: str, db: psycopg.Connection[Any], database_url: str, mqtt_url: str, gateways: Any,
+        name: str, db: psycopg.Connection[Any], database_url: str, mqtt_url: str, gateway_mqtt_url: str, gateways: Any,
         fault_proxy: Callable[[str, int], FaultProxy]) -> None:
     fleet = build_fleet(1, 2, 10)
     seed_catalogue(db, fleet)
@@ -97,7 +97,7 @@ def test_every_reading_once_through_a_bad_network(
     # A write that has not answered in 20 s is abandoned (5 s where the database is half-open,
     # to keep the test short): 500 ms each way makes a commit's few round trips take seconds.
     timeout = "5" if name == "a half-open database that accepts and never answers" else "20"
-    gw = gateways(db_url=via(database_url, pg), WATTLINE_MQTT_URL=via(mqtt_url, mq),
+    gw = gateways(db_url=via(database_url, pg), WATTLINE_MQTT_URL=via(gateway_mqtt_url, mq),
                   WATTLINE_DB_WRITE_TIMEOUT_S=timeout, WATTLINE_MQTT_KEEPALIVE_S="3").start()
     streaming = threading.Event()
     streaming.set()

@@ -1,0 +1,284 @@
+"""Who may do what on the broker: Mosquitto's dynamic-security plugin, kept in step with
+the catalogue.
+
+Roles (ACLs; everything not allowed is denied, anonymous clients are refused):
+- `bridge-{serial}`: publish to its own two topics (`…/{serial}/senml` and `…/status`).
+  Its client is bound to the client id `{serial}`, so no bridge can publish as another or
+  take over another's session; no bridge can subscribe to anything.
+- `wattline-gateway`: subscribe to and receive every bridge topic (plain or `$share/…`).
+- `wattline-simulator`: publish to every bridge topic. The simulator stands in for a fleet
+  over one connection; a deployment with real bridges need not issue it.
+- `admin` (`mosquitto_ctrl dynsec init`'s own role): the plugin's control topic.
+
+`initial_config` writes the plugin's file for a new broker with the service clients (the
+embedded broker, tests and docker-compose all start from it). After that the broker's
+state is changed only over `$CONTROL/dynamic-security/v1`: `BrokerSync` applies the
+catalogue's bridge credentials (wattline/bridge_credentials.py) as they are issued,
+rotated or revoked, and reconciles the whole set now and then, so a broker that lost its
+state, or a change made while it was down, is put right.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import Counter, Gauge
+
+from wattline import bridge_credentials
+from wattline.bridge_credentials import BrokerChange
+from wattline.senml import SENML_TOPIC, STATUS_TOPIC
+from wattline.service import LoopService
+from wattline.settings import Settings
+
+log = structlog.get_logger("wattline.broker_security")
+
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
+BRIDGE_TOPICS = "wattline/v1/bridges/#"
+SERVICE_USERS = {"admin": "_wattline-admin", "gateway": "_wattline-gateway", "simulator": "_wattline-simulator"}
+PBKDF2_ITERATIONS = 101  # the plugin's own default for clients it creates
+
+APPLIED = Counter("wattline_broker_credentials_applied_total", "Bridge credential changes applied to the broker",
+                  ["change"])
+FAILED = Counter("wattline_broker_credentials_failed_total", "Bridge credential changes the broker refused")
+PENDING = Gauge("wattline_broker_credentials_pending", "Bridge credential changes not yet applied to the broker")
+
+
+def _acl(acltype: str, topic: str) -> dict[str, Any]:
+    return {"acltype": acltype, "topic": topic, "allow": True}
+
+
+def bridge_role(serial: str) -> dict[str, Any]:
+    return {"rolename": f"bridge-{serial}",
+            "acls": [_acl("publishClientSend", SENML_TOPIC.format(bridge=serial)),
+                     _acl("publishClientSend", STATUS_TOPIC.format(bridge=serial))]}
+
+
+SERVICE_ROLES: dict[str, dict[str, Any]] = {
+    "gateway": {"rolename": "wattline-gateway",
+                "acls": [_acl("subscribePattern", BRIDGE_TOPICS), _acl("subscribePattern", "$share/+/" + BRIDGE_TOPICS),
+                         _acl("publishClientReceive", BRIDGE_TOPICS)]},
+    "simulator": {"rolename": "wattline-simulator",
+                  "acls": [_acl("publishClientSend", SENML_TOPIC.format(bridge="+")),
+                           _acl("publishClientSend", STATUS_TOPIC.format(bridge="+"))]},
+    # The plugin's control topic, and $SYS (the compose health check reads the broker's uptime).
+    "admin": {"rolename": "admin",
+              "acls": [_acl(t, CONTROL_TOPIC + "/#") for t in ("publishClientSend", "publishClientReceive",
+                                                             "subscribePattern")]
+              + [_acl(t, "$SYS/#") for t in ("publishClientReceive", "subscribePattern")]},
+}
+
+
+def _client_entry(username: str, password: str, rolename: str) -> dict[str, Any]:
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS, 64)
+    return {"username": username, "password": base64.b64encode(digest).decode(),
+            "salt": base64.b64encode(salt).decode(), "iterations": PBKDF2_ITERATIONS,
+            "roles": [{"rolename": rolename}]}
+
+
+def initial_config(passwords: dict[str, str]) -> bytes:
+    """The plugin's file for a new broker: the service clients (`passwords` by service:
+    admin, gateway, simulator; one left out is not created) and deny-by-default."""
+    clients = [_client_entry(SERVICE_USERS[s], pw, SERVICE_ROLES[s]["rolename"]) for s, pw in passwords.items()]
+    return orjson.dumps({
+        "clients": clients, "groups": [], "roles": [SERVICE_ROLES[s] for s in passwords],
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                             "unsubscribe": True}}, option=orjson.OPT_INDENT_2)
+
+
+def service_url(host: str, port: int, service: str, password: str) -> str:
+    return f"mqtt://{SERVICE_USERS[service]}:{quote(password, safe='')}@{host}:{port}"
+
+
+class ControlError(RuntimeError):
+    """The broker did not answer a control request (down, refused, timed out)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    command: str
+    error: str | None
+    data: Any
+
+
+class DynsecAdmin:
+    """A connection to the plugin's control topic; `run` sends commands and waits for their replies."""
+
+    def __init__(self, admin_url: str, *, timeout_s: float = 10.0) -> None:
+        parts = urlsplit(admin_url)
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._reply: list[Reply] | None = None
+        self._answered = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                                   client_id=f"wattline-broker-sync-{secrets.token_hex(4)}")
+        if parts.username:
+            self._client.username_pw_set(parts.username, parts.password)
+        self._client.on_message = self._on_message
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.on_connect = lambda c, *_: c.subscribe(RESPONSE_TOPIC, qos=1)
+        try:
+            self._client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=30)
+        except OSError as exc:
+            raise ControlError(f"broker unreachable: {exc}") from exc
+        self._client.loop_start()
+        if not subscribed.wait(timeout_s):
+            self.close()
+            raise ControlError("the broker refused the admin client or did not answer")
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            responses = orjson.loads(message.payload)["responses"]
+            self._reply = [Reply(r.get("command", ""), r.get("error"), r.get("data")) for r in responses]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            self._reply = []
+        self._answered.set()
+
+    def run(self, commands: Sequence[dict[str, Any]]) -> list[Reply]:
+        with self._lock:
+            self._answered.clear()
+            self._reply = None
+            info = self._client.publish(CONTROL_TOPIC, orjson.dumps({"commands": list(commands)}), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS or not self._answered.wait(self.timeout_s):
+                raise ControlError("the broker did not answer the control request")
+            reply: list[Reply] = self._reply or []
+            if len(reply) != len(commands):
+                raise ControlError(f"{len(commands)} commands, {len(reply)} replies")
+            return reply
+
+
+_ABSENT = ("Client not found", "Role not found")
+
+
+def change_commands(change: BrokerChange) -> list[dict[str, Any]]:
+    """Replace the bridge's client and role (their deletion closes a live session), or just delete them."""
+    role = bridge_role(change.username)
+    commands: list[dict[str, Any]] = [{"command": "deleteClient", "username": change.username},
+                                      {"command": "deleteRole", "rolename": role["rolename"]}]
+    if change.password is not None:
+        commands += [{"command": "createRole", **role},
+                     {"command": "createClient", "username": change.username, "password": change.password,
+                      "clientid": change.username, "roles": [{"rolename": role["rolename"]}]}]
+    return commands
+
+
+def apply_changes(conn: psycopg.Connection[Any], admin: DynsecAdmin, changes: Sequence[BrokerChange],
+                  *, per_request: int = 50) -> int:
+    """Apply changes, `per_request` to a control message; each is recorded applied or failed on
+    its own row. Returns how many were applied."""
+    applied = 0
+    for i in range(0, len(changes), per_request):
+        batch = changes[i:i + per_request]
+        plans = [change_commands(c) for c in batch]
+        replies = admin.run([cmd for plan in plans for cmd in plan])
+        at = 0
+        for change, plan in zip(batch, plans, strict=True):
+            mine, at = replies[at:at + len(plan)], at + len(plan)
+            errors = [f"{r.command}: {r.error}" for r in mine if r.error and r.error not in _ABSENT]
+            if errors:
+                FAILED.inc()
+                bridge_credentials.mark_failed(conn, change, "; ".join(errors))
+                log.warning("broker refused a bridge credential", username=change.username, errors=errors)
+            else:
+                bridge_credentials.mark_applied(conn, change)
+                APPLIED.labels("remove" if change.password is None else "set").inc()
+                applied += 1
+    return applied
+
+
+def bridge_clients(admin: DynsecAdmin, page: int = 1000) -> set[str]:
+    """Usernames of the broker's clients that carry their own bridge role (those this module made)."""
+    found: set[str] = set()
+    offset = 0
+    while True:
+        reply = admin.run([{"command": "listClients", "verbose": True, "count": page, "offset": offset}])[0]
+        if reply.error:
+            raise ControlError(f"listClients: {reply.error}")
+        clients = (reply.data or {}).get("clients", [])
+        for c in clients:
+            roles = {r.get("rolename") for r in c.get("roles", [])}
+            if f"bridge-{c.get('username')}" in roles:
+                found.add(c["username"])
+        offset += len(clients)
+        if len(clients) < page:
+            return found
+
+
+def reconcile(conn: psycopg.Connection[Any], admin: DynsecAdmin, key: bytes) -> tuple[int, int]:
+    """Make the broker's bridge clients exactly the catalogue's active credentials: re-apply
+    missing ones, remove strays. Returns (re-applied, removed)."""
+    wanted = {c.username: c for c in bridge_credentials.active(conn, key)}
+    present = bridge_clients(admin)
+    missing = [c for name, c in wanted.items() if name not in present]
+    strays = [BrokerChange(name, 0, None) for name in present - wanted.keys()]
+    if missing:
+        apply_changes(conn, admin, missing)
+    if strays:
+        replies = admin.run([cmd for s in strays for cmd in change_commands(s)])
+        log.info("removed bridge clients the catalogue does not hold", count=len(strays),
+                 errors=sum(1 for r in replies if r.error and r.error not in _ABSENT))
+    return len(missing), len(strays)
+
+
+class BrokerSync:
+    """One pass: apply pending credential changes; every `reconcile_every_s`, the full set."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.mqtt_admin_url:
+            raise ValueError("WATTLINE_MQTT_ADMIN_URL must be set: the broker's dynamic-security admin client")
+        self.admin_url = settings.mqtt_admin_url
+        self.key = bridge_credentials.credential_key(settings.secret_key)
+        self.reconcile_every_s = settings.broker_reconcile_minutes * 60.0
+        self._admin: DynsecAdmin | None = None
+        self._reconciled_at = 0.0
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+    def one_pass(self, conn: psycopg.Connection[Any]) -> bool:
+        try:
+            if self._admin is None:
+                self._admin = DynsecAdmin(self.admin_url)
+            if time.monotonic() - self._reconciled_at > self.reconcile_every_s:
+                restored, removed = reconcile(conn, self._admin, self.key)
+                self._reconciled_at = time.monotonic()
+                if restored or removed:
+                    log.info("broker reconciled", restored=restored, removed=removed)
+            changes = bridge_credentials.pending(conn, self.key)
+            PENDING.set(len(changes))
+            if changes:
+                applied = apply_changes(conn, self._admin, changes)
+                log.info("bridge credentials applied", applied=applied, refused=len(changes) - applied)
+                PENDING.set(len(changes) - applied)
+            return len(changes) == 500
+        except ControlError:
+            self.close()  # reconnect next pass; the changes stay pending
+            self._reconciled_at = 0.0  # and reconcile then: the broker may have restarted empty
+            raise
+
+
+def broker_sync_service(settings: Settings) -> LoopService:
+    sync = BrokerSync(settings)
+    return LoopService("broker-sync", settings.require_database_url(), sync.one_pass,
+                       settings.broker_sync_every_s, teardown=sync.close)
