@@ -37,7 +37,13 @@ class Stack:
 
     @property
     def mqtt_url(self) -> str:
-        return self.mosquitto.url
+        """The broker as the gateway signs in to it."""
+        return self.mosquitto.url_for("gateway")
+
+    @property
+    def publisher_url(self) -> str:
+        """The broker as the simulator (every bridge at once) signs in to it."""
+        return self.mosquitto.url_for("simulator")
 
 
 @contextmanager

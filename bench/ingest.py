@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -75,13 +76,15 @@ def packs(ticks: int, start: float, per_bridge: int = PER_BRIDGE) -> list[tuple[
 
 
 def client(url: str, client_id: str, *, clean: bool) -> mqtt.Client:
-    port = int(url.rsplit(":", 1)[1])
+    parts = urlsplit(url)
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if parts.username:
+        c.username_pw_set(parts.username, unquote(parts.password or ""))
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0 if clean else 3600
-    c.connect("127.0.0.1", port, properties=props, clean_start=clean)
+    c.connect("127.0.0.1", parts.port or 1883, properties=props, clean_start=clean)
     return c
 
 
@@ -104,7 +107,7 @@ def mosquitto_ceiling(stack: Stack, items: list[tuple[str, bytes]], readings: in
     sub.subscribe("$share/null/wattline/v1/bridges/+/senml", qos=1)
     sub.loop(1.0)
     sub.disconnect()
-    publish_all(stack.mqtt_url, items)
+    publish_all(stack.publisher_url, items)
     done = threading.Event()
     got = [0]
 
@@ -193,7 +196,7 @@ def start_on_backlog(stack: Stack, ports: list[int], items: list[tuple[str, byte
     """Gateways 0…n-1 on `ports`, started with `items` already waiting for them: each first
     makes its persistent session and subscription and stops, then the backlog is published."""
     stop_all(_started_and_healthy(stack, ports))
-    publish_all(stack.mqtt_url, items)  # the backlog waits in the broker for the gateways
+    publish_all(stack.publisher_url, items)  # the backlog waits in the broker for the gateways
     return _started_and_healthy(stack, ports)
 
 
@@ -284,7 +287,7 @@ def latency(stack: Stack, rate: float, port: int, seconds: float = 30.0) -> tupl
     gw = start_gateway(stack, port)
     wait_healthy(port)
     interval = max(0.5, SENSORS / rate)
-    pub = client(stack.mqtt_url, "bench-live", clean=True)
+    pub = client(stack.publisher_url, "bench-live", clean=True)
     pub.loop_start()
     rng = np.random.default_rng(3)
     groups = bridges()

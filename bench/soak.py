@@ -23,6 +23,7 @@ from bench.ingest import (
     stored_by,
     wait_healthy,
 )
+from ingest.gateway import READ_CHUNK
 from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.settings import Settings
 
@@ -39,7 +40,7 @@ def run() -> list[Row]:
         gw = start_gateway(stack, port)
         wait_healthy(port)
         proc = psutil.Process(gw.pid)
-        pub = client(stack.mqtt_url, "bench-soak", clean=True)
+        pub = client(stack.publisher_url, "bench-soak", clean=True)
         pub.loop_start()
         rng = np.random.default_rng(4)
         # Relative time (bt 0: "at receipt", RFC 8428 §4.5.3), so each bridge's pack is encoded
@@ -84,9 +85,11 @@ def run() -> list[Row]:
     early, late = float(np.median(rss[tenth:2 * tenth])), float(np.median(rss[-tenth:]))
     # Sustained: everything published, stored, over the publishing time plus the final drain.
     achieved = stored / (publishing_s + drained_in)
-    # The gateway holds at most 2 × receive_maximum packs (ingest/gateway.py): its RSS may
-    # step up once by that buffer's high-water mark; anything beyond that is growth.
-    allowance = 2 * Settings().receive_maximum * len(wire[0][1]) / 2**20
+    # The gateway holds at most receive_maximum packs or max_unacked_bytes of them, and up to
+    # a read chunk more (ingest/gateway.py): its RSS may step up once by that buffer's
+    # high-water mark; anything beyond that is growth.
+    s = Settings()
+    allowance = (min(s.receive_maximum * len(wire[0][1]), s.max_unacked_bytes) + READ_CHUNK) / 2**20
     rows += [
         Row("soak", f"{seconds / 60:.0f} min, {rate:,.0f} readings/s asked: published", published / publishing_s,
             "readings/s", f"{published:,} readings, pre-encoded packs of {PER_BRIDGE}"),

@@ -18,7 +18,6 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -143,18 +142,21 @@ class BatchWriter:
         """Decode the packs and map what the cache knows; a pack whose decoding raises is
         rejected alone (`processing_error`), its neighbours go on."""
         out = Prepared(packs, generation=self._generation)
+        mapped = _Mapped()
         for pack in packs:
-            marks = len(out.rejected), len(out.statuses), len(out.mapped), len(out.unmapped)
+            marks = len(out.rejected), len(out.statuses), len(out.unmapped)
             try:
-                self._prepare_pack(pack, out)
+                self._prepare_pack(pack, out, mapped)
             except Exception as exc:  # nothing of the pack stays but its rejection
-                del out.rejected[marks[0]:], out.statuses[marks[1]:], out.mapped[marks[2]:], out.unmapped[marks[3]:]
+                del out.rejected[marks[0]:], out.statuses[marks[1]:], out.unmapped[marks[2]:]
                 out.rejected.append(_unprocessable(pack, exc))
+        if mapped.ids:
+            out.mapped.append(mapped.columns())
         if not out.unmapped:
             out.rows = encode_rows(out.mapped)
         return out
 
-    def _prepare_pack(self, pack: RawPack, out: Prepared) -> None:
+    def _prepare_pack(self, pack: RawPack, out: Prepared, mapped: _Mapped) -> None:
         bridge = bridge_from_topic(pack.topic)
         if bridge is None:
             problem = Rejection(Reason.TOPIC, "not a wattline/v1 bridge topic")
@@ -167,27 +169,23 @@ class BatchWriter:
         for r in d.rejections:
             raw = r.record if r.record is not None else pack.payload
             out.rejected.append(_Rejected(pack.topic, bridge, r, raw))
-        if len(d):
-            columns = self._map_cached(bridge, d)
-            if columns is None:
-                out.unmapped.append((pack, bridge, d))
-            else:
-                out.mapped.append(columns)
+        if len(d) and not self._map_cached(bridge, d, mapped):
+            out.unmapped.append((pack, bridge, d))
 
-    def _map_cached(self, bridge: str, d: DecodedPack) -> Columns | None:
-        """The pack's columns if the cache knows its bridge and all its sensors at that
-        bridge's site; None leaves the pack to `commit`."""
+    def _map_cached(self, bridge: str, d: DecodedPack, mapped: _Mapped) -> bool:
+        """Add the pack's readings to `mapped` if the cache knows its bridge and all its
+        sensors at that bridge's site; False leaves the pack to `commit`."""
         known_bridge = self._bridges.get(bridge)
         if known_bridge is None:
-            return None
+            return False
         site = self._site_sensors.get(known_bridge.site_id)
         if site is None:
-            return None
-        n = len(d.serials)
-        ids = np.fromiter(map(site.get, d.serials, repeat(-1)), dtype=np.int64, count=n)
-        if (ids < 0).any():
-            return None
-        return _columns(ids, d, known_bridge.id)
+            return False
+        ids: list[Any] = list(map(site.get, d.serials))
+        if None in ids:
+            return False
+        mapped.add(ids, d, known_bridge.id)
+        return True
 
     # -- writing ------------------------------------------------------------------------------
     def commit(self, batch: Prepared) -> BatchResult:
@@ -379,6 +377,35 @@ def _unprocessable(pack: RawPack, exc: BaseException) -> _Rejected:
     detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".replace("\x00", "")
     return _Rejected(str(pack.topic).replace("\x00", ""), bridge, Rejection(Reason.PROCESSING_ERROR, detail),
                      pack.payload)
+
+
+class _Mapped:
+    """A batch's mapped readings as plain lists, turned into arrays once per batch: at tens
+    of readings a pack, seven small arrays per pack cost more than the readings in them."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.ts: list[float] = []
+        self.current: list[float] = []
+        self.voltage: list[float] = []
+        self.power_factor: list[float] = []
+        self.rssi: list[float] = []
+        self.bridge: list[int] = []
+
+    def add(self, ids: list[int], d: DecodedPack, bridge_id: int) -> None:
+        self.ids += ids
+        self.ts += d.ts
+        self.current += d.current
+        self.voltage += d.voltage
+        self.power_factor += d.power_factor
+        self.rssi += d.rssi
+        self.bridge += [bridge_id] * len(ids)
+
+    def columns(self) -> Columns:
+        return (np.array(self.ids, dtype=np.int64), np.array(self.ts, dtype=np.float64),
+                np.array(self.current, dtype=np.float64), np.array(self.voltage, dtype=np.float64),
+                np.array(self.power_factor, dtype=np.float64), np.array(self.rssi, dtype=np.float64),
+                np.array(self.bridge, dtype=np.int64))
 
 
 def _columns(ids: np.ndarray[Any, Any], d: DecodedPack, bridge_id: int) -> Columns:

@@ -68,13 +68,17 @@ class Settings(BaseSettings):
     #: subscription across a broker restart (see docs/scaling.md); a plain one it keeps.
     mqtt_share_group: str = "wattline"
     mqtt_client_id: str = "wattline-gateway-1"
-    #: a batch closes at this many packs or this age, whichever comes first
-    batch_max_packs: int = 200
+    #: a batch closes at this many packs, this many payload bytes or this age, whichever comes first
+    batch_max_packs: int = 2000
+    batch_max_bytes: int = 8 * 1024 * 1024
     batch_max_seconds: float = 0.25
     spool_dir: Path = PROJECT_ROOT / ".wattline" / "spool"
     spool_max_bytes: int = 512 * 1024 * 1024
-    #: MQTT v5 Receive Maximum: unacked packs the broker may send us (bounds memory)
-    receive_maximum: int = 400
+    #: Packs received and not yet acked (stored): at this many, or at `max_unacked_bytes` of
+    #: payload, the gateway stops reading its socket until a batch is stored. Both bound its
+    #: memory; at tens of readings a pack the count needs to be high to keep the database busy.
+    receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
+    max_unacked_bytes: int = 32 * 1024 * 1024
     #: A broker that has not answered for 1.5 × this long is taken for gone (reconnect).
     mqtt_keepalive_s: int = 30
     #: A database write that has not answered this long is abandoned: the connection is broken
