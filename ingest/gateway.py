@@ -33,10 +33,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest import metrics
+from ingest.flood import BridgeBuckets
 from ingest.packs import BatchResult, RawPack
 from ingest.spool import Spool
 from ingest.writer import BatchWriter, Prepared
-from wattline.senml import Reason
+from wattline.senml import Reason, bridge_from_topic
 from wattline.service import LoopService, serve_http
 from wattline.settings import Settings
 
@@ -174,6 +175,7 @@ class Gateway:
         self.writer = BatchWriter(settings.require_database_url(), max_skew_s=settings.max_clock_skew_s,
                                   max_age_s=settings.late_data_horizon_s)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        self.buckets = BridgeBuckets(settings.bridge_max_bytes_per_s, settings.bridge_burst_bytes)
         self.stats = GatewayStats()
         self._buffer: list[RawPack] = []
         self._arrived = asyncio.Event()  # the buffer holds at least one pack
@@ -388,7 +390,9 @@ class Gateway:
         # a broken one must still be kept and rejected, not crash the reader.
         topic = message._topic.decode("utf-8", "replace")
         payload = bytes(message.payload)
-        self._buffer.append(RawPack(topic, payload, time.time(), message.mid, message.qos))
+        bridge = bridge_from_topic(topic)
+        limited = bridge is not None and not self.buckets.allow(bridge, len(payload))
+        self._buffer.append(RawPack(topic, payload, time.time(), message.mid, message.qos, limited))
         self._unacked += 1
         self._unacked_bytes += len(payload)
         self._buffered_bytes += len(payload)
@@ -448,6 +452,7 @@ class Gateway:
                         await asyncio.wait_for(self._full.wait(), self.settings.batch_max_seconds)
                 batch = self._next_batch()
                 metrics.UNACKED.set(self._unacked)
+                metrics.RATE_LIMITED_BRIDGES.set(self.buckets.limited())
                 # What is left may already be a full batch.
                 if len(self._buffer) < self.settings.batch_max_packs and \
                         self._buffered_bytes < self.settings.batch_max_bytes:

@@ -10,6 +10,8 @@ READINGS_DUPLICATE = Counter("wattline_gateway_readings_duplicate_total",
 REJECTED = Counter("wattline_gateway_rejected_total", "Packs or records rejected, by reason", ["reason"])
 LATE_MERGED = Counter("wattline_gateway_late_readings_merged_total",
                       "Readings of a packed day merged into their sensor's packed row")
+RATE_LIMITED_BRIDGES = Gauge("wattline_gateway_rate_limited_bridges",
+                             "Bridges over their byte rate now (their packs are rejected as rate_limited)")
 SENSORS_DISCOVERED = Counter("wattline_gateway_sensors_discovered_total", "Unknown sensors first heard")
 BATCH_SECONDS = Histogram("wattline_gateway_batch_seconds", "Decode + commit time of one batch",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -13,6 +13,7 @@ class RawPack:
     received_at: float  # Unix seconds at broker receipt: "now" for relative SenML times
     mid: int = 0
     qos: int = 0
+    limited: bool = False  # over its bridge's rate: kept as a rejection, not decoded
 
 
 @dataclass

@@ -162,6 +162,11 @@ class BatchWriter:
             problem = Rejection(Reason.TOPIC, "not a wattline/v1 bridge topic")
             out.rejected.append(_Rejected(pack.topic, None, problem, pack.payload))
             return
+        if pack.limited:
+            out.rejected.append(_Rejected(pack.topic, bridge, Rejection(
+                Reason.RATE_LIMITED, "the bridge sent more bytes a second than its share (bridge_max_bytes_per_s)"),
+                pack.payload))
+            return
         if pack.topic.endswith("/status"):
             out.statuses.append((bridge, pack.payload.strip() == b"online", pack.received_at))
             return

@@ -17,7 +17,7 @@ from sensor_sim.publisher import connect
 from sensor_sim.seed import seed_catalogue
 from tests.factories import count, expected_set, one_reading, run_sim, stored, stored_set, wait_for
 from tests.fixtures.gateway import RunningGateway
-from wattline.senml import SENML_TOPIC, Reason
+from wattline.senml import MAX_PACK_BYTES, SENML_TOPIC, Reason, encode_pack
 
 
 def test_clean_stream_is_stored_exactly(db: psycopg.Connection[Any], mqtt_url: str,
@@ -192,3 +192,27 @@ def test_a_failed_commit_does_not_leave_discovered_ids_behind(db: psycopg.Connec
     assert orphans == 0
     assert count(db, """SELECT count(*) FROM readings r JOIN sensors s ON s.id = r.sensor_id
                         WHERE s.serial = 'CT-NEW-1'""") == 2
+
+
+@pytest.mark.parametrize("size", [1, 5000])
+def test_packs_of_one_and_of_five_thousand_readings(size: int, db: psycopg.Connection[Any], mqtt_url: str,
+                                                    start_gateway: Callable[..., RunningGateway]) -> None:
+    """The smallest pack a bridge can send, and one far past any bridge (a big site's
+    back-fill): both stored exactly, the big one's unknown sensors discovered on its bridge."""
+    seed_catalogue(db, build_fleet(1, 1, 1))
+    bridge = db.execute("SELECT serial FROM bridges").fetchone()[0]
+    start_gateway()
+    t = time.time() // 10 * 10 - 60
+    readings = [(f"CT-BIG-{k:05d}", t, round(0.5 + k / 1000, 3)) for k in range(size)]
+    payload = encode_pack(readings)
+    assert len(payload) < MAX_PACK_BYTES
+    client = connect(mqtt_url, f"pack-{size}")
+    client.publish(SENML_TOPIC.format(bridge=bridge), payload, qos=1).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    wait_for(lambda: stored(db) >= size, 30)
+    time.sleep(0.3)
+    rows = db.execute("SELECT s.serial, extract(epoch FROM r.ts)::float8, r.current_a FROM readings r "
+                      "JOIN sensors s ON s.id = r.sensor_id ORDER BY s.serial").fetchall()
+    assert [(s, ts, round(a, 3)) for s, ts, a in rows] == readings
+    assert count(db, "SELECT count(*) FROM rejected_readings") == 0

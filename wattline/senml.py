@@ -62,6 +62,9 @@ class Reason:
     MISSING_CURRENT = "missing_current"
     DUPLICATE_IN_PACK = "duplicate_in_pack"
     UNKNOWN_BRIDGE = "unknown_bridge"
+    #: The bridge sent more than its share (`bridge_max_bytes_per_s`, with a burst): kept
+    #: whole, not decoded, so that a flood cannot crowd out the other bridges.
+    RATE_LIMITED = "rate_limited"
     SPOOFED_SENSOR = "sensor_of_other_site"
     #: The pack made ingest fail in a way no rule names (a bug, or data the database will not
     #: take): kept byte for byte and acked, so that it is never redelivered forever.

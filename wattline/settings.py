@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     #: memory; at tens of readings a pack the count needs to be high to keep the database busy.
     receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
     max_unacked_bytes: int = 32 * 1024 * 1024
+    #: Each bridge may send this many payload bytes a second, after a burst of
+    #: `bridge_burst_bytes` (a bridge back from an outage sends its backlog at once). Beyond
+    #: it a pack is rejected (`rate_limited`) and kept whole. A bridge of 500 sensors sends
+    #: ~3.8 kB/s; the default lets a bridge of 5,000 through at twice its rate.
+    bridge_max_bytes_per_s: float = 75_000.0
+    bridge_burst_bytes: float = 256 * 1024 * 1024
     #: A broker that has not answered for 1.5 × this long is taken for gone (reconnect).
     mqtt_keepalive_s: int = 30
     #: A database write that has not answered this long is abandoned: the connection is broken

@@ -98,3 +98,55 @@ def test_atheris_finds_no_crash_in_the_decoder(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Done 200000 runs" in res.stderr
+
+
+def test_a_flooding_bridge_is_limited_and_the_others_go_on(
+        db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway]) -> None:
+    """One bridge sends ten times its neighbours' rate: beyond its share its packs are
+    rejected as rate_limited (kept whole, counted), and every other bridge's reading is stored."""
+    from prometheus_client import REGISTRY
+
+    fleet = build_fleet(3, 1, 10)
+    seed_catalogue(db, fleet)
+    bridges = sorted(fleet.sensors_by_bridge())
+    flooder, calm = bridges[0], bridges[1:]
+    serials = {b: [fleet.serials[i] for i in idx] for b, idx in fleet.sensors_by_bridge().items()}
+    limited_before = REGISTRY.get_sample_value("wattline_gateway_rejected_total", {"reason": "rate_limited"}) or 0.0
+    gw = start_gateway(bridge_max_bytes_per_s=5_000.0, bridge_burst_bytes=5_000.0)
+    client = connect(mqtt_url, "flood-test")
+    t0 = time.time() // 10 * 10 - 3000
+    sent: dict[str, list[bytes]] = {b: [] for b in bridges}
+    infos = []
+    for step in range(10):  # 5 s: the calm ones at ~1.6 kB/s, the flooder at ten times that
+        for k in range(10):
+            for b in bridges:
+                if b == flooder or k == 0:
+                    pack = encode_pack([(s, t0 + step * 10 + k, 1.0 + k) for s in serials[b]])
+                    sent[b].append(pack)
+                    infos.append(client.publish(SENML_TOPIC.format(bridge=b), pack, qos=1))
+            time.sleep(0.05)
+    for info in infos:
+        info.wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    calm_expected = sum(len(serials[b]) * len(sent[b]) for b in calm)
+    total = sum(len(serials[b]) * len(sent[b]) for b in bridges)
+
+    def settled() -> bool:
+        limited = count(db, "SELECT count(*) FROM rejected_readings WHERE reason = 'rate_limited'")
+        return stored_readings(db) + limited * len(serials[flooder]) == total
+
+    wait_for(settled, 30)
+    kept = db.execute("SELECT bridge_serial, payload FROM rejected_readings WHERE reason = 'rate_limited'").fetchall()
+    assert kept and {b for b, _ in kept} == {flooder}
+    assert {bytes(p) for _, p in kept} <= set(sent[flooder])  # byte for byte: replayable
+    calm_ids = [r[0] for r in db.execute("SELECT id FROM bridges WHERE serial = ANY(%s)", (calm,))]
+    assert count(db, "SELECT count(*) FROM readings WHERE bridge_id = ANY(%s)", calm_ids) == calm_expected
+    limited_after = REGISTRY.get_sample_value("wattline_gateway_rejected_total", {"reason": "rate_limited"})
+    assert limited_after == limited_before + len(kept)
+    assert 0 < len(kept) < len(sent[flooder])  # limited, not cut off: its share still goes through
+    assert gw.gateway is not None and gw.gateway.health() is not None
+
+
+def stored_readings(db: psycopg.Connection[Any]) -> int:
+    return count(db, "SELECT count(*) FROM readings")
