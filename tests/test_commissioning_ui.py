@@ -328,3 +328,73 @@ def test_an_installer_builds_the_hierarchy(size: str, db: psycopg.Connection[Any
     page.wait_for_selector("#hier-tree :text('Oven (circuit)')")
     shot(page, "hierarchy-3-imported", size)
     assert page.console_errors == []
+
+
+@pytest.mark.parametrize("size", ["390", "desktop"])
+def test_an_installer_adds_a_bridge_and_manages_its_sign_in(
+        size: str, db: psycopg.Connection[Any], on_site: dict[str, Any], serve_dashboard: Callable[[], str],
+        browser_page: Any) -> None:
+    """On a phone as at a desk: add a bridge by the serial and claim code on its label, copy
+    its MQTT sign-in (shown once, as the database derives it), then give it a new password
+    and revoke it. A wrong claim code is refused."""
+    from wattline import bridge_credentials
+    from wattline.catalogue import bridge_claim_code
+    from wattline.settings import Settings
+
+    built: BuiltSite = on_site["built"]
+    settings = Settings()
+    page = browser_page
+    base = signed_in(page, serve_dashboard, size, "ins@example.com")
+    page.goto(f"{base}/commissioning/{built.site_id}")
+    page.wait_for_selector("#sensor-CT-9", timeout=60_000)
+    page.click("#comm-bridge-tools summary")
+
+    def credential_row() -> tuple[Any, ...]:
+        return db.execute("""SELECT c.username, c.nonce, c.generation, c.revoked_at, b.site_id, b.name
+                             FROM bridge_credentials c JOIN bridges b ON b.id = c.bridge_id
+                             WHERE c.username = 'BR-NEW'""").fetchone()
+
+    def shown_password() -> str:
+        page.wait_for_selector("#comm-credential-shown", timeout=15_000)
+        text = page.inner_text("#comm-credential-shown")
+        return re.search(r"Password\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+
+    page.fill("#comm-new-bridge", "BR-NEW")
+    page.fill("#comm-claim-code", "AAAA-AAAA-AAAA")
+    page.click("#comm-add-bridge")
+    page.wait_for_selector("#comm-credential .error", timeout=15_000)
+    assert "no such bridge with that serial and claim code" in page.inner_text("#comm-credential")
+    assert count(db, "SELECT count(*) FROM bridges WHERE serial = 'BR-NEW'") == 0
+
+    page.fill("#comm-claim-code", bridge_claim_code("BR-NEW", settings.claim_key))
+    page.fill("#comm-bridge-name", "Boiler room")
+    page.click("#comm-add-bridge")
+    first = shown_password()
+    username, nonce, generation, revoked, site, name = credential_row()
+    assert (username, generation, revoked, site, name) == ("BR-NEW", 1, None, built.site_id, "Boiler room")
+    assert first == bridge_credentials.derive_password(settings.bridge_credential_key, "BR-NEW", bytes(nonce))
+    assert "wattline/v1/bridges/BR-NEW/senml" in page.inner_text("#comm-credential-shown")
+    assert fits(page), "the sign-in runs off the right edge"
+    shot(page, "5-bridge-added", size)
+
+    # The new bridge is in the picker; pick it, give it a new password, then revoke it.
+    page.wait_for_selector(".bridge-picker :text('BR-NEW')", timeout=15_000)
+    page.click(".bridge-picker :text('BR-NEW')")
+    page.wait_for_selector("#comm-sign-in:has-text('sign-in #1')", timeout=15_000)
+    page.click("#comm-rotate")
+    page.wait_for_function("document.querySelector('#comm-credential-shown') && "
+                           f"!document.querySelector('#comm-credential-shown').innerText.includes('{first}')",
+                           timeout=15_000)
+    second = shown_password()
+    _, nonce, generation, revoked, *_ = credential_row()
+    assert generation == 2 and revoked is None and second != first
+    assert second == bridge_credentials.derive_password(settings.bridge_credential_key, "BR-NEW", bytes(nonce))
+    page.click("#comm-revoke")
+    page.wait_for_selector("#comm-credential :text('Sign-in revoked')", timeout=15_000)
+    assert credential_row()[3] is not None
+    page.wait_for_selector("#comm-sign-in:has-text('revoked')", timeout=15_000)
+    shot(page, "6-bridge-revoked", size)
+    actions = [r[0] for r in db.execute("SELECT action FROM audit_log WHERE subject_type = 'bridge' "
+                                        "AND actor_user_id = %s ORDER BY id", (on_site["installer"],))]
+    assert actions == ["create", "issue_credential", "issue_credential", "revoke_credential"]
+    assert not page.console_errors

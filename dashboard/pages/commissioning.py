@@ -1,8 +1,9 @@
-"""Commissioning, for an installer's phone as much as a desk: pick a bridge, watch its
-sensors live, assign (or correct, move, replace, unassign) one, check what looks wrong,
-and mark the site commissioned. Every action is a core function (`wattline.assignments`,
-`wattline.commissioning`, `wattline.catalogue`); the callbacks parse, authorise, call and
-put the error next to its field."""
+"""Commissioning, for an installer's phone as much as a desk: add a bridge (its MQTT sign-in
+is shown once), pick a bridge, watch its sensors live, assign (or correct, move, replace,
+unassign) one, check what looks wrong, and mark the site commissioned. Every action is a
+core function (`wattline.assignments`, `wattline.commissioning`, `wattline.catalogue`,
+`wattline.bridge_credentials`); the callbacks parse, authorise, call and put the error next
+to its field."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
-from dash import Dash, Input, Output, State, dcc, html
+from dash import Dash, Input, Output, State, ctx, dcc, html
 
 from dashboard.auth import current_principal
-from dashboard.data import conn, no_such_site, reporting_interval_s, site_from_path
-from wattline import assignments, catalogue, commissioning, progress, queries
+from dashboard.data import conn, no_such_site, reporting_interval_s, settings, site_from_path
+from wattline import assignments, bridge_credentials, catalogue, commissioning, progress, queries
 from wattline.assignments import CLAMPABLE, EXPLAINED, Action
+from wattline.bridge_credentials import Credential
 from wattline.commissioning import BridgeSummary, SensorCheck
 from wattline.errors import DomainError
 from wattline.principal import Principal
+from wattline.senml import SENML_TOPIC
 
 NEW_CIRCUIT = -1
 LIVE_EVERY_MS = 5_000
@@ -56,6 +59,14 @@ def register(app: Dash) -> None:
                  prevent_initial_call=True)(submit)
     app.callback(Output("comm-state", "children"), Input("comm-commission", "n_clicks"), State("comm-site", "data"),
                  prevent_initial_call=True)(commission)
+    app.callback(Output("comm-credential", "children"), Output("comm-bridges-changed", "data"),
+                 Input("comm-add-bridge", "n_clicks"), Input("comm-rotate", "n_clicks"),
+                 Input("comm-revoke", "n_clicks"), State("comm-site", "data"), State("comm-new-bridge", "value"),
+                 State("comm-claim-code", "value"), State("comm-bridge-name", "value"), State("comm-bridge", "value"),
+                 State("comm-bridges-changed", "data"),
+                 prevent_initial_call=True)(bridge_action)
+    app.callback(Output("comm-bridge", "options"), Input("comm-bridges-changed", "data"), State("comm-site", "data"),
+                 prevent_initial_call=True)(bridge_options)
 
 
 def _state(c: Any, site_id: int) -> html.Span:
@@ -118,9 +129,21 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
     ], className="card form", id="comm-form") if can else html.Div(
         "You can look, not change: assigning sensors needs an installer's or an admin's access.",
         className="muted", id="comm-readonly")
+    bridge_tools = html.Details([
+        html.Summary("Add a bridge, or change its MQTT sign-in"),
+        html.Label(["Serial (on its label)", dcc.Input(id="comm-new-bridge", type="text", debounce=False)]),
+        html.Label(["Claim code (on its label)", dcc.Input(id="comm-claim-code", type="text",
+                                                          placeholder="XXXX-XXXX-XXXX")]),
+        html.Label(["Name (where it is)", dcc.Input(id="comm-bridge-name", type="text")]),
+        html.Button("Add bridge", id="comm-add-bridge", className="primary"),
+        html.P("For the bridge picked above:", className="muted"),
+        html.Div([html.Button("New MQTT password", id="comm-rotate", className="small"),
+                  html.Button("Revoke its sign-in", id="comm-revoke", className="small danger")], className="toolbar"),
+    ], className="card form", id="comm-bridge-tools") if can else None
     return html.Div([
         dcc.Store(id="comm-site", data=site["id"]),
         dcc.Store(id="comm-done", data=0),
+        dcc.Store(id="comm-bridges-changed", data=0),
         dcc.Store(id="comm-choices", data={"sensors": [], "spare": []}),
         dcc.Interval(id="comm-tick", interval=LIVE_EVERY_MS),
         html.H2(["Commissioning · ", site["name"]]),
@@ -136,6 +159,8 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         dcc.RadioItems(id="comm-bridge", value=bridges[0].id if bridges else None, className="bridge-picker",
                        options=[{"label": _bridge_label(b), "value": b.id} for b in bridges]),
         html.Div(id="comm-bridges"),
+        bridge_tools,
+        html.Div(id="comm-credential", role="status"),
         html.H3(["2 · Sensors, live ", html.Span(id="comm-updated", className="muted")]),
         html.Div(id="comm-sensors", className="sensor-cards"),
         form,
@@ -193,6 +218,8 @@ def refresh(_tick: int | None, bridge_id: int | None, _done: int, site_id: int) 
         bridges, checks = commissioning.site_view(c, p, site_id, interval_s=reporting_interval_s(),
                                                   bridge_id=bridge_id)
         backfills = progress.backfills(c, [s.serial for s in checks])
+        known = bridge_id is not None and any(b.id == bridge_id for b in bridges)
+        credential = bridge_credentials.state(c, bridge_id) if known and bridge_id is not None else None
     zone = ZoneInfo(site["timezone"])
     now = datetime.now(UTC)
     chosen = next((b for b in bridges if b.id == bridge_id), None)
@@ -207,6 +234,7 @@ def refresh(_tick: int | None, bridge_id: int | None, _done: int, site_id: int) 
             html.Span(f"last heard {_ago(chosen.last_seen_at, now)}"),
             html.Span(f" · weakest signal {chosen.weakest_rssi_dbw:.0f} dBW" if chosen.weakest_rssi_dbw else ""),
             html.Span(" · weak: move the bridge closer or add one", className="error") if chosen.weak_signal else None,
+            html.Span(" · " + _sign_in_text(credential), id="comm-sign-in"),
         ], className="bridge-summary", id="comm-bridge-summary")
     cards = [_sensor_card(s, zone, backfills.get(s.serial)) for s in checks] or html.Div(
         "No sensors heard through this bridge yet.", className="muted")
@@ -300,6 +328,68 @@ def submit(_clicks: int | None, site_id: int, action: str, serial: str | None, n
             return html.Div(exc.detail if not field else "Not saved: see the field marked.", className="error"), \
                 done, *errors.values()
     return html.Div(said, className="saved"), done + 1, *errors.values()
+
+
+def _sign_in_text(state: bridge_credentials.CredentialState | None) -> str:
+    if state is None:
+        return "no MQTT sign-in issued"
+    if state.revoked_at is not None:
+        return f"MQTT sign-in revoked{'' if state.applied else ' (reaching the broker…)'}"
+    return (f"MQTT sign-in #{state.generation} issued {state.issued_at:%Y-%m-%d}"
+            + ("" if state.applied else " (reaching the broker…)"))
+
+
+def _shown(credential: Credential, said: str) -> html.Div:
+    """The sign-in, once: to be typed into the bridge now."""
+    rows = [("Username", credential.username), ("Password", credential.password),
+            ("Client id", credential.username), ("Topic", SENML_TOPIC.format(bridge=credential.username))]
+    return html.Div([
+        html.Div(said, className="saved"),
+        html.Dl([part for label, value in rows for part in (html.Dt(label), html.Dd(html.Code(value)))],
+                className="credential"),
+        html.P("Shown once: set it in the bridge now. Lost it? Ask for a new password.", className="muted"),
+    ], className="card", id="comm-credential-shown")
+
+
+def bridge_action(_add: int | None, _rotate: int | None, _revoke: int | None, site_id: int, serial: str | None,
+                  code: str | None, name: str | None, bridge_id: int | None, changed: int) -> tuple[Any, int]:
+    """Add a bridge by serial and claim code, or give the picked bridge a new password, or
+    revoke its sign-in: each one core call; the new sign-in is shown once."""
+    p = current_principal()
+    if not p.can("commission"):
+        return html.Div("Not allowed: bridges need an installer's or an admin's access.", className="error"), changed
+    s = settings()
+    with conn() as c:
+        if queries.site(c, p, site_id) is None:
+            return html.Div("No such site.", className="error"), changed
+        try:
+            if ctx.triggered_id == "comm-add-bridge":
+                if not serial or not serial.strip():
+                    raise DomainError("give the serial on the bridge's label", field="serial")
+                _, credential = catalogue.register_bridge(
+                    c, p, site_id, serial.strip(), (name or "").strip(), claim_code=code or "",
+                    claim_key=s.claim_key, credential_key=s.bridge_credential_key)
+                if credential is None:
+                    return html.Div(f"{serial.strip()} is already here: its name is saved. For a new password, "
+                                    "pick it and ask for one.", className="saved"), changed + 1
+                return _shown(credential, f"{serial.strip()} added."), changed + 1
+            if bridge_id is None or queries.bridge(c, p, bridge_id) is None:
+                raise DomainError("pick a bridge of this site first", field="bridge")
+            if ctx.triggered_id == "comm-rotate":
+                credential = bridge_credentials.issue(c, p, bridge_id, key=s.bridge_credential_key)
+                return _shown(credential, "New password issued: the old one stops working within seconds."), \
+                    changed + 1
+            bridge_credentials.revoke(c, p, bridge_id)
+            return html.Div("Sign-in revoked: the bridge is disconnected within seconds.", className="saved"), \
+                changed + 1
+        except DomainError as exc:
+            return html.Div(exc.detail, className="error"), changed
+
+
+def bridge_options(_changed: int, site_id: int) -> list[dict[str, Any]]:
+    with conn() as c:
+        return [{"label": _bridge_label(b), "value": b.id}
+                for b in commissioning.bridges(c, current_principal(), site_id)]
 
 
 def commission(_clicks: int | None, site_id: int) -> Any:
