@@ -23,7 +23,7 @@ from analytics.tariffs import interval_prices, load_tariffs, pricing_resolution
 from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
-from wattline.rollup_queue import ROLLUP_LOCK
+from wattline.rollup_queue import lock_all_sites
 
 
 def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datetime]) -> int:
@@ -69,7 +69,7 @@ def price_unpriced_days(conn: psycopg.Connection[Any], limit: int = 62) -> int:
     """Price up to `limit` days that have a daily rollup but no mark (new tier, a tariff
     change), newest first. Runs under the rollup lock. Returns the number of days priced."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
+        lock_all_sites(conn)
         todo = fetch_tuples(conn, """
             SELECT n.site_id, r.bucket FROM rollups_1d r JOIN nodes n ON n.id = r.node_id AND n.kind = 'site'
             WHERE EXISTS (SELECT 1 FROM tariffs t WHERE t.site_id = n.site_id)

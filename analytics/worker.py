@@ -1,8 +1,9 @@
 """Keeping rollups current: the gateway and catalogue writes queue work, this re-computes it.
 
-Per cycle, under one advisory lock (so concurrent workers never interleave writes):
+Per cycle (several workers share the queue: each slice goes to one of them, and each
+site's rows are written by one at a time, `wattline.rollup_queue.lock_sites`):
 1. take a bounded slice of `rollup_dirty` (deleted in the same transaction: a crash
-   re-queues it);
+   re-queues it; rows another worker holds are skipped);
 2. re-compute those minutes for the circuits whose sensors they name, from raw readings,
    widened by the integration gap on each side (a new reading changes the segment
    before and after it);
@@ -40,7 +41,7 @@ from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
 from wattline.electrical import electrical
-from wattline.rollup_queue import ROLLUP_LOCK
+from wattline.rollup_queue import lock_all_sites, lock_sites
 from wattline.service import LoopService
 from wattline.settings import Settings
 
@@ -78,7 +79,6 @@ class RollupEngine:
     def process_dirty(self, conn: psycopg.Connection[Any], limit: int = 2000) -> int:
         """Take a slice of the queue and re-compute it; returns the number of queue rows done."""
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
             queued = fetch_tuples(conn,
                 """SELECT id, extract(epoch FROM ts_from)::float8, extract(epoch FROM ts_to)::float8, sensor_ids,
                           node_ids, attempts
@@ -161,7 +161,10 @@ class RollupEngine:
         first = math.floor(t_from.timestamp() / 60.0)
         last = math.ceil(t_to.timestamp() / 60.0)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
+            if site_id is None:
+                lock_all_sites(conn)
+            else:
+                lock_sites(conn, [site_id])
             for resolution in Resolution:
                 conn.execute(sql.SQL("""DELETE FROM {} WHERE bucket >= %s AND bucket < %s AND node_id IN
                                         (SELECT id FROM nodes WHERE %s::bigint IS NULL OR site_id = %s)""").format(
@@ -170,7 +173,8 @@ class RollupEngine:
         for start in range(first, last, MAX_WINDOW_MIN):
             minutes = set(range(start, min(start + MAX_WINDOW_MIN, last)))
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
+                if site_id is None:
+                    lock_all_sites(conn)
                 self.recompute(conn, dict.fromkeys(sensors, minutes))
             done += len(minutes)
         return done
@@ -198,6 +202,9 @@ class RollupEngine:
                                                  (list(node_minutes),)):
             site_tz[site_id] = tz
             node_site[node_id] = site_id
+        # Before anything of these sites is read or written: another worker writing one of them
+        # commits first, and what is read below then includes its writes.
+        lock_sites(conn, sorted(site_tz))
         spans_of_node: dict[int, list[Span]] = defaultdict(list)
         for span in _spans(conn, "node_id", list(node_minutes)):
             spans_of_node[span[1]].append(span)

@@ -12,7 +12,7 @@ import sys
 
 from bench.common import Row, print_table
 
-SUITES = ("rollup", "ingest", "api", "dashboard", "scaleout", "soak", "packing", "packsize", "exports")
+SUITES = ("rollup", "ingest", "api", "dashboard", "scaleout", "soak", "packing", "packsize", "exports", "rolluploop")
 
 
 def main(argv: list[str]) -> None:

@@ -350,9 +350,11 @@ def test_an_installer_adds_a_bridge_and_manages_its_sign_in(
     page.click("#comm-bridge-tools summary")
 
     def credential_row() -> tuple[Any, ...]:
-        return db.execute("""SELECT c.username, c.nonce, c.generation, c.revoked_at, b.site_id, b.name
-                             FROM bridge_credentials c JOIN bridges b ON b.id = c.bridge_id
-                             WHERE c.username = 'BR-NEW'""").fetchone()
+        row = db.execute("""SELECT c.username, c.nonce, c.generation, c.revoked_at, b.site_id, b.name
+                            FROM bridge_credentials c JOIN bridges b ON b.id = c.bridge_id
+                            WHERE c.username = 'BR-NEW'""").fetchone()
+        assert row is not None
+        return tuple(row)
 
     def shown_password() -> str:
         page.wait_for_selector("#comm-credential-shown", timeout=15_000)

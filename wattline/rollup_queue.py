@@ -22,8 +22,25 @@ import psycopg
 
 from wattline import raw_readings
 
-#: The advisory lock the rollup worker holds while it writes, so that workers never interleave.
+#: Rollup workers lock what they write per site, so several share the queue: two write
+#: different sites at once, never the same site's rows. Work over every site (a full
+#: re-computation, pricing the days nobody priced) holds ROLLUP_LOCK exclusively; per-site
+#: work holds it shared, then its sites' locks in ascending order (no deadlock among workers).
 ROLLUP_LOCK = 0x726F_6C6C  # "roll"
+SITE_LOCK_CLASS = 0x726F_6C6C  # the first key of a site's two-key lock (a lock space of its own)
+
+
+def lock_sites(conn: psycopg.Connection[Any], site_ids: Sequence[int]) -> None:
+    """Hold, until the transaction ends, the right to write these sites' rollups."""
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))
+    conn.execute("""SELECT count(pg_advisory_xact_lock(%s, (s %% 2147483647)::int))
+                    FROM (SELECT DISTINCT s FROM unnest(%s::bigint[]) AS s ORDER BY s) AS ordered""",
+                 (SITE_LOCK_CLASS, list(site_ids)))
+
+
+def lock_all_sites(conn: psycopg.Connection[Any]) -> None:
+    """Hold, until the transaction ends, the right to write every site's rollups."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
 
 
 def queue_history(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], *,

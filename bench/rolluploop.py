@@ -1,0 +1,144 @@
+"""`python -m bench rolluploop`: rollups in the loop, at a real fleet's shape (#21).
+
+Sites of 500 circuits on three-phase boards (1,500 sensors a site, every one assigned),
+bridges of 30 sensors sending a sweep every 10 s in real time through Mosquitto and a
+gateway (`--no-rollups`), and first one, then two `wattline rollups` workers sharing the
+queue. Once a second the bench reads the age of the oldest queue row not yet done: a
+reading stored waits at most that long for its 1-minute rollup. p50 and p99 per worker
+count, and whether it grows (median of the last third against the first).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+import psycopg
+
+from bench.common import Row, Stack, percentile, services
+from bench.ingest import client, gateway_env, start_gateway, wait_healthy
+from sensor_sim.seed import UK_STYLE_TARIFF
+from wattline.domain import Connection
+from wattline.senml import SENML_TOPIC, encode_pack
+from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
+
+SITES = int(os.environ.get("WATTLINE_BENCH_SITES", "8"))
+CIRCUITS, BOARDS, PER_BRIDGE = 500, 10, 30
+PHASE_S = 180.0  # each worker count runs this long
+
+
+def seed(stack: Stack) -> dict[str, list[str]]:
+    """SITES sites of 500 three-phase circuits; returns each bridge's sensors."""
+    bridges: dict[str, list[str]] = {}
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        _, customer = build_tenant(conn, "bench", "bench")
+        for s in range(SITES):
+            sensors = [f"CT{s:03d}{c:03d}{p}" for c in range(CIRCUITS) for p in (1, 2, 3)]
+            site_bridges = [f"BR-{s:03d}-{b:03d}" for b in range(len(sensors) // PER_BRIDGE)]
+            for i, serial in enumerate(sensors):
+                bridges.setdefault(site_bridges[i // PER_BRIDGE], []).append(serial)
+            boards = tuple(PanelSpec(
+                f"S{s}B{b}", f"Board {b}", 400.0, 0.92, Connection.THREE_PHASE_WYE,
+                circuits=tuple(CircuitSpec(f"S{s}C{c}", f"Circuit {c}", tuple(
+                    SensorSpec(f"CT{s:03d}{c:03d}{p}", site_bridges[(c * 3 + p - 1) // PER_BRIDGE], p, 100.0)
+                    for p in (1, 2, 3))) for c in range(b, CIRCUITS, BOARDS)),
+                feeder=CircuitSpec(f"S{s}F{b}", f"Feeder {b}")) for b in range(BOARDS))
+            build_site(conn, customer, SiteSpec(
+                f"Site {s}", timezone="Europe/London", bridges=tuple(site_bridges), tariff=UK_STYLE_TARIFF,
+                panels=(PanelSpec(f"S{s}MSB", "MSB", 400.0, 0.95, Connection.THREE_PHASE_WYE, sub_panels=boards),)))
+    return bridges
+
+
+def publish(stack: Stack, bridges: dict[str, list[str]], stop: threading.Event, sent: list[int]) -> None:
+    """Every bridge's sweep once every 10 s, the bridges spread over the 10 s, as a fleet does."""
+    pub = client(stack.publisher_url, "bench-fleet", clean=True)
+    pub.loop_start()
+    rng = np.random.default_rng(9)
+    items = list(bridges.items())
+    tick = time.time() // 10 * 10 + 10
+    while not stop.is_set():
+        for k, (bridge, serials) in enumerate(items):
+            due = tick + 10.0 * k / len(items)
+            time.sleep(max(0.0, due - time.time()))
+            amps = rng.uniform(1, 60, len(serials)).round(3)
+            pub.publish(SENML_TOPIC.format(bridge=bridge),
+                        encode_pack(list(zip(serials, [tick] * len(serials), amps.tolist(), strict=True))), qos=1)
+            sent[0] += len(serials)
+        tick += 10.0
+    pub.loop_stop()
+    pub.disconnect()
+
+
+def start_worker(stack: Stack, n: int) -> subprocess.Popen[bytes]:
+    from launcher.localstack import free_port
+
+    env = {**gateway_env(stack, free_port(), 90 + n), "WATTLINE_ROLLUPS_HEALTH_PORT": str(free_port())}
+    return subprocess.Popen([sys.executable, "-m", "launcher.cli", "rollups"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=(stack.root / f"rollups{n}.log").open("ab"))
+
+
+def lag_samples(stack: Stack, seconds: float) -> list[float]:
+    out: list[float] = []
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            row = conn.execute("SELECT coalesce(extract(epoch FROM now() - min(queued_at)), 0)::float8 "
+                               "FROM rollup_dirty").fetchone()
+            out.append(float(row[0]) if row else 0.0)
+            time.sleep(1.0)
+    return out
+
+
+def run() -> list[Row]:
+    from launcher.localstack import free_port
+
+    rows: list[Row] = []
+    with services() as stack:
+        bridges = seed(stack)
+        sensors = sum(len(s) for s in bridges.values())
+        port = free_port()
+        gateway = start_gateway(stack, port)
+        wait_healthy(port)
+        stop, sent = threading.Event(), [0]
+        publisher = threading.Thread(target=publish, args=(stack, bridges, stop, sent), daemon=True)
+        publisher.start()
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            for count in (1, 2):
+                while len(workers) < count:
+                    workers.append(start_worker(stack, len(workers)))
+                time.sleep(30)  # the workers' start and the queue's first minutes
+                sent_before = sent[0]
+                cpu_before = [psutil.Process(w.pid).cpu_times() for w in workers]
+                lags = lag_samples(stack, PHASE_S)
+                rate = (sent[0] - sent_before) / PHASE_S
+                cpu = [sum(psutil.Process(w.pid).cpu_times()[:2]) - sum(c[:2])
+                       for w, c in zip(workers, cpu_before, strict=True)]
+                third = max(1, len(lags) // 3)
+                early, late = statistics.median(lags[:third]), statistics.median(lags[-third:])
+                label = f"{count} worker{'s' if count > 1 else ''}"
+                note = f"{SITES} sites × 500 three-phase circuits, {sensors:,} sensors, {len(bridges):,} bridges"
+                rows += [
+                    Row("rollups in the loop", f"{label}: readings/s ingested", rate, "readings/s", note),
+                    Row("rollups in the loop", f"{label}: rollup lag p50", percentile(lags, 50), "s",
+                        "oldest queued work's age, sampled each second"),
+                    Row("rollups in the loop", f"{label}: rollup lag p99", percentile(lags, 99), "s",
+                        f"target ≤ 60 s; first third {early:.1f} s, last third {late:.1f} s"),
+                    Row("rollups in the loop", f"{label}: worker CPU", 100 * sum(cpu) / PHASE_S, "% of a core",
+                        " + ".join(f"{100 * c / PHASE_S:.0f} %" for c in cpu)),
+                ]
+        finally:
+            stop.set()
+            publisher.join(30)
+            for w in workers:
+                w.terminate()
+                w.wait(30)
+            gateway.terminate()
+            gateway.wait(30)
+    return rows
