@@ -124,7 +124,12 @@ def run() -> list[Row]:
                 early, late = statistics.median(lags[:third]), statistics.median(lags[-third:])
                 label = f"{count} worker{'s' if count > 1 else ''}"
                 note = f"{SITES} sites × 500 three-phase circuits, {sensors:,} sensors, {len(bridges):,} bridges"
+                backlog = psycopg.connect(stack.database_url, autocommit=True)
+                with backlog:
+                    queued = backlog.execute("SELECT count(*) FROM rollup_dirty").fetchone()
                 rows += [
+                    Row("rollups in the loop", f"{label}: queue rows waiting at the end", float(queued[0] if queued
+                                                                                              else 0), "rows"),
                     Row("rollups in the loop", f"{label}: readings/s ingested", rate, "readings/s", note),
                     Row("rollups in the loop", f"{label}: rollup lag p50", percentile(lags, 50), "s",
                         "oldest queued work's age, sampled each second"),
@@ -136,9 +141,12 @@ def run() -> list[Row]:
         finally:
             stop.set()
             publisher.join(30)
-            for w in workers:
-                w.terminate()
-                w.wait(30)
-            gateway.terminate()
-            gateway.wait(30)
+            for proc in [*workers, gateway]:
+                proc.terminate()
+            for proc in [*workers, gateway]:
+                try:
+                    proc.wait(120)  # a worker finishes the pass in hand first
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     return rows
