@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -50,6 +52,7 @@ RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 BRIDGE_TOPICS = "wattline/v1/bridges/#"
 SERVICE_USERS = {"admin": "_wattline-admin", "gateway": "_wattline-gateway", "simulator": "_wattline-simulator"}
 PBKDF2_ITERATIONS = 101  # the plugin's own default for clients it creates
+CHANGES_PER_PASS = 500
 
 APPLIED = Counter("wattline_broker_credentials_applied_total", "Bridge credential changes applied to the broker",
                   ["change"])
@@ -98,6 +101,22 @@ def initial_config(passwords: dict[str, str]) -> bytes:
         "clients": clients, "groups": [], "roles": [SERVICE_ROLES[s] for s in passwords],
         "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
                              "unsubscribe": True}}, option=orjson.OPT_INDENT_2)
+
+
+def write_initial_config(path: Path, passwords: dict[str, str], *, owner: tuple[int, int] | None = None) -> bool:
+    """Write `initial_config` to `path` (0600, atomically, owned by `owner` if given) unless it
+    exists: after a broker's first start the broker owns the file and rewrites it. Returns
+    whether it wrote."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(initial_config(passwords))
+    tmp.chmod(0o600)
+    if owner is not None:
+        os.chown(tmp, *owner)
+    tmp.rename(path)
+    return True
 
 
 def service_url(host: str, port: int, service: str, password: str) -> str:
@@ -235,12 +254,7 @@ def reconcile(conn: psycopg.Connection[Any], admin: DynsecAdmin, key: bytes) -> 
     present = bridge_clients(admin)
     missing = [c for name, c in wanted.items() if name not in present]
     strays = [BrokerChange(name, 0, None) for name in present - wanted.keys()]
-    if missing:
-        apply_changes(conn, admin, missing)
-    if strays:
-        replies = admin.run([cmd for s in strays for cmd in change_commands(s)])
-        log.info("removed bridge clients the catalogue does not hold", count=len(strays),
-                 errors=sum(1 for r in replies if r.error and r.error not in _HARMLESS))
+    apply_changes(conn, admin, missing + strays)
     return len(missing), len(strays)
 
 
@@ -251,7 +265,7 @@ class BrokerSync:
         if not settings.mqtt_admin_url:
             raise ValueError("WATTLINE_MQTT_ADMIN_URL must be set: the broker's dynamic-security admin client")
         self.admin_url = settings.mqtt_admin_url
-        self.key = bridge_credentials.credential_key(settings.secret_key)
+        self.key = settings.bridge_credential_key
         self.reconcile_every_s = settings.broker_reconcile_minutes * 60.0
         self._admin: DynsecAdmin | None = None
         self._reconciled_at = 0.0
@@ -270,13 +284,13 @@ class BrokerSync:
                 self._reconciled_at = time.monotonic()
                 if restored or removed:
                     log.info("broker reconciled", restored=restored, removed=removed)
-            changes = bridge_credentials.pending(conn, self.key)
+            changes = bridge_credentials.pending(conn, self.key, limit=CHANGES_PER_PASS)
             PENDING.set(len(changes))
             if changes:
                 applied = apply_changes(conn, self._admin, changes)
                 log.info("bridge credentials applied", applied=applied, refused=len(changes) - applied)
                 PENDING.set(len(changes) - applied)
-            return len(changes) == 500
+            return len(changes) == CHANGES_PER_PASS  # more may be waiting
         except ControlError:
             self.close()  # reconnect next pass; the changes stay pending
             self._reconciled_at = 0.0  # and reconcile then: the broker may have restarted empty

@@ -7,10 +7,10 @@ not rely on it: Mosquitto 2.0.11 stops honouring it after the first PUBACK (pinn
 tests/faults/test_gateway.py), and an overloaded gateway then buffered without bound
 (found by the soak bench: RSS 175 → 409 MiB in 10 min). So the gateway also stops reading
 its socket while it holds `receive_maximum` unacked packs or `max_unacked_bytes` of them:
-TCP back-pressure, which every
-broker respects, and which leaves the rest queued in our persistent session. (paho reads
-as many packets per wake-up as it has in flight, so the bound is twice that.) When the
-database is down and the spool is full, the gateway stops acking and so stops reading.
+TCP back-pressure, which every broker respects, and which leaves the rest queued in our
+persistent session. (It stops after the packet in hand, so it holds at most one pack more,
+and up to a READ_CHUNK of bytes not yet decoded.) When the database is down and the spool
+is full, the gateway stops acking and so stops reading.
 """
 
 from __future__ import annotations

@@ -417,25 +417,18 @@ def broker_config(
     left alone: from then on the broker owns it (and `wattline broker-sync` changes it)."""
     from urllib.parse import unquote, urlsplit
 
-    from ingest.broker_security import initial_config
+    from ingest.broker_security import write_initial_config
 
     settings = _settings()
-    if out.exists():
-        typer.echo(f"{out} exists: left as it is")
-        return
     passwords = {}
     for service, url in (("admin", settings.mqtt_admin_url), ("gateway", settings.mqtt_url),
                          ("simulator", settings.simulator_mqtt_url)):
         if url and urlsplit(url).password:
             passwords[service] = unquote(urlsplit(url).password or "")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(initial_config(passwords))
-    tmp.chmod(0o600)
-    if owner:
-        uid, _, gid = owner.partition(":")
-        os.chown(tmp, int(uid), int(gid or uid))
-    tmp.rename(out)
+    uid, _, gid = (owner or "").partition(":")
+    if not write_initial_config(out, passwords, owner=(int(uid), int(gid or uid)) if owner else None):
+        typer.echo(f"{out} exists: left as it is")
+        return
     typer.echo(f"wrote {out} with clients for: {', '.join(passwords) or 'none'}")
 
 

@@ -30,6 +30,7 @@ from wattline import audit
 from wattline.db import fetch_one
 from wattline.errors import NotFound
 from wattline.principal import Principal
+from wattline.senml import SENML_TOPIC, STATUS_TOPIC
 
 Conn = psycopg.Connection[Any]
 
@@ -54,6 +55,21 @@ class Credential:
     username: str
     password: str
     generation: int
+
+    @property
+    def client_id(self) -> str:
+        """The broker accepts the credential under this client id only."""
+        return self.username
+
+    @property
+    def senml_topic(self) -> str:
+        """Where the bridge publishes its packs."""
+        return SENML_TOPIC.format(bridge=self.username)
+
+    @property
+    def status_topic(self) -> str:
+        """Where the bridge publishes online/offline (its last will)."""
+        return STATUS_TOPIC.format(bridge=self.username)
 
 
 @dataclass(frozen=True)

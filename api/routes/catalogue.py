@@ -161,12 +161,7 @@ def create_bridge(site_id: int, body: BridgeIn, request: Request, p: Commissione
 
 
 def _shown(credential: Credential) -> MqttCredential:
-    from wattline.senml import SENML_TOPIC, STATUS_TOPIC
-
-    name = credential.username
-    return MqttCredential(username=name, password=credential.password, client_id=name,
-                          senml_topic=SENML_TOPIC.format(bridge=name), status_topic=STATUS_TOPIC.format(bridge=name),
-                          generation=credential.generation)
+    return MqttCredential.model_validate(credential, from_attributes=True)
 
 
 @router.get("/bridges/{bridge_id}/credentials", response_model=CredentialState,

@@ -22,7 +22,6 @@ from wattline.bridge_credentials import Credential
 from wattline.commissioning import BridgeSummary, SensorCheck
 from wattline.errors import DomainError
 from wattline.principal import Principal
-from wattline.senml import SENML_TOPIC
 
 NEW_CIRCUIT = -1
 LIVE_EVERY_MS = 5_000
@@ -157,7 +156,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
                  className="toolbar"),
         html.H3("1 · Bridge"),
         dcc.RadioItems(id="comm-bridge", value=bridges[0].id if bridges else None, className="bridge-picker",
-                       options=[{"label": _bridge_label(b), "value": b.id} for b in bridges]),
+                       options=_bridge_options(bridges)),
         html.Div(id="comm-bridges"),
         bridge_tools,
         html.Div(id="comm-credential", role="status"),
@@ -342,7 +341,7 @@ def _sign_in_text(state: bridge_credentials.CredentialState | None) -> str:
 def _shown(credential: Credential, said: str) -> html.Div:
     """The sign-in, once: to be typed into the bridge now."""
     rows = [("Username", credential.username), ("Password", credential.password),
-            ("Client id", credential.username), ("Topic", SENML_TOPIC.format(bridge=credential.username))]
+            ("Client id", credential.client_id), ("Topic", credential.senml_topic)]
     return html.Div([
         html.Div(said, className="saved"),
         html.Dl([part for label, value in rows for part in (html.Dt(label), html.Dd(html.Code(value)))],
@@ -386,10 +385,13 @@ def bridge_action(_add: int | None, _rotate: int | None, _revoke: int | None, si
             return html.Div(exc.detail, className="error"), changed
 
 
+def _bridge_options(bridges: list[BridgeSummary]) -> list[dict[str, Any]]:
+    return [{"label": _bridge_label(b), "value": b.id} for b in bridges]
+
+
 def bridge_options(_changed: int, site_id: int) -> list[dict[str, Any]]:
     with conn() as c:
-        return [{"label": _bridge_label(b), "value": b.id}
-                for b in commissioning.bridges(c, current_principal(), site_id)]
+        return _bridge_options(commissioning.bridges(c, current_principal(), site_id))
 
 
 def commission(_clicks: int | None, site_id: int) -> Any:

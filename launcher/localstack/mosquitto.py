@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from ingest.broker_security import initial_config, service_url
+from ingest.broker_security import service_url, write_initial_config
 from launcher.localstack.postgres import ServiceError
 from launcher.localstack.software import dynsec_plugin, mosquitto_binary, wait_for_port
 
@@ -55,9 +55,7 @@ class LocalMosquitto:
         if plugin is None:
             raise ServiceError("Mosquitto's dynamic-security plugin is missing: reinstall the mosquitto package")
         security = self.data_dir / "dynamic-security.json"
-        if not security.exists():  # after the first start the broker owns (and rewrites) it
-            security.write_bytes(initial_config(self._passwords()))
-            security.chmod(0o600)
+        write_initial_config(security, self._passwords())
         # Queues are deep because gateways apply back-pressure by not acking: the
         # broker must hold what they have not taken yet, not drop it. Deep, not unlimited:
         # with `max_queued_messages 0` Mosquitto before 2.0.22 drops a client's connection
