@@ -230,7 +230,7 @@ def refresh(_tick: int | None, bridge_id: int | None, _done: int, site_id: int) 
         summary = html.Div([
             html.Span({True: "online", False: "offline", None: "no status"}[chosen.online],
                       className=f"flag {'ok' if chosen.online else 'bad'}"),
-            html.Span(f"last heard {_ago(chosen.last_seen_at, now)}"),
+            html.Span(f"last heard {_ago(chosen.last_seen_at, now)}" if chosen.last_seen_at else "never heard"),
             html.Span(f" · weakest signal {chosen.weakest_rssi_dbw:.0f} dBW" if chosen.weakest_rssi_dbw else ""),
             html.Span(" · weak: move the bridge closer or add one", className="error") if chosen.weak_signal else None,
             html.Span(" · " + _sign_in_text(credential), id="comm-sign-in"),
