@@ -248,7 +248,10 @@ class RollupEngine:
                                    default_v, default_pf)
             stats = bucket_stats(series, ts, power, current, len(sensors), t0, 60.0, width, self.gap_s,
                                  presorted=True)
+            # Each derived array once: they are computed per access, and reading one per span
+            # made a pass quadratic in the sensors it covers.
             max_finite = np.where(np.isfinite(stats.max_power_w), stats.max_power_w, 0.0)
+            mean_power_all, mean_current_all, coverage_all = stats.mean_power_w, stats.mean_current_a, stats.coverage
             for node in nodes:
                 spans = spans_of_node.get(node, [])
                 if not spans:
@@ -262,10 +265,10 @@ class RollupEngine:
                         continue
                     i, part = index[sensor_id], slice(b0, b1)
                     energy[part] += stats.energy_wh[i, part]
-                    mean_p[part] += stats.mean_power_w[i, part]
+                    mean_p[part] += mean_power_all[i, part]
                     max_p[part] += max_finite[i, part]
-                    current[part] += stats.mean_current_a[i, part]
-                    coverage[part] += stats.coverage[i, part]
+                    current[part] += mean_current_all[i, part]
+                    coverage[part] += coverage_all[i, part]
                     samples[part] += stats.samples[i, part]
                     count[part] += 1
                 for m in sorted(node_minutes[node]):

@@ -244,6 +244,9 @@ class CredentialState(BaseModel):
     revoked_at: datetime | None
     applied: bool = Field(description="the broker holds this state (it is applied within seconds)")
     last_error: str | None
+    paused_until: datetime | None = Field(
+        description="the broker refuses the bridge until then: it reconnected in a tight loop")
+    pauses: int = Field(description="how often the bridge has been paused for reconnecting in a tight loop")
 
 
 class Bridge(BaseModel):

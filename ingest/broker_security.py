@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter, Gauge
 
+from ingest.reconnect_guard import LOG_TOPIC, PAUSED, ConnectionWatch, pause_loops, release_due
 from wattline import bridge_credentials
 from wattline.bridge_credentials import BrokerChange
 from wattline.senml import SENML_TOPIC, STATUS_TOPIC
@@ -137,7 +138,8 @@ class Reply:
 class DynsecAdmin:
     """A connection to the plugin's control topic; `run` sends commands and waits for their replies."""
 
-    def __init__(self, admin_url: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, admin_url: str, *, timeout_s: float = 10.0,
+                 on_log: Callable[[bytes], None] | None = None) -> None:
         parts = urlsplit(admin_url)
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -150,7 +152,11 @@ class DynsecAdmin:
         self._client.on_message = self._on_message
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *_: subscribed.set()
-        self._client.on_connect = lambda c, *_: c.subscribe(RESPONSE_TOPIC, qos=1)
+        topics = [(RESPONSE_TOPIC, 1)]
+        if on_log is not None:  # the broker's connection notices (ingest/reconnect_guard.py)
+            self._client.message_callback_add(LOG_TOPIC, lambda _c, _u, m: on_log(bytes(m.payload)))
+            topics.append((LOG_TOPIC, 0))
+        self._client.on_connect = lambda c, *_: c.subscribe(topics)
         try:
             self._client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=30)
         except OSError as exc:
@@ -183,6 +189,10 @@ class DynsecAdmin:
             if len(reply) != len(commands):
                 raise ControlError(f"{len(commands)} commands, {len(reply)} replies")
             return reply
+
+    def errors(self, commands: Sequence[dict[str, Any]]) -> list[str | None]:
+        """`run`, keeping each command's error (None: done)."""
+        return [r.error for r in self.run(commands)]
 
 
 _HARMLESS = ("Client not found", "Role not found", "Role already exists")
@@ -255,11 +265,15 @@ def reconcile(conn: psycopg.Connection[Any], admin: DynsecAdmin, key: bytes) -> 
     missing = [c for name, c in wanted.items() if name not in present]
     strays = [BrokerChange(name, 0, None) for name in present - wanted.keys()]
     apply_changes(conn, admin, missing + strays)
+    # A client made anew is enabled: the pauses still in force are put back.
+    if paused := bridge_credentials.paused(conn):
+        admin.run([{"command": "disableClient", "username": name} for name in paused])
     return len(missing), len(strays)
 
 
 class BrokerSync:
-    """One pass: apply pending credential changes; every `reconcile_every_s`, the full set."""
+    """One pass: apply pending credential changes; every `reconcile_every_s`, the full set;
+    pause bridges that reconnect in a tight loop and release the pauses that ran out."""
 
     def __init__(self, settings: Settings) -> None:
         if not settings.mqtt_admin_url:
@@ -267,6 +281,8 @@ class BrokerSync:
         self.admin_url = settings.mqtt_admin_url
         self.key = settings.bridge_credential_key
         self.reconcile_every_s = settings.broker_reconcile_minutes * 60.0
+        self.first_pause_s = settings.bridge_pause_s
+        self.watch = ConnectionWatch(settings.bridge_max_connects_per_minute)
         self._admin: DynsecAdmin | None = None
         self._reconciled_at = 0.0
 
@@ -278,7 +294,7 @@ class BrokerSync:
     def one_pass(self, conn: psycopg.Connection[Any]) -> bool:
         try:
             if self._admin is None:
-                self._admin = DynsecAdmin(self.admin_url)
+                self._admin = DynsecAdmin(self.admin_url, on_log=self.watch.log_line)
             if time.monotonic() - self._reconciled_at > self.reconcile_every_s:
                 restored, removed = reconcile(conn, self._admin, self.key)
                 self._reconciled_at = time.monotonic()
@@ -290,6 +306,9 @@ class BrokerSync:
                 applied = apply_changes(conn, self._admin, changes)
                 log.info("bridge credentials applied", applied=applied, refused=len(changes) - applied)
                 PENDING.set(len(changes) - applied)
+            pause_loops(conn, self.watch, self._admin.errors, first_s=self.first_pause_s)
+            release_due(conn, self._admin.errors)
+            PAUSED.set(len(bridge_credentials.paused(conn)))
             return len(changes) == CHANGES_PER_PASS  # more may be waiting
         except ControlError:
             self.close()  # reconnect next pass; the changes stay pending

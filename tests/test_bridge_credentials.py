@@ -285,3 +285,44 @@ def test_register_without_claim_code_issues_nothing(client: TestClient, tenants:
                       json={"serial": f"BR-{uuid.uuid4().hex[:6]}", "name": "", "claim_code": "AAAA-AAAA-AAAA"})
     assert res.status_code == 404
     assert count(db, "SELECT count(*) FROM bridge_credentials") == 0
+
+
+def test_a_bridge_reconnecting_in_a_tight_loop_is_paused_and_no_other(
+        client: TestClient, tenants: tuple[Tenant, Tenant], db: psycopg.Connection[Any], mqtt_url: str,
+        sync: BrokerSync) -> None:
+    """The broker's own connection notices show the loop; the sync disables that bridge's
+    client for a while (refused at CONNACK), records and counts it, and enables it after."""
+    from prometheus_client import REGISTRY
+
+    a, _ = tenants
+    installer = auth(a.tokens["installer"])
+    looper_id, looper = register(client, a, "BR-A-LOOP")
+    _, steady = register(client, a, "BR-A-STEADY")
+    applied(sync, db)  # the sync's admin client now reads the broker's notices
+    sync.first_pause_s = 3.0
+    pauses_before = REGISTRY.get_sample_value("wattline_broker_bridge_pauses_total") or 0.0
+    neighbour = sign_in(mqtt_url, steady["username"], steady["password"], steady["client_id"])
+    try:
+        assert neighbour.connack == [0]
+        for _ in range(sync.watch.limit + 4):  # firmware that reconnects as fast as it can
+            assert not refused(mqtt_url, looper["username"], looper["password"], looper["client_id"])
+        wait_for(lambda: bool(sync.one_pass(db) or bridge_credentials.paused(db)), 10)
+        assert bridge_credentials.paused(db) == ["BR-A-LOOP"]
+        assert refused(mqtt_url, looper["username"], looper["password"], looper["client_id"])
+        state = client.get(f"/v1/bridges/{looper_id}/credentials", headers=installer).json()
+        assert state["paused_until"] is not None and state["pauses"] == 1, state
+        assert REGISTRY.get_sample_value("wattline_broker_bridge_pauses_total") == pauses_before + 1
+        assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'pause_sign_in' AND subject_id = %s",
+                     str(looper_id)) == 1
+        # Its neighbour was never touched: still signed in, its packs still accepted.
+        assert not neighbour.disconnected.is_set()
+        # Accepted (0, or 16: no subscriber here); a refusal would be 135.
+        assert neighbour.publish(steady["senml_topic"], encode_pack([("CT-A-1", time.time(), 1.5)])) < 0x80
+
+        time.sleep(sync.first_pause_s)
+        sync.one_pass(db)  # the pause ran out: enabled again
+        assert bridge_credentials.paused(db) == []
+        assert not refused(mqtt_url, looper["username"], looper["password"], looper["client_id"])
+        assert client.get(f"/v1/bridges/{looper_id}/credentials", headers=installer).json()["paused_until"] is None
+    finally:
+        neighbour.close()

@@ -82,6 +82,8 @@ class CredentialState:
     revoked_at: datetime | None
     applied: bool  # the broker holds what the row says
     last_error: str | None
+    paused_until: datetime | None = None  # refused until then: it reconnected in a tight loop
+    pauses: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def issue(conn: Conn, actor: Principal | None, bridge_id: int, *, key: bytes) ->
             INSERT INTO bridge_credentials (username, bridge_id, nonce) VALUES (%s, %s, %s)
             ON CONFLICT (username) DO UPDATE
                SET bridge_id = EXCLUDED.bridge_id, nonce = EXCLUDED.nonce, revoked_at = NULL, issued_at = now(),
-                   generation = bridge_credentials.generation + 1, attempts = 0, last_error = NULL
+                   generation = bridge_credentials.generation + 1, attempts = 0, last_error = NULL,
+                   pause_released = true  -- the client is made anew, enabled
             RETURNING generation""", (bridge["serial"], bridge_id, nonce))
         assert row is not None
         audit.record(conn, actor, "issue_credential", "bridge", bridge_id, generation=row["generation"])
@@ -126,7 +129,9 @@ def state(conn: Conn, bridge_id: int) -> CredentialState | None:
     """The bridge's credential, without its password; None if none was ever issued."""
     row = fetch_one(conn, """SELECT username, generation, issued_at, revoked_at, last_error,
                                     applied_generation = generation AND applied_revoked = (revoked_at IS NOT NULL)
-                                    AS applied
+                                    AS applied,
+                                    CASE WHEN NOT pause_released AND paused_until > now() THEN paused_until END
+                                    AS paused_until, pauses
                              FROM bridge_credentials WHERE bridge_id = %s""", (bridge_id,))
     return None if row is None else CredentialState(**row)
 
@@ -168,3 +173,45 @@ def mark_failed(conn: Conn, change: BrokerChange, error: str) -> None:
     """The broker refused `change`: recorded against it, retried after the others."""
     conn.execute("UPDATE bridge_credentials SET attempts = attempts + 1, last_error = %s WHERE username = %s",
                  (error[:500], change.username))
+
+
+def pause(conn: Conn, username: str, *, first_s: float, longest_s: float = 3600.0) -> datetime | None:
+    """Pause the sign-in of a bridge that reconnects in a tight loop: the broker sync
+    disables its client until the returned time. A pause within an hour of the last one
+    lasts twice as long (up to `longest_s`). None: `username` holds no live bridge
+    credential (a service client, a revoked or deleted bridge), so nothing is paused."""
+    with conn.transaction():
+        row = fetch_one(conn, """
+            UPDATE bridge_credentials SET
+                pause_level = CASE WHEN paused_until > now() - interval '1 hour' THEN pause_level + 1 ELSE 0 END,
+                pause_released = false, pauses = pauses + 1
+            WHERE username = %s AND revoked_at IS NULL AND bridge_id IS NOT NULL
+            RETURNING bridge_id, pause_level""", (username,))
+        if row is None:
+            return None
+        seconds = min(longest_s, first_s * 2.0 ** min(row["pause_level"], 30))
+        until = fetch_one(conn, """UPDATE bridge_credentials SET paused_until = now() + make_interval(secs => %s)
+                                   WHERE username = %s RETURNING paused_until""", (seconds, username))
+        assert until is not None
+        audit.record(conn, None, "pause_sign_in", "bridge", row["bridge_id"], seconds=seconds,
+                     reason="reconnecting in a tight loop")
+    return until["paused_until"]  # type: ignore[no-any-return]
+
+
+def paused(conn: Conn) -> list[str]:
+    """Usernames whose pause the broker still enforces (a reconciliation disables them again)."""
+    rows = conn.execute("""SELECT username FROM bridge_credentials
+                           WHERE NOT pause_released AND revoked_at IS NULL AND bridge_id IS NOT NULL""").fetchall()
+    return [r[0] for r in rows]
+
+
+def pauses_due(conn: Conn) -> list[str]:
+    """Usernames whose pause has run out: the broker sync enables them again."""
+    rows = conn.execute("""SELECT username FROM bridge_credentials WHERE NOT pause_released AND paused_until <= now()
+                           ORDER BY paused_until""").fetchall()
+    return [r[0] for r in rows]
+
+
+def mark_released(conn: Conn, username: str) -> None:
+    """The broker has enabled the client again."""
+    conn.execute("UPDATE bridge_credentials SET pause_released = true WHERE username = %s", (username,))

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     broker_sync_every_s: float = 2.0
     broker_reconcile_minutes: float = 10.0
     broker_sync_health_port: int = 9114
+    #: A bridge that connects more often than this in a minute is paused (its sign-in
+    #: refused) for `bridge_pause_s`, twice as long each time it goes on within the hour
+    #: (ingest/reconnect_guard.py). A broker restart costs each bridge one connection.
+    bridge_max_connects_per_minute: int = 6
+    bridge_pause_s: float = 60.0
 
     # The packed tier of raw readings (`wattline packing`): days that ended more than the
     # late-data window ago move into one compressed row per sensor and day. Late readings

@@ -7,6 +7,7 @@ to its field."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -334,8 +335,13 @@ def _sign_in_text(state: bridge_credentials.CredentialState | None) -> str:
         return "no MQTT sign-in issued"
     if state.revoked_at is not None:
         return f"MQTT sign-in revoked{'' if state.applied else ' (reaching the broker…)'}"
-    return (f"MQTT sign-in #{state.generation} issued {state.issued_at:%Y-%m-%d}"
+    text = (f"MQTT sign-in #{state.generation} issued {state.issued_at:%Y-%m-%d}"
             + ("" if state.applied else " (reaching the broker…)"))
+    if state.paused_until is not None:
+        minutes = max(1, math.ceil((state.paused_until - datetime.now(UTC)).total_seconds() / 60))
+        text += (f" · paused for {minutes} min: it reconnected over and over (check its power and network;"
+                 " it may sign in again after that)")
+    return text
 
 
 def _shown(credential: Credential, said: str) -> html.Div:

@@ -75,8 +75,13 @@ class LocalMosquitto:
             "max_inflight_messages 0",
             "message_size_limit 1048576",
             "persistent_client_expiration 7d",
+            # Notices carry each connection; on $SYS they let the broker sync pause a
+            # bridge that reconnects in a tight loop (ingest/reconnect_guard.py).
+            "log_dest stderr",
+            "log_dest topic",
             "log_type error",
             "log_type warning",
+            "log_type notice",
             "",
         ]))
         return conf
