@@ -12,7 +12,8 @@ import sys
 
 from bench.common import Row, print_table
 
-SUITES = ("rollup", "ingest", "api", "dashboard", "scaleout", "soak", "packing", "packsize", "exports", "rolluploop")
+SUITES = ("rollup", "ingest", "api", "dashboard", "scaleout", "soak", "packing", "packsize", "exports", "rolluploop",
+          "fleet")
 
 
 def main(argv: list[str]) -> None:

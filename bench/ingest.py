@@ -168,15 +168,17 @@ def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000, streams: int
     return readings / elapsed
 
 
-def gateway_env(stack: Stack, port: int, n: int = 0) -> dict[str, str]:
+def gateway_env(stack: Stack, port: int, n: int = 0, share_group: str = "bench") -> dict[str, str]:
+    """Gateway n's environment; `share_group` "" for one gateway on a plain subscription."""
     return {**os.environ, "WATTLINE_DATABASE_URL": stack.database_url, "WATTLINE_MQTT_URL": stack.mqtt_url,
             "WATTLINE_GATEWAY_METRICS_PORT": str(port), "WATTLINE_SPOOL_DIR": str(stack.root / f"spool{n}"),
-            "WATTLINE_MQTT_CLIENT_ID": f"bench-gateway-{n}", "WATTLINE_MAX_READING_AGE_DAYS": "3650"}
+            "WATTLINE_MQTT_CLIENT_ID": f"bench-gateway-{n}", "WATTLINE_MAX_READING_AGE_DAYS": "3650",
+            "WATTLINE_MQTT_SHARE_GROUP": share_group}
 
 
-def start_gateway(stack: Stack, port: int, n: int = 0) -> subprocess.Popen[bytes]:
+def start_gateway(stack: Stack, port: int, n: int = 0, share_group: str = "bench") -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "launcher.cli", "gateway", "--no-rollups"],
-                            env=gateway_env(stack, port, n), stdout=subprocess.DEVNULL,
+                            env=gateway_env(stack, port, n, share_group), stdout=subprocess.DEVNULL,
                             stderr=(stack.root / "gateway.log").open("ab"))
 
 

@@ -94,17 +94,28 @@ def _client_entry(username: str, password: str, rolename: str) -> dict[str, Any]
             "roles": [{"rolename": rolename}]}
 
 
-def initial_config(passwords: dict[str, str]) -> bytes:
+def initial_config(passwords: dict[str, str], bridges: Sequence[BrokerChange] = ()) -> bytes:
     """The plugin's file for a new broker: the service clients (`passwords` by service:
-    admin, gateway, simulator; one left out is not created) and deny-by-default."""
+    admin, gateway, simulator; one left out is not created), deny-by-default, and
+    optionally `bridges`' clients, each bound to its client id under its own role: a
+    broker built with thousands of bridges at once, which the control topic makes in
+    quadratic time (`change_commands`). The caller records them applied."""
     clients = [_client_entry(SERVICE_USERS[s], pw, SERVICE_ROLES[s]["rolename"]) for s, pw in passwords.items()]
+    roles = [SERVICE_ROLES[s] for s in passwords]
+    for bridge in bridges:
+        if bridge.password is not None:
+            role = bridge_role(bridge.username)
+            clients.append({**_client_entry(bridge.username, bridge.password, role["rolename"]),
+                            "clientid": bridge.username})
+            roles.append(role)
     return orjson.dumps({
-        "clients": clients, "groups": [], "roles": [SERVICE_ROLES[s] for s in passwords],
+        "clients": clients, "groups": [], "roles": roles,
         "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
                              "unsubscribe": True}}, option=orjson.OPT_INDENT_2)
 
 
-def write_initial_config(path: Path, passwords: dict[str, str], *, owner: tuple[int, int] | None = None) -> bool:
+def write_initial_config(path: Path, passwords: dict[str, str], *, owner: tuple[int, int] | None = None,
+                         bridges: Sequence[BrokerChange] = ()) -> bool:
     """Write `initial_config` to `path` (0600, atomically, owned by `owner` if given) unless it
     exists: after a broker's first start the broker owns the file and rewrites it. Returns
     whether it wrote."""
@@ -112,7 +123,7 @@ def write_initial_config(path: Path, passwords: dict[str, str], *, owner: tuple[
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(initial_config(passwords))
+    tmp.write_bytes(initial_config(passwords, bridges))
     tmp.chmod(0o600)
     if owner is not None:
         os.chown(tmp, *owner)

@@ -326,3 +326,29 @@ def test_a_bridge_reconnecting_in_a_tight_loop_is_paused_and_no_other(
         assert client.get(f"/v1/bridges/{looper_id}/credentials", headers=installer).json()["paused_until"] is None
     finally:
         neighbour.close()
+
+
+def test_a_new_broker_built_with_its_bridges_signs_them_in(tmp_path: Any) -> None:
+    """`initial_config(…, bridges=…)`: a broker made with thousands of bridges at once
+    (bench fleet) holds each bridge's sign-in, client id and topics, as the sync would."""
+    from ingest.broker_security import write_initial_config
+    from launcher.localstack import LocalMosquitto
+
+    broker = LocalMosquitto(tmp_path / "mq", free_port())
+    write_initial_config(tmp_path / "mq" / "dynamic-security.json", broker.service_passwords(),
+                         bridges=[bridge_credentials.BrokerChange("BR-BUILT", 1, "built-password"),
+                                  bridge_credentials.BrokerChange("BR-GONE", 1, None)])
+    broker.start()
+    try:
+        url = broker.url_for("gateway")
+        me = sign_in(url, "BR-BUILT", "built-password", "BR-BUILT")
+        try:
+            assert me.connack == [0]
+            assert me.publish(SENML_TOPIC.format(bridge="BR-BUILT"), b"[]") < 0x80
+            assert me.publish(SENML_TOPIC.format(bridge="BR-OTHER"), b"[]") == NOT_AUTHORISED
+        finally:
+            me.close()
+        assert refused(url, "BR-BUILT", "built-password", "BR-OTHER")  # bound to its client id
+        assert refused(url, "BR-GONE", "anything", "BR-GONE")  # a removal makes no client
+    finally:
+        broker.stop()

@@ -63,10 +63,11 @@ class Settings(BaseSettings):
     up_health_port: int = 9100
 
     # Gateway
-    #: MQTT v5 shared-subscription group, so that N gateways split the load; empty: a plain
-    #: subscription (one gateway). Mosquitto 2.0 forgets an offline member's shared
-    #: subscription across a broker restart (see docs/scaling.md); a plain one it keeps.
-    mqtt_share_group: str = "wattline"
+    #: MQTT v5 shared-subscription group, so that N gateways split the load; empty (the
+    #: default): a plain subscription, for one gateway. Mosquitto 2.0 drops what it routes to
+    #: a shared group's member that is reconnecting after a broker restart (docs/scaling.md,
+    #: `bench fleet`: the packs bridges resent first); a plain subscription keeps all of it.
+    mqtt_share_group: str = ""
     mqtt_client_id: str = "wattline-gateway-1"
     #: a batch closes at this many packs, this many payload bytes or this age, whichever comes first
     batch_max_packs: int = 2000

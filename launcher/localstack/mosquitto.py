@@ -35,9 +35,10 @@ class LocalMosquitto:
 
     def url_for(self, service: str) -> str:
         """The broker as `service` (admin, gateway or simulator) signs in to it."""
-        return service_url("127.0.0.1", self.port, service, self._passwords()[service])
+        return service_url("127.0.0.1", self.port, service, self.service_passwords()[service])
 
-    def _passwords(self) -> dict[str, str]:
+    def service_passwords(self) -> dict[str, str]:
+        """The service clients' passwords (made at the first start, kept 0600)."""
         path = self.data_dir / "service-credentials.json"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ class LocalMosquitto:
         if plugin is None:
             raise ServiceError("Mosquitto's dynamic-security plugin is missing: reinstall the mosquitto package")
         security = self.data_dir / "dynamic-security.json"
-        write_initial_config(security, self._passwords())
+        write_initial_config(security, self.service_passwords())
         # Queues are deep because gateways apply back-pressure by not acking: the
         # broker must hold what they have not taken yet, not drop it. Deep, not unlimited:
         # with `max_queued_messages 0` Mosquitto before 2.0.22 drops a client's connection
