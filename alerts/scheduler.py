@@ -19,7 +19,7 @@ from alerts import episodes, notify
 from alerts.evaluate import Clock, evaluate, load_rule
 from alerts.webhooks import DeliveryReport, deliver_due
 from wattline import mail
-from wattline.db import fetch_all
+from wattline.db import fetch_all, fetch_tuples
 from wattline.service import LoopService
 from wattline.settings import Settings
 
@@ -56,8 +56,8 @@ def clock_for(settings: Settings, now: datetime | None = None) -> Clock:
 def evaluate_rule(conn: psycopg.Connection[Any], rule_id: int, clock: Clock) -> episodes.Changes | None:
     """One rule, in one transaction; None when another scheduler holds it or it is gone."""
     with conn.transaction():
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_SPACE, rule_id)).fetchone()
-        if not got or not got[0]:
+        got = fetch_tuples(conn, "SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_SPACE, rule_id))
+        if not got or not got[0][0]:
             return None
         rule = load_rule(conn, rule_id)
         if rule is None:

@@ -15,7 +15,7 @@ import orjson
 import psycopg
 import structlog
 
-from wattline.db import fetch_all
+from wattline.db import fetch_all, fetch_tuples
 from wattline.outbound import UnsafeDestination, pin
 from wattline.signing import sign
 
@@ -108,7 +108,7 @@ def _deliver_one(conn: psycopg.Connection[Any], client: httpx.Client, allow_priv
 
 def _webhook_failed(conn: psycopg.Connection[Any], webhook_id: int, error: str, *, given_up: bool) -> bool:
     """Record a failed attempt on the webhook (and a give-up); True if that suspends it."""
-    row = conn.execute("""
+    rows = fetch_tuples(conn, """
         UPDATE webhooks SET last_error = %(error)s::text, failing_since = COALESCE(failing_since, now()),
                deliveries_given_up = deliveries_given_up + %(given_up)s::int,
                suspended_at = CASE WHEN deliveries_given_up + %(given_up)s::int >= %(limit)s::int THEN now() END,
@@ -118,8 +118,8 @@ def _webhook_failed(conn: psycopg.Connection[Any], webhook_id: int, error: str, 
                                to_char(COALESCE(failing_since, now()) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
                                %(error)s::text) END
         WHERE id = %(id)s RETURNING suspended_at""",
-        {"error": error, "given_up": int(given_up), "limit": SUSPEND_AFTER, "id": webhook_id}).fetchone()
-    return row is not None and row[0] is not None
+        {"error": error, "given_up": int(given_up), "limit": SUSPEND_AFTER, "id": webhook_id})
+    return bool(rows) and rows[0][0] is not None
 
 
 def _attempt(client: httpx.Client, d: dict[str, Any], allow_private: bool) -> str | None:

@@ -391,6 +391,15 @@ def test_an_installer_adds_a_bridge_and_manages_its_sign_in(
     _, nonce, generation, revoked, *_ = credential_row()
     assert generation == 2 and revoked is None and second != first
     assert second == bridge_credentials.derive_password(settings.bridge_credential_key, "BR-NEW", bytes(nonce))
+    # The broker sync pauses it for reconnecting in a tight loop: the installer sees it, and for how long.
+    assert bridge_credentials.pause(db, "BR-NEW", first_s=600.0) is not None
+    page.wait_for_selector("#comm-paused", timeout=30_000)
+    shown_minutes = int(re.search(r"paused for (\d+) min", page.inner_text("#comm-paused")).group(1))  # type: ignore[union-attr]
+    left = db.execute("SELECT extract(epoch FROM paused_until - now())::float8 / 60 FROM bridge_credentials "
+                      "WHERE username = 'BR-NEW'").fetchone()
+    assert left is not None and abs(shown_minutes - left[0]) <= 1.0, (shown_minutes, left)
+    assert fits(page), "the pause runs off the right edge"
+    shot(page, "5b-bridge-paused", size)
     page.click("#comm-revoke")
     page.wait_for_selector("#comm-credential :text('Sign-in revoked')", timeout=15_000)
     assert credential_row()[3] is not None

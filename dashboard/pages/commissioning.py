@@ -235,6 +235,7 @@ def refresh(_tick: int | None, bridge_id: int | None, _done: int, site_id: int) 
             html.Span(f" · weakest signal {chosen.weakest_rssi_dbw:.0f} dBW" if chosen.weakest_rssi_dbw else ""),
             html.Span(" · weak: move the bridge closer or add one", className="error") if chosen.weak_signal else None,
             html.Span(" · " + _sign_in_text(credential), id="comm-sign-in"),
+            _pause_notice(credential),
         ], className="bridge-summary", id="comm-bridge-summary")
     cards = [_sensor_card(s, zone, backfills.get(s.serial)) for s in checks] or html.Div(
         "No sensors heard through this bridge yet.", className="muted")
@@ -335,13 +336,17 @@ def _sign_in_text(state: bridge_credentials.CredentialState | None) -> str:
         return "no MQTT sign-in issued"
     if state.revoked_at is not None:
         return f"MQTT sign-in revoked{'' if state.applied else ' (reaching the broker…)'}"
-    text = (f"MQTT sign-in #{state.generation} issued {state.issued_at:%Y-%m-%d}"
+    return (f"MQTT sign-in #{state.generation} issued {state.issued_at:%Y-%m-%d}"
             + ("" if state.applied else " (reaching the broker…)"))
-    if state.paused_until is not None:
-        minutes = max(1, math.ceil((state.paused_until - datetime.now(UTC)).total_seconds() / 60))
-        text += (f" · paused for {minutes} min: it reconnected over and over (check its power and network;"
-                 " it may sign in again after that)")
-    return text
+
+
+def _pause_notice(state: bridge_credentials.CredentialState | None) -> html.Div | None:
+    """Why the broker refuses the bridge just now, for how long, and what to look at."""
+    if state is None or state.paused_until is None or state.revoked_at is not None:
+        return None
+    minutes = max(1, math.ceil((state.paused_until - datetime.now(UTC)).total_seconds() / 60))
+    return html.Div(f"Sign-in paused for {minutes} min: the bridge reconnected over and over. Check its power "
+                    "and network; it may sign in again after that.", className="flag warn", id="comm-paused")
 
 
 def _shown(credential: Credential, said: str) -> html.Div:
