@@ -88,10 +88,13 @@ class FleetBridge:
     writer: asyncio.StreamWriter | None = None
     next_pid: int = 0
     connects: list[float] = field(default_factory=list)  # wall time of each accepted connection
-    sent: int = 0  # readings made
-    acked_packs: int = 0
     surprises: list[str] = field(default_factory=list)
-    ticks: list[float] = field(default_factory=list)
+    ticks: list[float] = field(default_factory=list)  # the time of each pack made
+
+    @property
+    def sent(self) -> int:
+        """Readings made."""
+        return SENSORS * len(self.ticks)
 
     def _pid(self) -> int:
         self.next_pid = self.next_pid % 65535 + 1
@@ -113,7 +116,6 @@ class FleetBridge:
             if stop.is_set():
                 return
             self._send(topic, encode_pack([(s, tick, round(rng.uniform(0.5, 60.0), 3)) for s in serials]))
-            self.sent += SENSORS
             self.ticks.append(tick)
             tick += PERIOD_S
 
@@ -160,8 +162,8 @@ class FleetBridge:
                 shift += 7
                 byte = (await reader.readexactly(1))[0]
             body = await reader.readexactly(size) if size else b""
-            if head[0] >> 4 == 4 and self.unacked.pop(struct.unpack("!H", body[:2])[0], None) is not None:
-                self.acked_packs += 1  # PUBACK
+            if head[0] >> 4 == 4:  # PUBACK: the broker has the pack
+                self.unacked.pop(struct.unpack("!H", body[:2])[0], None)
 
 
 async def run_fleet(bridges: list[FleetBridge], port: int, stop: asyncio.Event, producing: asyncio.Event,
