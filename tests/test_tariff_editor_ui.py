@@ -45,18 +45,9 @@ def shot(page: Any, name: str, size: str) -> None:
     assert fits(page), f"{name} runs off the edge at {size}"
 
 
-def edit_cell(page: Any, row: int, column: str, value: str) -> None:
-    """Select a cell of the bands grid, type over it, and leave it (Tab commits the edit)."""
-    cell = page.locator(f"#tariff-bands td[data-dash-row='{row}'][data-dash-column='{column}']")
-    cell.click()
-    page.keyboard.type(value)
-    page.keyboard.press("Tab")
-    try:
-        page.wait_for_function("([sel, v]) => document.querySelector(sel)?.innerText.trim() === v",
-                               arg=[f"#tariff-bands td[data-dash-row='{row}'][data-dash-column='{column}']", value],
-                               timeout=5_000)
-    except Exception as exc:
-        raise AssertionError(page.inner_text("#tariff-bands")) from exc
+def edit_band(page: Any, row: int, field: str, value: str) -> None:
+    """Type over one field of one band (fields: name, rate, start, end)."""
+    page.locator("#tariff-bands .band").nth(row).locator(f"input[id*='band-{field}']").fill(value)
 
 
 def message(page: Any, expect: str) -> None:
@@ -82,18 +73,23 @@ def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
     page.fill("#tariff-name", "Day and night 2027")
     page.fill("#tariff-valid-from", "2025-01-01")
     # An overlap: night from 22:00 while day runs to 23:00.
-    edit_cell(page, 1, "start", "22:00")
-    edit_cell(page, 0, "rate_minor_per_kwh", "31.5")
+    edit_band(page, 1, "start", "22:00")
+    edit_band(page, 0, "rate", "31.5")
     page.click("#tariff-save")
     message(page, "Draft saved")
     page.wait_for_selector("#tariff-problems li:has-text('bands overlap on weekday at 22:00–23:00 (day, night)')")
     shot(page, "overlap", size)
-    edit_cell(page, 1, "start", "23:00")
+    edit_band(page, 1, "start", "23:00")
     # A band without a name is refused next to the bands.
     page.click("#tariff-add-band")
+    page.wait_for_selector("#tariff-bands .band:nth-child(3)")
+    # What was typed before the band was added stays.
+    assert page.locator("#tariff-bands .band").nth(1).locator("input[id*='band-start']").input_value() == "23:00"
     page.click("#tariff-save")
     page.wait_for_selector("#tariff-error-bands:has-text('needs a name')")
-    page.click("#tariff-bands tr:nth-child(4) td.dash-delete-cell")
+    shot(page, "band-without-name", size)
+    page.locator("#tariff-bands .band").nth(2).locator(".band-remove").click()
+    page.wait_for_function("document.querySelectorAll('#tariff-bands .band').length === 2")
     page.click("#tariff-save")
     message(page, "Ready to publish")
     # The preview: last month under the draft beside what it cost.
@@ -125,4 +121,14 @@ def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
                             WHERE t.site_id = %s AND t.valid_from > now() GROUP BY t.id""", (site,)).fetchone()
     assert version == ("Day and night 2027", f"{ahead} 00:00",
                        ["day 31.5000 07:00:00", "night 14.0000 23:00:00", "night 14.0000 00:00:00"])
+    # The next change starts from what was published: its bands, as stored, fill the editor.
+    page.fill("#tariff-name", "")
+    page.click("#tariff-copy")
+    page.wait_for_function("document.querySelector('#tariff-name').value === 'Day and night 2027'")
+    bands = page.locator("#tariff-bands .band")
+    assert bands.count() == 3
+    assert [(bands.nth(k).locator("input[id*='band-name']").input_value(),
+             Decimal(bands.nth(k).locator("input[id*='band-rate']").input_value()),
+             bands.nth(k).locator("input[id*='band-start']").input_value()) for k in range(3)] == [
+        ("day", Decimal("31.5"), "07:00"), ("night", Decimal(14), "23:00"), ("night", Decimal(14), "00:00")]
     assert page.console_errors == []

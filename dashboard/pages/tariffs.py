@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 import dash
 import numpy as np
 import plotly.graph_objects as go
-from dash import Dash, Input, Output, State, ctx, dcc, html
-from dash.dash_table.DataTable import DataTable
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 
 from analytics.costing import preview_draft
 from analytics.tariffs import load_tariffs, rate_table
@@ -32,6 +31,9 @@ def register(app: Dash) -> None:
     register_editor(app)
 
 
+MAP_STYLE = {"height": "320px"}  # a responsive graph takes its height from its box
+
+
 def week_map(rates: dict[str, Any], currency: str) -> go.Figure:
     """A week's price on the 15-minute grid: one row per weekday (Mon–Fri use the weekday
     bands, Sat–Sun the weekend ones) and one for public holidays, as a facility manager reads
@@ -41,7 +43,7 @@ def week_map(rates: dict[str, Any], currency: str) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=rows, x=hours, y=WEEK_ROWS, colorscale="YlOrRd",
                                colorbar={"title": f"{currency} minor/kWh"},
                                hovertemplate="%{y} %{x}: %{z:.2f}<extra></extra>"))
-    fig.update_layout(height=320, margin={"t": 10, "l": 110, "r": 10, "b": 40}, yaxis={"autorange": "reversed"})
+    fig.update_layout(margin={"t": 10, "l": 110, "r": 10, "b": 40}, yaxis={"autorange": "reversed"})
     return fig
 
 
@@ -89,21 +91,45 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
             html.Div(f"Standing charge {version.standing_minor_per_day}/day · demand "
                      f"{version.demand_minor_per_kw}/kW on the {version.demand_interval_min}-minute peak · "
                      f"VAT {float(version.vat_rate) * 100:g} %", className="muted"),
-            dcc.Graph(figure=fig, className="tariff-map"), html.Div(bands, className="table-scroll")],
+            dcc.Graph(figure=fig, className="tariff-map", responsive=True, style=MAP_STYLE),
+            html.Div(bands, className="table-scroll")],
             className="card"))
     return html.Div([html.H2(f"Tariffs · {site['name']}"), editor, *blocks], className="page tariffs")
 
 
 # -- the editor ------------------------------------------------------------------------------------
-BAND_COLUMNS: list[Any] = [{"name": "Band", "id": "name"}, {"name": "Rate (minor/kWh)", "id": "rate_minor_per_kwh"},
-                {"name": "Days", "id": "day_types"},
-                {"name": "From", "id": "start"}, {"name": "To", "id": "end"}]
+BAND_FIELDS = ("name", "rate_minor_per_kwh", "day_types", "start", "end")
 FIELDS = ("name", "currency", "valid_from", "standing_charge_minor_per_day", "demand_charge_minor_per_kw",
           "vat_rate", "bands", "reason")
-NEW_BANDS: list[Any] = [{"name": "day", "rate_minor_per_kwh": "28", "day_types": "weekday, weekend, holiday",
-              "start": "07:00", "end": "23:00"},
-             {"name": "night", "rate_minor_per_kwh": "14", "day_types": "weekday, weekend, holiday",
-              "start": "23:00", "end": "07:00"}]
+ALL_DAYS = ["weekday", "weekend", "holiday"]
+NEW_BANDS: list[dict[str, Any]] = [
+    {"name": "day", "rate_minor_per_kwh": "28", "day_types": ALL_DAYS, "start": "07:00", "end": "23:00"},
+    {"name": "night", "rate_minor_per_kwh": "14", "day_types": ALL_DAYS, "start": "23:00", "end": "07:00"}]
+
+
+def band_row(k: int, band: dict[str, Any]) -> html.Div:
+    """One band as plain inputs, one line on a desktop and a small card on a phone. (It was an
+    editable DataTable: deprecated, awkward to type into on a phone, and a cell edit could be
+    lost under a re-render.) Ids are pattern-matching, so the callbacks read every row at once."""
+    def field(label: str, kind: str, **props: Any) -> html.Label:
+        return html.Label([label, dcc.Input(id={"type": f"band-{kind}", "index": k}, type="text",
+                                            className=f"band-{kind}", debounce=False, **props)])
+
+    return html.Div([
+        field("Band", "name", value=band["name"], placeholder="day"),
+        field("Rate (minor/kWh)", "rate", value=str(band["rate_minor_per_kwh"]), inputMode="decimal"),
+        html.Div([html.Span("Days"), dcc.Checklist(id={"type": "band-days", "index": k}, options=ALL_DAYS,
+                                                   value=list(band["day_types"]), inline=True,
+                                                   className="band-days")], className="band-days-field"),
+        field("From", "start", value=band["start"], placeholder="HH:MM"),
+        field("To", "end", value=band["end"], placeholder="HH:MM"),
+        html.Button("Remove", id={"type": "band-remove", "index": k}, className="small band-remove",
+                    title="Remove this band"),
+    ], className="band")
+
+
+def band_rows(bands: list[dict[str, Any]]) -> list[html.Div]:
+    return [band_row(k, b) for k, b in enumerate(bands)]
 
 
 def _field_error(field: str) -> html.Div:
@@ -148,13 +174,12 @@ def editor_card(site: dict[str, Any], *, admin: bool) -> html.Div:
         _field_error("vat_rate"),
         html.P("Bands price each quarter hour of each kind of day (weekday, weekend, holiday) exactly once. "
                "A band past midnight (23:00 to 07:00) is fine; 00:00 as its end means midnight.", className="muted"),
-        DataTable(id="tariff-bands", columns=BAND_COLUMNS, data=NEW_BANDS, editable=True,
-                             row_deletable=True, style_table={"overflowX": "auto"},
-                             style_cell={"textAlign": "left", "minWidth": "70px"}),
+        html.Div(band_rows(NEW_BANDS), id="tariff-bands", className="bands"),
         html.Button("Add a band", id="tariff-add-band", className="small"),
         _field_error("bands"),
         html.Ul(id="tariff-problems", className="error"),
-        dcc.Graph(id="tariff-draft-map", className="draft-map", style={"display": "none"},
+        # Responsive: drawn while hidden, it took plotly's default 700 px and ran off a phone.
+        dcc.Graph(id="tariff-draft-map", className="draft-map", style={"display": "none"}, responsive=True,
                   config={"displayModeBar": False}),
         html.Div([html.Button("Save draft", id="tariff-save", className="primary"),
                   html.Button("Preview last month", id="tariff-preview-button", className="small"),
@@ -166,17 +191,29 @@ def editor_card(site: dict[str, Any], *, admin: bool) -> html.Div:
     ], className="card form tariff-editor", id="tariff-editor")
 
 
+# Every band's inputs, in row order: (names, rates, days, starts, ends).
+BAND_STATES = [State({"type": f"band-{kind}", "index": ALL}, "value")
+               for kind in ("name", "rate", "days", "start", "end")]
+
+
+def _bands_of(names: list[Any], rates: list[Any], days: list[Any], starts: list[Any],
+              ends: list[Any]) -> list[dict[str, Any]]:
+    return [dict(zip(BAND_FIELDS, values, strict=True))
+            for values in zip(names, rates, days, starts, ends, strict=True)]
+
+
 def register_editor(app: Dash) -> None:
     app.callback(Output("tariff-draft", "options"), Output("tariff-corrections", "children"),
                  Input("tariff-done", "data"), State("tariff-site", "data"))(refresh_editor)
     app.callback(Output("tariff-name", "value"), Output("tariff-currency", "value"),
                  Output("tariff-valid-from", "value"), Output("tariff-standing", "value"),
                  Output("tariff-demand", "value"), Output("tariff-interval", "value"), Output("tariff-vat", "value"),
-                 Output("tariff-bands", "data", allow_duplicate=True),
+                 Output("tariff-bands", "children", allow_duplicate=True),
                  Input("tariff-draft", "value"), Input("tariff-copy", "n_clicks"), State("tariff-site", "data"),
                  prevent_initial_call=True)(load_draft)
-    app.callback(Output("tariff-bands", "data", allow_duplicate=True), Input("tariff-add-band", "n_clicks"),
-                 State("tariff-bands", "data"), prevent_initial_call=True)(add_band)
+    app.callback(Output("tariff-bands", "children", allow_duplicate=True), Input("tariff-add-band", "n_clicks"),
+                 Input({"type": "band-remove", "index": ALL}, "n_clicks"), *BAND_STATES,
+                 prevent_initial_call=True)(change_bands)
     app.callback(Output("tariff-message", "children"), Output("tariff-problems", "children"),
                  Output("tariff-preview", "children"), Output("tariff-done", "data"),
                  Output("tariff-draft", "value"), Output("tariff-draft-map", "figure"),
@@ -187,7 +224,7 @@ def register_editor(app: Dash) -> None:
                  State("tariff-site", "data"), State("tariff-draft", "value"), State("tariff-name", "value"),
                  State("tariff-currency", "value"), State("tariff-valid-from", "value"),
                  State("tariff-standing", "value"), State("tariff-demand", "value"),
-                 State("tariff-interval", "value"), State("tariff-vat", "value"), State("tariff-bands", "data"),
+                 State("tariff-interval", "value"), State("tariff-vat", "value"), *BAND_STATES,
                  State("tariff-reason", "value"), State("tariff-done", "data"),
                  prevent_initial_call=True)(act)
 
@@ -221,9 +258,9 @@ def refresh_editor(_done: int, site_id: int) -> tuple[Any, ...]:
     return options, table
 
 
-def _band_rows(draft: tariffs.Draft) -> list[dict[str, str]]:
-    return [{"name": b["name"], "rate_minor_per_kwh": b["rate_minor_per_kwh"], "day_types": ", ".join(b["day_types"]),
-             "start": b["start"], "end": b["end"]} for b in draft.to_json()["bands"]]
+def _band_rows(draft: tariffs.Draft) -> list[html.Div]:
+    return band_rows([{"name": b["name"], "rate_minor_per_kwh": b["rate_minor_per_kwh"], "day_types": b["day_types"],
+                       "start": b["start"], "end": b["end"]} for b in draft.to_json()["bands"]])
 
 
 def load_draft(draft_id: int | None, _copy: int | None, site_id: int) -> tuple[Any, ...]:
@@ -248,9 +285,17 @@ def load_draft(draft_id: int | None, _copy: int | None, site_id: int) -> tuple[A
             _band_rows(draft))
 
 
-def add_band(_n: int, rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    return [*(rows or []), {"name": "", "rate_minor_per_kwh": "", "day_types": "weekday, weekend, holiday",
-                            "start": "00:00", "end": "00:00"}]
+def change_bands(_add: int | None, removes: list[int | None], *states: list[Any]) -> Any:
+    """Add an empty band, or remove the one whose button was pressed; what was typed stays."""
+    rows = _bands_of(*states)
+    trigger = ctx.triggered_id
+    if trigger == "tariff-add-band":
+        rows.append({"name": "", "rate_minor_per_kwh": "", "day_types": ALL_DAYS, "start": "00:00", "end": "00:00"})
+    elif isinstance(trigger, dict) and any(removes):  # not a button that has only just been drawn
+        rows.pop(int(trigger["index"]))
+    else:
+        return dash.no_update
+    return band_rows(rows)
 
 
 def _number(value: Any, field: str) -> Decimal:
@@ -274,7 +319,7 @@ def _draft(site: dict[str, Any], name: str | None, currency: str | None, valid_f
         try:
             bands.append(tariffs.Band(str(row.get("name") or "").strip(), _number(row.get("rate_minor_per_kwh"),
                                                                                   "bands"),
-                                      tuple(d.strip() for d in str(row.get("day_types") or "").split(",") if d.strip()),
+                                      tuple(row.get("day_types") or ()),
                                       time.fromisoformat(str(row.get("start") or "")),
                                       time.fromisoformat(str(row.get("end") or ""))))
         except (ValueError, Invalid) as exc:
@@ -306,8 +351,9 @@ def _preview_table(preview: dict[str, Any]) -> html.Div:
 
 
 def act(*args: Any) -> tuple[Any, ...]:
-    (site_id, draft_id, name, currency, valid_from, standing, demand, interval, vat, rows, reason,
+    (site_id, draft_id, name, currency, valid_from, standing, demand, interval, vat, *bands, reason,
      done) = args[4:]
+    rows = _bands_of(*bands)
     action = ctx.triggered_id
     p = current_principal()
     errors = dict.fromkeys(FIELDS, "")
@@ -322,7 +368,7 @@ def act(*args: Any) -> tuple[Any, ...]:
         with conn() as c:
             draft_id, found = tariffs.save_draft(c, p, site_id, draft, draft_id)
             problems = [html.Li(x) for x in found]
-            figure, shown = draft_map(tariffs.load_draft(c, site_id, draft_id)), {}  # as stored: overnight split
+            figure, shown = draft_map(tariffs.load_draft(c, site_id, draft_id)), MAP_STYLE  # as stored: overnight split
             if action == "tariff-save":
                 message = html.Span("Draft saved." + (" It cannot be published until every slot is priced once."
                                                       if found else " Ready to publish."), className="saved")
