@@ -386,30 +386,33 @@ def _unprocessable(pack: RawPack, exc: BaseException) -> _Rejected:
 
 class _Mapped:
     """A batch's mapped readings as plain lists, turned into arrays once per batch: at tens
-    of readings a pack, seven small arrays per pack cost more than the readings in them."""
+    of readings a pack, seven small arrays per pack cost more than the readings in them.
+    Voltage, power factor and RSSI are NaN unless a pack measured them (most do not): only
+    those packs' values are copied, into arrays made NaN at once."""
 
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.ts: list[float] = []
         self.current: list[float] = []
-        self.voltage: list[float] = []
-        self.power_factor: list[float] = []
-        self.rssi: list[float] = []
         self.bridge: list[int] = []
+        self.measured: list[tuple[int, DecodedPack]] = []  # (first row, pack) of packs with extras
 
     def add(self, ids: list[int], d: DecodedPack, bridge_id: int) -> None:
+        if d.measured_extra:
+            self.measured.append((len(self.ids), d))
         self.ids += ids
         self.ts += d.ts
         self.current += d.current
-        self.voltage += d.voltage
-        self.power_factor += d.power_factor
-        self.rssi += d.rssi
         self.bridge += [bridge_id] * len(ids)
 
     def columns(self) -> Columns:
+        rows = len(self.ids)
+        voltage, power_factor, rssi = (np.full(rows, np.nan) for _ in range(3))
+        for first, d in self.measured:
+            end = first + len(d)
+            voltage[first:end], power_factor[first:end], rssi[first:end] = d.voltage, d.power_factor, d.rssi
         return (np.array(self.ids, dtype=np.int64), np.array(self.ts, dtype=np.float64),
-                np.array(self.current, dtype=np.float64), np.array(self.voltage, dtype=np.float64),
-                np.array(self.power_factor, dtype=np.float64), np.array(self.rssi, dtype=np.float64),
+                np.array(self.current, dtype=np.float64), voltage, power_factor, rssi,
                 np.array(self.bridge, dtype=np.int64))
 
 

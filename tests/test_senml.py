@@ -103,6 +103,53 @@ def test_common_path_decodes_as_the_full_path_does(records: list[dict[str, objec
                                                                        for r in full.rejections]
 
 
+@st.composite
+def sweeps(draw: st.DrawFn) -> list[dict[str, object]]:
+    """A bridge's sweep, now and then bent in one record: a repeated or malformed name, a
+    unit, a value out of range, a second base time, a time of its own, a voltage."""
+    rows = draw(st.integers(1, 60))
+    serials = draw(st.permutations([f"CT{i}" for i in range(80)]))[:rows]
+    records: list[dict[str, object]] = [{"bn": f"urn:dev:wl:{serial}:", "n": "current", "u": "A", "v": 1.5 * k}
+                                        for k, serial in enumerate(serials)]
+    records[0]["bt"] = draw(rarely(NOW - 20, 3.0, NOW + 3600))
+    if draw(st.booleans()):
+        for record in records:
+            del record["u"]
+    at = draw(st.integers(0, rows - 1))
+    bend = draw(rarely("none", "repeat", "malformed", "unit", "low", "high", "bt", "t", "voltage"))
+    changes: dict[str, dict[str, object]] = {
+        "repeat": {"bn": records[0]["bn"] if at else "urn:dev:wl:CT99:"}, "malformed": {"bn": "urn:dev:wl:C T:"},
+        "unit": {"u": "V"}, "low": {"v": -0.5}, "high": {"v": 10_000.5}, "bt": {"bt": NOW - 30}, "t": {"t": 1.0}}
+    if bend == "voltage":
+        records.insert(at + 1, {"n": "voltage", "u": "V", "v": 230.0})
+    elif bend != "none":
+        records[at] |= changes[bend]
+    return records
+
+
+@settings(max_examples=2000, deadline=None)
+@given(sweeps())
+def test_sweep_path_decodes_as_the_full_path_does(records: list[dict[str, object]]) -> None:
+    payload = orjson.dumps(records)
+    decode_pack(payload, Limits(NOW))  # the general path learns the names first
+    swept = DecodedPack()
+    took = senml._decode_sweep(payload, Limits(NOW), swept)
+    fast = decode_pack(payload, Limits(NOW))
+    full = DecodedPack()
+    senml._resolve(senml._fast_decoder.decode(payload), Limits(NOW), full, typed=True)
+    assert (fast.serials, fast.ts, fast.current) == (full.serials, full.ts, full.current)
+    assert [(r.reason, r.sensor_serial) for r in fast.rejections] == [(r.reason, r.sensor_serial)
+                                                                       for r in full.rejections]
+    if took:
+        assert (swept.serials, swept.ts, swept.current) == (full.serials, full.ts, full.current)
+        assert not full.rejections and not swept.measured_extra
+    clean = len({r.get("bn") for r in records}) == len(records) and records[0]["bt"] != NOW + 3600 and all(
+        r.get("u", "A") == "A" and 0 <= r["v"] <= 10_000 and "t" not in r  # type: ignore[operator]
+        and ("bt" in r) == (k == 0) and r["n"] == "current" and " " not in str(r.get("bn"))
+        for k, r in enumerate(records))
+    assert took == clean
+
+
 def test_common_path_takes_a_bridge_sweep() -> None:
     """The pack every bridge sends is decoded by the common path, not the full one."""
     payload = encode_pack([(f"CT{i}", NOW - 10, 1.5 * i) for i in range(50)], extra={"CT3": {"rssi": -70.0}})

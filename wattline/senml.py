@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -91,6 +91,8 @@ class DecodedPack:
     power_factor: list[float] = field(default_factory=list)
     rssi: list[float] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    # False when voltage, power factor and RSSI are all NaN: the writer need not copy them.
+    measured_extra: bool = True
 
     def __len__(self) -> int:
         return len(self.serials)
@@ -124,6 +126,22 @@ class _Record(msgspec.Struct, omit_defaults=True, gc=False):
 _fast_decoder = msgspec.json.Decoder(list[_Record])
 
 
+class _SweepRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A record of a sweep, the pack nearly every bridge sends: one current per sensor, each
+    under its own base name, one base time for all. msgspec checks the name, unit and range
+    in C; any other field (a time of its own, a base unit, voltage, a must-understand
+    field) fails the decode, and the pack takes the general path."""
+
+    bn: str
+    n: Literal["current"]
+    v: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_CURRENT_A)]
+    u: Literal["A"] | None = None
+    bt: float | None = None
+
+
+_sweep_decoder = msgspec.json.Decoder(list[_SweepRecord])
+
+
 @dataclass
 class Limits:
     """Bounds a pack must keep: clock skew, reading age, size."""
@@ -137,6 +155,8 @@ def decode_pack(payload: bytes, limits: Limits) -> DecodedPack:
     out = DecodedPack()
     if len(payload) > MAX_PACK_BYTES:
         out.rejections.append(Rejection(Reason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PACK_BYTES}"))
+        return out
+    if b'_"' not in payload and _decode_sweep(payload, limits, out):
         return out
     records: list[Any]
     # Fast path: typed decoding, valid when no field could be a must-understand one
@@ -193,6 +213,35 @@ def _check_generic(rec: object) -> str | None:
         if key == "bver" and (not isinstance(value, int) or isinstance(value, bool)):
             return "bver must be an integer"
     return None
+
+
+def _decode_sweep(payload: bytes, limits: Limits, out: DecodedPack) -> bool:
+    """A sweep (`_SweepRecord`) in column-wise Python, a third of what `_resolve_common`
+    costs a record (bench packsize: 0.3 against 1.0 µs). Fills `out` and returns True for a
+    sweep whose base time is on its first record only, in range, with every sensor once;
+    False with `out` untouched for anything else, which the general path then decides."""
+    try:
+        records = _sweep_decoder.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return False
+    rows = len(records)
+    if not rows or rows > MAX_RECORDS:
+        return False
+    base_time = records[0].bt
+    if base_time is None or [r.bt for r in records].count(None) != rows - 1:
+        return False
+    if base_time < RELATIVE_TIME_LIMIT:
+        base_time += limits.now
+    if not limits.now - limits.max_age_s <= base_time <= limits.now + limits.max_skew_s:
+        return False
+    bases = _BASE_SERIALS
+    serials: list[Any] = list(map(bases.get, [r.bn for r in records]))
+    if None in serials or len(set(serials)) != rows:  # a name not seen before: `_resolve_common` learns it
+        return False
+    out.serials, out.ts, out.current = serials, [base_time] * rows, [r.v for r in records]
+    out.voltage, out.power_factor, out.rssi = [math.nan] * rows, [math.nan] * rows, [math.nan] * rows
+    out.measured_extra = False
+    return True
 
 
 def _resolve_common(records: list[_Record], limits: Limits, out: DecodedPack) -> bool:
@@ -267,6 +316,7 @@ def _resolve_common(records: list[_Record], limits: Limits, out: DecodedPack) ->
             columns[column][i] = v
     out.serials, out.ts = serials, times
     out.current, out.voltage, out.power_factor, out.rssi = columns
+    out.measured_extra = bool(extra)
     return True
 
 
