@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from psycopg import sql
 
 from analytics.band_rollups import price_days, price_unpriced_days
@@ -48,6 +48,9 @@ from wattline.settings import Settings
 log = structlog.get_logger("wattline.rollups")
 SITE_FAILURES = Counter("wattline_rollup_site_failures_total",
                         "Sites whose rollups failed in a pass (their work is put back with a delay)")
+ROLLUP_LAG = Histogram("wattline_rollup_lag_seconds",
+                       "A real-time minute's newest readings stored → its 1-minute rollups committed",
+                       buckets=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60, 90, 120, 300, 600))
 MAX_WINDOW_MIN = 24 * 60
 PRICING_PERIOD_S = 30.0
 #: A pass takes queue rows until they name this many (sensor or node) × minute pairs: a
@@ -78,10 +81,11 @@ class RollupEngine:
     # -- entry points ----------------------------------------------------------------
     def process_dirty(self, conn: psycopg.Connection[Any], limit: int = 2000) -> int:
         """Take a slice of the queue and re-compute it; returns the number of queue rows done."""
+        newest_stored: dict[float, float] = {}  # a real-time minute -> when its newest readings were queued
         with conn.transaction():
             queued = fetch_tuples(conn,
                 """SELECT id, extract(epoch FROM ts_from)::float8, extract(epoch FROM ts_to)::float8, sensor_ids,
-                          node_ids, attempts
+                          node_ids, attempts, extract(epoch FROM queued_at)::float8
                    FROM rollup_dirty WHERE not_before <= now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
                 (limit,))
             taken, spent = [], 0
@@ -96,7 +100,9 @@ class RollupEngine:
             touched: Minutes = defaultdict(set)
             former: Minutes = defaultdict(set)
             oldest = self._oldest_minute()
-            for _, ts_from, ts_to, sensor_ids, node_ids, _ in taken:
+            for _, ts_from, ts_to, sensor_ids, node_ids, attempts, queued_at in taken:
+                if not node_ids and not attempts and ts_to - ts_from == 60.0 and queued_at - ts_from < 3600.0:
+                    newest_stored[ts_from] = max(newest_stored.get(ts_from, 0.0), queued_at)
                 first = math.floor(ts_from / 60.0)
                 last = max(first, math.ceil(ts_to / 60.0) - 1) if ts_to > ts_from else first
                 minutes = range(max(first - self.pad_min, oldest if oldest is not None else first - self.pad_min),
@@ -112,7 +118,11 @@ class RollupEngine:
                 if conn.broken or conn.closed:
                     raise
                 self._site_by_site(conn, touched, former, max(r[5] for r in taken))
-            return len(taken)
+                newest_stored.clear()
+        written = time.time()
+        for stored in newest_stored.values():
+            ROLLUP_LAG.observe(written - stored)
+        return len(taken)
 
     def _site_by_site(self, conn: psycopg.Connection[Any], touched: Minutes, former: Minutes, attempts: int) -> None:
         """The slice failed as a whole: re-compute it a site at a time, so that the site whose
@@ -252,31 +262,35 @@ class RollupEngine:
             # made a pass quadratic in the sensors it covers.
             max_finite = np.where(np.isfinite(stats.max_power_w), stats.max_power_w, 0.0)
             mean_power_all, mean_current_all, coverage_all = stats.mean_power_w, stats.mean_current_a, stats.coverage
-            for node in nodes:
-                spans = spans_of_node.get(node, [])
-                if not spans:
-                    continue
-                # Sums over the sensors assigned to the node in each minute of the window.
-                energy, mean_p, max_p, current, coverage, samples, count = (np.zeros(width) for _ in range(7))
-                for sensor_id, _, start_s, end_s in spans:
+            # Sums over the sensors assigned to each node in each minute of the window: spans
+            # over the whole window (nearly all) in one np.add.at per quantity, the rest by slice.
+            whole_node, whole_sensor, partial = [], [], []
+            for j, node in enumerate(nodes):
+                for sensor_id, _, start_s, end_s in spans_of_node.get(node, []):
                     b0 = max(0, min(width, math.ceil(start_s / 60.0) - lo)) if math.isfinite(start_s) else 0
                     b1 = max(0, min(width, math.ceil(end_s / 60.0) - lo)) if math.isfinite(end_s) else width
-                    if b0 >= b1:
-                        continue
-                    i, part = index[sensor_id], slice(b0, b1)
-                    energy[part] += stats.energy_wh[i, part]
-                    mean_p[part] += mean_power_all[i, part]
-                    max_p[part] += max_finite[i, part]
-                    current[part] += mean_current_all[i, part]
-                    coverage[part] += coverage_all[i, part]
-                    samples[part] += stats.samples[i, part]
-                    count[part] += 1
+                    if b0 == 0 and b1 == width:
+                        whole_node.append(j)
+                        whole_sensor.append(index[sensor_id])
+                    elif b0 < b1:
+                        partial.append((j, index[sensor_id], slice(b0, b1)))
+            per_sensor = (stats.energy_wh, mean_power_all, max_finite, mean_current_all, coverage_all,
+                          stats.samples.astype(np.float64), np.ones((len(sensors), width)))
+            sums = np.zeros((len(per_sensor), len(nodes), width))
+            rows_of, sensors_of = np.asarray(whole_node, dtype=np.int64), np.asarray(whole_sensor, dtype=np.int64)
+            for q, values in enumerate(per_sensor):
+                np.add.at(sums[q], rows_of, values[sensors_of])
+                for j, i, part in partial:
+                    sums[q, j, part] += values[i, part]
+            energy, mean_p, max_p, current, coverage, samples, count = sums
+            for j, node in enumerate(nodes):
                 for m in sorted(node_minutes[node]):
                     b = m - lo
-                    if not 0 <= b < width or count[b] == 0 or (samples[b] == 0 and coverage[b] == 0.0):
+                    if not 0 <= b < width or count[j, b] == 0 or (samples[j, b] == 0 and coverage[j, b] == 0.0):
                         continue
-                    rows.append((node, m * 60.0, float(energy[b]), float(mean_p[b]), float(max_p[b]),
-                                 float(current[b] / count[b]), int(samples[b]), float(coverage[b] / count[b]), None))
+                    rows.append((node, m * 60.0, float(energy[j, b]), float(mean_p[j, b]), float(max_p[j, b]),
+                                 float(current[j, b] / count[j, b]), int(samples[j, b]),
+                                 float(coverage[j, b] / count[j, b]), None))
         _upsert(conn, Resolution.MIN1, rows)
         if sweep:
             written = {(r[0], round(r[1] / 60)) for r in rows}
@@ -295,8 +309,11 @@ class RollupEngine:
         measured_nodes = [int(n) for n in tree.node_ids[tree.measured]]
         stamps = np.array(minutes, dtype=np.float64) * 60.0
         measured = np.zeros((len(tree.node_ids), len(minutes)), dtype=np.bool_)
-        for _, node, start_s, end_s in _spans(conn, "node_id", measured_nodes):
-            measured[idx[node], np.searchsorted(stamps, start_s):np.searchsorted(stamps, end_s)] = True
+        spans = _spans(conn, "node_id", measured_nodes)
+        firsts = np.searchsorted(stamps, np.array([sp[2] for sp in spans])).tolist()
+        ends = np.searchsorted(stamps, np.array([sp[3] for sp in spans])).tolist()
+        for (_, node, _, _), first, end in zip(spans, firsts, ends, strict=True):
+            measured[idx[node], first:end] = True
         own = np.zeros((len(_COLUMNS), len(tree.node_ids), len(minutes)))
         ones = np.zeros((len(tree.node_ids), len(minutes)))
         columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
@@ -396,11 +413,21 @@ def _node_defaults(sensor_col: npt.NDArray[np.float64], ts: npt.NDArray[np.float
                    sensor_spans: dict[int, list[Span]], params: dict[int, Any],
                    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Per reading, the conductor voltage and power factor of the node its sensor was on
-    then (outside every span: the nearest one's, for the integration at its edges)."""
-    volts, pf = np.empty(len(ts)), np.empty(len(ts))
+    then (outside every span: the nearest one's, for the integration at its edges).
+    `sensor_col` is sorted. A sensor on one node all along (nearly every one) takes a value
+    per sensor, spread over its readings at once; only a moved sensor is looked up per reading."""
     bounds = np.flatnonzero(np.diff(sensor_col)) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(ts)], strict=True):
+    firsts, ends = np.r_[0, bounds].astype(np.int64), np.r_[bounds, len(ts)].astype(np.int64)
+    run_v, run_pf = np.empty(len(firsts)), np.empty(len(firsts))
+    moved: list[tuple[int, int, list[Span]]] = []
+    for k, (lo, hi) in enumerate(zip(firsts.tolist(), ends.tolist(), strict=True)):
         spans = sensor_spans[int(sensor_col[lo])]
+        node = params[spans[0][1]]
+        run_v[k], run_pf[k] = node.conductor_voltage_v, node.effective_power_factor
+        if len(spans) > 1:
+            moved.append((lo, hi, spans))
+    volts, pf = np.repeat(run_v, ends - firsts), np.repeat(run_pf, ends - firsts)
+    for lo, hi, spans in moved:
         starts = np.array([sp[2] for sp in spans])
         which = np.clip(np.searchsorted(starts, ts[lo:hi], side="right") - 1, 0, len(spans) - 1)
         node_v = np.array([params[sp[1]].conductor_voltage_v for sp in spans])

@@ -86,8 +86,12 @@ class Prepared:
 class BatchWriter:
     """Owns one connection; `commit` is called from one thread at a time."""
 
-    def __init__(self, database_url: str, *, max_skew_s: float = 300.0, max_age_s: float = 400 * 86400.0) -> None:
+    def __init__(self, database_url: str, *, max_skew_s: float = 300.0, max_age_s: float = 400 * 86400.0,
+                 rollup_settle_s: float | None = None) -> None:
+        """`rollup_settle_s`: a minute's rollup work is due that long after the minute ends
+        (`Settings.rollup_settle_s`); None: due at once (tools, tests)."""
         self.database_url = database_url
+        self.rollup_settle_s = rollup_settle_s
         self.max_skew_s = max_skew_s
         self.max_age_s = max_age_s
         self._conn: psycopg.Connection[Any] | None = None
@@ -218,10 +222,15 @@ class BatchWriter:
                 result.readings = rows.count
                 result.stored = self._store(conn, rows)
                 result.duplicates = result.readings - result.stored
+                # One computation per closed minute, not one per batch: every batch of the
+                # minute's readings is taken by the same pass once it is due.
+                settle = self.rollup_settle_s
                 with conn.cursor() as cur:
-                    cur.executemany("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids)
-                                       VALUES (to_timestamp(%s), to_timestamp(%s) + interval '1 minute', %b)""",
-                                    [(m, m, ids) for m, ids in rows.dirty])
+                    cur.executemany("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, not_before)
+                                       VALUES (to_timestamp(%s), to_timestamp(%s) + interval '1 minute', %b,
+                                               greatest(now(), to_timestamp(%s)))""",
+                                    [(m, m, ids, 0.0 if settle is None else m + 60 + settle)
+                                     for m, ids in rows.dirty])
             if rejected:
                 self._store_rejections(conn, rejected)
                 for rej in rejected:

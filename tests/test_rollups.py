@@ -98,6 +98,49 @@ def test_late_reading_recomputes_exactly_its_buckets(db: psycopg.Connection[Any]
     assert after[(circuit, minute)][COVERAGE] > before[(circuit, minute)][COVERAGE]
 
 
+def test_a_real_time_minute_is_rolled_up_once_after_it_closes(db: psycopg.Connection[Any],
+                                                               database_url: str) -> None:
+    """The gateway queues a minute's work to be due `rollup_settle_s` after the minute ends:
+    every batch of that minute is then taken by one pass, so the minute is computed once,
+    not at each batch. Late data (an older minute) is due at once. The lag from the
+    minute's newest readings stored to its rollups committed is measured."""
+    from prometheus_client import REGISTRY
+
+    circuit = one_circuit_site(db).nodes["C"]
+    into = time.time() % 60
+    if not 6 <= into <= 50:  # two sweeps 5 s apart, both in this minute, with time to spare
+        time.sleep((66 - into) % 60)
+    now = time.time()
+    minute = now // 60 * 60
+    writer = BatchWriter(database_url, rollup_settle_s=15.0)
+    try:
+        for ts in (now - 3600.0, now - 5.0, now):
+            writer.write([RawPack(SENML_TOPIC.format(bridge="BR-1"), encode_pack([("CT-1", ts, 10.0)]), time.time())])
+    finally:
+        writer.close()
+    due = {round(r[0]): r[1] for r in db.execute("""SELECT extract(epoch FROM ts_from)::float8,
+                                                           not_before <= now() FROM rollup_dirty""")}
+    late = (now - 3600.0) // 60 * 60
+    assert due[late] is True
+    rows = db.execute("""SELECT extract(epoch FROM not_before)::float8 FROM rollup_dirty
+                         WHERE ts_from = to_timestamp(%s)""", (minute,)).fetchall()
+    assert len(rows) == 2  # both sweeps of this minute, one row a batch
+    assert all(abs(r[0] - (minute + 75.0)) < 0.01 for r in rows)
+
+    engine = RollupEngine(GAP)
+    assert engine.process_dirty(db) == 1  # only the late minute is due
+    assert db.execute("SELECT count(*) FROM rollups_1m WHERE node_id = %s AND bucket = to_timestamp(%s)",
+                      (circuit, minute)).fetchone() == (0,)
+    lag_count = REGISTRY.get_sample_value("wattline_rollup_lag_seconds_count") or 0.0
+    db.execute("UPDATE rollup_dirty SET not_before = now()")  # the minute has closed and settled
+    assert engine.process_dirty(db) == 2  # one pass takes every batch of the minute
+    assert db.execute("SELECT count(*) FROM rollup_dirty").fetchone() == (0,)
+    assert db.execute("SELECT samples FROM rollups_1m WHERE node_id = %s AND bucket = to_timestamp(%s)",
+                      (circuit, minute)).fetchone() == (2,)
+    # One lag observation per real-time minute taken (the late minute is not real time).
+    assert REGISTRY.get_sample_value("wattline_rollup_lag_seconds_count") == lag_count + 1
+
+
 def computed_at(db: psycopg.Connection[Any]) -> dict[tuple[int, datetime], datetime]:
     return {(r[0], r[1]): r[2] for r in db.execute("SELECT node_id, bucket, computed_at FROM rollups_1m")}
 

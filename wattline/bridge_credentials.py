@@ -181,21 +181,21 @@ def pause(conn: Conn, username: str, *, first_s: float, longest_s: float = 3600.
     lasts twice as long (up to `longest_s`). None: `username` holds no live bridge
     credential (a service client, a revoked or deleted bridge), so nothing is paused."""
     with conn.transaction():
+        # SET expressions all read the row as it was, so the level is worked out twice alike.
         row = fetch_one(conn, """
             UPDATE bridge_credentials SET
                 pause_level = CASE WHEN paused_until > now() - interval '1 hour' THEN pause_level + 1 ELSE 0 END,
+                paused_until = now() + make_interval(secs => least(%(longest)s, %(first)s * power(2, least(30,
+                    CASE WHEN paused_until > now() - interval '1 hour' THEN pause_level + 1 ELSE 0 END)))),
                 pause_released = false, pauses = pauses + 1
-            WHERE username = %s AND revoked_at IS NULL AND bridge_id IS NOT NULL
-            RETURNING bridge_id, pause_level""", (username,))
+            WHERE username = %(username)s AND revoked_at IS NULL AND bridge_id IS NOT NULL
+            RETURNING bridge_id, paused_until, extract(epoch FROM paused_until - now())::float8 AS seconds""",
+                        {"username": username, "first": first_s, "longest": longest_s})
         if row is None:
             return None
-        seconds = min(longest_s, first_s * 2.0 ** min(row["pause_level"], 30))
-        until = fetch_one(conn, """UPDATE bridge_credentials SET paused_until = now() + make_interval(secs => %s)
-                                   WHERE username = %s RETURNING paused_until""", (seconds, username))
-        assert until is not None
-        audit.record(conn, None, "pause_sign_in", "bridge", row["bridge_id"], seconds=seconds,
+        audit.record(conn, None, "pause_sign_in", "bridge", row["bridge_id"], seconds=row["seconds"],
                      reason="reconnecting in a tight loop")
-    return until["paused_until"]  # type: ignore[no-any-return]
+    return row["paused_until"]  # type: ignore[no-any-return]
 
 
 def paused(conn: Conn) -> list[str]:

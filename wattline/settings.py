@@ -101,6 +101,10 @@ class Settings(BaseSettings):
 
     # Rollups
     rollup_period_s: float = 2.0
+    #: a real-time minute's rollup is computed once, this long after the minute closes (its
+    #: late packs come first), not at every gateway batch that touches it; older minutes
+    #: (late data, a spool replayed) are due at once
+    rollup_settle_s: float = 15.0
 
     # Alerts
     alerts_period_s: float = 30.0
