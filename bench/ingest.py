@@ -313,15 +313,16 @@ def latency(stack: Stack, rate: float, port: int, seconds: float = 30.0) -> tupl
     return percentile(lat, 50), percentile(lat, 99), len(lat)
 
 
-def drain_shared(stack: Stack, n: int, round_no: int, ports: list[int], ticks: int) -> tuple[float, int, int]:
-    """n gateways on one shared subscription drain `ticks` of the fleet: (readings/s, stored, handled twice)."""
+def drain_shared(stack: Stack, n: int, ports: list[int], items: list[tuple[str, bytes]],
+                 readings: int) -> tuple[float, int, int]:
+    """n gateways on one shared subscription drain `items` (`readings` in all) from an empty
+    table: (readings/s, stored, handled twice)."""
     empty(stack)
     # Scaling down: members of the group beyond n leave it, or the broker would keep routing
     # them a share of the backlog that nobody takes (their sessions outlive their processes).
     for i in range(n, len(ports)):
         leave(stack, ports[i], i)
-    readings = SENSORS * ticks
-    gateways = start_on_backlog(stack, ports[:n], packs(ticks, T0 + round_no * 1000.0))
+    gateways = start_on_backlog(stack, ports[:n], items)
     elapsed = drain_seconds(stack, ports[:n], readings)
     time.sleep(0.5)
     shares = [gateway_health(port) for port in ports[:n]]
@@ -352,7 +353,8 @@ def run() -> list[Row]:
         empty(stack)
         copy2 = copy_ceiling(stack, readings, streams=2)
         ports = [port, free_port()]  # one gateway per core, as a deployment would run
-        e2e2 = drain_shared(stack, 2, 1, ports, 10)[0]  # round 1: a backlog an hour old, not in the future
+        # A backlog an hour old, not in the future.
+        e2e2 = drain_shared(stack, 2, ports, packs(10, T0 + 1000.0), SENSORS * 10)[0]
         leave(stack, ports[1], 1)  # back to one gateway for the latency run
         note = f"{len(items)} packs of {PER_BRIDGE} readings, {readings:,} readings"
         rows += [

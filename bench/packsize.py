@@ -10,20 +10,8 @@ this shared machine moves absolute rates by ±40 % between minutes."""
 
 from __future__ import annotations
 
-from bench.common import Row, Stack, median, services
-from bench.ingest import (
-    SENSORS,
-    T0,
-    copy_ceiling,
-    drain_seconds,
-    empty,
-    leave,
-    mosquitto_ceiling,
-    packs,
-    seed,
-    start_on_backlog,
-    stop_all,
-)
+from bench.common import Row, median, services
+from bench.ingest import SENSORS, T0, copy_ceiling, drain_shared, empty, mosquitto_ceiling, packs, seed
 
 SIZES = (10, 50, 500)
 TICKS = 10  # a million readings a round
@@ -31,24 +19,9 @@ ROUNDS = 3
 TARGETS = {10: "target ≥ 100,000 readings/s", 50: "target ≥ 70 % of COPY", 500: "target ≥ 80 % of COPY"}
 
 
-def drain(stack: Stack, items: list[tuple[str, bytes]], readings: int, gateways: int) -> float:
-    """Readings/s for `gateways` gateways (one shared group) draining `items` from the broker."""
+def run() -> list[Row]:
     from launcher.localstack import free_port
 
-    ports = [free_port() for _ in range(gateways)]
-    started = start_on_backlog(stack, ports, items)
-    try:
-        return readings / drain_seconds(stack, ports, readings)
-    finally:
-        stop_all(started)
-        # The second member leaves the group, or the broker would route it half of the next
-        # round's backlog, queued in a session nobody reads.
-        for n in range(1, gateways):
-            leave(stack, free_port(), n)
-        empty(stack)
-
-
-def run() -> list[Row]:
     rows: list[Row] = []
     readings = SENSORS * TICKS
     for size in SIZES:
@@ -56,11 +29,14 @@ def run() -> list[Row]:
             seed(stack, size)
             items = packs(TICKS, T0, size)
             mosq = mosquitto_ceiling(stack, items, readings)
+            ports = [free_port(), free_port()]
             copies, one, two = [], [], []
             for _ in range(ROUNDS):
                 copies.append(copy_ceiling(stack, readings))
-                one.append(drain(stack, items, readings, 1))
-                two.append(drain(stack, items, readings, 2))
+                # One member, then two; drain_shared has a member beyond the count leave first.
+                one.append(drain_shared(stack, 1, ports, items, readings)[0])
+                two.append(drain_shared(stack, 2, ports, items, readings)[0])
+                empty(stack)  # the next round's COPY ceiling into an empty table
             label = f"{size} a pack"
             note = f"median of {ROUNDS} rounds' ratios"
             rows += [

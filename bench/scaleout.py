@@ -5,7 +5,7 @@ no pack was handled twice (the gateways' stored counts add up exactly, no duplic
 from __future__ import annotations
 
 from bench.common import Row, services
-from bench.ingest import SENSORS, drain_shared, seed
+from bench.ingest import SENSORS, T0, drain_shared, packs, seed
 
 TICKS = 10  # 1 M readings per round
 
@@ -19,7 +19,8 @@ def run() -> list[Row]:
         ports = [free_port() for _ in range(3)]
         base = 0.0
         for round_no, n in enumerate((1, 2, 3, 1)):
-            rate, stored, duplicates = drain_shared(stack, n, round_no, ports, TICKS)
+            rate, stored, duplicates = drain_shared(stack, n, ports, packs(TICKS, T0 + round_no * 1000.0),
+                                                    SENSORS * TICKS)
             label = f"{n} gateway{'s' if n > 1 else ''}" + (" (again, for drift)" if round_no == 3 else "")
             base = base or rate
             rows += [Row("scale-out", f"{label}: MQTT → committed rows", rate, "readings/s",

@@ -229,7 +229,7 @@ class BatchWriter:
                     cur.executemany("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, not_before)
                                        VALUES (to_timestamp(%s), to_timestamp(%s) + interval '1 minute', %b,
                                                greatest(now(), to_timestamp(%s)))""",
-                                    [(m, m, ids, 0.0 if settle is None else m + 60 + settle)
+                                    [(m, m, ids, 0.0 if settle is None else m + 60 + settle)  # 0: now
                                      for m, ids in rows.dirty])
             if rejected:
                 self._store_rejections(conn, rejected)

@@ -216,8 +216,8 @@ def _check_generic(rec: object) -> str | None:
 
 
 def _decode_sweep(payload: bytes, limits: Limits, out: DecodedPack) -> bool:
-    """A sweep (`_SweepRecord`) in column-wise Python, a third of what `_resolve_common`
-    costs a record (bench packsize: 0.3 against 1.0 µs). Fills `out` and returns True for a
+    """A sweep (`_SweepRecord`) in column-wise Python: 0.6 µs a reading with its decode,
+    against 1.0 µs through `_resolve_common` (50-reading packs, warm name cache). Fills `out` and returns True for a
     sweep whose base time is on its first record only, in range, with every sensor once;
     False with `out` untouched for anything else, which the general path then decides."""
     try:

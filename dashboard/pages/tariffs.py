@@ -112,8 +112,7 @@ def band_row(k: int, band: dict[str, Any]) -> html.Div:
     editable DataTable: deprecated, awkward to type into on a phone, and a cell edit could be
     lost under a re-render.) Ids are pattern-matching, so the callbacks read every row at once."""
     def field(label: str, kind: str, **props: Any) -> html.Label:
-        return html.Label([label, dcc.Input(id={"type": f"band-{kind}", "index": k}, type="text",
-                                            className=f"band-{kind}", debounce=False, **props)])
+        return html.Label([label, dcc.Input(id={"type": f"band-{kind}", "index": k}, type="text", **props)])
 
     return html.Div([
         field("Band", "name", value=band["name"], placeholder="day"),
@@ -258,9 +257,6 @@ def refresh_editor(_done: int, site_id: int) -> tuple[Any, ...]:
     return options, table
 
 
-def _band_rows(draft: tariffs.Draft) -> list[html.Div]:
-    return band_rows([{"name": b["name"], "rate_minor_per_kwh": b["rate_minor_per_kwh"], "day_types": b["day_types"],
-                       "start": b["start"], "end": b["end"]} for b in draft.to_json()["bands"]])
 
 
 def load_draft(draft_id: int | None, _copy: int | None, site_id: int) -> tuple[Any, ...]:
@@ -282,7 +278,7 @@ def load_draft(draft_id: int | None, _copy: int | None, site_id: int) -> tuple[A
     local = draft.valid_from.astimezone(ZoneInfo(site["timezone"])).date()
     return (draft.name, draft.currency, local.isoformat(), float(draft.standing_charge_minor_per_day),
             float(draft.demand_charge_minor_per_kw), draft.demand_interval_minutes, float(draft.vat_rate * 100),
-            _band_rows(draft))
+            band_rows(draft.to_json()["bands"]))
 
 
 def change_bands(_add: int | None, removes: list[int | None], *states: list[Any]) -> Any:
