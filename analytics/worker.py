@@ -2,8 +2,9 @@
 
 Per cycle (several workers share the queue: each slice goes to one of them, and each
 site's rows are written by one at a time, `wattline.rollup_queue.lock_sites`):
-1. take a bounded slice of `rollup_dirty` (deleted in the same transaction: a crash
-   re-queues it; rows another worker holds are skipped);
+1. take a bounded slice of `rollup_dirty`: the due work of a few shards of sites, which
+   the gateway queues apart so that workers split a minute (deleted in the same
+   transaction: a crash re-queues it; shards and rows another worker holds are skipped);
 2. re-compute those minutes for the circuits whose sensors they name, from raw readings,
    widened by the integration gap on each side (a new reading changes the segment
    before and after it);
@@ -41,7 +42,7 @@ from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
 from wattline.electrical import electrical
-from wattline.rollup_queue import lock_all_sites, lock_sites
+from wattline.rollup_queue import claim_shards, lock_all_sites, lock_sites
 from wattline.service import LoopService
 from wattline.settings import Settings
 
@@ -70,8 +71,9 @@ class RollupEngine:
     re-computed, since retention has dropped part of the raw readings and 1-minute rows
     their hours and days were summed from; the kept coarse rows stay as they are."""
 
-    def __init__(self, gap_s: float, *, horizon_s: float | None = None) -> None:
+    def __init__(self, gap_s: float, *, horizon_s: float | None = None, shards_per_pass: int = 4) -> None:
         self.gap_s = gap_s
+        self.shards_per_pass = shards_per_pass
         self.pad_min = max(1, math.ceil(gap_s / 60.0))
         self.horizon_s = horizon_s
 
@@ -80,14 +82,19 @@ class RollupEngine:
 
     # -- entry points ----------------------------------------------------------------
     def process_dirty(self, conn: psycopg.Connection[Any], limit: int = 2000) -> int:
-        """Take a slice of the queue and re-compute it; returns the number of queue rows done."""
+        """Take a slice of the queue and re-compute it; returns the number of queue rows done.
+
+        A slice is the due work of the shards this pass claims (`claim_shards`) and any due
+        work queued for no shard (catalogue changes, retries) that no other pass holds."""
         newest_stored: dict[float, float] = {}  # a real-time minute -> when its newest readings were queued
         with conn.transaction():
+            shards = claim_shards(conn, self.shards_per_pass)
             queued = fetch_tuples(conn,
                 """SELECT id, extract(epoch FROM ts_from)::float8, extract(epoch FROM ts_to)::float8, sensor_ids,
                           node_ids, attempts, extract(epoch FROM queued_at)::float8
-                   FROM rollup_dirty WHERE not_before <= now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
-                (limit,))
+                   FROM rollup_dirty WHERE not_before <= now() AND (shard IS NULL OR shard = ANY(%s))
+                   ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
+                (shards, limit))
             taken, spent = [], 0
             for row in queued:
                 taken.append(row)
@@ -513,7 +520,8 @@ class RollupPass:
 
     def __init__(self, settings: Settings) -> None:
         self.engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor,
-                                   horizon_s=settings.late_data_horizon_s)
+                                   horizon_s=settings.late_data_horizon_s,
+                                   shards_per_pass=settings.rollup_shards_per_pass)
         self.next_pricing = 0.0
 
     def __call__(self, conn: psycopg.Connection[Any]) -> bool:

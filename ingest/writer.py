@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 import structlog
 from psycopg import sql
@@ -59,13 +60,25 @@ class _Rejected:
 Columns = tuple[np.ndarray[Any, Any], ...]  # one array per COLUMNS entry
 
 
+@dataclass(frozen=True)
+class RollupWork:
+    """Queue rows for a batch: one per (minute, shard of sites) it has readings in. Row k
+    names `ids[lo[k]:hi[k]]` (1-based, inclusive: PostgreSQL array slices)."""
+
+    minutes: list[float]  # minute start, Unix s
+    shards: list[int]
+    lo: list[int]
+    hi: list[int]
+    ids: SensorIds
+
+
 @dataclass
 class Rows:
     """Readings ready to write: binary COPY data and the rollup work they make."""
 
     count: int
     copy_data: bytes
-    dirty: list[tuple[int, SensorIds]]  # (minute start in Unix s, sensors with readings in it)
+    dirty: RollupWork | None  # the minutes they fall in, for the rollup queue
     columns: Columns = ()
     days: list[int] = field(default_factory=list)  # UTC day numbers the readings fall on
 
@@ -87,11 +100,13 @@ class BatchWriter:
     """Owns one connection; `commit` is called from one thread at a time."""
 
     def __init__(self, database_url: str, *, max_skew_s: float = 300.0, max_age_s: float = 400 * 86400.0,
-                 rollup_settle_s: float | None = None) -> None:
+                 rollup_settle_s: float | None = None, rollup_shards: int = 16) -> None:
         """`rollup_settle_s`: a minute's rollup work is due that long after the minute ends
-        (`Settings.rollup_settle_s`); None: due at once (tools, tests)."""
+        (`Settings.rollup_settle_s`); None: due at once (tools, tests). `rollup_shards`:
+        `Settings.rollup_queue_shards`."""
         self.database_url = database_url
         self.rollup_settle_s = rollup_settle_s
+        self.rollup_shards = rollup_shards
         self.max_skew_s = max_skew_s
         self.max_age_s = max_age_s
         self._conn: psycopg.Connection[Any] | None = None
@@ -103,6 +118,7 @@ class BatchWriter:
         discovered sensors and cached their ids, which the rollback took away again."""
         self._generation += 1
         self._bridges: dict[str, Known] = {}
+        self._bridge_site: dict[int, int] = {}  # bridge id -> site id, for the rollup shard
         # serial -> sensor id, serial -> site id, and per site serial -> sensor id: the last
         # maps a pack's serials with one np.fromiter, no tuple per reading, and holds the
         # sites whose sensors have all been loaded. Read by `prepare` while `commit` fills
@@ -157,7 +173,7 @@ class BatchWriter:
         if mapped.ids:
             out.mapped.append(mapped.columns())
         if not out.unmapped:
-            out.rows = encode_rows(out.mapped)
+            out.rows = encode_rows(out.mapped, self._bridge_site, self.rollup_shards)
         return out
 
     def _prepare_pack(self, pack: RawPack, out: Prepared, mapped: _Mapped) -> None:
@@ -217,20 +233,14 @@ class BatchWriter:
             result.discovered = self._resolve_sensors(conn, batch.unmapped)
             rows = batch.rows
             if rows is None:
-                rows = encode_rows(batch.mapped + self._map(conn, batch.unmapped, rejected))
+                rows = encode_rows(batch.mapped + self._map(conn, batch.unmapped, rejected), self._bridge_site,
+                                   self.rollup_shards)
             if rows.count:
                 result.readings = rows.count
                 result.stored = self._store(conn, rows)
                 result.duplicates = result.readings - result.stored
-                # One computation per closed minute, not one per batch: every batch of the
-                # minute's readings is taken by the same pass once it is due.
-                settle = self.rollup_settle_s
-                with conn.cursor() as cur:
-                    cur.executemany("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, not_before)
-                                       VALUES (to_timestamp(%s), to_timestamp(%s) + interval '1 minute', %b,
-                                               greatest(now(), to_timestamp(%s)))""",
-                                    [(m, m, ids, 0.0 if settle is None else m + 60 + settle)  # 0: now
-                                     for m, ids in rows.dirty])
+                if rows.dirty is not None:
+                    self._queue_rollups(conn, rows.dirty)
             if rejected:
                 self._store_rejections(conn, rejected)
                 for rej in rejected:
@@ -245,6 +255,20 @@ class BatchWriter:
                                     WHERE bridge_status.changed_at <= EXCLUDED.changed_at""",
                                  (known.id, online, at))
         return result
+
+    def _queue_rollups(self, conn: psycopg.Connection[Any], work: RollupWork) -> None:
+        """One computation per closed minute, not one per batch: every batch of a minute's
+        readings in a shard is taken by the same pass once it is due. One statement: the
+        rows slice one id array, so a batch across many shards costs one round trip."""
+        settle = self.rollup_settle_s
+        due = [0.0 if settle is None else m + 60.0 + settle for m in work.minutes]  # 0: now
+        conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, not_before, shard)
+                        SELECT to_timestamp(w.m), to_timestamp(w.m) + interval '1 minute',
+                               (%(ids)b::bigint[])[w.lo:w.hi], greatest(now(), to_timestamp(w.due)), w.shard
+                        FROM unnest(%(m)s::float8[], %(due)s::float8[], %(shard)s::int[], %(lo)s::int[],
+                                    %(hi)s::int[]) AS w(m, due, shard, lo, hi)""",
+                     {"ids": work.ids, "m": work.minutes, "due": due, "shard": work.shards, "lo": work.lo,
+                      "hi": work.hi})
 
     def _map(self, conn: psycopg.Connection[Any], unmapped: list[tuple[RawPack, str, DecodedPack]],
              rejected: list[_Rejected]) -> list[Columns]:
@@ -319,6 +343,7 @@ class BatchWriter:
         if missing:
             for row in conn.execute("SELECT serial, id, site_id FROM bridges WHERE serial = ANY(%s)", (missing,)):
                 self._bridges[row[0]] = Known(row[1], row[2])
+                self._bridge_site[row[1]] = row[2]
 
     def _resolve_sensors(self, conn: psycopg.Connection[Any], unmapped: list[tuple[RawPack, str, DecodedPack]]) -> int:
         """Ids for every serial of the packs the cache could not map: a site's sensors all
@@ -430,21 +455,40 @@ def _columns(ids: np.ndarray[Any, Any], d: DecodedPack, bridge_id: int) -> Colum
             np.asarray(d.rssi), np.full(len(ids), bridge_id, dtype=np.int64))
 
 
-def encode_rows(parts: list[Columns]) -> Rows:
-    """Concatenate packs' columns into COPY data and the rollup work of each touched minute."""
+def encode_rows(parts: list[Columns], bridge_site: dict[int, int] | None = None, shards: int = 1) -> Rows:
+    """Concatenate packs' columns into COPY data and the rollup work of each touched minute.
+    `bridge_site` (bridge id -> site id) puts each reading's work in its site's shard
+    (site id modulo `shards`); a bridge it lacks goes to shard 0."""
     if not parts:
-        return Rows(0, b"", [])
+        return Rows(0, b"", None)
     columns = tuple(np.concatenate([p[i] for p in parts]) for i in range(len(COLUMNS)))
-    sensor_ids, ts = columns[0], columns[1]
-    minutes = np.floor(ts / 60.0).astype(np.int64)
+    minutes = np.floor(columns[1] / 60.0).astype(np.int64)
     first, last = int(minutes.min()), int(minutes.max())
     days = list(range(first // 1440, last // 1440 + 1)) if last - first <= 2880 else np.unique(minutes // 1440).tolist()
-    # A real-time batch touches a minute or two: a mask per minute beats sorting 100,000
-    # keys. A sensor named twice in a minute is harmless (the worker takes a set).
-    span = range(first, last + 1) if last - first <= 60 else np.unique(minutes).tolist()
-    dirty = []
-    for minute in span:
-        chunk = sensor_ids[minutes == minute]
-        if len(chunk):
-            dirty.append((minute * 60, SensorIds(chunk)))
-    return Rows(len(sensor_ids), encode_readings(*columns), dirty, columns, days)
+    work = rollup_work(columns[0], minutes, columns[COLUMNS.index("bridge_id")], bridge_site or {}, shards)
+    return Rows(len(columns[0]), encode_readings(*columns), work, columns, days)
+
+
+def rollup_work(sensor_ids: npt.NDArray[np.int64], minutes: npt.NDArray[np.int64], bridges: npt.NDArray[np.int64],
+                bridge_site: dict[int, int], shards: int) -> RollupWork:
+    """Group a batch's sensor ids by (minute, shard). A real-time batch touches a minute or
+    two, so the group number is small and numpy's stable sort of it is a radix sort: no
+    comparison sort of 100,000 keys. A sensor named twice in a group is harmless (the
+    worker takes a set)."""
+    first, last = int(minutes.min()), int(minutes.max())
+    if last - first <= 60:
+        starts, minute_no = np.arange(first, last + 1), minutes - first
+    else:  # a spool replay or late data over days
+        starts, minute_no = np.unique(minutes, return_inverse=True)
+    by_bridge, which = np.unique(bridges, return_inverse=True)
+    shard = (np.fromiter((bridge_site.get(b, 0) for b in by_bridge.tolist()), np.int64, len(by_bridge))
+             % shards)[which]
+    group = minute_no * shards + shard
+    groups = len(starts) * shards
+    order = np.argsort(group.astype(np.int16) if groups < 2**15 else group, kind="stable")
+    counts = np.bincount(group, minlength=groups)
+    ends = np.cumsum(counts)
+    present = np.flatnonzero(counts)
+    return RollupWork(minutes=(starts[present // shards] * 60.0).tolist(), shards=(present % shards).tolist(),
+                      lo=(ends[present] - counts[present] + 1).tolist(), hi=ends[present].tolist(),
+                      ids=SensorIds(sensor_ids[order]))

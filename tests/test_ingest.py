@@ -216,3 +216,28 @@ def test_packs_of_one_and_of_five_thousand_readings(size: int, db: psycopg.Conne
                       "JOIN sensors s ON s.id = r.sensor_id ORDER BY s.serial").fetchall()
     assert [(s, ts, round(a, 3)) for s, ts, a in rows] == readings
     assert count(db, "SELECT count(*) FROM rejected_readings") == 0
+
+
+@pytest.mark.parametrize("spread_minutes", [2, 600])  # a real-time batch; a replay over hours
+def test_rollup_work_groups_a_batch_by_minute_and_shard(spread_minutes: int) -> None:
+    """The queue rows a batch makes name exactly its (sensor, minute) pairs, each row one
+    minute and one shard of sites (site id modulo the shard count), against a plain
+    Python grouping."""
+    import numpy as np
+
+    from ingest.writer import rollup_work
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    sensors = rng.integers(1, 10**9, n)
+    minutes = 29_000_000 + rng.integers(0, spread_minutes, n)
+    bridges = rng.integers(1, 50, n)
+    bridge_site = {b: 1_000 + b * 7 for b in range(1, 50)}
+    work = rollup_work(sensors, minutes, bridges, bridge_site, 16)
+    expected: dict[tuple[float, int], list[int]] = {}
+    for s, m, b in zip(sensors.tolist(), minutes.tolist(), bridges.tolist(), strict=True):
+        expected.setdefault((m * 60.0, bridge_site[b] % 16), []).append(s)
+    ids = np.frombuffer(work.ids.data[20:], dtype=[("length", ">i4"), ("value", ">i8")])["value"]
+    got = {(m, shard): sorted(ids[lo - 1:hi].tolist())
+           for m, shard, lo, hi in zip(work.minutes, work.shards, work.lo, work.hi, strict=True)}
+    assert got == {k: sorted(v) for k, v in expected.items()}

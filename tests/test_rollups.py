@@ -287,14 +287,16 @@ def test_two_workers_share_the_queue_each_slice_once(db: psycopg.Connection[Any]
     writer.close()
     queued = count(db, "SELECT count(*) FROM rollup_dirty")
     assert queued >= 100
+    # the gateway queued each site's work in the site's own shard (4 sites, 16 shards)
+    assert count(db, "SELECT count(DISTINCT shard) FROM rollup_dirty") == 4
     done = [0, 0]
     start = threading.Barrier(2)
 
     def work(k: int) -> None:
-        engine = RollupEngine(GAP)
+        engine = RollupEngine(GAP, shards_per_pass=1)  # a pass claims one site's shard: both have work
         with psycopg.connect(database_url, autocommit=True) as conn:
             start.wait()
-            while n := engine.process_dirty(conn, limit=3):
+            while (n := engine.process_dirty(conn, limit=3)) or count(conn, "SELECT count(*) FROM rollup_dirty"):
                 done[k] += n
 
     workers = [threading.Thread(target=work, args=(k,)) for k in range(2)]

@@ -15,8 +15,9 @@ lock per UTC day (class `DAY_LOCK`) keeps them apart:
   begun (`packed_days`), a sensor that already has a packed row gets its readings merged in
   (`merge_late`: unpack, merge, re-pack, under the row's lock); one that has none is
   inserted into `readings` as usual, for the job to pick up;
-- readers read both tiers in one statement (one snapshot), and drop the `readings` rows of
-  a (sensor, day) whose packed row they got: each reading once.
+- readers read the hot tier, then the packed tier (`read`: a packed row is committed before
+  the rows it holds are dropped, and never goes away), and drop the `readings` rows of a
+  (sensor, day) whose packed row they got: each reading once.
 
 A packed row that fails its checksum is moved to `readings_packed_quarantine`, counted and
 logged; it is never read as data (its readings read as a gap, not as zeros).
@@ -34,7 +35,10 @@ import numpy.typing as npt
 import psycopg
 import structlog
 from prometheus_client import Counter
+from psycopg import sql
 from psycopg.rows import tuple_row
+
+from wattline.db import PG_EPOCH_US, copy_out_arrays
 
 log = structlog.get_logger("wattline.raw_readings")
 
@@ -232,40 +236,61 @@ def _unpack_or_quarantine(conn: psycopg.Connection[Any], rows: Iterable[tuple[An
 
 
 # -- reading -------------------------------------------------------------------------------------
-_READ = """
-SELECT sensor_id, (extract(epoch FROM ts) * 1000000)::int8, current_a, COALESCE(voltage_v, 'NaN'),
-       COALESCE(power_factor, 'NaN'), COALESCE(rssi_dbw, 'NaN'), bridge_id,
-       NULL::timestamptz, NULL::bytea, NULL::bigint[], NULL::integer[]
-FROM readings WHERE sensor_id = ANY(%(sensors)s) AND ts >= %(lo)s AND ts < %(hi)s
-UNION ALL
-SELECT sensor_id, NULL, NULL, NULL, NULL, NULL, NULL, day, data, bridge_ids, bridge_runs
-FROM readings_packed
-WHERE sensor_id = ANY(%(sensors)s) AND day > %(lo)s - interval '1 day' AND day < %(hi)s
-  AND last_ts >= %(lo)s AND first_ts < %(hi)s"""
+_DAYS = 1 << 20  # more UTC days than Unix time has yet: (sensor, day) as one int64 key
+# A `readings` row in binary COPY: a field count, then each field's length and value. Every
+# field is fixed-width and never NULL (NaN stands for a value not measured), so the answer
+# is read into numpy with no Python object per reading (`wattline.db.copy_out_arrays`).
+_HOT_ROW = np.dtype([("fields", ">i2"),
+                     ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
+                     ("l2", ">i4"), ("current_a", ">f4"), ("l3", ">i4"), ("voltage_v", ">f4"),
+                     ("l4", ">i4"), ("power_factor", ">f4"), ("l5", ">i4"), ("rssi_dbw", ">f4"),
+                     ("l6", ">i4"), ("bridge_id", ">i8")])
+_HOT_COPY = """COPY (SELECT sensor_id, ts, current_a, COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN'),
+                            COALESCE(rssi_dbw, 'NaN'), bridge_id
+                     FROM readings WHERE sensor_id = ANY({sensors}) AND ts >= {lo} AND ts < {hi})
+               TO STDOUT (FORMAT BINARY)"""
+_PACKED_READ = """SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
+                  WHERE sensor_id = ANY(%(sensors)s) AND day > %(lo)s - interval '1 day' AND day < %(hi)s
+                    AND last_ts >= %(lo)s AND first_ts < %(hi)s"""
+
+
+def _read_hot(conn: psycopg.Connection[Any], sensor_ids: list[int], lo: int, hi: int) -> Raw:
+    """The `readings` rows of the sensors in [lo, hi) µs."""
+    query = sql.SQL(_HOT_COPY).format(sensors=sql.Literal(sensor_ids), lo=sql.Literal(_dt(lo)),
+                                      hi=sql.Literal(_dt(hi)))
+    rows = np.concatenate(list(copy_out_arrays(conn, query, _HOT_ROW, rows=1 << 20)))
+    return Raw.build(rows["sensor_id"], rows["ts"] + PG_EPOCH_US, rows["current_a"], rows["voltage_v"],
+                     rows["power_factor"], rows["rssi_dbw"], rows["bridge_id"])
 
 
 def read(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datetime | float,
          t_to: datetime | float) -> Raw:
-    """The sensors' readings in [t_from, t_to) from both tiers (times as datetimes or Unix s)."""
+    """The sensors' readings in [t_from, t_to) from both tiers (times as datetimes or Unix s).
+
+    Two statements, the hot tier first: the packing job commits a day's packed rows before
+    it drops the day's chunk, so whatever it does in between, each reading is in the first
+    answer or the second (a packed row never goes away), and where both hold it the packed
+    row counts."""
     if not len(sensor_ids):
         return empty()
     lo, hi = _us(t_from), _us(t_to)
+    ids = [int(s) for s in sensor_ids]
+    hot = _read_hot(conn, ids, lo, hi)
     with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-        rows = cur.execute(_READ, {"sensors": [int(s) for s in sensor_ids], "lo": _dt(lo), "hi": _dt(hi)}).fetchall()
-    parts = _unpack_or_quarantine(conn, ((r[0], r[7], r[8], r[9], r[10]) for r in rows if r[8] is not None))
+        packed = cur.execute(_PACKED_READ, {"sensors": ids, "lo": _dt(lo), "hi": _dt(hi)}).fetchall()
+    parts = _unpack_or_quarantine(conn, packed)
     # A (sensor, day) being packed has rows in both tiers until the day's chunk is dropped:
     # the packed row counts (it holds every one of them, so it overlaps the range whenever
     # they do). A row that failed its checksum counts for nothing, so its day's rows show.
     superseded = {(int(p.sensor_id[0]), int(p.ts_us[0]) // DAY_US) for p in parts if len(p)}
-    hot = [r[:7] for r in rows if r[8] is None and (r[0], r[1] // DAY_US) not in superseded]
+    if superseded and len(hot):
+        day_keys = hot.sensor_id * _DAYS + hot.ts_us // DAY_US
+        hot = hot.take(~np.isin(day_keys, [s * _DAYS + d for s, d in superseded]))
     for k, part in enumerate(parts):
         inside = (part.ts_us >= lo) & (part.ts_us < hi)
         if not inside.all():
             parts[k] = part.take(inside)
-    if hot:
-        cols = list(zip(*hot, strict=True))
-        parts.append(Raw.build(*cols))
-    return concat(parts)
+    return concat([*parts, hot])
 
 
 def first_and_last(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datetime | None = None,

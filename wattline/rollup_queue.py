@@ -28,6 +28,30 @@ from wattline import raw_readings
 #: work holds it shared, then its sites' locks in ascending order (no deadlock among workers).
 ROLLUP_LOCK = 0x726F_6C6C  # "roll"
 SITE_LOCK_CLASS = 0x726F_6C6C  # the first key of a site's two-key lock (a lock space of its own)
+#: The gateway queues real-time work per shard of sites (`Settings.rollup_queue_shards`); a
+#: pass claims shards with a try-lock, so workers split a minute instead of queueing behind
+#: one another. A shard only spreads work: the site locks above keep writes apart.
+SHARD_LOCK_CLASS = 0x7368_7264  # "shrd"
+#: How many of the oldest due shards a pass looks at before it gives up claiming more.
+_SHARD_CANDIDATES = 64
+
+
+def claim_shards(conn: psycopg.Connection[Any], most: int) -> list[int]:
+    """Claim, until the transaction ends, up to `most` shards with due work, oldest first;
+    shards another worker holds are passed over."""
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))  # lock_sites' order
+    with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+        candidates = [r[0] for r in cur.execute(
+            """SELECT shard FROM rollup_dirty WHERE not_before <= now() AND shard IS NOT NULL
+               GROUP BY shard ORDER BY min(id) LIMIT %s""", (_SHARD_CANDIDATES,))]
+        claimed: list[int] = []
+        for shard in candidates:
+            row = cur.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", (SHARD_LOCK_CLASS, shard)).fetchone()
+            if row and row[0]:
+                claimed.append(int(shard))
+                if len(claimed) == most:
+                    break
+    return claimed
 
 
 def lock_sites(conn: psycopg.Connection[Any], site_ids: Sequence[int]) -> None:

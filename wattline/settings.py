@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     #: late packs come first), not at every gateway batch that touches it; older minutes
     #: (late data, a spool replayed) are due at once
     rollup_settle_s: float = 15.0
+    #: the gateway queues a minute's work per shard of sites (site id modulo this), and a
+    #: worker pass claims up to `rollup_shards_per_pass` of them: several workers split a
+    #: minute. Keep it above the number of workers times shards per pass.
+    rollup_queue_shards: int = Field(default=16, ge=1, le=1024)
+    rollup_shards_per_pass: int = Field(default=4, ge=1)
 
     # Alerts
     alerts_period_s: float = 30.0
