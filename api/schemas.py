@@ -927,3 +927,48 @@ class ExportRun(BaseModel):
     created_at: datetime
     delivered_at: datetime | None
 
+
+
+class MeterTerm(BaseModel):
+    """One term of a virtual meter: exactly one of `node_id` and `meter_id`."""
+
+    sign: Literal["+", "-"] = "+"
+    node_id: int | None = Field(None, ge=1)
+    meter_id: int | None = Field(None, ge=1)
+
+
+class VirtualMeterIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "customer_id": 3, "name": "Offices without the data hall",
+        "terms": [{"sign": "+", "node_id": 4}, {"sign": "-", "node_id": 9}]}]})
+
+    customer_id: int | None = Field(None, ge=1, description="a reseller names the customer; others own one")
+    name: str = Field(min_length=1, max_length=200)
+    terms: list[MeterTerm] = Field(min_length=1, max_length=500)
+
+
+class VirtualMeter(BaseModel):
+    id: int
+    customer_id: int
+    name: str
+    created_at: datetime
+    terms: list[MeterTerm]
+
+
+class MeterPoint(BaseModel):
+    bucket: datetime
+    energy_wh: float
+    mean_power_w: float
+    coverage: float
+
+
+class MeterCostOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "currency": "GBP", "energy_wh": 74012.5, "energy_cost": "19.29", "energy_cost_minor": "1929",
+        "by_band": {"day": "15.10", "night": "4.19"}}]})
+
+    currency: str
+    energy_wh: float
+    energy_cost: Decimal
+    energy_cost_minor: Decimal
+    by_band: dict[str, Decimal]

@@ -40,12 +40,13 @@ def create_dash(settings: Settings) -> Dash:
         reports,
         site,
         tariffs,
+        virtual_meters,
     )
 
     # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
     # would also match "/site/1/tariffs", and it orders its registry itself.
-    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, exports, reports, people,
-                   account):
+    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, virtual_meters, exports,
+                   reports, people, account):
         module.register(app)
     app.layout = lambda: html.Div([
         html.Header([html.A("Wattline", href="/", className="brand"), html.Nav(_nav())], className="topbar"),

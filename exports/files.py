@@ -1,4 +1,5 @@
-"""What a run delivers: one site's measurements for a period, or the customer's catalog.
+"""What a run delivers: one site's measurements for a period, the customer's virtual meters
+for a period, or the customer's catalog.
 
 The measurements are the API's export (PowerRadar's columns, `wattline.export_format`), one
 node after another. The catalog is every node of the customer with its id, so that a BI
@@ -13,17 +14,21 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 
-from wattline import export_format, queries
+from analytics.virtual_meters import meter_series
+from wattline import export_format, queries, virtual_meters
 from wattline.db import fetch_all
 from wattline.domain import Resolution
 from wattline.principal import acting_for
 
 MEDIA = {"csv": "text/csv", "json": "application/json"}
+VIRTUAL_METER_COLUMNS = ("meter_id", "meter_name", "time_utc", "resolution_minutes", "power_w", "energy_wh",
+                         "coverage")
 CATALOG_COLUMNS = ("device_id", "site_id", "site_name", "parent_id", "kind", "name", "external_ref", "path")
 
 
@@ -58,6 +63,35 @@ def measurements_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_i
     body = export_format.body(batches(), job["format"])
     name = f"{_slug(job['name'])}_site-{site_id}_{start:%Y-%m-%d}_{job['resolution']}.{job['format']}"
     return ExportFile(name, body, MEDIA[job["format"]], count)
+
+
+def virtual_meters_file(conn: psycopg.Connection[Any], job: dict[str, Any], start: datetime,
+                        end: datetime) -> ExportFile:
+    """Every virtual meter of the customer for [start, end) at the job's resolution, in its
+    format: a meter per run of rows, each bucket its nodes have (`analytics.virtual_meters`)."""
+    p = acting_for(job["customer_id"])
+    resolution = Resolution(job["resolution"])
+    rows: list[dict[str, Any]] = []
+    for meter in virtual_meters.meters(conn, p, job["customer_id"]):
+        series = meter_series(conn, p, meter["id"], resolution, start, end)
+        if series is None:
+            continue
+        for bucket, power, energy, coverage in zip(series.bucket_s.tolist(), series.mean_power_w.tolist(),
+                                                   series.energy_wh.tolist(), series.coverage.tolist(), strict=True):
+            rows.append({"meter_id": meter["id"], "meter_name": meter["name"],
+                         "time_utc": f"{datetime.fromtimestamp(bucket, UTC):%Y-%m-%dT%H:%M:%S}Z",
+                         "resolution_minutes": resolution.minutes, "power_w": power, "energy_wh": energy,
+                         "coverage": coverage})
+    if job["format"] == "json":
+        body = orjson.dumps(rows)
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, VIRTUAL_METER_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        body = buf.getvalue().encode()
+    name = f"{_slug(job['name'])}_virtual-meters_{start:%Y-%m-%d}_{job['resolution']}.{job['format']}"
+    return ExportFile(name, body, MEDIA[job["format"]], len(rows))
 
 
 def catalog_file(conn: psycopg.Connection[Any], job: dict[str, Any], start: datetime) -> ExportFile:

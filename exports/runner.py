@@ -72,21 +72,28 @@ def plan(conn: psycopg.Connection[Any], now: datetime) -> int:
                     added += conn.execute("""INSERT INTO export_runs (job_id, kind, site_id, period_start, period_end)
                                              VALUES (%s, 'measurements', %s, %s, %s) ON CONFLICT DO NOTHING""",
                                           (job["id"], site["id"], start, end)).rowcount
-            if job["include_catalog"]:
-                # The catalog follows the customer's first site's calendar (or UTC with none).
-                zone = fetch_one(conn, "SELECT timezone FROM sites WHERE customer_id = %s ORDER BY id LIMIT 1",
-                                 (job["customer_id"],))
+            # The catalog and the virtual meters follow the customer's first site's calendar
+            # (or UTC with none). A job for chosen nodes or sites gets those, not the meters.
+            zone = fetch_one(conn, "SELECT timezone FROM sites WHERE customer_id = %s ORDER BY id LIMIT 1",
+                             (job["customer_id"],))
+            meters = not job["node_ids"] and not job["site_ids"] and fetch_one(
+                conn, "SELECT 1 AS one FROM virtual_meters WHERE customer_id = %s LIMIT 1", (job["customer_id"],))
+            for kind, wanted in (("catalog", job["include_catalog"]), ("virtual_meters", meters)):
+                if not wanted:
+                    continue
                 for start, end in complete_periods(job["schedule"], zone["timezone"] if zone else "UTC",
-                                                   planned.get(("catalog", None), job["created_at"]), now):
+                                                   planned.get((kind, None), job["created_at"]), now):
                     added += conn.execute("""INSERT INTO export_runs (job_id, kind, site_id, period_start, period_end)
-                                             VALUES (%s, 'catalog', NULL, %s, %s) ON CONFLICT DO NOTHING""",
-                                          (job["id"], start, end)).rowcount
+                                             VALUES (%s, %s, NULL, %s, %s) ON CONFLICT DO NOTHING""",
+                                          (job["id"], kind, start, end)).rowcount
     return added
 
 
 def _build(conn: psycopg.Connection[Any], job: dict[str, Any], run: dict[str, Any]) -> files.ExportFile:
     if run["kind"] == "catalog":
         return files.catalog_file(conn, job, run["period_start"])
+    if run["kind"] == "virtual_meters":
+        return files.virtual_meters_file(conn, job, run["period_start"], run["period_end"])
     return files.measurements_file(conn, job, run["site_id"], run["period_start"], run["period_end"])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -208,3 +209,29 @@ def test_bad_jobs_are_refused_with_the_field(client: TestClient, tenants: tuple[
     res = client.post(f"/v1/customers/{a.customer_id}/export-jobs", headers=auth(a.tokens["customer_admin"]),
                       json={"name": "x", **body})
     assert res.status_code in (404, 422) and res.json()["field"] == field, res.text
+
+
+def test_a_job_delivers_the_customers_virtual_meters(
+        client: TestClient, tenants: tuple[Tenant, Tenant], db: psycopg.Connection[Any], database_url: str,
+        https_receiver: Any) -> None:
+    """A customer with a virtual meter gets its series beside each period's measurements, in
+    the job's format; the file holds what the node's rollups hold."""
+    a, _ = tenants
+    readings_yesterday(database_url, a, db)
+    meter = client.post("/v1/virtual-meters", headers=auth(a.tokens["customer_admin"]), json={
+        "name": "Chiller line", "terms": [{"sign": "+", "node_id": a.circuit_id}]})
+    assert meter.status_code == 201, meter.text
+    receiver, ca = https_receiver()
+    make_job(client, a, destination="https", url=receiver.url, format="json")
+    report = runner.run_pass(db, settings_for(database_url, ca))
+    assert (report.planned, report.delivered, report.failed) == (2, 2, 0)
+    start, end = yesterday()
+    by_name = {dict(h)["Content-Disposition"].split('"')[1]: body for h, body in receiver.received}
+    rows = json.loads(by_name[f"nightly-to-bi_virtual-meters_{start:%Y-%m-%d}_15m.json"])
+    stored = dict(db.execute("""SELECT bucket, energy_wh FROM rollups_15m
+                                WHERE node_id = %s AND bucket >= %s AND bucket < %s""",
+                             (a.circuit_id, start, end)).fetchall())
+    assert stored and len(rows) == len(stored) and sum(stored.values()) > 0
+    assert {r["meter_name"] for r in rows} == {"Chiller line"} and {r["resolution_minutes"] for r in rows} == {15}
+    got = {datetime.fromisoformat(r["time_utc"]): r["energy_wh"] for r in rows}
+    assert got == pytest.approx({b: e for b, e in stored.items()}, abs=1e-9)

@@ -256,6 +256,12 @@ def delete_node(conn: Conn, actor: Principal | None, node_id: int) -> None:
             conn.execute("DELETE FROM nodes WHERE id = %s", (node_id,))
             audit.record(conn, actor, "delete", "node", node_id)
     except psycopg.errors.ForeignKeyViolation as exc:
+        meters = [r["name"] for r in fetch_all(conn, """
+            SELECT DISTINCT m.name FROM virtual_meter_terms t JOIN virtual_meters m ON m.id = t.meter_id
+            WHERE t.node_id = %s ORDER BY m.name""", (node_id,))]
+        if meters:
+            raise Conflict(f"the node is a term of virtual meter {', '.join(meters)}: remove it from the meter "
+                           "first") from exc
         raise Conflict("the node still has children, or sensors now or in its history: move its children, and "
                        "correct its sensors' assignments, first") from exc
 
