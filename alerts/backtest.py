@@ -14,9 +14,10 @@ from typing import Any
 
 import psycopg
 
-from alerts.evaluate import Clock, Finding, Rule, evaluate
+from alerts.evaluate import Clock, Finding, Rule, evaluate, meter_scope
 from alerts.rules import RuleParams, Schedule, Severity
-from wattline import queries
+from alerts.store import check_meter_scope
+from wattline import queries, virtual_meters
 from wattline.db import fetch_one
 from wattline.errors import Forbidden, NotFound
 from wattline.principal import Principal
@@ -43,8 +44,10 @@ class Backtest:
 
 def backtest(conn: psycopg.Connection[Any], p: Principal, site_id: int, node_id: int | None, params: RuleParams,
              *, schedule: Schedule | None = None, severity: Severity = "warning", now: datetime | None = None,
-             settle_s: float = 120.0, reporting_interval_s: float = 10.0) -> Backtest:
-    """Run `params` for the site (or its node) over the last four weeks; nothing is stored."""
+             settle_s: float = 120.0, reporting_interval_s: float = 10.0,
+             virtual_meter_id: int | None = None) -> Backtest:
+    """Run `params` for the site (or its node, or a virtual meter of its customer) over the
+    last four weeks; nothing is stored."""
     site = queries.site(conn, p, site_id)
     if site is None:
         raise NotFound("site")
@@ -53,12 +56,17 @@ def backtest(conn: psycopg.Connection[Any], p: Principal, site_id: int, node_id:
     root = fetch_one(conn, "SELECT id FROM nodes WHERE site_id = %s AND kind = 'site'", (site_id,))
     if node_id is not None and queries.node(conn, p, node_id) is None:
         raise NotFound("node", field="node_id")
+    if virtual_meter_id is not None:
+        if virtual_meters.meter(conn, p, virtual_meter_id) is None:
+            raise NotFound("virtual meter", field="virtual_meter_id")
+        check_meter_scope(conn, site_id, node_id, virtual_meter_id, params.kind)
     scope_node = node_id if node_id is not None else (root["id"] if root else None)
     detail = fetch_one(conn, "SELECT opening_hours, floor_area_m2 FROM sites WHERE id = %s", (site_id,))
     assert detail is not None
     rule = Rule(0, site_id, node_id, "backtest", params, None,
                 {"timezone": site["timezone"], "country": site["country"], "opening_hours": detail["opening_hours"],
-                 "floor_area_m2": detail["floor_area_m2"], "scope_node": scope_node}, severity, schedule)
+                 "floor_area_m2": detail["floor_area_m2"], "scope_node": scope_node,
+                 "scope_meter": meter_scope(conn, virtual_meter_id)}, severity, schedule)
     clock = Clock(now or datetime.now(UTC), WINDOW, timedelta(seconds=settle_s), reporting_interval_s)
     # Read-only by construction: the evaluators only read; a transaction rolled back makes sure.
     with conn.transaction(force_rollback=True):

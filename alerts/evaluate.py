@@ -38,7 +38,7 @@ from alerts.rules import (
 )
 from analytics.costing import node_costs
 from analytics.tariffs import load_tariffs
-from wattline import raw_readings
+from wattline import raw_readings, virtual_meters
 from wattline.db import fetch_all, fetch_one, fetch_tuples
 from wattline.domain import Role
 from wattline.principal import Principal
@@ -105,13 +105,15 @@ class Clock:
 
 def load_rule(conn: Conn, rule_id: int) -> Rule | None:
     row = fetch_one(conn, """
-        SELECT r.id, r.site_id, r.node_id, r.name, r.params, r.evaluated_to, r.severity, r.schedule, r.webhook_ids,
+        SELECT r.id, r.site_id, r.node_id, r.virtual_meter_id, r.name, r.params, r.evaluated_to, r.severity,
+               r.schedule, r.webhook_ids,
                s.timezone, s.country, s.opening_hours, s.floor_area_m2,
                COALESCE(r.node_id, (SELECT id FROM nodes WHERE site_id = s.id AND kind = 'site')) AS scope_node
         FROM alert_rules r JOIN sites s ON s.id = r.site_id WHERE r.id = %s""", (rule_id,))
     if row is None:
         return None
     site = {k: row[k] for k in ("timezone", "country", "opening_hours", "floor_area_m2", "scope_node")}
+    site["scope_meter"] = meter_scope(conn, row["virtual_meter_id"])
     return Rule(row["id"], row["site_id"], row["node_id"], row["name"], RULE_PARAMS.validate_python(row["params"]),
                 row["evaluated_to"], site, row["severity"],
                 Schedule.model_validate(row["schedule"]) if row["schedule"] is not None else None, row["webhook_ids"])
@@ -157,6 +159,31 @@ def _series(conn: Conn, table: str, column: str, node_id: int, start: datetime, 
     return grid, values
 
 
+def meter_scope(conn: Conn, meter_id: int | None) -> tuple[int, dict[int, int]] | None:
+    """A rule's virtual meter as (id, node -> weight), or None for a rule on a node or site."""
+    return None if meter_id is None else (meter_id, virtual_meters.expand(conn, meter_id))
+
+
+def _scope_series(conn: Conn, rule: Rule, table: str, column: str, start: datetime, end: datetime,
+                  step_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rule's node's rollup column, or its virtual meter's: Σ weight × each node's, NaN
+    where any node has no row (a part missing is not judged as a drop)."""
+    meter = rule.site.get("scope_meter")
+    if meter is None:
+        return _series(conn, table, column, rule.site["scope_node"], start, end, step_s)
+    grid = np.arange(start.timestamp(), end.timestamp(), step_s)
+    total = np.zeros(len(grid))
+    for node, weight in meter[1].items():
+        total += weight * _series(conn, table, column, node, start, end, step_s)[1]
+    return grid, total
+
+
+def _subject(rule: Rule) -> str:
+    """What an episode is about: the rule's node (the site's root for a site), or its meter."""
+    meter = rule.site.get("scope_meter")
+    return f"meter-{meter[0]}" if meter is not None else str(rule.site["scope_node"])
+
+
 def _local(grid: np.ndarray, zone: ZoneInfo) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(pd.to_datetime(grid, unit="s", utc=True)).tz_convert(zone)
 
@@ -183,9 +210,8 @@ def _local_days(rule: Rule, clock: Clock, extra_days: int) -> tuple[list[datetim
 def threshold(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]) -> Evaluation:
     p = rule.params
     assert isinstance(p, Threshold)
-    node = rule.site["scope_node"]
     start, end = _window(rule, clock, 60.0, p.hold_minutes * 60.0)
-    grid, power = _series(conn, "rollups_1m", "mean_power_w", node, start, end, 60.0)
+    grid, power = _scope_series(conn, rule, "rollups_1m", "mean_power_w", start, end, 60.0)
     local = _local(grid, rule.zone)
     minute_of_day = np.asarray(local.hour * 60 + local.minute)
     lo, hi = (int(h[:2]) * 60 + int(h[3:]) for h in p.hours)
@@ -194,19 +220,18 @@ def threshold(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]
     over = power > p.above_w if p.above_w is not None else power < (p.below_w or 0.0)
     limit = f"above {p.above_w:g} W" if p.above_w is not None else f"below {p.below_w:g} W"
     found = detect.runs(grid, scheduled & over, power, 60.0, p.hold_minutes * 60.0)
-    return Evaluation(end, _findings(found, str(node), lambda r: f"power {limit} for {p.hold_minutes}+ min "
+    return Evaluation(end, _findings(found, _subject(rule), lambda r: f"power {limit} for {p.hold_minutes}+ min "
                                      f"(reached {r.peak:,.0f} W)", lambda r: {"peak_w": r.peak}), window_start=start)
 
 
 def after_hours(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]) -> Evaluation:
     p = rule.params
     assert isinstance(p, AfterHours)
-    node = rule.site["scope_node"]
     history = 28 if p.baseline_kwh is None else 0
     days, end = _local_days(rule, clock, history)
     if len(days) < 2:
         return Evaluation(end, [])
-    grid, energy = _series(conn, "rollups_1h", "energy_wh", node, days[0], end, 3600.0)
+    grid, energy = _scope_series(conn, rule, "rollups_1h", "energy_wh", days[0], end, 3600.0)
     local = _local(grid, rule.zone)
     hours: dict[str, list[str]] = rule.site["opening_hours"] or {}
     names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -234,7 +259,7 @@ def after_hours(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetim
     over &= per_day >= p.min_kwh
     judged = slice(history, None)  # the look-back days only feed the baseline
     found = detect.runs(stamps[judged], over[judged], per_day[judged], DAY, DAY * 0.9)
-    return Evaluation(end, _findings(found, str(node), lambda r: f"{r.peak:,.1f} kWh used outside opening hours "
+    return Evaluation(end, _findings(found, _subject(rule), lambda r: f"{r.peak:,.1f} kWh used outside opening hours "
                                      "(above baseline)", lambda r: {"kwh": r.peak}),
                       window_start=days[history] if history < len(days) else end)
 
@@ -284,10 +309,9 @@ def bridge_offline(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, date
 def anomaly(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]) -> Evaluation:
     p = rule.params
     assert isinstance(p, Anomaly)
-    node = rule.site["scope_node"]
     start, end = _window(rule, clock, 3600.0, p.hold_hours * 3600.0)
     week = 7 * DAY
-    grid, energy = _series(conn, "rollups_1h", "energy_wh", node, start - timedelta(seconds=p.weeks * week), end,
+    grid, energy = _scope_series(conn, rule, "rollups_1h", "energy_wh", start - timedelta(seconds=p.weeks * week), end,
                            3600.0)
     per_week = int(week // 3600)
     n = len(grid) - p.weeks * per_week
@@ -312,22 +336,21 @@ def anomaly(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]) 
         i = int(np.searchsorted(stamps, r.start))
         return (f"{r.peak:,.2f} kWh in an hour against a usual {baseline[i]:,.2f} kWh "
                 f"(robust z {score[i]:+.1f})")
-    return Evaluation(end, _findings(found, str(node), message, lambda r: {"kwh": r.peak}), window_start=start)
+    return Evaluation(end, _findings(found, _subject(rule), message, lambda r: {"kwh": r.peak}), window_start=start)
 
 
 def cycling(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]) -> Evaluation:
     p = rule.params
     assert isinstance(p, Cycling)
-    node = rule.site["scope_node"]
     start, end = _window(rule, clock, 3600.0, p.hold_hours * 3600.0)
-    grid, power = _series(conn, "rollups_1m", "mean_power_w", node, start, end, 60.0)
+    grid, power = _scope_series(conn, rule, "rollups_1m", "mean_power_w", start, end, 60.0)
     known = power[~np.isnan(power)]
     if len(known) < 2:
         return Evaluation(end, [], window_start=start)
     on_w = p.on_w if p.on_w is not None else 0.5 * float(np.percentile(known, 95))
     hours, starts = detect.starts_per_hour(grid, power, on_w)
     found = detect.runs(hours, starts > p.max_starts_per_hour, starts, 3600.0, p.hold_hours * 3600.0)
-    return Evaluation(end, _findings(found, str(node), lambda r: f"{r.peak:.0f} starts an hour (limit "
+    return Evaluation(end, _findings(found, _subject(rule), lambda r: f"{r.peak:.0f} starts an hour (limit "
                                      f"{p.max_starts_per_hour:g}): short-cycling", lambda r: {"starts": r.peak}),
                       window_start=start)
 
@@ -335,11 +358,10 @@ def cycling(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]) 
 def base_load(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]) -> Evaluation:
     p = rule.params
     assert isinstance(p, BaseLoad)
-    node = rule.site["scope_node"]
     days, end = _local_days(rule, clock, p.recent_days + p.baseline_days)
     if len(days) < 2:
         return Evaluation(end, [])
-    grid, power = _series(conn, "rollups_1h", "mean_power_w", node, days[0], end, 3600.0)
+    grid, power = _scope_series(conn, rule, "rollups_1h", "mean_power_w", days[0], end, 3600.0)
     day_index = np.searchsorted(np.array([d.timestamp() for d in days]), grid, side="right") - 1
     base = np.full(len(days) - 1, np.nan)
     for i in range(len(days) - 1):
@@ -362,7 +384,7 @@ def base_load(conn: Conn, rule: Rule, clock: Clock, ongoing: dict[str, datetime]
     def message(r: detect.Run) -> str:
         i = int(np.searchsorted(stamps, r.start))
         return f"base load {r.peak:,.0f} W, up from {before_w[i]:,.0f} W in the weeks before"
-    return Evaluation(end, _findings(found, str(node), message, lambda r: {"base_w": r.peak}),
+    return Evaluation(end, _findings(found, _subject(rule), message, lambda r: {"base_w": r.peak}),
                       window_start=days[min(first, len(days) - 1)])
 
 

@@ -46,7 +46,9 @@ class NotifyReport:
 
 
 def _where(conn: psycopg.Connection[Any], rule: dict[str, Any]) -> str:
-    """Site › panel › circuit: the path from the site to the rule's node."""
+    """Site › panel › circuit: the path from the site to the rule's node; or its virtual meter."""
+    if rule["meter_name"] is not None:
+        return f"virtual meter {rule['meter_name']} ({rule['site_name']}'s organisation)"
     if rule["node_id"] is None:
         return str(rule["site_name"])
     rows = fetch_all(conn, """WITH RECURSIVE up AS (
@@ -74,9 +76,11 @@ def _how_much(detail: dict[str, Any]) -> str:
 def _episode(conn: psycopg.Connection[Any], episode_id: int) -> dict[str, Any] | None:
     return fetch_one(conn, """SELECT e.id, e.subject, e.message, e.detail, e.started_at, e.cleared_at, e.severity,
                                      r.id AS rule_id, r.name AS rule_name, r.node_id, r.site_id,
-                                     r.recipient_user_ids, r.recipient_emails, s.name AS site_name, s.timezone
+                                     r.recipient_user_ids, r.recipient_emails, s.name AS site_name, s.timezone,
+                                     m.name AS meter_name
                               FROM alert_episodes e JOIN alert_rules r ON r.id = e.rule_id
-                              JOIN sites s ON s.id = r.site_id WHERE e.id = %s""", (episode_id,))
+                              JOIN sites s ON s.id = r.site_id
+                              LEFT JOIN virtual_meters m ON m.id = r.virtual_meter_id WHERE e.id = %s""", (episode_id,))
 
 
 def _local(t: datetime | None, zone: str) -> str:

@@ -14,7 +14,7 @@ from alerts.episodes import EPISODE_COLUMNS
 from alerts.rules import DEFAULT_SEVERITY, RULE_PARAMS, Recipients, RuleParams, Schedule, Severity
 from wattline import audit
 from wattline.db import fetch_all, fetch_one
-from wattline.errors import NotFound
+from wattline.errors import Invalid, NotFound
 from wattline.outbound import parse_destination
 from wattline.principal import Principal
 from wattline.queries import scope
@@ -24,8 +24,8 @@ Conn = psycopg.Connection[Any]
 Row = dict[str, Any]
 State = Literal["open", "acknowledged", "resolved", "active", "all"]
 
-RULE_COLUMNS = ("r.id, r.site_id, r.node_id, r.kind, r.name, r.params, r.enabled, r.evaluated_to, r.created_at, "
-                "r.last_error, r.failing_since, r.severity, r.schedule, "
+RULE_COLUMNS = ("r.id, r.site_id, r.node_id, r.virtual_meter_id, r.kind, r.name, r.params, r.enabled, "
+                "r.evaluated_to, r.created_at, r.last_error, r.failing_since, r.severity, r.schedule, "
                 "jsonb_build_object('user_ids', r.recipient_user_ids, 'emails', r.recipient_emails, "
                 "'webhook_ids', r.webhook_ids) AS recipients")
 _RULE_FROM = "alert_rules r JOIN sites s ON s.id = r.site_id JOIN customers c ON c.id = s.customer_id"
@@ -58,23 +58,46 @@ def _schedule(schedule: Schedule | None) -> Jsonb | None:
 
 def create_rule(conn: Conn, site_id: int, node_id: int | None, name: str, params: RuleParams,
                 enabled: bool = True, *, severity: Severity | None = None, schedule: Schedule | None = None,
-                recipients: Recipients | None = None, actor: Principal | None = None) -> int:
-    """A rule for a site, or for one of its nodes (which must belong to the site)."""
+                recipients: Recipients | None = None, actor: Principal | None = None,
+                virtual_meter_id: int | None = None) -> int:
+    """A rule for a site, for one of its nodes (which must belong to the site), or for a
+    virtual meter of the site's customer (its schedule on the site's clock)."""
     recipients = recipients or Recipients()
     severity = severity or DEFAULT_SEVERITY.get(params.kind, "warning")
     with conn.transaction():
         if node_id is not None and fetch_one(conn, "SELECT 1 FROM nodes WHERE id = %s AND site_id = %s",
                                              (node_id, site_id)) is None:
             raise NotFound("node", field="node_id")
+        if virtual_meter_id is not None:
+            check_meter_scope(conn, site_id, node_id, virtual_meter_id, params.kind)
         _check_recipients(conn, site_id, recipients)
-        row = fetch_one(conn, """INSERT INTO alert_rules (site_id, node_id, kind, name, params, enabled, severity,
-                                                          schedule, recipient_user_ids, recipient_emails, webhook_ids)
-                                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-                        (site_id, node_id, params.kind, name, _dump(params), enabled, severity, _schedule(schedule),
-                         sorted(set(recipients.user_ids)), recipients.emails, recipients.webhook_ids))
+        row = fetch_one(conn, """INSERT INTO alert_rules (site_id, node_id, virtual_meter_id, kind, name, params,
+                                                          enabled, severity, schedule, recipient_user_ids,
+                                                          recipient_emails, webhook_ids)
+                                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                        (site_id, node_id, virtual_meter_id, params.kind, name, _dump(params), enabled, severity,
+                         _schedule(schedule), sorted(set(recipients.user_ids)), recipients.emails,
+                         recipients.webhook_ids))
         assert row is not None
         audit.record(conn, actor, "create", "alert_rule", row["id"], kind=params.kind)
     return int(row["id"])
+
+
+#: What a rule on a virtual meter can watch: its power and energy. Sensors, bridges and the
+#: budget belong to sites and nodes.
+METER_KINDS = ("threshold", "after_hours", "anomaly", "cycling", "base_load")
+
+
+def check_meter_scope(conn: Conn, site_id: int, node_id: int | None, meter_id: int, kind: str) -> None:
+    """A rule may watch a virtual meter of the site's customer, for a kind that reads power or energy."""
+    if node_id is not None:
+        raise Invalid("Invalid scope", "a rule watches a node or a virtual meter, not both", field="node_id")
+    if fetch_one(conn, """SELECT 1 FROM virtual_meters m JOIN sites s ON s.customer_id = m.customer_id
+                           WHERE m.id = %s AND s.id = %s""", (meter_id, site_id)) is None:
+        raise NotFound("virtual meter", field="virtual_meter_id")
+    if kind not in METER_KINDS:
+        raise Invalid("Invalid scope", f"a rule on a virtual meter watches its power or energy "
+                      f"({', '.join(METER_KINDS)}), not {kind}", field="virtual_meter_id")
 
 
 def rules(conn: Conn, p: Principal, site_id: int) -> list[Row]:
@@ -103,9 +126,11 @@ def update_rule(conn: Conn, rule_id: int, *, name: str | None = None, params: Ru
     values = {"name": name, "params": params, "enabled": enabled, "severity": severity, "recipients": recipients}
     changed = [f for f, v in values.items() if v is not None] + (["schedule"] if schedule is not KEEP else [])
     with conn.transaction():
-        row = fetch_one(conn, "SELECT site_id FROM alert_rules WHERE id = %s", (rule_id,))
+        row = fetch_one(conn, "SELECT site_id, virtual_meter_id FROM alert_rules WHERE id = %s", (rule_id,))
         if row is None:
             raise NotFound("alert rule")
+        if params is not None and row["virtual_meter_id"] is not None:
+            check_meter_scope(conn, row["site_id"], None, row["virtual_meter_id"], params.kind)
         if recipients is not None:
             _check_recipients(conn, row["site_id"], recipients)
         conn.execute("""UPDATE alert_rules SET name = COALESCE(%(name)s, name), params = COALESCE(%(params)s, params),

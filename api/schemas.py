@@ -530,6 +530,8 @@ class AlertRuleIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     node_id: int | None = Field(None, description="a node of the site; none: the whole site")
+    virtual_meter_id: int | None = Field(None, description="or a virtual meter of the site's customer (threshold, "
+                                         "after_hours, anomaly, cycling, base_load)")
     enabled: bool = True
     params: RuleParams
     severity: Severity | None = Field(None, description="default: warning (critical for a bridge offline)")
@@ -548,6 +550,7 @@ class AlertRulePatch(BaseModel):
 
 class BacktestIn(BaseModel):
     node_id: int | None = None
+    virtual_meter_id: int | None = None
     params: RuleParams
     severity: Severity = "warning"
     schedule: Schedule | None = None
@@ -573,6 +576,7 @@ class AlertRule(BaseModel):
     id: int
     site_id: int
     node_id: int | None
+    virtual_meter_id: int | None = None
     kind: str
     name: str
     params: dict[str, object]

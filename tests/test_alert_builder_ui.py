@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.factories import drain, write_surges
-from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, choose, fits, login
+from tests.fixtures.browser import ARTIFACTS, choose, fits, signed_in
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -56,11 +56,8 @@ def said(page: Any, expect: str) -> None:
 def test_build_backtest_and_save_a_rule(browser_page: Any, serve_dashboard: Callable[..., str],
                                         db: psycopg.Connection[Any], surging_site: dict[str, Any], size: str) -> None:
     page = browser_page
-    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
     base = serve_dashboard()
-    page.goto(base + "/")
-    login(page, "fm@example.com", PASSWORD)
-    page.wait_for_selector(".site-card")
+    signed_in(page, base, size, "fm@example.com", PASSWORD)
     site = surging_site["site"]
     page.goto(f"{base}/alert-rules/{site}")
     page.wait_for_selector("#rules-builder")

@@ -54,6 +54,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/v1/alert-rules/{rule_id}"): {"json": {"enabled": False}},
     ("patch", "/v1/users/{user_id}"): {"json": {"full_name": "renamed"}},
     ("post", "/v1/customers/{customer_id}/webhooks"): {"json": {"url": "https://example.com/x"}},
+    ("put", "/v1/virtual-meters/{meter_id}"): {"json": {"name": "x", "terms": [{"sign": "+", "node_id": 1}]}},
     ("post", "/v1/sites/{site_id}/hierarchy.csv"): {
         "files": {"file": ("h.csv", b"external_ref,parent_ref,kind,name\n")}},
 }
@@ -65,6 +66,9 @@ def query() -> dict[str, str]:
 
 def test_every_route_hides_other_tenants_objects(client: TestClient, tenants: tuple[Tenant, Tenant]) -> None:
     a, b = tenants
+    meter = client.post("/v1/virtual-meters", headers=auth(a.tokens["customer_admin"]), json={
+        "name": f"Meter {a.name}", "terms": [{"sign": "+", "node_id": a.circuit_id}]})
+    assert meter.status_code == 201, meter.text
     spec = client.get("/openapi.json").json()
     walked = 0
     for path, methods in spec["paths"].items():
@@ -76,7 +80,7 @@ def test_every_route_hides_other_tenants_objects(client: TestClient, tenants: tu
                 body["json"] = {**body["json"], "parent_id": b.panel_id}  # B's own parent, A's site
             if "json" in body and "node_id" in body["json"]:
                 body["json"] = {**body["json"], "node_id": b.circuit_id}
-            url = path.format(**params_for(a))
+            url = path.format(**params_for(a), meter_id=meter.json()["id"])
             for role in ("reseller_admin", "customer_admin"):
                 res = client.request(method, url, params=query(), headers=auth(b.tokens[role]), **body)
                 assert res.status_code == 404, (method, url, role, res.status_code, res.text[:200])

@@ -93,6 +93,37 @@ def test_the_packing_job_moves_days_losslessly_and_drops_their_chunks(db: psycop
     assert pack_all(database_url).readings == 0
 
 
+def test_a_reader_racing_the_packing_job_reads_each_reading_once(db: psycopg.Connection[Any],
+                                                                  database_url: str) -> None:
+    """`raw_readings.read` takes the hot tier, then the packed tier, in two statements: while
+    the job packs a sensor at a time and then drops the chunks, every read is whole."""
+    fill(db, sensors=12, days=2)
+    before = all_readings(db)
+    ids = sorted(set(before.sensor_id.tolist()))
+    stop, reads, wrong = threading.Event(), [0], []
+
+    def read_while_packing() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while not stop.is_set():
+                got = raw_readings.read(conn, ids, D0, D0 + 2 * DAY)
+                reads[0] += 1
+                if len(got) != len(before) or not np.array_equal(got.ts_us, before.ts_us):
+                    wrong.append(len(got))
+
+    reader = threading.Thread(target=read_while_packing)
+    reader.start()
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for day in (int(D0) // DAY, int(D0) // DAY + 1):
+                pack_day(conn, day, sensors_per_batch=1)
+    finally:
+        stop.set()
+        reader.join(60)
+    assert count(db, "SELECT count(*) FROM readings") == 0 and reads[0] >= 2, reads
+    assert wrong == []
+    assert_same(raw_readings.read(db, ids, D0, D0 + 2 * DAY), before)
+
+
 def test_late_readings_merge_into_a_packed_day_once(db: psycopg.Connection[Any], database_url: str) -> None:
     one_circuit_site(db)
     base = D0 + 36000

@@ -16,7 +16,7 @@ import pytest
 
 from analytics.costing import last_complete_month
 from tests.factories import FLAT_BANDS, drain, write
-from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
+from tests.fixtures.browser import ARTIFACTS, fits, signed_in
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, TariffSpec, build_site, build_tenant
@@ -62,11 +62,8 @@ def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
         browser_page: Any, serve_dashboard: Callable[..., str], db: psycopg.Connection[Any],
         costed_site: dict[str, Any], size: str) -> None:
     page = browser_page
-    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
     base = serve_dashboard()
-    page.goto(base + "/")
-    login(page, "fm@example.com", PASSWORD)
-    page.wait_for_selector(".site-card")
+    signed_in(page, base, size, "fm@example.com", PASSWORD)
     site = costed_site["site"]
     page.goto(f"{base}/tariffs/{site}")
     page.wait_for_selector("#tariff-editor")

@@ -211,3 +211,44 @@ def test_combine_equals_a_pandas_reference(rows: list[tuple[int, int, float, flo
     np.testing.assert_allclose(got.energy_wh, energy.to_numpy(), rtol=1e-9, atol=1e-6)
     np.testing.assert_allclose(got.mean_power_w, power.to_numpy(), rtol=1e-9, atol=1e-6)
     np.testing.assert_allclose(got.coverage, coverage.to_numpy())
+
+
+def test_an_alert_rule_watches_a_meter(client: TestClient, db: psycopg.Connection[Any],
+                                       tenants: tuple[Tenant, Tenant], plant: Plant) -> None:
+    """A threshold on "board A without A3" opens one episode over the hours of data; its peak
+    is the peak of A − A3 per minute, read back from the database. Kinds that belong to sites
+    and nodes are refused for a meter, and a meter with a rule cannot be deleted."""
+    from alerts.evaluate import Clock
+    from alerts.scheduler import evaluate_rule
+
+    a, b = tenants
+    token, n = a.tokens["facility_manager"], plant.nodes
+    meter = create(client, token, "Board A without A3", [("+", n["A"]), ("-", n["A3"])]).json()["id"]
+    rule = {"name": "Line busy", "virtual_meter_id": meter, "params": {"kind": "threshold", "above_w": 100}}
+    made = client.post(f"/v1/sites/{plant.sites[0]}/alert-rules", headers=auth(token), json=rule)
+    assert made.status_code == 201, made.text
+    tried = client.post(f"/v1/sites/{plant.sites[0]}/alert-rules/backtest", headers=auth(token), json={
+        "virtual_meter_id": meter, "params": rule["params"]})
+    assert tried.status_code == 200 and len(tried.json()["episodes"]) == 1, tried.text
+    evaluate_rule(db, made.json()["id"], Clock(datetime.now(UTC)))
+    episodes = db.execute("SELECT subject, detail FROM alert_episodes WHERE rule_id = %s",
+                          (made.json()["id"],)).fetchall()
+    assert [e[0] for e in episodes] == [f"meter-{meter}"]
+    power = dict(db.execute("""SELECT bucket, sum(CASE WHEN node_id = %s THEN mean_power_w ELSE -mean_power_w END)
+                               FROM rollups_1m WHERE node_id = ANY(%s) GROUP BY bucket""",
+                            (n["A"], [n["A"], n["A3"]])).fetchall())
+    assert episodes[0][1]["peak_w"] == pytest.approx(max(power.values()), rel=1e-9)
+    listed = client.get(f"/v1/sites/{plant.sites[0]}/alert-rules", headers=auth(token)).json()
+    assert [r["virtual_meter_id"] for r in listed if r["name"] == "Line busy"] == [meter]
+
+    offline = client.post(f"/v1/sites/{plant.sites[0]}/alert-rules", headers=auth(token), json={
+        "name": "x", "virtual_meter_id": meter, "params": {"kind": "sensor_offline"}})
+    assert offline.status_code == 422 and "virtual meter" in offline.json()["detail"], offline.text
+    both = client.post(f"/v1/sites/{plant.sites[0]}/alert-rules", headers=auth(token), json={
+        **rule, "node_id": n["A1"]})
+    assert both.status_code == 422
+    theirs = client.post(f"/v1/sites/{b.site_id}/alert-rules", headers=auth(b.tokens["facility_manager"]),
+                         json=rule)
+    assert theirs.status_code == 404
+    gone = client.delete(f"/v1/virtual-meters/{meter}", headers=auth(token))
+    assert gone.status_code == 409 and "Line busy" in gone.json()["detail"], gone.text

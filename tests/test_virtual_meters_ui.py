@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.factories import drain, write
-from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
+from tests.fixtures.browser import ARTIFACTS, choose, fits, signed_in
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -55,11 +55,8 @@ def pick(page: Any, term: int, text: str) -> None:
 def test_define_a_meter_and_see_it(browser_page: Any, serve_dashboard: Callable[..., str],
                                    db: psycopg.Connection[Any], boards: dict[str, Any], size: str) -> None:
     page = browser_page
-    page.set_viewport_size(PHONE if size == "390" else DESKTOP)
     base = serve_dashboard()
-    page.goto(base + "/")
-    login(page, "fm@example.com", PASSWORD)
-    page.wait_for_selector(".site-card")
+    signed_in(page, base, size, "fm@example.com", PASSWORD)
     page.goto(f"{base}/virtual-meters/{boards['site']}")
     page.wait_for_selector("#vm-list:has-text('No virtual meters yet.')")
     page.fill("#vm-name", "Board A without A3")
@@ -94,3 +91,17 @@ def test_define_a_meter_and_see_it(browser_page: Any, serve_dashboard: Callable[
     assert "added twice" in page.inner_text("#vm-error")
     assert db.execute("SELECT node_id, sign FROM virtual_meter_terms ORDER BY position").fetchall() == stored
     shot(page, "refused", size)
+
+    # An alert rule can watch the meter: backtested on its composed power, then saved
+    page.goto(f"{base}/alert-rules/{boards['site']}")
+    page.wait_for_selector("input[id*='above_w']")
+    page.fill("#rules-name", "Board A busy")
+    choose(page, "rules-node", "Virtual meter: Board A without A3")
+    page.fill("input[id*='above_w']", "1000")  # A1 + A2: 12 A at 230 V, 2.8 kW
+    page.click("#rules-try")
+    page.wait_for_selector("#rules-message .saved:has-text('1 episode(s) in the last 4 weeks')")
+    page.click("#rules-save")
+    page.wait_for_selector("#rules-message .saved:has-text('Rule created.')")
+    assert db.execute("SELECT virtual_meter_id, node_id FROM alert_rules WHERE name = 'Board A busy'"
+                      ).fetchone() == (meter[0], None)
+    shot(page, "alert-rule", size)

@@ -15,9 +15,9 @@ lock per UTC day (class `DAY_LOCK`) keeps them apart:
   begun (`packed_days`), a sensor that already has a packed row gets its readings merged in
   (`merge_late`: unpack, merge, re-pack, under the row's lock); one that has none is
   inserted into `readings` as usual, for the job to pick up;
-- readers read the hot tier, then the packed tier (`read`: a packed row is committed before
-  the rows it holds are dropped, and never goes away), and drop the `readings` rows of a
-  (sensor, day) whose packed row they got: each reading once.
+- readers read the hot tier, then the packed tier (`read`: a reading leaves `readings` only
+  in or after the transaction that commits its packed row, which never goes away), and drop
+  the `readings` rows of a (sensor, day) whose packed row they got: each reading once.
 
 A packed row that fails its checksum is moved to `readings_packed_quarantine`, counted and
 logged; it is never read as data (its readings read as a gap, not as zeros).
@@ -267,10 +267,9 @@ def read(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datet
          t_to: datetime | float) -> Raw:
     """The sensors' readings in [t_from, t_to) from both tiers (times as datetimes or Unix s).
 
-    Two statements, the hot tier first: the packing job commits a day's packed rows before
-    it drops the day's chunk, so whatever it does in between, each reading is in the first
-    answer or the second (a packed row never goes away), and where both hold it the packed
-    row counts."""
+    Two statements, the hot tier first: a reading leaves the hot tier only in or after the
+    transaction that commits its packed row, and a packed row never goes away, so each
+    reading is in the first answer or the second; where both hold it, the packed row counts."""
     if not len(sensor_ids):
         return empty()
     lo, hi = _us(t_from), _us(t_to)

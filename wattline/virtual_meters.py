@@ -140,7 +140,12 @@ def delete_meter(conn: Conn, actor: Principal | None, meter_id: int) -> None:
         users = [r["name"] for r in fetch_all(conn, """
             SELECT DISTINCT m.name FROM virtual_meter_terms t JOIN virtual_meters m ON m.id = t.meter_id
             WHERE t.part_meter_id = %s ORDER BY m.name""", (meter_id,))]
-        raise Conflict(f"other virtual meters count this one: {', '.join(users)}; remove it from them first") from exc
+        if users:
+            raise Conflict(f"other virtual meters count this one: {', '.join(users)}; remove it from them "
+                           "first") from exc
+        rules = [r["name"] for r in fetch_all(conn, "SELECT name FROM alert_rules WHERE virtual_meter_id = %s "
+                                                    "ORDER BY name", (meter_id,))]
+        raise Conflict(f"alert rules watch this meter: {', '.join(rules)}; delete them first") from exc
 
 
 # -- checks --------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def create_rule(site_id: int, body: AlertRuleIn, p: Writer, conn: Conn) -> Creat
         raise not_found("site")
     return Created(id=store.create_rule(conn, site_id, body.node_id, body.name, body.params, body.enabled,
                                         severity=body.severity, schedule=body.schedule, recipients=body.recipients,
-                                        actor=p))
+                                        actor=p, virtual_meter_id=body.virtual_meter_id))
 
 
 @router.post("/sites/{site_id}/alert-rules/backtest", response_model=BacktestOut,
@@ -47,7 +47,8 @@ def create_rule(site_id: int, body: AlertRuleIn, p: Writer, conn: Conn) -> Creat
 def backtest_rule(site_id: int, body: BacktestIn, request: Request, p: Reader, conn: Conn) -> dict[str, Any]:
     settings = request.app.state.settings
     found = backtest(conn, p, site_id, body.node_id, body.params, schedule=body.schedule, severity=body.severity,
-                     settle_s=settings.alerts_settle_s, reporting_interval_s=settings.reporting_interval_s)
+                     settle_s=settings.alerts_settle_s, reporting_interval_s=settings.reporting_interval_s,
+                     virtual_meter_id=body.virtual_meter_id)
     return {"from": found.start, "to": found.end, "present_only": found.present_only,
             "episodes": [f.__dict__ for f in found.findings]}
 

@@ -23,7 +23,7 @@ from alerts.backtest import backtest
 from alerts.rules import KINDS, MODELS, RULE_PARAMS, SEVERITIES, WEEKDAYS, Recipients, Schedule
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, settings, site_from_path
-from wattline import people, queries
+from wattline import people, queries, virtual_meters
 from wattline.errors import DomainError
 
 KIND_NAMES = {"threshold": "Power above or below a limit", "after_hours": "Energy outside opening hours",
@@ -71,6 +71,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         if site is None:
             return no_such_site()
         nodes = queries.tree(c, p, site["id"])
+        meters = virtual_meters.meters(c, p, site["customer_id"])
         org = people.Org(customer_id=site["customer_id"])
         persons = people.people(c, org) if p.can("admin") or p.can("write") else []
         hooks = store.webhooks(c, p, site["customer_id"]) if p.can("admin") or p.can("write") else []
@@ -83,7 +84,8 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         _error("name"),
         html.Label(["Watch", dcc.Dropdown(id="rules-node", placeholder="The whole site", options=[
             {"label": f"{'· ' * n['depth']}{n['name']} ({n['kind']})", "value": n["id"]}
-            for n in nodes if n["kind"] != "site"])]),
+            for n in nodes if n["kind"] != "site"] + [
+            {"label": f"Virtual meter: {m['name']}", "value": f"meter:{m['id']}"} for m in meters])]),
         _error("node"),
         html.Label(["Kind", dcc.Dropdown(id="rules-kind", options=kinds, value="threshold", clearable=False)]),
         html.Div(id="rules-params", className="rule-params"),
@@ -201,7 +203,8 @@ def load_rule(rule_id: int | None, site_id: int) -> tuple[Any, ...]:
         history = store.episodes_of(c, p, rule_id, limit=50)
     schedule = rule["schedule"] or {"days": list(WEEKDAYS), "hours": ["00:00", "24:00"]}
     recipients = rule["recipients"]
-    return (rule["name"], rule["node_id"], rule["kind"], rule["severity"], schedule["days"],
+    watched = f"meter:{rule['virtual_meter_id']}" if rule["virtual_meter_id"] else rule["node_id"]
+    return (rule["name"], watched, rule["kind"], rule["severity"], schedule["days"],
             "-".join(schedule["hours"]), recipients["user_ids"], ", ".join(recipients["emails"]),
             recipients["webhook_ids"] or [],
             ["on"] if rule["enabled"] else [], {"params": rule["params"]}, _history(history))
@@ -222,8 +225,11 @@ def _when(t: datetime | None, zone: str) -> str:
 
 
 def act(*args: Any) -> tuple[Any, ...]:
-    (site_id, rule_id, name, node_id, kind, values, ids, severity, days, hours, user_ids, emails, hooks, enabled,
+    (site_id, rule_id, name, watched, kind, values, ids, severity, days, hours, user_ids, emails, hooks, enabled,
      done) = args[3:]
+    # "Watch" holds a node id, or "meter:<id>" for a virtual meter
+    meter_id = int(watched.partition(":")[2]) if isinstance(watched, str) else None
+    node_id = None if isinstance(watched, str) else watched
     p = current_principal()
     errors = dict.fromkeys(SETTINGS_FIELDS, "")
     message: Any = ""
@@ -251,7 +257,7 @@ def act(*args: Any) -> tuple[Any, ...]:
             if ctx.triggered_id == "rules-try":
                 found = backtest(c, p, site_id, node_id, params, schedule=schedule, severity=severity,
                                  settle_s=settings().alerts_settle_s,
-                                 reporting_interval_s=settings().reporting_interval_s)
+                                 reporting_interval_s=settings().reporting_interval_s, virtual_meter_id=meter_id)
                 site = queries.site(c, p, site_id)
                 assert site is not None
                 return (html.Span(f"{found.episodes} episode(s) in the last 4 weeks"
@@ -273,12 +279,13 @@ def act(*args: Any) -> tuple[Any, ...]:
                 said = "Rule saved."
             else:
                 rule_id = store.create_rule(c, site_id, node_id, name.strip(), params, "on" in (enabled or []),
-                                            severity=severity, schedule=schedule, recipients=recipients, actor=p)
+                                            severity=severity, schedule=schedule, recipients=recipients, actor=p,
+                                            virtual_meter_id=meter_id)
                 said = "Rule created."
     except DomainError as exc:
         errors[exc.field if exc.field in errors else "name" if exc.field is None else "params"] = \
             exc.detail[:1].upper() + exc.detail[1:] + "."
-        if exc.field == "node_id":
+        if exc.field in ("node_id", "virtual_meter_id"):
             errors["node"], errors["params"] = errors["params"], ""
         return (message, result, dash.no_update, dash.no_update, *errors.values())
     return (html.Span(said, className="saved"), dash.no_update, done + 1, rule_id, *errors.values())

@@ -72,11 +72,11 @@ def term_row(k: int, sign: int, part: str | None, options: list[dict[str, Any]])
 
 
 def layout(site_id: str = "0", **_: Any) -> html.Div:
-    p = current_principal()
     with conn() as c:
         site = site_from_path(c, site_id)
-        if site is None:
-            return no_such_site()
+    if site is None:
+        return no_such_site()
+    p = current_principal()
     customer_id = site["customer_id"]
     can = p.can("write") and p.site_ids is None
     builder = html.Div([
