@@ -1,9 +1,10 @@
 """A virtual meter's series and cost, composed from the rollups of the nodes it expands to.
 
-Energy and mean power are linear: the meter's value in a bucket is Σ weight × the node's.
-Coverage is the least of its nodes' (a bucket a node has no row for counts as 0): a meter
-is as complete as its worst part. Cost is Σ weight × each node's energy cost, priced on its
-own site's tariffs, so a meter's cost reconciles with the nodes' costs it is made of.
+Energy and mean power are linear: the meter's value in a bucket is Σ weight × the node's,
+summed in the database (`queries.weighted_series`). Coverage is the least of its nodes' (a
+bucket a node has no row for counts as 0): a meter is as complete as its worst part. Cost
+is Σ weight × each node's energy cost, priced on its own site's tariffs, so a meter's cost
+reconciles with the nodes' costs it is made of.
 """
 
 from __future__ import annotations
@@ -44,33 +45,17 @@ class MeterCost:
     by_band_minor: dict[str, Decimal] = field(default_factory=dict)
 
 
-def combine(node_id: npt.ArrayLike, bucket_s: npt.ArrayLike, energy_wh: npt.ArrayLike, mean_power_w: npt.ArrayLike,
-            coverage: npt.ArrayLike, weights: dict[int, int]) -> MeterSeries:
-    """Rows of (node, bucket, energy, mean power, coverage), one per node and bucket, into
-    the meter's series: one row per bucket any of its nodes has."""
-    nodes = np.asarray(node_id, dtype=np.int64)
-    stamps, col = np.unique(np.asarray(bucket_s, dtype=np.float64), return_inverse=True)
-    order = sorted(weights)
-    row = np.searchsorted(order, nodes)
-    w = np.array([weights[n] for n in order], dtype=np.float64)
-    shape = (len(order), len(stamps))
-    energy, power, cover = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    energy[row, col] = energy_wh
-    power[row, col] = mean_power_w
-    cover[row, col] = coverage
-    return MeterSeries(stamps, w @ energy, w @ power, cover.min(axis=0) if len(order) else np.zeros(len(stamps)))
-
-
 def meter_series(conn: psycopg.Connection[Any], p: Principal, meter_id: int, resolution: Resolution,
                  t_from: datetime, t_to: datetime) -> MeterSeries | None:
     """The meter's series over [t_from, t_to), or None if `p` cannot see it."""
     if virtual_meters.meter(conn, p, meter_id) is None:
         return None
-    weights = virtual_meters.expand(conn, meter_id)
-    rows = queries.node_series(conn, p, sorted(weights), resolution, t_from, t_to)
-    return combine([r["node_id"] for r in rows], [r["bucket"].timestamp() for r in rows],
-                   [r["energy_wh"] for r in rows], [r["mean_power_w"] for r in rows], [r["coverage"] for r in rows],
-                   weights)
+    rows = queries.weighted_series(conn, p, virtual_meters.expand(conn, meter_id), resolution, t_from, t_to)
+
+    def column(name: str) -> F64:
+        return np.array([r[name] for r in rows], dtype=np.float64)
+
+    return MeterSeries(column("bucket_s"), column("energy_wh"), column("mean_power_w"), column("coverage"))
 
 
 def meter_cost(conn: psycopg.Connection[Any], p: Principal, meter_id: int, t_from: datetime, t_to: datetime

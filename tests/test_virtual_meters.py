@@ -14,12 +14,9 @@ import pandas as pd
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from analytics.virtual_meters import combine
 from tests.factories import FLAT_BANDS, Tenant, auth, count, drain, write
-from wattline.domain import Connection
+from wattline.domain import Connection, Resolution
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, TariffSpec, build_site
 
 AMPS = {"A1": 5.0, "A2": 7.0, "A3": 11.0, "B1": 13.0, "K1": 3.0}
@@ -193,24 +190,34 @@ def test_meters_keep_to_their_tenant(client: TestClient, tenants: tuple[Tenant, 
     assert both.status_code == 422
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 23), st.floats(0, 1e6), st.floats(0, 1e5),
-                          st.floats(0, 1)), max_size=60, unique_by=lambda r: (r[0], r[1])),
-       st.lists(st.sampled_from([1, -1]), min_size=5, max_size=5))
-def test_combine_equals_a_pandas_reference(rows: list[tuple[int, int, float, float, float]], signs: list[int]) -> None:
-    weights = {10 + k: s for k, s in enumerate(signs)}
-    frame = pd.DataFrame([(10 + node, h * 3600.0, e, p, c) for node, h, e, p, c in rows],
-                         columns=["node", "bucket", "energy", "power", "coverage"])
-    got = combine(frame["node"], frame["bucket"], frame["energy"], frame["power"], frame["coverage"], weights)
-    ref = wide(frame, sorted(weights))
+@pytest.mark.parametrize("seed", range(6))
+def test_the_weighted_series_equals_a_pandas_reference(db: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant],
+                                                      plant: Plant, seed: int) -> None:
+    """The database's Σ weight × node per bucket against pandas, on random rows with holes
+    (a node without a row in a bucket: coverage 0 there), random signs and values."""
+    from wattline.principal import acting_for
+    from wattline.queries import weighted_series
+
+    rng = np.random.default_rng(seed)
+    nodes = [plant.nodes[r] for r in ("A1", "A2", "A3", "B1", "K1")]
+    weights = {n: int(rng.choice([1, -1])) for n in nodes}
+    t0 = datetime(2020, 1, 6, tzinfo=UTC).timestamp()
+    rows = [(n, t0 + k * 900.0, float(rng.uniform(0, 1e4)), float(rng.uniform(0, 4e4)), float(rng.uniform(0, 1)))
+            for n in nodes for k in range(96) if rng.random() > 0.2]
+    with db.cursor() as cur:
+        cur.executemany("""INSERT INTO rollups_15m (node_id, bucket, energy_wh, mean_power_w, max_power_w,
+                                                    mean_current_a, samples, coverage)
+                           VALUES (%s, to_timestamp(%s), %s, %s, 0, 0, 1, %s)""", rows)
+    got = weighted_series(db, acting_for(tenants[0].customer_id), weights, Resolution.MIN15,
+                          datetime.fromtimestamp(t0, UTC), datetime.fromtimestamp(t0 + 86400, UTC))
+    ref = wide(pd.DataFrame(rows, columns=["node", "bucket", "energy", "power", "coverage"]), nodes)
     w = pd.Series(weights, dtype=float)
-    energy = (ref["energy"].fillna(0) * w).sum(axis="columns")
-    power = (ref["power"].fillna(0) * w).sum(axis="columns")
-    coverage = ref["coverage"].fillna(0).min(axis="columns")
-    np.testing.assert_array_equal(got.bucket_s, energy.index.to_numpy())
-    np.testing.assert_allclose(got.energy_wh, energy.to_numpy(), rtol=1e-9, atol=1e-6)
-    np.testing.assert_allclose(got.mean_power_w, power.to_numpy(), rtol=1e-9, atol=1e-6)
-    np.testing.assert_allclose(got.coverage, coverage.to_numpy())
+    assert [r["bucket_s"] for r in got] == ref["energy"].index.tolist()
+    np.testing.assert_allclose([r["energy_wh"] for r in got], (ref["energy"].fillna(0) * w).sum(axis="columns"),
+                               rtol=1e-12)
+    np.testing.assert_allclose([r["mean_power_w"] for r in got], (ref["power"].fillna(0) * w).sum(axis="columns"),
+                               rtol=1e-12)
+    np.testing.assert_allclose([r["coverage"] for r in got], ref["coverage"].fillna(0).min(axis="columns"))
 
 
 def test_an_alert_rule_watches_a_meter(client: TestClient, db: psycopg.Connection[Any],

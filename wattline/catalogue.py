@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from wattline import audit, bridge_credentials, rollup_queue
+from wattline import audit, bridge_credentials, rollup_queue, virtual_meters
 from wattline.bridge_credentials import Credential
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection
@@ -256,10 +256,7 @@ def delete_node(conn: Conn, actor: Principal | None, node_id: int) -> None:
             conn.execute("DELETE FROM nodes WHERE id = %s", (node_id,))
             audit.record(conn, actor, "delete", "node", node_id)
     except psycopg.errors.ForeignKeyViolation as exc:
-        meters = [r["name"] for r in fetch_all(conn, """
-            SELECT DISTINCT m.name FROM virtual_meter_terms t JOIN virtual_meters m ON m.id = t.meter_id
-            WHERE t.node_id = %s ORDER BY m.name""", (node_id,))]
-        if meters:
+        if meters := virtual_meters.counted_by(conn, "node_id", node_id):
             raise Conflict(f"the node is a term of virtual meter {', '.join(meters)}: remove it from the meter "
                            "first") from exc
         raise Conflict("the node still has children, or sensors now or in its history: move its children, and "

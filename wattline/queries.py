@@ -248,6 +248,25 @@ def node_series(conn: Conn, p: Principal, node_ids: list[int], resolution: Resol
                 {**params, "nodes": node_ids, "from": t_from, "to": t_to})
 
 
+def weighted_series(conn: Conn, p: Principal, weights: dict[int, int], resolution: Resolution, t_from: datetime,
+                    t_to: datetime) -> list[Row]:
+    """Σ weight × each node's energy and mean power per bucket (a virtual meter), summed in
+    the database: one row a bucket comes back, not one a node and bucket. Coverage is the
+    least of the nodes' (0 where any node has no row)."""
+    where, params = scope(p)
+    return _all(conn, sql.SQL("""
+        SELECT extract(epoch FROM r.bucket)::float8 AS bucket_s, sum(w.weight * r.energy_wh) AS energy_wh,
+               sum(w.weight * r.mean_power_w) AS mean_power_w,
+               CASE WHEN count(*) = %(terms)s THEN min(r.coverage) ELSE 0 END AS coverage
+        FROM unnest(%(nodes)s::bigint[], %(weights)s::int[]) AS w(node_id, weight)
+        JOIN {table} r ON r.node_id = w.node_id
+        JOIN nodes n ON n.id = r.node_id JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+        WHERE r.bucket >= %(from)s AND r.bucket < %(to)s AND {where}
+        GROUP BY r.bucket ORDER BY r.bucket""").format(table=sql.Identifier(resolution.table), where=where),
+                {**params, "nodes": list(weights), "weights": list(weights.values()), "terms": len(weights),
+                 "from": t_from, "to": t_to})
+
+
 def usage_by_node(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime) -> list[Row]:
     """Energy per node of a site over a range, from the finest tier that covers it cheaply."""
     where, params = scope(p)

@@ -137,15 +137,19 @@ def delete_meter(conn: Conn, actor: Principal | None, meter_id: int) -> None:
                 raise NotFound("virtual meter")
             audit.record(conn, actor, "delete", "virtual_meter", meter_id)
     except psycopg.errors.ForeignKeyViolation as exc:
-        users = [r["name"] for r in fetch_all(conn, """
-            SELECT DISTINCT m.name FROM virtual_meter_terms t JOIN virtual_meters m ON m.id = t.meter_id
-            WHERE t.part_meter_id = %s ORDER BY m.name""", (meter_id,))]
-        if users:
+        if users := counted_by(conn, "part_meter_id", meter_id):
             raise Conflict(f"other virtual meters count this one: {', '.join(users)}; remove it from them "
                            "first") from exc
         rules = [r["name"] for r in fetch_all(conn, "SELECT name FROM alert_rules WHERE virtual_meter_id = %s "
                                                     "ORDER BY name", (meter_id,))]
         raise Conflict(f"alert rules watch this meter: {', '.join(rules)}; delete them first") from exc
+
+
+def counted_by(conn: Conn, column: Literal["node_id", "part_meter_id"], ident: int) -> list[str]:
+    """The names of the meters with a term on this node (`node_id`) or meter (`part_meter_id`)."""
+    return [r["name"] for r in fetch_all(conn, sql.SQL("""
+        SELECT DISTINCT m.name FROM virtual_meter_terms t JOIN virtual_meters m ON m.id = t.meter_id
+        WHERE t.{} = %s ORDER BY m.name""").format(sql.Identifier(column)), (ident,))]
 
 
 # -- checks --------------------------------------------------------------------------------
