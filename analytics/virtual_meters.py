@@ -68,10 +68,9 @@ def meter_cost(conn: psycopg.Connection[Any], p: Principal, meter_id: int, t_fro
         return None
     weights = virtual_meters.expand(conn, meter_id)
     by_site: dict[int, list[int]] = {}
-    for node in weights:
-        found = queries.node(conn, p, node)
-        if found is not None:
-            by_site.setdefault(int(found["site_id"]), []).append(node)
+    # One query for every node's site: `meter` above has shown `p` may see them all.
+    for node, site_id in virtual_meters.node_sites(conn, weights).items():
+        by_site.setdefault(site_id, []).append(node)
     out: MeterCost | None = None
     for site_id, nodes in sorted(by_site.items()):
         site = queries.site(conn, p, site_id)

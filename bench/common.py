@@ -91,14 +91,19 @@ def api_server(stack: Stack) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         api.wait(30)
 
 
-def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
-    """The fastest of `repeat` runs, in seconds (the least disturbed by a shared machine)."""
+def timings(fn: Callable[[], object], repeat: int) -> list[float]:
+    """How long each of `repeat` runs of `fn` took, in seconds."""
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return min(times)
+    return times
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+    """The fastest of `repeat` runs, in seconds (the least disturbed by a shared machine)."""
+    return min(timings(fn, repeat))
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -11,7 +11,6 @@ nodes' rollups. Measured beside the same read of one node, in the same run:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -21,7 +20,7 @@ import psycopg
 
 from analytics.costing import site_cost
 from analytics.virtual_meters import meter_cost, meter_series
-from bench.common import Row, median, services
+from bench.common import Row, median, services, timings
 from bench.seed import site_with_history
 from wattline import queries, virtual_meters
 from wattline.domain import Resolution
@@ -32,12 +31,7 @@ REPEATS = 15
 
 
 def _timed(call: Callable[[], Any]) -> float:
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return median(times)
+    return median(timings(call, REPEATS))
 
 
 def run() -> list[Row]:

@@ -19,7 +19,7 @@ of the nodes it expands to: Σ weight × the node's energy and mean power, per b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,8 +52,10 @@ class Term:
 
 
 # -- reads ---------------------------------------------------------------------------------
-def meters(conn: Conn, p: Principal, customer_id: int | None = None) -> list[dict[str, Any]]:
-    """The virtual meters `p` may see (of one customer, if given), with their terms.
+def meters(conn: Conn, p: Principal, customer_id: int | None = None, *,
+           meter_id: int | None = None) -> list[dict[str, Any]]:
+    """The virtual meters `p` may see (of one customer, or the one meter, if given), with
+    their terms.
 
     A user granted only some sites sees a meter only if every node it expands to is on one
     of them: a meter over other sites would show their energy."""
@@ -66,16 +68,18 @@ def meters(conn: Conn, p: Principal, customer_id: int | None = None) -> list[dic
         FROM virtual_meters m JOIN customers c ON c.id = m.customer_id
         LEFT JOIN virtual_meter_terms t ON t.meter_id = m.id
         WHERE {where} AND (%(customer)s::bigint IS NULL OR m.customer_id = %(customer)s)
-        GROUP BY m.id ORDER BY m.name, m.id""").format(where=where), {**params, "customer": customer_id})
+          AND (%(meter)s::bigint IS NULL OR m.id = %(meter)s)
+        GROUP BY m.id ORDER BY m.name, m.id""").format(where=where),
+                     {**params, "customer": customer_id, "meter": meter_id})
     if p.site_ids is None:
         return rows
     allowed = set(p.site_ids)
-    return [r for r in rows if _sites_of(conn, expand(conn, r["id"])) <= allowed]
+    return [r for r in rows if set(node_sites(conn, expand(conn, r["id"])).values()) <= allowed]
 
 
 def meter(conn: Conn, p: Principal, meter_id: int) -> dict[str, Any] | None:
     """One virtual meter `p` may see, or None."""
-    return next((r for r in meters(conn, p) if r["id"] == meter_id), None)
+    return next(iter(meters(conn, p, meter_id=meter_id)), None)
 
 
 def expand(conn: Conn, meter_id: int) -> dict[int, int]:
@@ -234,6 +238,7 @@ def _ancestry(conn: Conn, nodes: list[int]) -> dict[int, list[int]]:
     return out
 
 
-def _sites_of(conn: Conn, weights: dict[int, int]) -> set[int]:
-    return {r["site_id"] for r in fetch_all(conn, "SELECT DISTINCT site_id FROM nodes WHERE id = ANY(%s)",
-                                            (list(weights),))}
+def node_sites(conn: Conn, nodes: Iterable[int]) -> dict[int, int]:
+    """node → its site, for a meter's nodes (`expand`)."""
+    return {r["id"]: r["site_id"] for r in fetch_all(conn, "SELECT id, site_id FROM nodes WHERE id = ANY(%s)",
+                                                     (list(nodes),))}
