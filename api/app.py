@@ -21,6 +21,7 @@ from api.routes import (
     privacy,
     tariff_editor,
     virtual_meters,
+    weather,
 )
 from wattline.accounts import FailureBudget
 from wattline.db import make_pool
@@ -61,8 +62,8 @@ def create_app(settings: Settings | None = None, *, rate_per_s: float = 50.0, bu
     app.state.pool = make_pool(url, max_size=settings.api_pool_size, name="api", wait=False)
     problems.install(app)
     openapi.install(app)
-    for module in (health, auth, people, catalogue, tariff_editor, commissioning, data, virtual_meters, alerts,
-                   exports, privacy):
+    for module in (health, auth, people, catalogue, tariff_editor, commissioning, data, virtual_meters, weather,
+                   alerts, exports, privacy):
         app.include_router(module.router)
     app.state.limits = RateLimits(keys=TokenBucket(rate_per_s, burst),
                                   unverified=FailureBudget(UNVERIFIED_BURST, UNVERIFIED_RATE_PER_S))

@@ -11,7 +11,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.limits import RateLimits
-from api.problems import Problem
+from api.problems import Problem, not_found
+from wattline import queries
 from wattline.accounts import authenticate_key
 from wattline.principal import Principal
 
@@ -93,3 +94,11 @@ def _sees_costs(principal: Annotated[Principal, Depends(require("read"))]) -> Pr
 
 #: Tariffs and costs: readers other than installers.
 CostReader = Annotated[Principal, Depends(_sees_costs)]
+
+
+def visible_site(conn: psycopg.Connection[Any], p: Principal, site_id: int) -> dict[str, Any]:
+    """The site, if `p` may see it; 404 otherwise (the same answer as for no such site)."""
+    site = queries.site(conn, p, site_id)
+    if site is None:
+        raise not_found("site")
+    return site

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -162,6 +162,10 @@ class Site(BaseModel):
     country: str
     floor_area_m2: float | None
     opening_hours: dict[str, list[str]]
+    latitude: float | None = None
+    longitude: float | None = None
+    hdd_base_c: float = 15.5
+    cdd_base_c: float = 22.0
 
 
 class NodeIn(BaseModel):
@@ -514,6 +518,10 @@ class SitePatch(BaseModel):
     timezone: str | None = Field(None, max_length=64)
     floor_area_m2: float | None = Field(None, gt=0, lt=10_000_000)
     opening_hours: OpeningHours | None = None
+    latitude: float | None = Field(None, ge=-90, le=90)
+    longitude: float | None = Field(None, ge=-180, le=180)
+    hdd_base_c: float | None = Field(None, ge=-20, le=40, description="heating degree-day base, °C (default 15.5)")
+    cdd_base_c: float | None = Field(None, ge=-20, le=40, description="cooling degree-day base, °C (default 22)")
 
 
 class BridgePatch(BaseModel):
@@ -658,6 +666,12 @@ class SiteBenchmark(BaseModel):
     opening_hours: float = Field(description="hours the site was open in the range")
     kwh_per_opening_hour: float | None
     rank_per_m2: int | None = Field(description="1 = least energy per m² among the customer's sites")
+    hdd: float = Field(description="heating degree days of the range's whole days, at the site's base")
+    cdd: float = Field(description="cooling degree days of the range's whole days, at the site's base")
+    kwh_weather_normalised: float | None = Field(
+        description="energy as if the site had had the reference weather (the day-by-day mean temperature of the "
+                    "customer's sites), by the site's baseline; null without a baseline or a day's temperature")
+    kwh_per_m2_weather_normalised: float | None
 
 
 class SiteAccess(BaseModel):
@@ -976,3 +990,85 @@ class MeterCostOut(BaseModel):
     energy_cost: Decimal
     energy_cost_minor: Decimal
     by_band: dict[str, Decimal]
+
+
+# -- weather, degree days and savings ----------------------------------------------------------
+class DayTemperatureIn(BaseModel):
+    day: date = Field(description="the site's local calendar day")
+    mean_c: float = Field(ge=-90, le=60, description="mean outdoor temperature of the day, °C")
+
+
+class TemperaturesIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"days": [
+        {"day": "2026-01-05", "mean_c": 3.4}, {"day": "2026-01-06", "mean_c": 1.9}]}]})
+
+    days: list[DayTemperatureIn] = Field(min_length=1, max_length=20_000)
+
+
+class Stored(BaseModel):
+    stored: int
+
+
+class DegreeDay(BaseModel):
+    day: date
+    mean_c: float | None
+    hdd: float | None
+    cdd: float | None
+    energy_kwh: float | None = Field(description="the site's energy that day; null unless readings cover 90 % of it")
+
+
+class BaselineOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "intercept_kwh": 812.0, "hdd_slope_kwh": 41.5, "cdd_slope_kwh": 0.0, "terms": ["hdd"], "r2": 0.91,
+        "cv_rmse": 0.064, "days": 351, "first_day": "2025-12-01", "last_day": "2026-11-30",
+        "hdd_base_c": 15.5, "cdd_base_c": 22.0}]})
+
+    intercept_kwh: float = Field(description="kWh a day at no degree days")
+    hdd_slope_kwh: float = Field(description="kWh per heating degree day")
+    cdd_slope_kwh: float = Field(description="kWh per cooling degree day")
+    terms: list[str] = Field(description="the degree days fitted; one that never varied is left out")
+    r2: float
+    cv_rmse: float | None = Field(description="coefficient of variation of the RMSE, n − p degrees of freedom")
+    days: int
+    first_day: date
+    last_day: date
+    hdd_base_c: float
+    cdd_base_c: float
+
+
+class SavingsProjectIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "LED retrofit", "starts_on": "2026-06-01", "baseline_days": 365}]})
+
+    name: str = Field(min_length=1, max_length=200)
+    starts_on: date = Field(description="first local day of the reporting period")
+    baseline_days: int = Field(365, ge=14, le=1096, description="days before the start the baseline is fitted on")
+
+
+class SavingsProject(BaseModel):
+    id: int
+    site_id: int
+    name: str
+    starts_on: date
+    baseline_days: int
+    created_at: datetime
+
+
+class SavingsDay(BaseModel):
+    day: date
+    mean_c: float | None
+    metered_kwh: float | None
+    predicted_kwh: float | None
+    savings_kwh: float | None
+
+
+class SavingsOut(BaseModel):
+    project: SavingsProject
+    baseline: BaselineOut
+    metered_kwh: float = Field(description="over the counted days")
+    expected_kwh: float = Field(description="the baseline's prediction for the counted days' weather")
+    savings_kwh: float = Field(description="expected − metered")
+    savings_percent: float | None
+    counted_days: int
+    missing_days: int = Field(description="ended days without a temperature or without 90 % of readings")
+    days: list[SavingsDay]

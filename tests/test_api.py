@@ -55,12 +55,18 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/v1/users/{user_id}"): {"json": {"full_name": "renamed"}},
     ("post", "/v1/customers/{customer_id}/webhooks"): {"json": {"url": "https://example.com/x"}},
     ("put", "/v1/virtual-meters/{meter_id}"): {"json": {"name": "x", "terms": [{"sign": "+", "node_id": 1}]}},
+    ("put", "/v1/sites/{site_id}/temperatures"): {"json": {"days": [{"day": "2026-01-01", "mean_c": 4.0}]}},
+    ("post", "/v1/sites/{site_id}/temperatures.csv"): {"files": {"file": ("t.csv", b"day,mean_c\n2026-01-01,4\n")}},
+    ("post", "/v1/sites/{site_id}/savings-projects"): {"json": {"name": "x", "starts_on": "2026-01-01"}},
     ("post", "/v1/sites/{site_id}/hierarchy.csv"): {
         "files": {"file": ("h.csv", b"external_ref,parent_ref,kind,name\n")}},
 }
-def query() -> dict[str, str]:
-    """The last day up to a minute from now (computed per call: tests run for a while)."""
+def query(path: str = "") -> dict[str, str]:
+    """The last day up to a minute from now (computed per call: tests run for a while); in
+    days for the routes that take local days."""
     now = datetime.now(UTC)
+    if any(word in path for word in ("temperatures", "degree-days", "baseline")):
+        return {"from": str((now - timedelta(days=30)).date()), "to": str(now.date())}
     return {"from": (now - timedelta(days=1)).isoformat(), "to": (now + timedelta(minutes=1)).isoformat()}
 
 
@@ -69,6 +75,9 @@ def test_every_route_hides_other_tenants_objects(client: TestClient, tenants: tu
     meter = client.post("/v1/virtual-meters", headers=auth(a.tokens["customer_admin"]), json={
         "name": f"Meter {a.name}", "terms": [{"sign": "+", "node_id": a.circuit_id}]})
     assert meter.status_code == 201, meter.text
+    project = client.post(f"/v1/sites/{a.site_id}/savings-projects", headers=auth(a.tokens["customer_admin"]),
+                          json={"name": f"Project {a.name}", "starts_on": "2026-01-01"})
+    assert project.status_code == 201, project.text
     spec = client.get("/openapi.json").json()
     walked = 0
     for path, methods in spec["paths"].items():
@@ -80,9 +89,9 @@ def test_every_route_hides_other_tenants_objects(client: TestClient, tenants: tu
                 body["json"] = {**body["json"], "parent_id": b.panel_id}  # B's own parent, A's site
             if "json" in body and "node_id" in body["json"]:
                 body["json"] = {**body["json"], "node_id": b.circuit_id}
-            url = path.format(**params_for(a), meter_id=meter.json()["id"])
+            url = path.format(**params_for(a), meter_id=meter.json()["id"], project_id=project.json()["id"])
             for role in ("reseller_admin", "customer_admin"):
-                res = client.request(method, url, params=query(), headers=auth(b.tokens[role]), **body)
+                res = client.request(method, url, params=query(path), headers=auth(b.tokens[role]), **body)
                 assert res.status_code == 404, (method, url, role, res.status_code, res.text[:200])
                 assert not any(secret in res.text for secret in (f"Site {a.name}", f"Chiller {a.name}",
                                                                   f"Customer {a.name}", f"{a.name}-C1"))

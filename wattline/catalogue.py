@@ -134,7 +134,8 @@ def create_site(conn: Conn, actor: Principal | None, customer_id: int, name: str
 
 
 def update_site(conn: Conn, actor: Principal | None, site_id: int, changes: Mapping[str, Any]) -> None:
-    """Change a site's name, zone, area or opening hours (a zone change re-prices through a trigger)."""
+    """Change a site's name, zone, area, opening hours, location or degree-day bases (a zone
+    change re-prices through a trigger; degree days are computed on read, so a base needs nothing more)."""
     if changes.get("opening_hours") is not None:
         changes = {**changes, "opening_hours": validate_opening_hours(changes["opening_hours"])}
     with conn.transaction():

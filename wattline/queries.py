@@ -62,7 +62,7 @@ def sites(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) -> lis
     """Sites the principal may see, by id."""
     where, params = scope(p)
     return _all(conn, sql.SQL("""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2,
-                                 s.opening_hours
+                                 s.opening_hours, s.latitude, s.longitude, s.hdd_base_c, s.cdd_base_c
                           FROM sites s JOIN customers c ON c.id = s.customer_id WHERE {where}
                           ORDER BY s.id LIMIT %(limit)s OFFSET %(offset)s""").format(where=where),
                 {**params, "limit": limit, "offset": offset})
@@ -72,7 +72,7 @@ def site(conn: Conn, p: Principal, site_id: int) -> Row | None:
     """One site the principal may see, or None."""
     where, params = scope(p)
     return _one(conn, sql.SQL("""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2,
-                                 s.opening_hours, s.address
+                                 s.opening_hours, s.latitude, s.longitude, s.hdd_base_c, s.cdd_base_c, s.address
                           FROM sites s JOIN customers c ON c.id = s.customer_id
                           WHERE s.id = %(id)s AND {where}""").format(where=where), {**params, "id": site_id})
 

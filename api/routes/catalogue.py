@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Body, Query, Request, UploadFile, status
 from fastapi.responses import Response
 
-from api.deps import Admin, Builder, Commissioner, Conn, CostReader, Reader, Writer
+from api.deps import Admin, Builder, Commissioner, Conn, CostReader, Reader, Writer, visible_site
 from api.problems import Problem, not_found
 from api.schemas import (
     Bridge,
@@ -32,19 +31,11 @@ from api.schemas import (
 from wattline import audit, bridge_credentials, catalogue, queries
 from wattline.bridge_credentials import Credential
 from wattline.domain import Role
-from wattline.principal import Principal
 from wattline.tariffs import Band, add_tariff, tariff_versions
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-
-
-def _site_or_404(conn: psycopg.Connection[Any], p: Principal, site_id: int) -> dict[str, Any]:
-    site = queries.site(conn, p, site_id)
-    if site is None:
-        raise not_found("site")
-    return site
 
 
 @router.get("/customers", response_model=list[Customer], summary="Customers you can see")
@@ -90,19 +81,19 @@ def create_site(body: SiteIn, p: Writer, conn: Conn) -> Created:
 
 @router.get("/sites/{site_id}", response_model=Site)
 def get_site(site_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
-    return _site_or_404(conn, p, site_id)
+    return visible_site(conn, p, site_id)
 
 
 @router.get("/sites/{site_id}/tree", response_model=list[Node], summary="The electrical hierarchy, parents first")
 def get_tree(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return queries.tree(conn, p, site_id)
 
 
 @router.post("/sites/{site_id}/nodes", response_model=Created, status_code=status.HTTP_201_CREATED,
              summary="Add a panel, circuit or device")
 def create_node(site_id: int, body: NodeIn, p: Builder, conn: Conn) -> Created:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     node_id = catalogue.create_node(conn, p, site_id, body.parent_id, body.kind, body.name, body.external_ref,
                                     nominal_voltage_v=body.nominal_voltage_v, power_factor=body.power_factor,
                                     connection=body.connection, asset_type=body.asset_type)
@@ -131,7 +122,7 @@ def patch_node(node_id: int, body: NodePatch, p: Builder, conn: Conn) -> Created
                 "MSB,,panel,Main switchboard,400.0,0.95,three_phase_wye,\n"
                 "C1,MSB,circuit,Chiller 1,,,,refrigeration\n")}}}})
 def export_hierarchy(site_id: int, p: Reader, conn: Conn) -> Response:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return Response(catalogue.export_hierarchy(conn, site_id), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="site-{site_id}-hierarchy.csv"'})
 
@@ -139,20 +130,20 @@ def export_hierarchy(site_id: int, p: Reader, conn: Conn) -> Response:
 @router.post("/sites/{site_id}/hierarchy.csv", response_model=Created,
              summary="Import (create or update) nodes from CSV; all rows or none")
 def import_hierarchy(site_id: int, file: UploadFile, p: Builder, conn: Conn) -> Created:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return Created(id=catalogue.import_hierarchy(conn, p, site_id, file.file.read(2_000_000)))
 
 
 @router.get("/sites/{site_id}/bridges", response_model=list[Bridge])
 def list_bridges(site_id: int, p: Reader, conn: Conn, limit: Limit = 100, offset: Offset = 0) -> list[dict[str, Any]]:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return queries.bridges(conn, p, site_id, limit=limit, offset=offset)
 
 
 @router.post("/sites/{site_id}/bridges", response_model=BridgeRegistered, status_code=status.HTTP_201_CREATED,
              summary="Register a bridge by serial; the first registration issues its MQTT credential (shown once)")
 def create_bridge(site_id: int, body: BridgeIn, request: Request, p: Commissioner, conn: Conn) -> BridgeRegistered:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     settings = request.app.state.settings
     bridge_id, credential = catalogue.register_bridge(
         conn, p, site_id, body.serial, body.name, claim_code=body.claim_code, claim_key=settings.claim_key,
@@ -201,14 +192,14 @@ def revoke_bridge_credential(bridge_id: int, p: Commissioner, conn: Conn) -> Cre
                            "day_types": ["weekday", "weekend", "holiday"], "start": "00:00:00",
                            "end": "07:00:00"}]}]}}}})
 def list_tariffs(site_id: int, p: CostReader, conn: Conn) -> list[dict[str, Any]]:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return tariff_versions(conn, site_id)
 
 
 @router.post("/sites/{site_id}/tariffs", response_model=Created, status_code=status.HTTP_201_CREATED,
              summary="Add a tariff version (effective-dated; history is never rewritten)")
 def create_tariff(site_id: int, p: Writer, conn: Conn, body: Annotated[TariffIn, Body()]) -> Created:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     bands = [Band(b.name, b.rate_minor_per_kwh, tuple(b.day_types), b.start, b.end) for b in body.bands]
     tid = add_tariff(conn, site_id, body.name, body.currency, body.valid_from, bands,
                      standing_charge_minor_per_day=body.standing_charge_minor_per_day,
@@ -236,7 +227,7 @@ def delete_customer(customer_id: int, p: Admin, conn: Conn) -> Created:
 
 @router.patch("/sites/{site_id}", response_model=Created, summary="Change a site's name, zone, area or opening hours")
 def patch_site(site_id: int, body: SitePatch, p: Writer, conn: Conn) -> Created:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     changes = body.model_dump(exclude_unset=True)
     if "opening_hours" in changes and changes["opening_hours"] is not None:
         changes["opening_hours"] = {k: list(v) for k, v in changes["opening_hours"].items()}
@@ -246,7 +237,7 @@ def patch_site(site_id: int, body: SitePatch, p: Writer, conn: Conn) -> Created:
 
 @router.delete("/sites/{site_id}", response_model=Created, summary="Delete a site with no bridges")
 def delete_site(site_id: int, p: Admin, conn: Conn) -> Created:
-    _site_or_404(conn, p, site_id)
+    visible_site(conn, p, site_id)
     catalogue.delete_site(conn, p, site_id)
     return Created(id=site_id)
 
