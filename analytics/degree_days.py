@@ -44,9 +44,10 @@ MIN_DAYS = 14
 class NotEnoughData(Invalid):
     """Too few whole days with a temperature to fit a baseline."""
 
-    def __init__(self, days: int, first: date, last: date) -> None:
-        super().__init__("Not enough data", f"a baseline needs {MIN_DAYS} whole days with a mean temperature "
-                         f"between {first} and {last}; there are {days}")
+    def __init__(self, days: int, window: tuple[date, date] | None) -> None:
+        between = f" from {window[0]} to {window[1]}" if window else ""
+        super().__init__("Not enough data", f"a baseline needs {MIN_DAYS} whole days with a mean temperature"
+                         f"{between}; there are {days}")
         self.days = days
 
 
@@ -73,11 +74,13 @@ class Baseline:
         return np.asarray(self.intercept_kwh + self.hdd_slope_kwh * hdd + self.cdd_slope_kwh * cdd)
 
 
-def fit_baseline(day: Sequence[date], hdd: F64, cdd: F64, kwh: F64) -> Baseline:
-    """Least squares of kWh/day on HDD and CDD (the terms that vary)."""
+def fit_baseline(day: Sequence[date], hdd: F64, cdd: F64, kwh: F64, *,
+                 window: tuple[date, date] | None = None) -> Baseline:
+    """Least squares of kWh/day on HDD and CDD (the terms that vary); `window` (first and
+    last day looked at) only words the refusal when there are too few days."""
     n = len(kwh)
     if n < MIN_DAYS:
-        raise NotEnoughData(n, day[0] if n else date.min, day[-1] if n else date.min)
+        raise NotEnoughData(n, window or ((day[0], day[-1]) if n else None))
     columns, terms = [np.ones(n)], []
     for name, x in (("hdd", hdd), ("cdd", cdd)):
         if np.ptp(x) > 1e-9:
@@ -126,7 +129,7 @@ class SiteDays:
     def baseline(self) -> Baseline:
         w = self.whole
         return fit_baseline([d for d, k in zip(self.day, w, strict=True) if k], self.hdd[w], self.cdd[w],
-                            self.energy_kwh[w])
+                            self.energy_kwh[w], window=(self.day[0], self.day[-1]) if self.day else None)
 
 
 def site_days(conn: Conn, sites: Sequence[dict[str, Any]], day_from: date, day_to: date) -> dict[int, SiteDays]:

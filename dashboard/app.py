@@ -41,12 +41,13 @@ def create_dash(settings: Settings) -> Dash:
         site,
         tariffs,
         virtual_meters,
+        weather,
     )
 
     # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
     # would also match "/site/1/tariffs", and it orders its registry itself.
-    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, virtual_meters, exports,
-                   reports, people, account):
+    for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, virtual_meters, weather,
+                   exports, reports, people, account):
         module.register(app)
     app.layout = lambda: html.Div([
         html.Header([html.A("Wattline", href="/", className="brand"), html.Nav(_nav())], className="topbar"),

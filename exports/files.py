@@ -11,24 +11,29 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
 
+from analytics.degree_days import site_days
 from analytics.virtual_meters import meter_series
 from wattline import export_format, queries, virtual_meters
-from wattline.db import fetch_all
+from wattline.db import fetch_all, fetch_one
 from wattline.domain import Resolution
 from wattline.principal import acting_for
 
 MEDIA = {"csv": "text/csv", "json": "application/json"}
 VIRTUAL_METER_COLUMNS = ("meter_id", "meter_name", "time_utc", "resolution_minutes", "power_w", "energy_wh",
                          "coverage")
+DEGREE_DAY_COLUMNS = ("site_id", "site_name", "day", "mean_c", "hdd_base_c", "hdd", "cdd_base_c", "cdd", "energy_kwh")
 CATALOG_COLUMNS = ("device_id", "site_id", "site_name", "parent_id", "kind", "name", "external_ref", "path")
 
 
@@ -92,6 +97,43 @@ def virtual_meters_file(conn: psycopg.Connection[Any], job: dict[str, Any], star
         body = buf.getvalue().encode()
     name = f"{_slug(job['name'])}_virtual-meters_{start:%Y-%m-%d}_{job['resolution']}.{job['format']}"
     return ExportFile(name, body, MEDIA[job["format"]], len(rows))
+
+
+def degree_days_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_id: int, start: datetime,
+                     end: datetime) -> ExportFile:
+    """One site's local days that begin in [start, end): mean temperature, degree days at
+    the site's bases, and the day's energy (empty where unknown), as stored when the run is built."""
+    site = fetch_one(conn, "SELECT id, name, timezone, hdd_base_c, cdd_base_c FROM sites WHERE id = %s", (site_id,))
+    rows: list[dict[str, Any]] = []
+    if site is not None:
+        zone = ZoneInfo(site["timezone"])
+
+        def first_day_from(t: datetime) -> date:  # the first local midnight at or after t
+            local = t.astimezone(zone)
+            return local.date() if local.time() == dt_time(0) else local.date() + timedelta(days=1)
+
+        days = site_days(conn, [site], first_day_from(start), first_day_from(end))[site_id]
+        for day, t, hdd, cdd, kwh in zip(days.day, days.mean_c.tolist(), days.hdd.tolist(), days.cdd.tolist(),
+                                         days.energy_kwh.tolist(), strict=True):
+            if math.isnan(t) and math.isnan(kwh):
+                continue
+            rows.append({"site_id": site_id, "site_name": site["name"], "day": day.isoformat(),
+                         "mean_c": _known(t), "hdd_base_c": site["hdd_base_c"], "hdd": _known(hdd),
+                         "cdd_base_c": site["cdd_base_c"], "cdd": _known(cdd), "energy_kwh": _known(kwh)})
+    if job["format"] == "json":
+        body = orjson.dumps(rows)
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, DEGREE_DAY_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+        body = buf.getvalue().encode()
+    name = f"{_slug(job['name'])}_site-{site_id}_degree-days_{start:%Y-%m-%d}.{job['format']}"
+    return ExportFile(name, body, MEDIA[job["format"]], len(rows))
+
+
+def _known(x: float) -> float | None:
+    return None if math.isnan(x) else x
 
 
 def catalog_file(conn: psycopg.Connection[Any], job: dict[str, Any], start: datetime) -> ExportFile:

@@ -23,7 +23,8 @@ import weasyprint
 
 from analytics.benchmark import site_benchmarks
 from analytics.costing import site_cost
-from wattline import mail, notifications, queries
+from analytics.degree_days import NotEnoughData, project_savings
+from wattline import mail, notifications, queries, weather
 from wattline.db import fetch_all, fetch_one
 from wattline.principal import acting_for
 from wattline.tariffs import TariffError
@@ -73,7 +74,8 @@ def _cost(conn: psycopg.Connection[Any], customer_id: int, site_id: int, month: 
 
 def report_data(conn: psycopg.Connection[Any], site_id: int, month: Month) -> dict[str, Any]:
     """Every figure of the report, read from the rollups, the cost tier and the alerts."""
-    site = fetch_one(conn, "SELECT id, name, customer_id, timezone FROM sites WHERE id = %s", (site_id,))
+    site = fetch_one(conn, "SELECT id, name, customer_id, timezone, hdd_base_c, cdd_base_c FROM sites WHERE id = %s",
+                     (site_id,))
     assert site is not None
     p = acting_for(site["customer_id"])
     cost = _cost(conn, site["customer_id"], site_id, month)
@@ -105,7 +107,19 @@ def report_data(conn: psycopg.Connection[Any], site_id: int, month: Month) -> di
                                 ORDER BY e.started_at""", (site_id, month.start, month.end))
     bench = next((b for b in site_benchmarks(conn, p, site["customer_id"], month.start, month.end)
                   if b["site_id"] == site_id), None)
-    return {"site": site, "month": month, "invoice": cost.invoice if cost else None,
+    month_end = month.end.astimezone(ZoneInfo(site["timezone"])).date()
+    projects = []
+    for proj in weather.projects(conn, site_id):
+        if proj["starts_on"] >= month_end:
+            continue
+        try:  # savings from the project's start to the month's end
+            saved = project_savings(conn, site, proj, month_end)
+            projects.append({"name": proj["name"], "starts_on": proj["starts_on"], "savings_kwh": saved.savings_kwh,
+                             "expected_kwh": saved.expected_kwh, "days": saved.counted_days, "why": None})
+        except NotEnoughData as exc:
+            projects.append({"name": proj["name"], "starts_on": proj["starts_on"], "savings_kwh": None,
+                             "expected_kwh": None, "days": 0, "why": str(exc)})
+    return {"site": site, "month": month, "invoice": cost.invoice if cost else None, "projects": projects,
             "root_kwh": energy.get(root["id"], 0.0) if root else 0.0,
             "top": [{"name": n["name"], "kind": n["kind"], "kwh": kwh,
                      "cost": by_node[n["id"]].energy_cost_minor / 100 if n["id"] in by_node else None}
@@ -159,7 +173,21 @@ def render_html(data: dict[str, Any]) -> str:
         per_hour = (f"{b['kwh_per_opening_hour']:,.1f} kWh per opening hour"
                     if b["kwh_per_opening_hour"] is not None else "no opening hours set")
         rank = f" (rank {b['rank_per_m2']} of the customer's sites)" if b["rank_per_m2"] else ""
-        parts.append(f"<h2>Normalised benchmark</h2><p>{per_m2}{rank} · {per_hour}</p>")
+        site = data["site"]
+        normalised = (f" · at the portfolio's weather {b['kwh_per_m2_weather_normalised']:,.2f} kWh/m²"
+                      if b["kwh_per_m2_weather_normalised"] is not None else "")
+        parts.append(f"<h2>Normalised benchmark</h2><p>{per_m2}{rank} · {per_hour}</p>"
+                     f"<p>Weather: {b['hdd']:,.0f} heating and {b['cdd']:,.0f} cooling degree days (bases "
+                     f"{site['hdd_base_c']:g} / {site['cdd_base_c']:g} °C){normalised}</p>")
+    if data["projects"]:
+        rows = "".join(
+            f"<tr><td>{e(p['name'])}</td><td>{p['starts_on']}</td>"
+            + (f"<td class=n>{p['savings_kwh']:,.0f} kWh</td><td class=n>{p['days']}</td></tr>"
+               if p["savings_kwh"] is not None else f"<td colspan=2>{e(p['why'])}</td></tr>")
+            for p in data["projects"])
+        parts.append("<h2>Savings projects</h2><p class=sub>Against each project's weather baseline, to the month's "
+                     "end</p><table><tr><th>Project</th><th>From</th><th class=n>Saved</th><th class=n>Days</th>"
+                     f"</tr>{rows}</table>")
     style = ("body{font-family:'DejaVu Sans',sans-serif;font-size:10pt;color:#1c2430;margin:0}"
              "h1{margin:0;font-size:18pt}h2{font-size:12pt;margin:14pt 0 4pt;color:#13315c}"
              ".sub{color:#66707d;margin:2pt 0}.kpi{font-size:16pt;font-weight:bold;margin:8pt 0}"

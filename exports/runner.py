@@ -43,7 +43,9 @@ class ExportReport:
 
 
 def _sites(conn: psycopg.Connection[Any], job: dict[str, Any]) -> list[dict[str, Any]]:
-    sites = fetch_all(conn, "SELECT id, timezone FROM sites WHERE customer_id = %s ORDER BY id", (job["customer_id"],))
+    sites = fetch_all(conn, """SELECT id, timezone, EXISTS (SELECT 1 FROM site_temperatures t WHERE t.site_id = s.id)
+                                      AS has_temperatures
+                               FROM sites s WHERE customer_id = %s ORDER BY id""", (job["customer_id"],))
     if job["node_ids"]:
         with_nodes = {r["site_id"] for r in fetch_all(conn, "SELECT DISTINCT site_id FROM nodes WHERE id = ANY(%s)",
                                                         (job["node_ids"],))}
@@ -67,11 +69,15 @@ def plan(conn: psycopg.Connection[Any], now: datetime) -> int:
 
         with conn.transaction():
             for site in _sites(conn, job):
-                for start, end in complete_periods(job["schedule"], site["timezone"],
-                                                   planned.get(("measurements", site["id"]), job["created_at"]), now):
-                    added += conn.execute("""INSERT INTO export_runs (job_id, kind, site_id, period_start, period_end)
-                                             VALUES (%s, 'measurements', %s, %s, %s) ON CONFLICT DO NOTHING""",
-                                          (job["id"], site["id"], start, end)).rowcount
+                # A site with outdoor temperatures gets its degree days beside its measurements.
+                kinds = ("measurements", "degree_days") if site["has_temperatures"] else ("measurements",)
+                for kind in kinds:
+                    for start, end in complete_periods(job["schedule"], site["timezone"],
+                                                       planned.get((kind, site["id"]), job["created_at"]), now):
+                        added += conn.execute("""INSERT INTO export_runs (job_id, kind, site_id, period_start,
+                                                                          period_end)
+                                                 VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+                                              (job["id"], kind, site["id"], start, end)).rowcount
             # The catalog and the virtual meters follow the customer's first site's calendar
             # (or UTC with none). A job for chosen nodes or sites gets those, not the meters.
             zone = fetch_one(conn, "SELECT timezone FROM sites WHERE customer_id = %s ORDER BY id LIMIT 1",
@@ -94,6 +100,8 @@ def _build(conn: psycopg.Connection[Any], job: dict[str, Any], run: dict[str, An
         return files.catalog_file(conn, job, run["period_start"])
     if run["kind"] == "virtual_meters":
         return files.virtual_meters_file(conn, job, run["period_start"], run["period_end"])
+    if run["kind"] == "degree_days":
+        return files.degree_days_file(conn, job, run["site_id"], run["period_start"], run["period_end"])
     return files.measurements_file(conn, job, run["site_id"], run["period_start"], run["period_end"])
 
 

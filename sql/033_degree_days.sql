@@ -27,3 +27,8 @@ CREATE TABLE IF NOT EXISTS savings_projects (
     created_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (site_id, name)
 );
+
+-- Export jobs deliver a site's degree days beside its measurements.
+ALTER TABLE export_runs DROP CONSTRAINT IF EXISTS export_runs_kind_check;
+ALTER TABLE export_runs ADD CONSTRAINT export_runs_kind_check
+    CHECK (kind IN ('measurements', 'catalog', 'virtual_meters', 'degree_days'));

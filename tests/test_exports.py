@@ -235,3 +235,32 @@ def test_a_job_delivers_the_customers_virtual_meters(
     assert {r["meter_name"] for r in rows} == {"Chiller line"} and {r["resolution_minutes"] for r in rows} == {15}
     got = {datetime.fromisoformat(r["time_utc"]): r["energy_wh"] for r in rows}
     assert got == pytest.approx({b: e for b, e in stored.items()}, abs=1e-9)
+
+
+def test_a_site_with_temperatures_gets_its_degree_days_beside_its_measurements(
+        client: TestClient, tenants: tuple[Tenant, Tenant], db: psycopg.Connection[Any], database_url: str,
+        https_receiver: Any) -> None:
+    """The day's mean temperature, its degree days at the site's bases, and its energy only
+    when readings cover the day (two hours do not)."""
+    a, _ = tenants
+    readings_yesterday(database_url, a, db)
+    start, _ = yesterday()
+    res = client.put(f"/v1/sites/{a.site_id}/temperatures", headers=auth(a.tokens["facility_manager"]),
+                     json={"days": [{"day": str(start.date()), "mean_c": 7.25}]})
+    assert res.status_code == 200, res.text
+    client.patch(f"/v1/sites/{a.site_id}", headers=auth(a.tokens["facility_manager"]), json={"hdd_base_c": 16.0})
+    receiver, ca = https_receiver()
+    make_job(client, a, destination="https", url=receiver.url)
+    report = runner.run_pass(db, settings_for(database_url, ca))
+    assert (report.planned, report.delivered, report.failed) == (2, 2, 0)
+    by_name = {dict(h)["Content-Disposition"].split('"')[1]: body for h, body in receiver.received}
+    body = by_name[f"nightly-to-bi_site-{a.site_id}_degree-days_{start:%Y-%m-%d}.csv"].decode()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert rows == [{"site_id": str(a.site_id), "site_name": "Site A", "day": str(start.date()), "mean_c": "7.25",
+                     "hdd_base_c": "16.0", "hdd": "8.75", "cdd_base_c": "22.0", "cdd": "0.0", "energy_kwh": ""}]
+    coverage = db.execute("""SELECT r.coverage FROM rollups_1d r JOIN nodes n ON n.id = r.node_id
+                             WHERE n.site_id = %s AND n.kind = 'site' AND r.bucket = %s""",
+                          (a.site_id, start)).fetchone()
+    assert coverage is not None and coverage[0] < 0.9  # why energy_kwh is empty
+    # Tenant B's site has no temperatures and is not A's: no degree-days run for it.
+    assert count(db, "SELECT count(*) FROM export_runs WHERE kind = 'degree_days'") == 1

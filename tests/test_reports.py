@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -21,7 +22,7 @@ from exports import reports
 from tests.factories import Tenant, count, drain, write
 from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
 from tests.fixtures.receivers import SmtpServer
-from wattline import mail, notifications
+from wattline import mail, notifications, weather
 from wattline.accounts import create_user
 from wattline.domain import Role
 from wattline.principal import acting_for
@@ -54,6 +55,11 @@ def test_the_monthly_report_is_made_archived_and_mailed(
                   VALUES (%s, 'x', 'Chiller A above 10 kW', %s, 'critical')""",
                (a.rule_id, month.start + timedelta(days=4, hours=10)))
     notifications.set_preferences(db, None, a.user_ids["viewer"], alert_email="immediate", report_email=False)
+    first_day = month.start.astimezone(ZoneInfo("Europe/London")).date()
+    days = (month.end - month.start).days
+    weather.save_temperatures(db, None, a.site_id, [weather.DayTemperature(first_day + timedelta(days=d), 10.0)
+                                                    for d in range(days)], source="api")
+    weather.create_project(db, None, a.site_id, "Boiler swap", first_day + timedelta(days=10))
     now = this_month.start + timedelta(hours=2)  # 02:00 on the 1st, local
     assert reports.send_due(db, "https://wattline.example", now) == 2  # both tenants' sites
     assert reports.send_due(db, "https://wattline.example", now) == 0  # once a month
@@ -81,6 +87,11 @@ def test_the_monthly_report_is_made_archived_and_mailed(
                             (a.site_id, before.start, before.end)).fetchone()[0]
     assert f"{before.name}" in text and f"{before_kwh:,.1f}" in text
     assert "Normalised benchmark" in text
+    assert f"Weather: {5.5 * days:,.0f} heating and 0 cooling degree days" in text  # 10 °C a day, base 15.5
+    words = " ".join(text.split())  # the PDF's table cells wrap
+    projects = words.split("Savings projects")[1]
+    assert "Boiler" in projects and "swap" in projects and "2026" in projects
+    assert "a baseline needs 14 whole days" in projects  # no history before it: said, not guessed
     assert (ARTIFACTS / "report-page-1.png").exists()
     assert "Energy and cost by band" in page and page.startswith("<!doctype html>")
     # Mailed with the PDF to who wants it: not installers, not the viewer who opted out.
