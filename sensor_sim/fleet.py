@@ -11,7 +11,9 @@ import numpy.typing as npt
 
 from sensor_sim.profiles import PROFILE_MIX, Profile, currents
 
-SITE_ZONES = ["Europe/London", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney"]
+#: Where the simulated sites are, in turn: zone, latitude, longitude.
+SITE_PLACES = [("Europe/London", 51.5, -0.13), ("Europe/Berlin", 52.52, 13.4), ("America/New_York", 40.71, -74.0),
+               ("Asia/Kolkata", 22.57, 88.36), ("Australia/Sydney", -33.87, 151.2)]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Site:
     timezone: str
     bridge_serials: list[str]
     circuits: list[Circuit]
+    latitude: float = 51.5
+    longitude: float = 0.0
 
     @property
     def code(self) -> str:
@@ -81,7 +85,8 @@ def build_fleet(sites: int, bridges_per_site: int, sensors_per_bridge: int, seed
     rated: list[float] = []
     for s in range(sites):
         code = f"S{s:03d}"
-        site = Site(s, f"Site {s:03d}", SITE_ZONES[s % len(SITE_ZONES)], [], [])
+        zone, lat, lon = SITE_PLACES[s % len(SITE_PLACES)]
+        site = Site(s, f"Site {s:03d}", zone, [], [], lat, lon)
         for b in range(bridges_per_site):
             bridge = f"BR-{code}-{b:02d}"
             site.bridge_serials.append(bridge)

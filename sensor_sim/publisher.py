@@ -6,9 +6,12 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -16,6 +19,7 @@ from paho.mqtt.properties import Properties
 
 from sensor_sim.faults import Faults
 from sensor_sim.fleet import Fleet
+from sensor_sim.weather import daily_mean_c, hvac_demand
 from wattline.senml import SENML_TOPIC, STATUS_TOPIC, encode_pack
 
 
@@ -61,7 +65,7 @@ class Simulator:
         self.faults = faults or Faults()
         self.rng = np.random.default_rng(seed)
         self.by_bridge = fleet.sensors_by_bridge()
-        self.weather = np.zeros(len(fleet.sites))
+        self._demand: dict[tuple[int, date], float] = {}  # (site, local day) -> HVAC demand
         self.client = connect(mqtt_url, client_id)
         self._delayed: deque[tuple[int, str, bytes]] = deque()
         self._offline_buffer: list[bytes] = []
@@ -105,11 +109,19 @@ class Simulator:
         if len(self._pending) >= 1000:
             self.flush()
 
+    def _weather(self, t: float) -> npt.NDArray[np.float64]:
+        """Each site's HVAC demand at t, from its local day's simulated mean temperature."""
+        out = np.empty(len(self.fleet.sites))
+        for i, site in enumerate(self.fleet.sites):
+            day = datetime.fromtimestamp(t, ZoneInfo(site.timezone)).date()
+            if (i, day) not in self._demand:
+                self._demand[(i, day)] = float(hvac_demand(daily_mean_c(site.latitude, [day]))[0])
+            out[i] = self._demand[(i, day)]
+        return out
+
     def tick(self, t: float, report: Report) -> None:
         f = self.faults
-        self.weather += self.rng.normal(0, 0.01, self.weather.shape)
-        self.weather *= 0.999
-        amps = self.fleet.readings_at(t, self.rng, self.weather)
+        amps = self.fleet.readings_at(t, self.rng, self._weather(t))
         silent = self._apply_load_changes(t, amps)
         for bridge, idx in self.by_bridge.items():
             if silent is not None:

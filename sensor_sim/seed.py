@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 
 from sensor_sim.fleet import Fleet, Site
+from sensor_sim.weather import daily_mean_c
+from wattline import catalogue, weather
 from wattline.domain import Connection
 from wattline.site_builder import (
     CircuitSpec,
@@ -54,8 +57,26 @@ def site_spec(site: Site, *, unassigned_every: int = 0) -> SiteSpec:
     main = PanelSpec(f"{site.code}-MSB", "Main switchboard", 400.0, 0.95, Connection.THREE_PHASE_WYE,
                      sub_panels=sub_panels)
     return SiteSpec(site.name, timezone=site.timezone, floor_area_m2=1500.0 + 100 * site.index,
+                    latitude=site.latitude, longitude=site.longitude,
                     opening_hours={d: ["07:00", "19:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")},
                     bridges=tuple(site.bridge_serials), panels=(main,), tariff=UK_STYLE_TARIFF)
+
+
+def seed_temperatures(conn: psycopg.Connection[Any], fleet: Fleet, days: int, *,
+                      customer: str = DEMO_CUSTOMER, reseller: str = DEMO_RESELLER) -> int:
+    """Store the simulated daily mean temperature of each of the fleet's sites for the
+    `days` days up to yesterday (local), as the weather the simulator's HVAC loads follow."""
+    _, customer_id = build_tenant(conn, reseller, customer)
+    stored = 0
+    for site in fleet.sites:
+        site_id = catalogue.upsert_site(conn, customer_id, site.name, timezone=site.timezone)
+        today = datetime.now(ZoneInfo(site.timezone)).date()
+        span = [today - timedelta(days=k) for k in range(days, 0, -1)]
+        means = daily_mean_c(site.latitude, span)
+        stored += weather.save_temperatures(conn, None, site_id, [
+            weather.DayTemperature(d, float(t)) for d, t in zip(span, means.tolist(), strict=True)],
+            source="simulator")
+    return stored
 
 
 def seed_catalogue(conn: psycopg.Connection[Any], fleet: Fleet, *, unassigned_every: int = 0,

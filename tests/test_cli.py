@@ -60,6 +60,9 @@ def test_demo_seed_is_idempotent(db: psycopg.Connection[Any], database_url: str)
     assert count(db, "SELECT count(*) FROM sites") == 2
     assert count(db, "SELECT count(*) FROM users WHERE email LIKE '%%@wattline.example'") == 3
     assert count(db, "SELECT count(*) FROM alert_rules") == 2 * 4  # a starter set per site, once
+    # A year and more of the simulator's weather per site, where the site is (London, Berlin).
+    assert count(db, "SELECT count(*) FROM site_temperatures WHERE source = 'simulator'") == 2 * 400
+    assert count(db, "SELECT count(*) FROM sites WHERE latitude > 50") == 2
 
 
 def test_alerts_once_evaluates_every_rule(db: psycopg.Connection[Any], database_url: str) -> None:

@@ -227,3 +227,19 @@ def test_a_baseline_without_enough_days_says_how_many_it_has(client: TestClient,
     res = client.post(f"/v1/sites/{a.site_id}/savings-projects", headers=auth(a.tokens["facility_manager"]),
                       json={"name": "x", "starts_on": "2026-01-01", "baseline_days": 3})
     assert res.status_code == 422
+
+
+def test_the_simulators_weather_follows_the_seasons_of_each_hemisphere() -> None:
+    from sensor_sim.weather import daily_mean_c, hvac_demand
+
+    year = [date(2026, 1, 1) + timedelta(days=i) for i in range(365)]
+    london, sydney = daily_mean_c(51.5, year), daily_mean_c(-33.87, year)
+    winter, summer = slice(0, 59), slice(181, 243)  # Jan-Feb, Jul-Aug
+    assert london[winter].mean() + 10 < london[summer].mean()
+    assert sydney[winter].mean() > sydney[summer].mean() + 4
+    assert 8 < london.mean() < 15 and -15 < london.min() and london.max() < 35
+    # A day's value does not depend on the range it was asked in.
+    assert daily_mean_c(51.5, year[100:110]).tolist() == london[100:110].tolist()
+    # Heating or cooling works harder the further a day is from mild.
+    demand = hvac_demand(np.array([-5.0, 5.0, 18.0, 30.0]))
+    assert demand[0] > demand[1] > demand[2] and demand[3] > demand[2]

@@ -112,13 +112,17 @@ def delete_customer(conn: Conn, actor: Principal | None, customer_id: int) -> No
 
 
 def upsert_site(conn: Conn, customer_id: int, name: str, *, timezone: str = "UTC", country: str = "GB",
-                floor_area_m2: float | None = None, opening_hours: dict[str, list[str]] | None = None) -> int:
+                floor_area_m2: float | None = None, opening_hours: dict[str, list[str]] | None = None,
+                latitude: float | None = None, longitude: float | None = None) -> int:
     """The customer's site of this name, created if missing (its root node comes with it)."""
-    return _id(conn, """INSERT INTO sites (customer_id, name, timezone, country, floor_area_m2, opening_hours)
-                        VALUES (%s, %s, %s, %s, %s, %s)
-                        ON CONFLICT (customer_id, name) DO UPDATE SET timezone = EXCLUDED.timezone
+    return _id(conn, """INSERT INTO sites (customer_id, name, timezone, country, floor_area_m2, opening_hours,
+                                           latitude, longitude)
+                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                        ON CONFLICT (customer_id, name) DO UPDATE SET timezone = EXCLUDED.timezone,
+                            latitude = COALESCE(EXCLUDED.latitude, sites.latitude),
+                            longitude = COALESCE(EXCLUDED.longitude, sites.longitude)
                         RETURNING id""",
-               (customer_id, name, timezone, country, floor_area_m2, Jsonb(opening_hours or {})))
+               (customer_id, name, timezone, country, floor_area_m2, Jsonb(opening_hours or {}), latitude, longitude))
 
 
 def create_site(conn: Conn, actor: Principal | None, customer_id: int, name: str, *, timezone: str = "UTC",

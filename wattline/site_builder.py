@@ -78,6 +78,8 @@ class SiteSpec:
     country: str = "GB"
     floor_area_m2: float | None = None
     opening_hours: dict[str, list[str]] | None = None
+    latitude: float | None = None
+    longitude: float | None = None
     bridges: tuple[str, ...] = ()
     panels: tuple[PanelSpec, ...] = ()
     tariff: TariffSpec | None = None
@@ -104,7 +106,8 @@ def build_tenant(conn: psycopg.Connection[Any], reseller: str, customer: str) ->
 def build_site(conn: psycopg.Connection[Any], customer_id: int, spec: SiteSpec) -> BuiltSite:
     """Create or update the site of `spec` under the customer, with its whole tree."""
     site_id = catalogue.upsert_site(conn, customer_id, spec.name, timezone=spec.timezone, country=spec.country,
-                                    floor_area_m2=spec.floor_area_m2, opening_hours=spec.opening_hours)
+                                    floor_area_m2=spec.floor_area_m2, opening_hours=spec.opening_hours,
+                                    latitude=spec.latitude, longitude=spec.longitude)
     built = BuiltSite(site_id, catalogue.site_root(conn, site_id))
     for serial in spec.bridges:
         built.bridges[serial] = catalogue.upsert_bridge(conn, site_id, serial, f"Bridge {serial}")
