@@ -24,9 +24,11 @@ import weasyprint
 from analytics.benchmark import site_benchmarks
 from analytics.costing import site_cost
 from analytics.degree_days import NotEnoughData, project_savings
-from wattline import mail, notifications, queries, weather
+from analytics.virtual_meters import meter_cost
+from wattline import mail, notifications, queries, virtual_meters, weather
 from wattline.db import fetch_all, fetch_one
-from wattline.principal import acting_for
+from wattline.errors import DomainError
+from wattline.principal import Principal, acting_for
 from wattline.tariffs import TariffError
 
 log = structlog.get_logger("wattline.reports")
@@ -70,6 +72,24 @@ def _cost(conn: psycopg.Connection[Any], customer_id: int, site_id: int, month: 
         return site_cost(conn, acting_for(customer_id), site_id, month.start, month.end)
     except TariffError:
         return None
+
+
+def _meters(conn: psycopg.Connection[Any], p: Principal, site_id: int, month: Month) -> list[dict[str, Any]]:
+    """The customer's virtual meters that count a part of this site: the month's energy and
+    energy cost (each node on its own site's tariffs), or why it has no cost."""
+    out = []
+    for m in virtual_meters.meters(conn, p, p.customer_id):
+        if site_id not in virtual_meters.node_sites(conn, virtual_meters.expand(conn, m["id"])).values():
+            continue
+        try:
+            found = meter_cost(conn, p, m["id"], month.start, month.end)
+        except (TariffError, DomainError) as exc:
+            out.append({"name": m["name"], "kwh": None, "cost": None, "currency": None, "why": str(exc)})
+            continue
+        if found is not None:
+            out.append({"name": m["name"], "kwh": found.energy_wh / 1000, "cost": found.energy_cost_minor / 100,
+                        "currency": found.currency, "why": None})
+    return out
 
 
 def report_data(conn: psycopg.Connection[Any], site_id: int, month: Month) -> dict[str, Any]:
@@ -120,6 +140,7 @@ def report_data(conn: psycopg.Connection[Any], site_id: int, month: Month) -> di
             projects.append({"name": proj["name"], "starts_on": proj["starts_on"], "savings_kwh": None,
                              "expected_kwh": None, "days": 0, "why": str(exc)})
     return {"site": site, "month": month, "invoice": cost.invoice if cost else None, "projects": projects,
+            "meters": _meters(conn, p, site_id, month),
             "root_kwh": energy.get(root["id"], 0.0) if root else 0.0,
             "top": [{"name": n["name"], "kind": n["kind"], "kwh": kwh,
                      "cost": by_node[n["id"]].energy_cost_minor / 100 if n["id"] in by_node else None}
@@ -179,6 +200,15 @@ def render_html(data: dict[str, Any]) -> str:
         parts.append(f"<h2>Normalised benchmark</h2><p>{per_m2}{rank} · {per_hour}</p>"
                      f"<p>Weather: {b['hdd']:,.0f} heating and {b['cdd']:,.0f} cooling degree days (bases "
                      f"{site['hdd_base_c']:g} / {site['cdd_base_c']:g} °C){normalised}</p>")
+    if data["meters"]:
+        rows = "".join(
+            f"<tr><td>{e(m['name'])}</td>"
+            + (f"<td class=n>{m['kwh']:,.1f}</td><td class=n>{_money(m['cost'], m['currency'])}</td></tr>"
+               if m["why"] is None else f"<td colspan=2>{e(m['why'])}</td></tr>")
+            for m in data["meters"])
+        parts.append("<h2>Virtual meters</h2><p class=sub>Groups that count part of this site (energy cost, each "
+                     "node on its own site's tariffs)</p><table><tr><th>Meter</th><th class=n>kWh</th>"
+                     f"<th class=n>Energy cost</th></tr>{rows}</table>")
     if data["projects"]:
         rows = "".join(
             f"<tr><td>{e(p['name'])}</td><td>{p['starts_on']}</td>"
@@ -192,7 +222,8 @@ def render_html(data: dict[str, Any]) -> str:
              "h1{margin:0;font-size:18pt}h2{font-size:12pt;margin:14pt 0 4pt;color:#13315c}"
              ".sub{color:#66707d;margin:2pt 0}.kpi{font-size:16pt;font-weight:bold;margin:8pt 0}"
              "table{border-collapse:collapse;width:100%}td,th{padding:2pt 6pt;border-bottom:1px solid #e5e7eb;"
-             "text-align:left}.n{text-align:right}@page{size:A4;margin:16mm}")
+             "text-align:left}.n{text-align:right}tr{break-inside:avoid}h2{break-after:avoid}"
+             "@page{size:A4;margin:16mm}")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{e(site['name'])} · {e(month.name)}"
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
 

@@ -22,7 +22,7 @@ from exports import reports
 from tests.factories import Tenant, count, drain, write
 from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
 from tests.fixtures.receivers import SmtpServer
-from wattline import mail, notifications, weather
+from wattline import mail, notifications, virtual_meters, weather
 from wattline.accounts import create_user
 from wattline.domain import Role
 from wattline.principal import acting_for
@@ -33,7 +33,7 @@ from wattline.site_builder import SiteSpec, build_site, build_tenant
 def pdf_text(pdf: bytes, tmp_path: Path) -> str:
     source = tmp_path / "report.pdf"
     source.write_bytes(pdf)
-    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(source),
+    subprocess.run(["pdftoppm", "-png", "-r", "60", str(source),
                     str(ARTIFACTS / "report-page")], check=True)
     return subprocess.run(["pdftotext", "-layout", str(source), "-"], check=True, capture_output=True,
                           text=True).stdout
@@ -60,6 +60,7 @@ def test_the_monthly_report_is_made_archived_and_mailed(
     weather.save_temperatures(db, None, a.site_id, [weather.DayTemperature(first_day + timedelta(days=d), 10.0)
                                                     for d in range(days)], source="api")
     weather.create_project(db, None, a.site_id, "Boiler swap", first_day + timedelta(days=10))
+    virtual_meters.save_meter(db, None, a.customer_id, "Chiller line", [virtual_meters.Term(1, node_id=a.circuit_id)])
     now = this_month.start + timedelta(hours=2)  # 02:00 on the 1st, local
     assert reports.send_due(db, "https://wattline.example", now) == 2  # both tenants' sites
     assert reports.send_due(db, "https://wattline.example", now) == 0  # once a month
@@ -89,6 +90,11 @@ def test_the_monthly_report_is_made_archived_and_mailed(
     assert "Normalised benchmark" in text
     assert f"Weather: {5.5 * days:,.0f} heating and 0 cooling degree days" in text  # 10 °C a day, base 15.5
     words = " ".join(text.split())  # the PDF's table cells wrap
+    circuit_kwh = db.execute("""SELECT sum(energy_wh) / 1000 FROM rollups_1h WHERE node_id = %s
+                                AND bucket >= %s AND bucket < %s""",
+                             (a.circuit_id, month.start, month.end)).fetchone()[0]
+    meters = words.split("Virtual meters")[1].split("Savings projects")[0]
+    assert "Chiller line" in meters and f"{circuit_kwh:,.1f}" in meters and "GBP" in meters
     projects = words.split("Savings projects")[1]
     assert "Boiler" in projects and "swap" in projects and "2026" in projects
     assert "a baseline needs 14 whole days" in projects  # no history before it: said, not guessed
