@@ -11,6 +11,7 @@ from alerts import store
 from alerts.rules import Anomaly, BridgeOffline, Budget, RuleParams, SensorOffline
 from sensor_sim.fleet import build_fleet
 from sensor_sim.seed import seed_catalogue, seed_temperatures
+from wattline import virtual_meters
 from wattline.accounts import ensure_demo_users
 
 DEMO_UNASSIGNED_EVERY = 10  # every tenth circuit is left for an installer to commission
@@ -32,7 +33,25 @@ def seed_demo(database_url: str, *, sites: int, bridges: int, sensors: int) -> d
         counts["temperature_days"] = seed_temperatures(conn, fleet, DEMO_WEATHER_DAYS)
         ensure_demo_users(conn)
         counts["alert_rules"] = seed_rules(conn)
+        counts["virtual_meters"] = seed_meters(conn)
     return counts
+
+
+def seed_meters(conn: psycopg.Connection[Any]) -> int:
+    """A starter virtual meter for each customer that has none: its heating and cooling
+    circuits across every site, the load the weather page explains."""
+    made = 0
+    for (customer_id,) in conn.execute("SELECT id FROM customers c WHERE NOT EXISTS "
+                                       "(SELECT 1 FROM virtual_meters m WHERE m.customer_id = c.id)").fetchall():
+        circuits = [r[0] for r in conn.execute(
+            """SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
+               WHERE s.customer_id = %s AND n.kind = 'circuit' AND n.asset_type = 'hvac'
+               ORDER BY n.id LIMIT %s""", (customer_id, virtual_meters.MAX_TERMS)).fetchall()]
+        if circuits:
+            virtual_meters.save_meter(conn, None, customer_id, "Heating and cooling, all sites",
+                                      [virtual_meters.Term(1, node_id=c) for c in circuits])
+            made += 1
+    return made
 
 
 def seed_rules(conn: psycopg.Connection[Any]) -> int:

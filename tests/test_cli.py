@@ -63,6 +63,11 @@ def test_demo_seed_is_idempotent(db: psycopg.Connection[Any], database_url: str)
     # A year and more of the simulator's weather per site, where the site is (London, Berlin).
     assert count(db, "SELECT count(*) FROM site_temperatures WHERE source = 'simulator'") == 2 * 400
     assert count(db, "SELECT count(*) FROM sites WHERE latitude > 50") == 2
+    # One starter virtual meter: the HVAC circuits of both sites.
+    assert count(db, "SELECT count(*) FROM virtual_meters") == 1
+    assert count(db, """SELECT count(*) FROM virtual_meter_terms t JOIN nodes n ON n.id = t.node_id
+                        WHERE n.asset_type = 'hvac'""") == count(
+        db, "SELECT count(*) FROM nodes WHERE asset_type = 'hvac'") > 0
 
 
 def test_alerts_once_evaluates_every_rule(db: psycopg.Connection[Any], database_url: str) -> None:
