@@ -6,7 +6,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from alerts.rules import Recipients, RuleParams, Schedule, Severity
 from wattline.assignments import MAX_CT_RATING_A
@@ -861,11 +861,24 @@ class TariffCorrection(BaseModel):
 
 
 # -- notification preferences ----------------------------------------------------------------------
+def _no_offset(t: time) -> time:
+    if t.tzinfo is not None:
+        raise ValueError("quiet hours are local wall-clock times in `timezone`: give them without an offset")
+    return t
+
+
+#: A wall-clock time in the preference's own zone, "HH:MM" or "HH:MM:SS" (an RFC 3339
+#: `time` would demand an offset, which a local time does not have).
+LocalTime = Annotated[time, AfterValidator(_no_offset), PlainSerializer(time.isoformat, return_type=str),
+                      WithJsonSchema({"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$",
+                                      "examples": ["22:00"]})]
+
+
 class NotificationPreferencesIn(BaseModel):
     alert_email: Literal["immediate", "digest", "off"] = "immediate"
     digest_hour: int = Field(7, ge=0, le=23, description="local hour the daily digest goes out")
-    quiet_start: time | None = Field(None, description="immediate alert mail waits out quiet hours (local)")
-    quiet_end: time | None = None
+    quiet_start: LocalTime | None = Field(None, description="immediate alert mail waits out quiet hours (local)")
+    quiet_end: LocalTime | None = None
     timezone: str = Field("UTC", max_length=64, examples=["Europe/London"])
     report_email: bool = True
 
@@ -994,7 +1007,7 @@ class MeterCostOut(BaseModel):
 
 # -- weather, degree days and savings ----------------------------------------------------------
 class DayTemperatureIn(BaseModel):
-    day: date = Field(description="the site's local calendar day")
+    day: date = Field(ge=date(1970, 1, 1), description="the site's local calendar day")
     mean_c: float = Field(ge=-90, le=60, description="mean outdoor temperature of the day, °C")
 
 
@@ -1041,7 +1054,8 @@ class SavingsProjectIn(BaseModel):
         "name": "LED retrofit", "starts_on": "2026-06-01", "baseline_days": 365}]})
 
     name: str = Field(min_length=1, max_length=200)
-    starts_on: date = Field(description="first local day of the reporting period")
+    starts_on: date = Field(ge=date(1970, 1, 15), le=date(2199, 12, 31),
+                            description="first local day of the reporting period")
     baseline_days: int = Field(365, ge=14, le=1096, description="days before the start the baseline is fitted on")
 
 

@@ -15,15 +15,11 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from alerts.scheduler import run_pass
-from tests.factories import Tenant, count, drain, write_surges
+from tests.factories import Tenant, auth, count, drain, write_surges
 from wattline.settings import Settings
 
 LONDON = ZoneInfo("Europe/London")
 SURGE_A = 50.0  # 11.5 kW at 230 V, PF 1
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def surges(database_url: str, t: Tenant) -> list[datetime]:

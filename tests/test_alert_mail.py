@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from alerts import episodes, notify
 from alerts.scheduler import run_pass
-from tests.factories import Tenant, count, drain, write_surges
+from tests.factories import Tenant, auth, count, drain, write_surges
 from tests.fixtures.receivers import SmtpServer
 from wattline import mail, notifications
 from wattline.accounts import create_user
@@ -24,10 +24,6 @@ from wattline.domain import Role
 from wattline.settings import Settings
 
 LONDON = ZoneInfo("Europe/London")
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def person(db: psycopg.Connection[Any], t: Tenant, name: str, **prefs: Any) -> int:

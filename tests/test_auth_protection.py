@@ -186,6 +186,6 @@ def _ok(url: str) -> bool:
 @pytest.fixture(autouse=True)
 def fresh_address_budget() -> Iterator[None]:
     """The address budget is per process: each test starts with a full one."""
-    accounts.ADDRESS_FAILURES._state.clear()
+    accounts.ADDRESS_FAILURES.reset()
     yield
-    accounts.ADDRESS_FAILURES._state.clear()
+    accounts.ADDRESS_FAILURES.reset()

@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from exports import runner
-from tests.factories import Tenant, count, drain, write
+from tests.factories import Tenant, auth, count, drain, write
 from tests.fixtures.receivers import SftpServer
 from wattline.settings import Settings
 from wattline.signing import verify
@@ -34,10 +34,6 @@ def receivers_here(client: TestClient) -> None:
     """The receivers of these tests run on this machine (private addresses, refused in production)."""
     settings = client.app.state.settings  # type: ignore[attr-defined]
     client.app.state.settings = settings.model_copy(update={"allow_private_destinations": True})  # type: ignore[attr-defined]
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def yesterday() -> tuple[datetime, datetime]:

@@ -15,21 +15,17 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import Tenant, count
+from tests.factories import Tenant, auth, count
 from tests.fixtures.receivers import SmtpServer
 from wattline import mail, privacy
 from wattline.settings import Settings
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(autouse=True)
 def fresh_address_budget() -> None:
     from wattline.accounts import ADDRESS_FAILURES
 
-    ADDRESS_FAILURES._state.clear()
+    ADDRESS_FAILURES.reset()
 
 
 def test_every_message_carries_a_signed_one_click_unsubscribe(

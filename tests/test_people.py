@@ -15,7 +15,7 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import Tenant, count
+from tests.factories import Tenant, auth, count
 from tests.fixtures.receivers import SmtpServer
 from wattline import mail
 from wattline.settings import Settings
@@ -29,11 +29,7 @@ def fresh_address_budget() -> None:
     """Every test here signs in from the test client's one address: each starts with a full budget."""
     from wattline.accounts import ADDRESS_FAILURES
 
-    ADDRESS_FAILURES._state.clear()
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    ADDRESS_FAILURES.reset()
 
 
 def deliver(db: psycopg.Connection[Any], database_url: str, smtp_server: SmtpServer) -> list[EmailMessage]:
@@ -354,5 +350,5 @@ def test_link_endpoints_are_throttled_per_address(client: TestClient, path: str)
     from wattline.accounts import ADDRESS_FAILURES
 
     answers = [client.post(path, json={"token": "y" * 43, "password": GOOD_PASSWORD}).status_code for _ in range(25)]
-    ADDRESS_FAILURES._state.clear()
+    ADDRESS_FAILURES.reset()
     assert answers[:20] == [422] * 20 and answers[-1] == 429

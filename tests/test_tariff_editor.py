@@ -17,15 +17,11 @@ from fastapi.testclient import TestClient
 
 from analytics.band_rollups import price_unpriced_days
 from analytics.costing import last_complete_month
-from tests.factories import Tenant, count, drain, write
+from tests.factories import Tenant, auth, count, drain, write
 from wattline import tariffs
 
 LONDON = ZoneInfo("Europe/London")
 ALL = ["weekday", "weekend", "holiday"]
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def body(valid_from: datetime, bands: list[dict[str, Any]], **charges: Any) -> dict[str, Any]:

@@ -104,4 +104,5 @@ def test_define_a_meter_and_see_it(browser_page: Any, serve_dashboard: Callable[
     page.wait_for_selector("#rules-message .saved:has-text('Rule created.')")
     assert db.execute("SELECT virtual_meter_id, node_id FROM alert_rules WHERE name = 'Board A busy'"
                       ).fetchone() == (meter[0], None)
+    page.wait_for_selector("#rules-table:has-text('meter: Board A without A3')")  # the list says what it watches
     shot(page, "alert-rule", size)

@@ -175,6 +175,11 @@ class FailureBudget:
                 self._state.popitem(last=False)
             return wait
 
+    def reset(self) -> None:
+        """Forget every key's failures (a fresh process's budget)."""
+        with self._lock:
+            self._state.clear()
+
 
 ADDRESS_FAILURES = FailureBudget(ADDRESS_BURST, ADDRESS_RATE_PER_S)
 

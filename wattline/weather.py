@@ -33,6 +33,9 @@ MIN_C, MAX_C = -90.0, 60.0
 #: One upload holds at most this many days (about 55 years).
 MAX_DAYS = 20_000
 CSV_COLUMNS = ("day", "mean_c")
+#: The days a temperature or a project may be on: before metering began there is nothing to
+#: compare, and far ahead is a typo (both would also overflow the date arithmetic).
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2199, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ def _refusals(days: Sequence[DayTemperature]) -> list[tuple[int, str]]:
     for i, d in enumerate(days, start=1):
         if not math.isfinite(d.mean_c) or not MIN_C <= d.mean_c <= MAX_C:
             out.append((i, f"mean_c {d.mean_c} is outside {MIN_C:g}..{MAX_C:g} °C"))
+        elif d.day < FIRST_DAY:
+            out.append((i, f"{d.day} is before {FIRST_DAY}"))
         elif d.day > latest:
             out.append((i, f"{d.day} has not ended yet (a daily mean is measured, not forecast)"))
         elif d.day in seen:
@@ -154,6 +159,9 @@ def create_project(conn: Conn, actor: Principal | None, site_id: int, name: str,
         raise Invalid("Invalid project", "a project needs a name", field="name")
     if not 14 <= baseline_days <= 1096:
         raise Invalid("Invalid project", "a baseline is 14 to 1,096 days", field="baseline_days")
+    if not FIRST_DAY + timedelta(days=baseline_days) <= starts_on <= LAST_DAY:
+        raise Invalid("Invalid project", f"a project starts between {FIRST_DAY + timedelta(days=baseline_days)} "
+                      f"(its baseline after {FIRST_DAY}) and {LAST_DAY}", field="starts_on")
     try:
         with conn.transaction():
             row = fetch_one(conn, """INSERT INTO savings_projects (site_id, name, starts_on, baseline_days)

@@ -26,14 +26,16 @@ from wattline import weather
 from wattline.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["weather"])
-FromDay = Annotated[date | None, Query(alias="from", description="first local day (default: a year before `to`)")]
-ToDay = Annotated[date | None, Query(alias="to", description="day after the last (default: the site's today)")]
+FromDay = Annotated[date | None, Query(alias="from", ge=weather.FIRST_DAY, le=weather.LAST_DAY,
+                                       description="first local day (default: a year before `to`)")]
+ToDay = Annotated[date | None, Query(alias="to", ge=weather.FIRST_DAY, le=weather.LAST_DAY,
+                                     description="day after the last (default: the site's today)")]
 MAX_DAYS = 3660
 
 
 def _days(site: dict[str, Any], day_from: date | None, day_to: date | None) -> tuple[date, date]:
     day_to = day_to or datetime.now(ZoneInfo(site["timezone"])).date()
-    day_from = day_from or day_to - timedelta(days=365)
+    day_from = day_from or max(day_to - timedelta(days=365), weather.FIRST_DAY)
     if day_from >= day_to:
         raise Problem(422, "Invalid range", "`from` must be before `to`")
     if (day_to - day_from).days > MAX_DAYS:
@@ -69,8 +71,10 @@ def upload_temperatures(site_id: int, file: UploadFile, p: Writer, conn: Conn) -
 
 
 @router.delete("/sites/{site_id}/temperatures", response_model=Stored, summary="Remove daily means in a range")
-def delete_temperatures(site_id: int, p: Writer, conn: Conn, day_from: Annotated[date, Query(alias="from")],
-                        day_to: Annotated[date, Query(alias="to")]) -> Stored:
+def delete_temperatures(site_id: int, p: Writer, conn: Conn,
+                        day_from: Annotated[date, Query(alias="from", ge=weather.FIRST_DAY, le=weather.LAST_DAY)],
+                        day_to: Annotated[date, Query(alias="to", ge=weather.FIRST_DAY, le=weather.LAST_DAY)]
+                        ) -> Stored:
     site = visible_site(conn, p, site_id)
     day_from, day_to = _days(site, day_from, day_to)
     return Stored(stored=weather.delete_temperatures(conn, p, site_id, day_from, day_to))

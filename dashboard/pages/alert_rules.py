@@ -128,10 +128,24 @@ def refresh(_done: int, site_id: int) -> tuple[Any, Any]:
     with conn() as c:
         rules = store.rules(c, p, site_id)
         counts = {r["id"]: len(store.episodes_of(c, p, r["id"], limit=1000)) for r in rules}
+        nodes = {n["id"]: n for n in queries.tree(c, p, site_id)}
+        meters = {r["virtual_meter_id"]: virtual_meters.meter(c, p, r["virtual_meter_id"])
+                  for r in rules if r["virtual_meter_id"]}
     if not rules:
         return html.Div("No rules yet.", className="muted"), []
-    table = html.Table([html.Tr([html.Th(h) for h in ("Rule", "Kind", "Severity", "On", "Episodes", "Problem")])] + [
-        html.Tr([html.Td(r["name"]), html.Td(KIND_NAMES.get(r["kind"], r["kind"])), html.Td(r["severity"]),
+
+    def watched(r: dict[str, Any]) -> str:
+        """What the rule watches, as a person would name it."""
+        if r["virtual_meter_id"]:
+            meter = meters.get(r["virtual_meter_id"])
+            return f"meter: {meter['name']}" if meter else "a meter"
+        node = nodes.get(r["node_id"]) if r["node_id"] else None
+        return "whole site" if node is None or node["kind"] == "site" else node["name"]
+
+    table = html.Table([html.Tr([html.Th(h) for h in ("Rule", "Watches", "Kind", "Severity", "On", "Episodes",
+                                                      "Problem")])] + [
+        html.Tr([html.Td(r["name"]), html.Td(watched(r)), html.Td(KIND_NAMES.get(r["kind"], r["kind"])),
+                 html.Td(r["severity"]),
                  html.Td("on" if r["enabled"] else "off"), html.Td(str(counts[r["id"]])),
                  html.Td(r["last_error"] or "", className="error")], id=f"rule-{r['id']}") for r in rules],
         className="grid", id="rules-table")

@@ -107,15 +107,20 @@ def benchmark_table(rows: list[dict[str, Any]]) -> Any:
 
     def num(v: float | None, fmt: str) -> str:
         return format(v, fmt) if v is not None else "–"
-    return html.Table([
+    table = html.Table([
         html.Thead(html.Tr([html.Th(h) for h in ("Site", "kWh", "m²", "kWh/m²", "hours open", "kWh per open hour",
-                                                 "rank")])),
+                                                 "HDD / CDD", "kWh/m² at the same weather", "rank")])),
         html.Tbody([html.Tr([html.Td(r["site_name"]), html.Td(num(r["energy_kwh"], ",.0f")),
                              html.Td(num(r["floor_area_m2"], ",.0f")), html.Td(num(r["kwh_per_m2"], ",.2f")),
                              html.Td(num(r["opening_hours"], ",.0f")), html.Td(num(r["kwh_per_opening_hour"], ",.1f")),
+                             html.Td(f"{r['hdd']:,.0f} / {r['cdd']:,.0f}"),
+                             html.Td(num(r["kwh_per_m2_weather_normalised"], ",.2f"),
+                                     title="by each site's weather baseline, at the day-by-day mean temperature "
+                                           "of the sites compared"),
                              html.Td(num(r["rank_per_m2"], "d"))], className="benchmark-row")
                     for r in sorted(rows, key=lambda r: (r["rank_per_m2"] is None, r["rank_per_m2"] or 0))]),
     ], className="grid benchmark-table")
+    return html.Div(table, className="table-scroll")  # nine columns: a phone scrolls them
 
 
 def refresh(_: int | None) -> tuple[list[Any], Any]:
