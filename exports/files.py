@@ -87,16 +87,8 @@ def virtual_meters_file(conn: psycopg.Connection[Any], job: dict[str, Any], star
                          "time_utc": f"{datetime.fromtimestamp(bucket, UTC):%Y-%m-%dT%H:%M:%S}Z",
                          "resolution_minutes": resolution.minutes, "power_w": power, "energy_wh": energy,
                          "coverage": coverage})
-    if job["format"] == "json":
-        body = orjson.dumps(rows)
-    else:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, VIRTUAL_METER_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        body = buf.getvalue().encode()
     name = f"{_slug(job['name'])}_virtual-meters_{start:%Y-%m-%d}_{job['resolution']}.{job['format']}"
-    return ExportFile(name, body, MEDIA[job["format"]], len(rows))
+    return ExportFile(name, _body(rows, VIRTUAL_METER_COLUMNS, job["format"]), MEDIA[job["format"]], len(rows))
 
 
 def degree_days_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_id: int, start: datetime,
@@ -120,20 +112,23 @@ def degree_days_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_id
             rows.append({"site_id": site_id, "site_name": site["name"], "day": day.isoformat(),
                          "mean_c": _known(t), "hdd_base_c": site["hdd_base_c"], "hdd": _known(hdd),
                          "cdd_base_c": site["cdd_base_c"], "cdd": _known(cdd), "energy_kwh": _known(kwh)})
-    if job["format"] == "json":
-        body = orjson.dumps(rows)
-    else:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, DEGREE_DAY_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-        body = buf.getvalue().encode()
     name = f"{_slug(job['name'])}_site-{site_id}_degree-days_{start:%Y-%m-%d}.{job['format']}"
-    return ExportFile(name, body, MEDIA[job["format"]], len(rows))
+    return ExportFile(name, _body(rows, DEGREE_DAY_COLUMNS, job["format"]), MEDIA[job["format"]], len(rows))
 
 
 def _known(x: float) -> float | None:
     return None if math.isnan(x) else x
+
+
+def _body(rows: list[dict[str, Any]], columns: tuple[str, ...], fmt: str) -> bytes:
+    """Small files' rows as JSON (null for unknown) or CSV (empty for unknown)."""
+    if fmt == "json":
+        return orjson.dumps(rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns)
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    return buf.getvalue().encode()
 
 
 def catalog_file(conn: psycopg.Connection[Any], job: dict[str, Any], start: datetime) -> ExportFile:

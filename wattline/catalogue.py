@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 
 from wattline import audit, bridge_credentials, rollup_queue, virtual_meters
 from wattline.bridge_credentials import Credential
+from wattline.csv_upload import dict_reader
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection
 from wattline.errors import Conflict, Invalid, NotFound, RowErrors
@@ -291,13 +292,7 @@ def import_hierarchy(conn: Conn, actor: Principal | None, site_id: int, data: by
     Nodes whose parent or electrical parameters change have their sensors' history
     re-queued, as `update_node` does. Returns the number of rows imported.
     """
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise Invalid("Invalid CSV", f"line {line}: not UTF-8 text (save the sheet as CSV UTF-8)",
-                      field="file") from exc
-    reader = csv.DictReader(io.StringIO(text))
+    reader = dict_reader(data)
     if reader.fieldnames is None or not {"external_ref", "parent_ref", "kind", "name"} <= set(reader.fieldnames):
         raise Invalid("Invalid CSV", f"columns must include external_ref, parent_ref, kind, name; "
                       f"export gives {', '.join(CSV_COLUMNS)}", field="file")

@@ -129,8 +129,9 @@ def copy_out(conn: psycopg.Connection[Any], query: sql.Composable) -> Generator[
     psycopg's own `Copy` spends four Python frames a row (about 0.6 µs), which held a bulk
     export to ~1.4 M rows/s before any encoding; this loop is what is left of it. Waiting
     happens in `select`, which releases the GIL, so a reading thread and an encoding thread
-    overlap. Stopped early (the consumer went away), the COPY is cancelled and drained, so
-    the connection is usable again; a failed COPY raises psycopg's error for its SQLSTATE."""
+    overlap; so does waiting for the COPY to start (`result`). Stopped early (the consumer
+    went away), the COPY is cancelled and drained, so the connection is usable again; a
+    failed COPY raises psycopg's error for its SQLSTATE."""
     import select
 
     from psycopg import errors, pq
@@ -142,11 +143,22 @@ def copy_out(conn: psycopg.Connection[Any], query: sql.Composable) -> Generator[
         message = (result.error_message or b"").decode(errors="replace").strip()
         return errors.lookup(state)(message) if state else psycopg.DatabaseError(message)
 
+    def result() -> pq.abc.PGresult | None:
+        # libpq's PQgetResult blocks while the server works, and psycopg's binding holds
+        # the GIL through it: a COPY queued behind a lock (the packing job dropping a chunk)
+        # then froze every thread of the process, the lock holder's among them, for good.
+        # Wait in select (which releases the GIL) until the result is in.
+        pg.consume_input()
+        while pg.is_busy():
+            select.select([pg.socket], [], [])
+            pg.consume_input()
+        return pg.get_result()
+
     pg.send_query(query.as_bytes(conn))
-    started = pg.get_result()  # the COPY_OUT result, or the query's error
+    started = result()  # the COPY_OUT result, or the query's error
     if started is None or started.status != pq.ExecStatus.COPY_OUT:
         failure = started
-        while (extra := pg.get_result()) is not None:
+        while (extra := result()) is not None:
             failure = failure or extra
         raise fail(failure) if failure is not None else psycopg.DatabaseError("COPY did not start")
     finished = False
@@ -167,9 +179,9 @@ def copy_out(conn: psycopg.Connection[Any], query: sql.Composable) -> Generator[
             while pg.get_copy_data(0)[0] >= 0:
                 pass
         failure = None
-        while (result := pg.get_result()) is not None:
-            if result.status != pq.ExecStatus.COMMAND_OK:
-                failure = result
+        while (done := result()) is not None:
+            if done.status != pq.ExecStatus.COMMAND_OK:
+                failure = done
         if failure is not None and finished:
             raise fail(failure)
 

@@ -11,8 +11,6 @@ its reporting period; its baseline is fitted on the days before it.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from typing import Any, Literal
 import psycopg
 
 from wattline import audit
+from wattline.csv_upload import dict_reader
 from wattline.db import fetch_all, fetch_one
 from wattline.errors import Conflict, Invalid, NotFound, RowErrors
 from wattline.principal import Principal
@@ -72,13 +71,7 @@ def _refusals(days: Sequence[DayTemperature]) -> list[tuple[int, str]]:
 def parse_csv(data: bytes) -> list[DayTemperature]:
     """Days from a CSV with a header `day,mean_c` (ISO dates, °C). Every bad row is named
     with its line (`RowErrors`); nothing is returned unless all rows are good."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise Invalid("Invalid CSV", f"line {line}: not UTF-8 text (save the sheet as CSV UTF-8)",
-                      field="file") from exc
-    reader = csv.DictReader(io.StringIO(text))
+    reader = dict_reader(data)
     if reader.fieldnames is None or not set(CSV_COLUMNS) <= {f.strip() for f in reader.fieldnames}:
         raise Invalid("Invalid CSV", "the first line must name the columns day,mean_c", field="file")
     days: list[DayTemperature] = []
