@@ -3,7 +3,7 @@ not in handlers: a row another tenant owns is simply not found (callers answer 4
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -214,7 +214,7 @@ def measurement_nodes(conn: Conn, p: Principal, node_ids: list[int]) -> dict[str
 
 
 def measurement_batches(conn: Conn, p: Principal, node_ids: list[int], resolution: Resolution, t_from: datetime,
-                        t_to: datetime, *, rows: int = 16_384) -> Iterator[MeasurementBatch]:
+                        t_to: datetime, *, rows: int = 16_384) -> Generator[MeasurementBatch]:
     """PowerRadar-style export rows of the visible nodes among `node_ids` (by node id, each
     oldest first), from the rollup tier, `rows` at a time: one binary COPY read straight into
     numpy columns, so memory stays flat whatever the range and nothing is done per row in

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from api.deps import Conn, CostReader, Reader
 from api.problems import Problem, not_found
@@ -51,8 +53,31 @@ def checked_range(t_from: datetime, t_to: datetime) -> tuple[datetime, datetime]
 STREAM_WAIT_S = 10.0
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """A streamed body whose generator is closed the moment the response ends: finished,
+    failed, or the client gone.
+
+    Starlette drops an unfinished body iterator and leaves closing it to the garbage
+    collector; a hang-up's frames sit in a reference cycle (the cancellation's traceback),
+    so the export's database connection came back only at the next full collection,
+    seconds to minutes later, while new exports waited on a pool of leaked connections.
+    Closing runs in a worker thread (it cancels a COPY: network I/O) and is shielded, so
+    the cancellation that ended the response cannot skip it."""
+
+    def __init__(self, content: Generator[bytes], media_type: str, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._source = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._source.close)
+
+
 def _open_stream(request: Request, p: Principal, nodes_of: Callable[[Any], list[int] | None],
-                 resolution: Resolution, t_from: datetime, t_to: datetime, fmt: str) -> Iterator[bytes]:
+                 resolution: Resolution, t_from: datetime, t_to: datetime, fmt: str) -> Generator[bytes]:
     """Take a connection and run the query *before* the response starts, then stream.
 
     A 200 cannot become an error once its first byte is out: a full pool or a failing
@@ -68,6 +93,7 @@ def _open_stream(request: Request, p: Principal, nodes_of: Callable[[Any], list[
             raise not_found("node")
         stack.enter_context(conn.transaction())
         batches = queries.measurement_batches(conn, p, node_ids, resolution, t_from, t_to)
+        stack.callback(batches.close)  # first out: the COPY ends before the connection goes back
         first = next(batches, None)  # runs the query and fetches the first batch
     except BaseException:
         stack.close()
@@ -75,7 +101,7 @@ def _open_stream(request: Request, p: Principal, nodes_of: Callable[[Any], list[
     return _encode(itertools.chain([] if first is None else [first], batches), fmt, stack)
 
 
-def _encode(batches: Iterator[queries.MeasurementBatch], fmt: str, stack: ExitStack) -> Iterator[bytes]:
+def _encode(batches: Iterator[queries.MeasurementBatch], fmt: str, stack: ExitStack) -> Generator[bytes]:
     with stack:  # the connection goes back when the body ends, or the client goes away
         yield from export_format.chunks(batches, fmt)
 
@@ -109,8 +135,8 @@ def _measurements(request: Request, p: Principal, nodes_of: Callable[[Any], list
     media = "text/csv" if format == "csv" else "application/json"
     headers = {"Content-Disposition": f'attachment; filename="{name}-{resolution.value}.csv"'} \
         if format == "csv" else {}
-    return StreamingResponse(_open_stream(request, p, nodes_of, resolution, t_from, t_to, format), media_type=media,
-                             headers=headers)
+    return ClosingStreamingResponse(_open_stream(request, p, nodes_of, resolution, t_from, t_to, format),
+                                    media_type=media, headers=headers)
 
 
 @router.get("/sites/{site_id}/usage", response_model=list[Usage], summary="Energy per node over a range")
