@@ -3,7 +3,9 @@ no generated request, valid or not, makes a server error, and every answer confo
 document (its status is documented for the route, with the documented content type, body
 schema and headers). Path ids are drawn from both tenants' real objects as well as at random,
 so the walk crosses tenants. Bounded, and derandomized: every run explores the same cases,
-so a run's verdict does not depend on its draw (a finding reproduces on the next run)."""
+so a run's verdict does not depend on its draw (a finding reproduces on the next run).
+WATTLINE_FUZZ_EXPLORE=1 draws new cases instead, several times as many: a session of bug
+hunting, where CI runs the same bounded regression set."""
 
 from __future__ import annotations
 
@@ -62,9 +64,10 @@ def test_no_request_makes_a_server_error_or_breaks_the_document(db: psycopg.Conn
     assert len(operations) >= 25
     tokens = [t.tokens[role.value] for t in tenants for role in Role]
 
+    explore = os.environ.get("WATTLINE_FUZZ_EXPLORE") == "1"
     for operation in operations:
         @given(case=operation.as_strategy())
-        @settings(max_examples=30, deadline=None, database=None, derandomize=True,
+        @settings(max_examples=100 if explore else 15, deadline=None, database=None, derandomize=not explore,
                   suppress_health_check=list(HealthCheck))
         def fuzz(case: Any) -> None:
             pick = _picker(case)  # chosen from the case itself, so that Hypothesis can replay it
@@ -165,9 +168,9 @@ def test_call_sequences_across_tenants_and_roles(db: psycopg.Connection[Any], da
             "(SELECT count(*) FROM alert_rules) + (SELECT count(*) FROM webhooks)")
     before = db.execute(made).fetchone()
     explore = os.environ.get("WATTLINE_FUZZ_EXPLORE") == "1"
-    run_state_machine_as_test(Workflow, settings=settings(max_examples=120, stateful_step_count=8, deadline=None,
-                                                          database=None, derandomize=not explore,
-                                                          suppress_health_check=list(HealthCheck)))
+    run_state_machine_as_test(Workflow, settings=settings(
+        max_examples=300 if explore else 60, stateful_step_count=8, deadline=None, database=None,
+        derandomize=not explore, suppress_health_check=list(HealthCheck)))
     after = db.execute(made).fetchone()
     assert before is not None and after is not None
     # The walk changed things, not only met 4xx (which writes succeed varies with the ids
