@@ -15,6 +15,7 @@ from api.routes import (
     catalogue,
     commissioning,
     data,
+    emissions,
     exports,
     health,
     people,
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None, *, rate_per_s: float = 50.0, bu
     problems.install(app)
     openapi.install(app)
     for module in (health, auth, people, catalogue, tariff_editor, commissioning, data, virtual_meters, weather,
-                   alerts, exports, privacy):
+                   emissions, alerts, exports, privacy):
         app.include_router(module.router)
     app.state.limits = RateLimits(keys=TokenBucket(rate_per_s, burst),
                                   unverified=FailureBudget(UNVERIFIED_BURST, UNVERIFIED_RATE_PER_S))

@@ -901,6 +901,7 @@ class ExportJobIn(BaseModel):
     format: Literal["csv", "json"] = "csv"
     schedule: Literal["daily", "weekly", "monthly"] = "daily"
     include_catalog: bool = Field(False, description="also deliver the hierarchy with node ids each period")
+    include_emissions: bool = Field(False, description="also deliver each site's CO2e per node and local day")
     destination: Literal["https", "sftp"]
     url: str | None = Field(None, max_length=2000)
     sftp_host: str | None = Field(None, max_length=253)
@@ -928,6 +929,7 @@ class ExportJob(BaseModel):
     format: str
     schedule: str
     include_catalog: bool
+    include_emissions: bool
     destination: str
     url: str | None
     sftp_host: str | None
@@ -1086,3 +1088,56 @@ class SavingsOut(BaseModel):
     counted_days: int
     missing_days: int = Field(description="ended days without a temperature or without 90 % of readings")
     days: list[SavingsDay]
+
+
+class GridFactorOut(BaseModel):
+    country: str = Field(description="ISO 3166-1 alpha-2")
+    name: str
+    year: int
+    g_co2e_per_kwh: float
+
+
+class EmissionFactorIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"g_co2e_per_kwh": 162.0, "source": "Supplier fuel mix disclosure 2025"}, {"g_co2e_per_kwh": None}]})
+
+    g_co2e_per_kwh: float | None = Field(ge=0, le=2000, description="the site's own annual factor; null: its "
+                                         "country's from the bundled table")
+    source: str | None = Field(default=None, max_length=200, description="where the site's own factor comes from")
+
+
+class EmissionFactorOut(BaseModel):
+    g_co2e_per_kwh: float | None = Field(description="null: no factor known (set one for the site)")
+    origin: Literal["site", "country", "none"]
+    source: str | None
+    year: int | None
+    hourly_hours: int = Field(description="hours of an uploaded hourly series, which take precedence where they are")
+
+
+class HourFactorIn(BaseModel):
+    hour: datetime = Field(description="the hour's start, with an offset")
+    g_co2e_per_kwh: float = Field(ge=0, le=2000)
+
+
+class HourlyFactorsIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"hours": [
+        {"hour": "2026-01-05T13:00:00Z", "g_co2e_per_kwh": 182.0},
+        {"hour": "2026-01-05T14:00:00Z", "g_co2e_per_kwh": 175.5}]}]})
+
+    hours: list[HourFactorIn] = Field(min_length=1, max_length=22_000)
+
+
+class NodeCo2eOut(BaseModel):
+    node_id: int
+    name: str
+    kind: str
+    period: date | None = Field(description="first local day of the period; null for the whole range")
+    energy_kwh: float
+    kg_co2e: float | None = Field(description="null: some of the energy has no factor (see unfactored_kwh)")
+    unfactored_kwh: float
+    hourly_hours: int
+
+
+class EmissionsOut(BaseModel):
+    factor: EmissionFactorOut
+    rows: list[NodeCo2eOut]

@@ -33,6 +33,7 @@ def create_dash(settings: Settings) -> Dash:
         alert_rules,
         alerts,
         commissioning,
+        emissions,
         exports,
         hierarchy,
         people,
@@ -47,7 +48,7 @@ def create_dash(settings: Settings) -> Dash:
     # Each page has its own prefix: Dash matches templates with fnmatch, where "/site/<id>"
     # would also match "/site/1/tariffs", and it orders its registry itself.
     for module in (portfolio, site, tariffs, commissioning, hierarchy, alerts, alert_rules, virtual_meters, weather,
-                   exports, reports, people, account):
+                   emissions, exports, reports, people, account):
         module.register(app)
     app.layout = lambda: html.Div([
         html.Header([html.A("Wattline", href="/", className="brand"), html.Nav(_nav())], className="topbar"),

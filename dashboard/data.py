@@ -10,6 +10,7 @@ import psycopg
 from dash import html
 from psycopg_pool import ConnectionPool
 
+from wattline.errors import DomainError, RowErrors
 from wattline.settings import Settings
 
 _pool: ConnectionPool | None = None
@@ -48,3 +49,12 @@ def site_from_path(c: psycopg.Connection[Any], site_id: str) -> dict[str, Any] |
 
 def no_such_site() -> html.Div:
     return html.Div(html.Div("No such site.", className="empty"), className="page")
+
+
+def refusal(exc: DomainError, element_id: str) -> html.Div:
+    """A write's refusal as the page shows it: the reason, and each refused row of an upload."""
+    if isinstance(exc, RowErrors):
+        return html.Div([html.Div(f"{exc.title}: {exc}"), html.Ul([html.Li(f"line {line}: {why}")
+                                                                 for line, why in exc.rows[:20]])],
+                        className="error", id=element_id)
+    return html.Div(f"{exc.title}: {exc}", className="error", id=element_id)

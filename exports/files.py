@@ -24,6 +24,7 @@ import orjson
 import psycopg
 
 from analytics.degree_days import site_days
+from analytics.emissions import co2e_by_node
 from analytics.virtual_meters import meter_series
 from wattline import export_format, queries, virtual_meters
 from wattline.db import fetch_all, fetch_one
@@ -34,6 +35,8 @@ MEDIA = {"csv": "text/csv", "json": "application/json"}
 VIRTUAL_METER_COLUMNS = ("meter_id", "meter_name", "time_utc", "resolution_minutes", "power_w", "energy_wh",
                          "coverage")
 DEGREE_DAY_COLUMNS = ("site_id", "site_name", "day", "mean_c", "hdd_base_c", "hdd", "cdd_base_c", "cdd", "energy_kwh")
+EMISSION_COLUMNS = ("site_id", "site_name", "node_id", "node_name", "kind", "day", "energy_kwh", "kg_co2e",
+                    "unfactored_kwh", "hourly_factor_hours", "annual_g_co2e_per_kwh", "factor_origin", "factor_source")
 CATALOG_COLUMNS = ("device_id", "site_id", "site_name", "parent_id", "kind", "name", "external_ref", "path")
 
 
@@ -114,6 +117,25 @@ def degree_days_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_id
                          "cdd_base_c": site["cdd_base_c"], "cdd": _known(cdd), "energy_kwh": _known(kwh)})
     name = f"{_slug(job['name'])}_site-{site_id}_degree-days_{start:%Y-%m-%d}.{job['format']}"
     return ExportFile(name, _body(rows, DEGREE_DAY_COLUMNS, job["format"]), MEDIA[job["format"]], len(rows))
+
+
+def emissions_file(conn: psycopg.Connection[Any], job: dict[str, Any], site_id: int, start: datetime,
+                   end: datetime) -> ExportFile:
+    """One site's CO2e per node and local day in [start, end) (taken in whole hours), with
+    the annual factor and where it comes from (`analytics.emissions`)."""
+    p = acting_for(job["customer_id"])
+    site = queries.site(conn, p, site_id)
+    rows: list[dict[str, Any]] = []
+    if site is not None:
+        lo, hi = (t.replace(minute=0, second=0, microsecond=0) for t in (start, end))
+        factor, found = co2e_by_node(conn, p, site, lo, hi, "day")
+        rows = [{"site_id": site_id, "site_name": site["name"], "node_id": n.node_id, "node_name": n.name,
+                 "kind": n.kind, "day": n.period.isoformat() if n.period else None, "energy_kwh": n.energy_kwh,
+                 "kg_co2e": n.kg_co2e, "unfactored_kwh": n.unfactored_kwh, "hourly_factor_hours": n.hourly_hours,
+                 "annual_g_co2e_per_kwh": factor.g_per_kwh, "factor_origin": factor.origin,
+                 "factor_source": factor.source} for n in found]
+    name = f"{_slug(job['name'])}_site-{site_id}_co2e_{start:%Y-%m-%d}.{job['format']}"
+    return ExportFile(name, _body(rows, EMISSION_COLUMNS, job["format"]), MEDIA[job["format"]], len(rows))
 
 
 def _known(x: float) -> float | None:

@@ -24,8 +24,9 @@ from wattline.signing import new_secret
 
 Conn = psycopg.Connection[Any]
 JOB_COLUMNS = ("j.id, j.customer_id, j.name, j.site_ids, j.node_ids, j.resolution, j.format, j.schedule, "
-               "j.include_catalog, j.destination, j.url, j.sftp_host, j.sftp_port, j.sftp_username, j.sftp_path, "
-               "j.sftp_public_key, j.sftp_host_key, j.enabled, j.created_at, j.last_error, j.failing_since")
+               "j.include_catalog, j.include_emissions, j.destination, j.url, j.sftp_host, j.sftp_port, "
+               "j.sftp_username, j.sftp_path, j.sftp_public_key, j.sftp_host_key, j.enabled, j.created_at, "
+               "j.last_error, j.failing_since")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class JobSpec:
     sftp_username: str | None = None
     sftp_path: str = "."
     sftp_host_key: str | None = None
+    include_emissions: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,13 +105,14 @@ def create_job(conn: Conn, actor: Principal, customer_id: int, spec: JobSpec, *,
         row = fetch_one(conn, """
             INSERT INTO export_jobs (customer_id, name, site_ids, node_ids, resolution, format, schedule,
                                      include_catalog, destination, url, secret, sftp_host, sftp_port, sftp_username,
-                                     sftp_path, sftp_private_key, sftp_public_key, sftp_host_key, created_by)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                                     sftp_path, sftp_private_key, sftp_public_key, sftp_host_key, created_by,
+                                     include_emissions)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
                         (customer_id, spec.name.strip(), sorted(set(spec.site_ids)), sorted(set(spec.node_ids)),
                          spec.resolution, spec.format, spec.schedule, spec.include_catalog, spec.destination,
                          spec.url, secret, spec.sftp_host, spec.sftp_port if spec.destination == "sftp" else None,
                          spec.sftp_username, spec.sftp_path if spec.destination == "sftp" else None, private, public,
-                         spec.sftp_host_key, actor.user_id or None))
+                         spec.sftp_host_key, actor.user_id or None, spec.include_emissions))
         assert row is not None
         audit.record(conn, actor, "create", "export_job", row["id"], destination=spec.destination)
     return Created(int(row["id"]), secret, public)

@@ -24,6 +24,7 @@ import weasyprint
 from analytics.benchmark import site_benchmarks
 from analytics.costing import site_cost
 from analytics.degree_days import NotEnoughData, project_savings
+from analytics.emissions import co2e_by_node
 from analytics.virtual_meters import meter_cost
 from wattline import mail, notifications, queries, virtual_meters, weather
 from wattline.db import fetch_all, fetch_one
@@ -94,8 +95,8 @@ def _meters(conn: psycopg.Connection[Any], p: Principal, site_id: int, month: Mo
 
 def report_data(conn: psycopg.Connection[Any], site_id: int, month: Month) -> dict[str, Any]:
     """Every figure of the report, read from the rollups, the cost tier and the alerts."""
-    site = fetch_one(conn, "SELECT id, name, customer_id, timezone, hdd_base_c, cdd_base_c FROM sites WHERE id = %s",
-                     (site_id,))
+    site = fetch_one(conn, """SELECT id, name, customer_id, timezone, country, hdd_base_c, cdd_base_c, co2e_g_per_kwh,
+                                     co2e_source FROM sites WHERE id = %s""", (site_id,))
     assert site is not None
     p = acting_for(site["customer_id"])
     cost = _cost(conn, site["customer_id"], site_id, month)
@@ -139,7 +140,12 @@ def report_data(conn: psycopg.Connection[Any], site_id: int, month: Month) -> di
         except NotEnoughData as exc:
             projects.append({"name": proj["name"], "starts_on": proj["starts_on"], "savings_kwh": None,
                              "expected_kwh": None, "days": 0, "why": str(exc)})
+    # CO2e is counted by the hour: a month that starts on a half hour (UTC+05:30) starts at its hour.
+    hours = [t.replace(minute=0, second=0, microsecond=0) for t in (month.start, month.end)]
+    factor, co2e = co2e_by_node(conn, p, site, hours[0], hours[1])
     return {"site": site, "month": month, "invoice": cost.invoice if cost else None, "projects": projects,
+            "factor": factor, "co2e": {n.node_id: n for n in co2e},
+            "root_kg_co2e": next((n.kg_co2e for n in co2e if n.kind == "site"), None),
             "meters": _meters(conn, p, site_id, month),
             "root_kwh": energy.get(root["id"], 0.0) if root else 0.0,
             "top": [{"name": n["name"], "kind": n["kind"], "kwh": kwh,
@@ -170,6 +176,14 @@ def render_html(data: dict[str, Any]) -> str:
         peaks = "".join(f"<li>{p['peak_kw']:,.1f} kW at {p['at'].astimezone(zone):%d %B %H:%M}</li>"
                         for p in inv.demand_peaks)
         parts.append(f"<h2>Demand peak</h2><ul>{peaks or '<li>no data</li>'}</ul>")
+    factor, kg = data["factor"], data["root_kg_co2e"]
+    if kg is None:
+        said = "Unknown: no emission factor for this site's country, and none set for the site"
+    elif factor.g_per_kwh is None:
+        said = f"{kg:,.1f} kg CO2e at the uploaded hourly factors"
+    else:
+        said = f"{kg:,.1f} kg CO2e at {factor.g_per_kwh:,.1f} g/kWh ({e(factor.source or '')})"
+    parts.append(f"<h2>Emissions</h2><p>{said}</p>")
     top = "".join(f"<tr><td>{e(t['name'])}</td><td>{e(t['kind'])}</td><td class=n>{t['kwh']:,.1f}</td>"
                   f"<td class=n>{_money(t['cost'], currency) if inv else '—'}</td></tr>" for t in data["top"])
     parts.append(f"<h2>Top consumers</h2><table><tr><th>Circuit or device</th><th>Kind</th><th class=n>kWh</th>"

@@ -69,8 +69,10 @@ def plan(conn: psycopg.Connection[Any], now: datetime) -> int:
 
         with conn.transaction():
             for site in _sites(conn, job):
-                # A site with outdoor temperatures gets its degree days beside its measurements.
-                kinds = ("measurements", "degree_days") if site["has_temperatures"] else ("measurements",)
+                # A site with outdoor temperatures gets its degree days beside its measurements;
+                # a job that asks for CO2e gets the site's per node and day.
+                kinds = ("measurements", *(("degree_days",) if site["has_temperatures"] else ()),
+                         *(("emissions",) if job["include_emissions"] else ()))
                 for kind in kinds:
                     for start, end in complete_periods(job["schedule"], site["timezone"],
                                                        planned.get((kind, site["id"]), job["created_at"]), now):
@@ -100,6 +102,8 @@ def _build(conn: psycopg.Connection[Any], job: dict[str, Any], run: dict[str, An
         return files.catalog_file(conn, job, run["period_start"])
     if run["kind"] == "virtual_meters":
         return files.virtual_meters_file(conn, job, run["period_start"], run["period_end"])
+    if run["kind"] == "emissions":
+        return files.emissions_file(conn, job, run["site_id"], run["period_start"], run["period_end"])
     if run["kind"] == "degree_days":
         return files.degree_days_file(conn, job, run["site_id"], run["period_start"], run["period_end"])
     return files.measurements_file(conn, job, run["site_id"], run["period_start"], run["period_end"])

@@ -58,6 +58,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("put", "/v1/sites/{site_id}/temperatures"): {"json": {"days": [{"day": "2026-01-01", "mean_c": 4.0}]}},
     ("post", "/v1/sites/{site_id}/temperatures.csv"): {"files": {"file": ("t.csv", b"day,mean_c\n2026-01-01,4\n")}},
     ("post", "/v1/sites/{site_id}/savings-projects"): {"json": {"name": "x", "starts_on": "2026-01-01"}},
+    ("put", "/v1/sites/{site_id}/emission-factor"): {"json": {"g_co2e_per_kwh": 100.0}},
+    ("put", "/v1/sites/{site_id}/co2e-hourly"): {"json": {"hours": [{"hour": "2026-01-01T00:00:00Z",
+                                                                     "g_co2e_per_kwh": 100.0}]}},
+    ("post", "/v1/sites/{site_id}/co2e-hourly.csv"): {
+        "files": {"file": ("g.csv", b"hour,g_co2e_per_kwh\n2026-01-01T00:00:00Z,100\n")}},
     ("post", "/v1/sites/{site_id}/hierarchy.csv"): {
         "files": {"file": ("h.csv", b"external_ref,parent_ref,kind,name\n")}},
 }

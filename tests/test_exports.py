@@ -260,3 +260,31 @@ def test_a_site_with_temperatures_gets_its_degree_days_beside_its_measurements(
     assert coverage is not None and coverage[0] < 0.9  # why energy_kwh is empty
     # Tenant B's site has no temperatures and is not A's: no degree-days run for it.
     assert count(db, "SELECT count(*) FROM export_runs WHERE kind = 'degree_days'") == 1
+
+
+def test_a_job_that_asks_for_co2e_gets_each_sites_per_node_and_day(
+        client: TestClient, tenants: tuple[Tenant, Tenant], db: psycopg.Connection[Any], database_url: str,
+        https_receiver: Any) -> None:
+    """Yesterday's energy of every node at the site's factor (its own, here), checked against
+    the hourly rollups; a job that does not ask gets no CO2e file."""
+    a, _ = tenants
+    readings_yesterday(database_url, a, db)
+    start, end = yesterday()
+    res = client.put(f"/v1/sites/{a.site_id}/emission-factor", headers=auth(a.tokens["facility_manager"]),
+                     json={"g_co2e_per_kwh": 210.5, "source": "Supplier 2025"})
+    assert res.status_code == 200, res.text
+    receiver, ca = https_receiver()
+    make_job(client, a, destination="https", url=receiver.url, include_emissions=True, format="json")
+    report = runner.run_pass(db, settings_for(database_url, ca))
+    assert (report.planned, report.delivered, report.failed) == (2, 2, 0)
+    by_name = {dict(h)["Content-Disposition"].split('"')[1]: body for h, body in receiver.received}
+    rows = json.loads(by_name[f"nightly-to-bi_site-{a.site_id}_co2e_{start:%Y-%m-%d}.json"])
+    stored = dict(db.execute("""SELECT n.id, sum(r.energy_wh) FROM rollups_1h r JOIN nodes n ON n.id = r.node_id
+                                WHERE n.site_id = %s AND r.bucket >= %s AND r.bucket < %s GROUP BY n.id""",
+                             (a.site_id, start, end)).fetchall())
+    assert stored and {r["node_id"] for r in rows} == set(stored)
+    for r in rows:
+        assert r["day"] == str(start.date()) and r["factor_origin"] == "site" and r["factor_source"] == "Supplier 2025"
+        assert r["energy_kwh"] == pytest.approx(stored[r["node_id"]] / 1000, rel=1e-9)
+        assert r["kg_co2e"] == pytest.approx(stored[r["node_id"]] * 210.5 / 1e6, rel=1e-9)
+    assert count(db, "SELECT count(*) FROM export_runs WHERE kind = 'emissions'") == 1

@@ -90,6 +90,8 @@ def test_the_monthly_report_is_made_archived_and_mailed(
     assert "Normalised benchmark" in text
     assert f"Weather: {5.5 * days:,.0f} heating and 0 cooling degree days" in text  # 10 °C a day, base 15.5
     words = " ".join(text.split())  # the PDF's table cells wrap
+    # CO2e at the country's factor (the tenant's site is in GB), with the table's source.
+    assert f"{kwh * 268.329 / 1000:,.1f} kg CO2e at 268.3 g/kWh" in words and "Our World in Data" in words
     circuit_kwh = db.execute("""SELECT sum(energy_wh) / 1000 FROM rollups_1h WHERE node_id = %s
                                 AND bucket >= %s AND bucket < %s""",
                              (a.circuit_id, month.start, month.end)).fetchone()[0]

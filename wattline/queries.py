@@ -72,7 +72,8 @@ def site(conn: Conn, p: Principal, site_id: int) -> Row | None:
     """One site the principal may see, or None."""
     where, params = scope(p)
     return _one(conn, sql.SQL("""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2,
-                                 s.opening_hours, s.latitude, s.longitude, s.hdd_base_c, s.cdd_base_c, s.address
+                                 s.opening_hours, s.latitude, s.longitude, s.hdd_base_c, s.cdd_base_c, s.address,
+                                 s.co2e_g_per_kwh, s.co2e_source
                           FROM sites s JOIN customers c ON c.id = s.customer_id
                           WHERE s.id = %(id)s AND {where}""").format(where=where), {**params, "id": site_id})
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import psycopg
 
 from wattline import audit
-from wattline.csv_upload import dict_reader
+from wattline.csv_upload import parse_rows
 from wattline.db import fetch_all, fetch_one
 from wattline.errors import Conflict, Invalid, NotFound, RowErrors
 from wattline.principal import Principal
@@ -68,37 +68,21 @@ def _refusals(days: Sequence[DayTemperature]) -> list[tuple[int, str]]:
     return out
 
 
+def _parse_row(row: dict[str, str]) -> DayTemperature:
+    try:
+        day = date.fromisoformat(row["day"])
+    except ValueError:
+        raise ValueError(f"day {row['day']!r} is not a date like 2026-01-31") from None
+    try:
+        return DayTemperature(day, float(row["mean_c"]))
+    except ValueError:
+        raise ValueError(f"mean_c {row['mean_c']!r} is not a number") from None
+
+
 def parse_csv(data: bytes) -> list[DayTemperature]:
     """Days from a CSV with a header `day,mean_c` (ISO dates, °C). Every bad row is named
     with its line (`RowErrors`); nothing is returned unless all rows are good."""
-    reader = dict_reader(data)
-    if reader.fieldnames is None or not set(CSV_COLUMNS) <= {f.strip() for f in reader.fieldnames}:
-        raise Invalid("Invalid CSV", "the first line must name the columns day,mean_c", field="file")
-    days: list[DayTemperature] = []
-    lines: list[int] = []
-    errors: list[tuple[int, str]] = []
-    for line, row in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        try:
-            day = date.fromisoformat(row["day"])
-        except ValueError:
-            errors.append((line, f"day {row['day']!r} is not a date like 2026-01-31"))
-            continue
-        try:
-            mean_c = float(row["mean_c"])
-        except ValueError:
-            errors.append((line, f"mean_c {row['mean_c']!r} is not a number"))
-            continue
-        days.append(DayTemperature(day, mean_c))
-        lines.append(line)
-        if len(days) > MAX_DAYS:
-            raise Invalid("Too many rows", f"one upload holds at most {MAX_DAYS} days", field="file")
-    errors += [(lines[i - 1], why) for i, why in _refusals(days)]
-    if errors:
-        raise RowErrors("Invalid CSV", sorted(errors))
-    if not days:
-        raise Invalid("Invalid CSV", "the file has a header but no days", field="file")
-    return days
+    return parse_rows(data, CSV_COLUMNS, _parse_row, _refusals, max_rows=MAX_DAYS, what="days")
 
 
 def save_temperatures(conn: Conn, actor: Principal | None, site_id: int, days: Sequence[DayTemperature], *,

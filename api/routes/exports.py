@@ -32,7 +32,8 @@ def create(customer_id: int, body: ExportJobIn, request: Request, p: Admin, conn
         raise not_found("customer")
     spec = jobs.JobSpec(body.name, body.resolution, body.format, body.schedule, body.destination,
                         tuple(body.site_ids), tuple(body.node_ids), body.include_catalog, body.url, body.sftp_host,
-                        body.sftp_port, body.sftp_username, body.sftp_path, body.sftp_host_key)
+                        body.sftp_port, body.sftp_username, body.sftp_path, body.sftp_host_key,
+                        include_emissions=body.include_emissions)
     made = jobs.create_job(conn, p, customer_id, spec,
                            allow_private=request.app.state.settings.allow_private_destinations)
     return {"id": made.id, "secret": made.secret, "public_key": made.public_key}

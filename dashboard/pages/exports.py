@@ -73,7 +73,8 @@ def layout(**_: Any) -> html.Div:
                     {"label": " day ", "value": "daily"}, {"label": " week ", "value": "weekly"},
                     {"label": " month ", "value": "monthly"}])]),
                 dcc.Checklist(id="exports-catalog", value=[], inline=True, options=[
-                    {"label": " Also the catalog (every node with its id)", "value": "on"}]),
+                    {"label": " Also the catalog (every node with its id)", "value": "on"},
+                    {"label": " Also CO2e per node and day", "value": "emissions"}]),
                 html.Label(["To", dcc.RadioItems(id="exports-destination", value="https", inline=True, options=[
                     {"label": " HTTPS ", "value": "https"}, {"label": " SFTP ", "value": "sftp"}])]),
                 html.Div([html.Label(["URL", dcc.Input(id="exports-url", type="text",
@@ -129,7 +130,8 @@ def create(*args: Any) -> tuple[Any, ...]:
     p = current_principal()
     errors = dict.fromkeys(FIELDS, "")
     spec = jobs.JobSpec(name or "", resolution, fmt, schedule, destination, tuple(site_ids or []), (),
-                        "on" in (catalog or []), url or None, host or None, int(port or 22), user or None, path or ".")
+                        "on" in (catalog or []), url or None, host or None, int(port or 22), user or None, path or ".",
+                        include_emissions="emissions" in (catalog or []))
     try:
         with conn() as c:
             if queries.customer(c, p, customer_id) is None:

@@ -63,6 +63,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
             dcc.Link("Alert rules", href=f"/alert-rules/{site['id']}"), " · ",
             dcc.Link("Virtual meters", href=f"/virtual-meters/{site['id']}"), " · ",
             dcc.Link("Weather and savings", href=f"/weather/{site['id']}"), " · ",
+            dcc.Link("Emissions", href=f"/emissions/{site['id']}"), " · ",
             dcc.Link("Reports", href=f"/reports/{site['id']}"), " · ",
             dcc.Link("Commissioning", href=f"/commissioning/{site['id']}"),
         ]),

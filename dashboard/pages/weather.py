@@ -18,9 +18,9 @@ from dash import Dash, Input, Output, State, ctx, dcc, html
 
 from analytics.degree_days import NotEnoughData, SiteDays, project_savings, site_days
 from dashboard.auth import current_principal
-from dashboard.data import conn, no_such_site, site_from_path
+from dashboard.data import conn, no_such_site, refusal, site_from_path
 from wattline import catalogue, weather
-from wattline.errors import DomainError, RowErrors
+from wattline.errors import DomainError
 
 CHART_STYLE = {"height": "320px"}
 HIDDEN = {"display": "none"}
@@ -234,10 +234,6 @@ def act(_bases: int | None, upload: str | None, _create: int | None, _delete: in
                 return html.Div("No such site.", className="error"), dash.no_update
             said = _write(c, site_id, str(ctx.triggered_id), hdd_base, cdd_base, upload, name, start,
                           baseline_days, project_id)
-    except RowErrors as exc:
-        return html.Div([html.Div(f"{exc.title}: {exc}"), html.Ul([html.Li(f"line {line}: {why}")
-                                                                   for line, why in exc.rows[:20]])],
-                        className="error", id="wx-error"), dash.no_update
-    except DomainError as exc:
-        return html.Div(f"{exc.title}: {exc}", className="error", id="wx-error"), dash.no_update
+    except DomainError as exc:  # RowErrors among them: each refused row is listed
+        return refusal(exc, "wx-error"), dash.no_update
     return html.Div(said, className="ok", id="wx-ok"), done + 1
