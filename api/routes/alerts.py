@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from alerts import store
 from alerts.backtest import backtest
 from analytics.benchmark import site_benchmarks
-from api.deps import Admin, Conn, Reader, Writer
+from api.deps import Admin, Conn, Reader, Writer, visible_site
 from api.problems import Problem, not_found
 from api.routes.data import checked_range
 from api.schemas import (
@@ -35,8 +35,7 @@ router = APIRouter(prefix="/v1", tags=["alerts"])
 @router.post("/sites/{site_id}/alert-rules", response_model=Created, status_code=201,
              summary="Create an alert rule for a site or one of its nodes")
 def create_rule(site_id: int, body: AlertRuleIn, p: Writer, conn: Conn) -> Created:
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
+    visible_site(conn, p, site_id)
     return Created(id=store.create_rule(conn, site_id, body.node_id, body.name, body.params, body.enabled,
                                         severity=body.severity, schedule=body.schedule, recipients=body.recipients,
                                         actor=p, virtual_meter_id=body.virtual_meter_id))
@@ -63,8 +62,7 @@ def rule_history(rule_id: int, p: Reader, conn: Conn,
 
 @router.get("/sites/{site_id}/alert-rules", response_model=list[AlertRule], summary="A site's alert rules")
 def list_rules(site_id: int, p: Reader, conn: Conn) -> list[dict[str, Any]]:
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
+    visible_site(conn, p, site_id)
     return store.rules(conn, p, site_id)
 
 

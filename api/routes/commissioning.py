@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from api.deps import Commissioner, Conn, Reader
+from api.deps import Commissioner, Conn, Reader, visible_site
 from api.problems import not_found
 from api.schemas import (
     Assignment,
@@ -47,8 +47,7 @@ def sensor_check(row: dict[str, Any], interval_s: float, now: datetime) -> Senso
 def list_sensors(site_id: int, p: Reader, conn: Conn, discovered_only: bool = False,
                  bridge_id: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> list[dict[str, Any]]:
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
+    visible_site(conn, p, site_id)
     return queries.sensors(conn, p, site_id, discovered_only=discovered_only, bridge_id=bridge_id, limit=limit,
                            offset=offset)
 
@@ -144,8 +143,7 @@ def check_bridge(bridge_id: int, p: Reader, conn: Conn) -> BridgeCheck:
 @router.get("/sites/{site_id}/commissioning-report", response_model=CommissioningReport,
             summary="What is mapped, discovered, live, silent or implausible at a site")
 def report(site_id: int, request: Request, p: Reader, conn: Conn) -> CommissioningReport:
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
+    visible_site(conn, p, site_id)
     now = datetime.now(UTC)
     rows = queries.sensors(conn, p, site_id)
     checks = [sensor_check(r, request.app.state.settings.reporting_interval_s, now) for r in rows]
@@ -160,8 +158,7 @@ def report(site_id: int, request: Request, p: Reader, conn: Conn) -> Commissioni
                     "imbalance, weak signal, silent)")
 def live_check(site_id: int, request: Request, p: Reader, conn: Conn, bridge_id: int | None = None
                ) -> list[dict[str, Any]]:
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
+    visible_site(conn, p, site_id)
     return [commissioning.as_dict(c) for c in commissioning.live_check(
         conn, p, site_id, interval_s=request.app.state.settings.reporting_interval_s, bridge_id=bridge_id)]
 
@@ -171,8 +168,7 @@ def live_check(site_id: int, request: Request, p: Reader, conn: Conn, bridge_id:
             response_class=Response, responses={200: {"content": {"text/csv": {"example": ",".join(
                 commissioning.HANDOVER_COLUMNS) + "\n"}}}})
 def handover_csv(site_id: int, request: Request, p: Reader, conn: Conn) -> Response:
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
+    visible_site(conn, p, site_id)
     rows = commissioning.handover(conn, p, site_id, interval_s=request.app.state.settings.reporting_interval_s)
     return Response(commissioning.handover_csv(rows), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="handover-site-{site_id}.csv"'})
@@ -181,8 +177,7 @@ def handover_csv(site_id: int, request: Request, p: Reader, conn: Conn) -> Respo
 @router.put("/sites/{site_id}/commissioned", response_model=Commissioned,
             summary="Mark the site commissioned, or open it again (audited)")
 def mark_commissioned(site_id: int, body: CommissionedIn, p: Commissioner, conn: Conn) -> Commissioned:
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
+    visible_site(conn, p, site_id)
     commissioning.mark_commissioned(conn, p, site_id, body.commissioned)
     mark = commissioning.commissioned(conn, site_id)
     return Commissioned(commissioned_at=mark["at"] if mark else None, commissioned_by=mark["who"] if mark else None)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api.deps import Conn, CostReader, Reader
+from api.deps import Conn, CostReader, Reader, visible_site
 from api.problems import Problem, not_found
 from api.schemas import Usage
 from wattline import export_format, queries
@@ -144,8 +144,7 @@ def site_usage(site_id: int, p: Reader, conn: Conn,
                t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")]
                ) -> list[dict[str, Any]]:
     t_from, t_to = checked_range(t_from, t_to)
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
+    visible_site(conn, p, site_id)
     return queries.usage_by_node(conn, p, site_id, t_from, t_to)
 
 

@@ -9,8 +9,7 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from analytics.costing import preview_draft
-from api.deps import Admin, Conn, CostReader, Writer
-from api.problems import not_found
+from api.deps import Admin, Conn, CostReader, Writer, visible_site
 from api.schemas import (
     CorrectionIn,
     Created,
@@ -20,16 +19,10 @@ from api.schemas import (
     TariffIn,
     TariffPreview,
 )
-from wattline import progress, queries, tariffs
-from wattline.principal import Principal
+from wattline import progress, tariffs
 from wattline.tariffs import Band, Draft
 
 router = APIRouter(prefix="/v1", tags=["tariffs"])
-
-
-def _site(conn: Conn, p: Principal, site_id: int) -> None:
-    if queries.site(conn, p, site_id) is None:
-        raise not_found("site")
 
 
 def draft_of(body: TariffIn) -> Draft:
@@ -42,28 +35,28 @@ def draft_of(body: TariffIn) -> Draft:
 
 @router.get("/sites/{site_id}/tariff-drafts", response_model=list[TariffDraft], summary="A site's tariff drafts")
 def list_drafts(site_id: int, p: CostReader, conn: Conn) -> list[dict[str, Any]]:
-    _site(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return tariffs.drafts(conn, site_id)
 
 
 @router.post("/sites/{site_id}/tariff-drafts", response_model=DraftSaved, status_code=status.HTTP_201_CREATED,
              summary="Save a new draft; the answer lists the slots it does not price exactly once")
 def create_draft(site_id: int, body: TariffIn, p: Writer, conn: Conn) -> DraftSaved:
-    _site(conn, p, site_id)
+    visible_site(conn, p, site_id)
     draft_id, problems = tariffs.save_draft(conn, p, site_id, draft_of(body))
     return DraftSaved(id=draft_id, problems=problems)
 
 
 @router.put("/sites/{site_id}/tariff-drafts/{draft_id}", response_model=DraftSaved, summary="Change a draft")
 def update_draft(site_id: int, draft_id: int, body: TariffIn, p: Writer, conn: Conn) -> DraftSaved:
-    _site(conn, p, site_id)
+    visible_site(conn, p, site_id)
     draft_id, problems = tariffs.save_draft(conn, p, site_id, draft_of(body), draft_id)
     return DraftSaved(id=draft_id, problems=problems)
 
 
 @router.delete("/sites/{site_id}/tariff-drafts/{draft_id}", response_model=Created, summary="Throw a draft away")
 def delete_draft(site_id: int, draft_id: int, p: Writer, conn: Conn) -> Created:
-    _site(conn, p, site_id)
+    visible_site(conn, p, site_id)
     tariffs.delete_draft(conn, site_id, draft_id)
     return Created(id=draft_id)
 
@@ -71,28 +64,28 @@ def delete_draft(site_id: int, draft_id: int, p: Writer, conn: Conn) -> Created:
 @router.get("/sites/{site_id}/tariff-drafts/{draft_id}/preview", response_model=TariffPreview,
             summary="The last complete month priced under the draft, beside what it cost")
 def preview(site_id: int, draft_id: int, p: CostReader, conn: Conn) -> dict[str, Any]:
-    _site(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return preview_draft(conn, p, site_id, tariffs.load_draft(conn, site_id, draft_id))
 
 
 @router.post("/sites/{site_id}/tariff-drafts/{draft_id}/publish", response_model=Created,
              summary="Make the draft the next tariff version (from a future date once the site is costed)")
 def publish(site_id: int, draft_id: int, p: Writer, conn: Conn) -> Created:
-    _site(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return Created(id=tariffs.publish_draft(conn, p, site_id, draft_id))
 
 
 @router.post("/sites/{site_id}/tariff-drafts/{draft_id}/correction", response_model=TariffCorrection,
              summary="Correct a mistake: re-price from the draft's past date, with a reason (admins; audited)")
 def correct(site_id: int, draft_id: int, body: CorrectionIn, p: Admin, conn: Conn) -> dict[str, Any]:
-    _site(conn, p, site_id)
+    visible_site(conn, p, site_id)
     return tariffs.correct_from(conn, p, site_id, draft_id, body.reason)
 
 
 @router.get("/sites/{site_id}/tariff-corrections", response_model=list[TariffCorrection],
             summary="Corrections of a site's tariffs: who, why, from when, what was superseded")
 def list_corrections(site_id: int, p: CostReader, conn: Conn) -> list[dict[str, Any]]:
-    _site(conn, p, site_id)
+    visible_site(conn, p, site_id)
     rows = tariffs.corrections(conn, site_id)
     for row in rows:
         done = progress.repricing(conn, row["id"])
