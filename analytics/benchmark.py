@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from analytics.degree_days import weather_normalised
+from analytics.emissions import site_totals
 from wattline import queries
 from wattline.db import fetch_all
 from wattline.opening_hours import opening_hours_between
@@ -32,6 +33,7 @@ def site_benchmarks(conn: psycopg.Connection[Any], p: Principal, customer_id: in
     zone = ZoneInfo(sites[0]["timezone"])
     first_day = (t_from.astimezone(zone) + timedelta(days=1) - timedelta(microseconds=1)).date()
     weather = weather_normalised(conn, sites, first_day, max(t_to.astimezone(zone).date(), first_day))
+    co2e = site_totals(conn, sites, t_from, t_to)
     out = []
     for s in sites:
         kwh = (energy.get(s["id"]) or 0.0) / 1000.0
@@ -43,7 +45,9 @@ def site_benchmarks(conn: psycopg.Connection[Any], p: Principal, customer_id: in
                     "kwh_per_m2": kwh / area if area else None, "opening_hours": open_h,
                     "kwh_per_opening_hour": kwh / open_h if open_h else None, "rank_per_m2": None,
                     "hdd": w.hdd, "cdd": w.cdd, "kwh_weather_normalised": normalised,
-                    "kwh_per_m2_weather_normalised": normalised / area if normalised is not None and area else None})
+                    "kwh_per_m2_weather_normalised": normalised / area if normalised is not None and area else None,
+                    "kg_co2e": co2e[s["id"]],
+                    "kg_co2e_per_m2": co2e[s["id"]] / area if co2e[s["id"]] is not None and area else None})
     ranked = sorted((b for b in out if b["kwh_per_m2"] is not None), key=lambda b: b["kwh_per_m2"])
     for i, b in enumerate(ranked, 1):
         b["rank_per_m2"] = i

@@ -672,6 +672,9 @@ class SiteBenchmark(BaseModel):
         description="energy as if the site had had the reference weather (the day-by-day mean temperature of the "
                     "customer's sites), by the site's baseline; null without a baseline or a day's temperature")
     kwh_per_m2_weather_normalised: float | None
+    kg_co2e: float | None = Field(description="at the site's emission factors (GET /v1/sites/{id}/emission-factor), "
+                                              "over the same hourly buckets; null: some energy has no factor")
+    kg_co2e_per_m2: float | None
 
 
 class SiteAccess(BaseModel):

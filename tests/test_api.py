@@ -426,6 +426,10 @@ def test_benchmark_normalises_energy_per_m2_and_opening_hour(client: TestClient,
     assert site["kwh_per_opening_hour"] == pytest.approx(wh / 1000 / (6 + 1 / 60))
     assert site["rank_per_m2"] == 1
     assert rows[second]["kwh_per_m2"] is None and rows[second]["opening_hours"] == 0
+    # CO2e at the country's factor (GB), over the same hourly buckets.
+    assert site["kg_co2e"] == pytest.approx(wh * 268.329 / 1e6, rel=1e-9)
+    assert site["kg_co2e_per_m2"] == pytest.approx(site["kg_co2e"] / 250.0)
+    assert rows[second]["kg_co2e"] == 0 and rows[second]["kg_co2e_per_m2"] is None
 
 
 def test_site_export_streams_every_node_of_the_site(client: TestClient, db: psycopg.Connection[Any],

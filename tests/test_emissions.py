@@ -122,6 +122,9 @@ def test_co2e_by_node_and_period_matches_the_reference(db: psycopg.Connection[An
     assert all(r["kg_co2e"] is None and r["unfactored_kwh"] > 0 for r in got["rows"])
     covered = _emissions(client, viewer, a.site_id, t_from=START + timedelta(hours=24), hours=24)["rows"]
     assert all(r["kg_co2e"] is not None and r["unfactored_kwh"] == 0 for r in covered)
+    bench = client.get(f"/v1/customers/{a.customer_id}/benchmark", headers=auth(a.tokens["customer_admin"]),
+                       params={"from": START.isoformat(), "to": (START + timedelta(hours=HOURS)).isoformat()}).json()
+    assert [b["kg_co2e"] for b in bench if b["site_id"] == a.site_id] == [None]
 
     # 5. Tenants apart: B sees no A site; a viewer may not write.
     assert client.get(f"/v1/sites/{a.site_id}/emissions", headers=auth(b.tokens["facility_manager"]),

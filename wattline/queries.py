@@ -62,7 +62,8 @@ def sites(conn: Conn, p: Principal, *, limit: int = 100, offset: int = 0) -> lis
     """Sites the principal may see, by id."""
     where, params = scope(p)
     return _all(conn, sql.SQL("""SELECT s.id, s.customer_id, s.name, s.timezone, s.country, s.floor_area_m2,
-                                 s.opening_hours, s.latitude, s.longitude, s.hdd_base_c, s.cdd_base_c
+                                 s.opening_hours, s.latitude, s.longitude, s.hdd_base_c, s.cdd_base_c,
+                                 s.co2e_g_per_kwh, s.co2e_source
                           FROM sites s JOIN customers c ON c.id = s.customer_id WHERE {where}
                           ORDER BY s.id LIMIT %(limit)s OFFSET %(offset)s""").format(where=where),
                 {**params, "limit": limit, "offset": offset})

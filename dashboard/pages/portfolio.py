@@ -109,7 +109,8 @@ def benchmark_table(rows: list[dict[str, Any]]) -> Any:
         return format(v, fmt) if v is not None else "–"
     table = html.Table([
         html.Thead(html.Tr([html.Th(h) for h in ("Site", "kWh", "m²", "kWh/m²", "hours open", "kWh per open hour",
-                                                 "HDD / CDD", "kWh/m² at the same weather", "rank")])),
+                                                 "HDD / CDD", "kWh/m² at the same weather", "kg CO2e",
+                                                 "rank")])),
         html.Tbody([html.Tr([html.Td(r["site_name"]), html.Td(num(r["energy_kwh"], ",.0f")),
                              html.Td(num(r["floor_area_m2"], ",.0f")), html.Td(num(r["kwh_per_m2"], ",.2f")),
                              html.Td(num(r["opening_hours"], ",.0f")), html.Td(num(r["kwh_per_opening_hour"], ",.1f")),
@@ -117,10 +118,11 @@ def benchmark_table(rows: list[dict[str, Any]]) -> Any:
                              html.Td(num(r["kwh_per_m2_weather_normalised"], ",.2f"),
                                      title="by each site's weather baseline, at the day-by-day mean temperature "
                                            "of the sites compared"),
+                             html.Td(num(r["kg_co2e"], ",.0f"), title="at each site's emission factor"),
                              html.Td(num(r["rank_per_m2"], "d"))], className="benchmark-row")
                     for r in sorted(rows, key=lambda r: (r["rank_per_m2"] is None, r["rank_per_m2"] or 0))]),
     ], className="grid benchmark-table")
-    return html.Div(table, className="table-scroll")  # nine columns: a phone scrolls them
+    return html.Div(table, className="table-scroll")  # ten columns: a phone scrolls them
 
 
 def refresh(_: int | None) -> tuple[list[Any], Any]:
