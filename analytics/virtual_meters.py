@@ -19,9 +19,12 @@ import numpy.typing as npt
 import psycopg
 
 from analytics.costing import node_costs
+from analytics.emissions import whole_hours
 from analytics.tariffs import load_tariffs
 from wattline import queries, virtual_meters
+from wattline.db import fetch_one
 from wattline.domain import Resolution
+from wattline.emissions import factor_of
 from wattline.errors import Forbidden, Invalid
 from wattline.principal import Principal
 from wattline.tariffs import TariffError
@@ -93,3 +96,36 @@ def meter_cost(conn: psycopg.Connection[Any], p: Principal, meter_id: int, t_fro
     if out is not None:
         out.energy_cost_minor = sum(out.by_band_minor.values(), Decimal(0))
     return out
+
+
+@dataclass(frozen=True)
+class MeterCo2e:
+    energy_kwh: float
+    kg_co2e: float | None  # None: some of its nodes' energy has no factor
+    unfactored_node_hours: int
+
+
+def meter_co2e(conn: psycopg.Connection[Any], p: Principal, meter_id: int, t_from: datetime, t_to: datetime
+               ) -> MeterCo2e | None:
+    """The meter's energy and CO2e over [t_from, t_to) (whole hours), each node's hours at its
+    own site's factors (`analytics.emissions`), or None if `p` cannot see the meter."""
+    if virtual_meters.meter(conn, p, meter_id) is None:
+        return None
+    whole_hours(t_from, t_to)
+    weights = virtual_meters.expand(conn, meter_id)
+    sites = [s for s in (queries.site(conn, p, site_id) for site_id in set(virtual_meters.node_sites(conn, weights)
+                                                                          .values())) if s is not None]
+    row = fetch_one(conn, """
+        SELECT COALESCE(sum(w.weight * r.energy_wh), 0) AS wh,
+               COALESCE(sum(w.weight * r.energy_wh * COALESCE(h.g_per_kwh, f.annual)), 0) AS wh_g_per_kwh,
+               count(*) FILTER (WHERE COALESCE(h.g_per_kwh, f.annual) IS NULL AND r.energy_wh > 0) AS unfactored
+        FROM unnest(%s::bigint[], %s::int[]) AS w(node_id, weight)
+        JOIN nodes n ON n.id = w.node_id
+        JOIN unnest(%s::bigint[], %s::float8[]) AS f(site_id, annual) ON f.site_id = n.site_id
+        JOIN rollups_1h r ON r.node_id = w.node_id AND r.bucket >= %s AND r.bucket < %s
+        LEFT JOIN site_co2e_hourly h ON h.site_id = n.site_id AND h.hour = r.bucket""",
+        (list(weights), list(weights.values()), [s["id"] for s in sites], [factor_of(s).g_per_kwh for s in sites],
+         t_from, t_to))
+    assert row is not None
+    unfactored = int(row["unfactored"])
+    return MeterCo2e(float(row["wh"]) / 1000, None if unfactored else float(row["wh_g_per_kwh"]) / 1e6, unfactored)

@@ -1141,6 +1141,13 @@ class NodeCo2eOut(BaseModel):
     hourly_hours: int
 
 
+class MeterCo2eOut(BaseModel):
+    energy_kwh: float
+    kg_co2e: float | None = Field(description="each node's hours at its own site's factors; null: some of the "
+                                              "energy has no factor")
+    unfactored_node_hours: int
+
+
 class EmissionsOut(BaseModel):
     factor: EmissionFactorOut
     rows: list[NodeCo2eOut]

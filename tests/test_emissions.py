@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import Tenant, auth, count
-from wattline import emissions
+from wattline import emissions, virtual_meters
 from wattline.errors import RowErrors
 
 START = datetime(2026, 10, 24, tzinfo=UTC)  # across the end of British Summer Time and a month
@@ -101,6 +101,15 @@ def test_co2e_by_node_and_period_matches_the_reference(db: psycopg.Connection[An
     assert days["2026-10-25"]["energy_kwh"] == pytest.approx(
         circuit[datetime(2026, 10, 24, 23, tzinfo=UTC):datetime(2026, 10, 26, tzinfo=UTC)].sum() / 1000 -
         circuit[datetime(2026, 10, 26, tzinfo=UTC)] / 1000, rel=1e-9)  # 23:00 UTC on the 24th to 00:00 GMT on the 26th
+
+    # A virtual meter (the panel less its circuit) is counted node by node at the same factors.
+    meter = virtual_meters.save_meter(db, None, a.customer_id, "Panel rest", [
+        virtual_meters.Term(1, node_id=a.panel_id), virtual_meters.Term(-1, node_id=a.circuit_id)])
+    got = client.get(f"/v1/virtual-meters/{meter}/emissions", headers=auth(viewer), params={
+        "from": START.isoformat(), "to": (START + timedelta(hours=HOURS)).isoformat()}).json()
+    ref = reference(GB, "total").set_index("node_id")
+    assert got["kg_co2e"] == pytest.approx(ref.kg[a.panel_id] - ref.kg[a.circuit_id], rel=1e-9, abs=1e-12)
+    assert got["energy_kwh"] == pytest.approx(ref.kwh[a.panel_id] - ref.kwh[a.circuit_id], rel=1e-9, abs=1e-12)
 
     # 3. The site's own factor replaces the country's; null goes back. Each change is audited.
     res = client.put(f"/v1/sites/{a.site_id}/emission-factor", headers=auth(fm),

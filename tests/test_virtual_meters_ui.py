@@ -16,6 +16,7 @@ import pytest
 
 from tests.factories import drain, write
 from tests.fixtures.browser import ARTIFACTS, choose, fits, signed_in
+from wattline import emissions
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -81,6 +82,8 @@ def test_define_a_meter_and_see_it(browser_page: Any, serve_dashboard: Callable[
     assert meter is not None
     row = page.inner_text(f"#vm-row-{meter[0]}")
     assert f"{kwh:,.1f}" in row, row
+    factor = emissions.site_factor(db, boards["site"]).g_per_kwh  # the site's country's
+    assert factor is not None and f"{kwh * factor / 1000:,.1f}" in row.split(f"{kwh:,.1f}")[1], row  # kg CO2e
     assert re.search(r"\+ Works: [· ]*Board A \(panel\) − Works: [· ]*Circuit A3", row), row
     shot(page, "saved", size)
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
-from analytics.virtual_meters import meter_cost, meter_series
+from analytics.virtual_meters import meter_co2e, meter_cost, meter_series
 from api.deps import Conn, CostReader, Reader, Writer
 from api.problems import Problem, not_found
 from api.routes.data import checked_range
-from api.schemas import Created, MeterCostOut, MeterPoint, MeterTerm, VirtualMeter, VirtualMeterIn
+from api.schemas import Created, MeterCo2eOut, MeterCostOut, MeterPoint, MeterTerm, VirtualMeter, VirtualMeterIn
 from wattline import queries, virtual_meters
 from wattline.domain import Resolution
 from wattline.principal import Principal
@@ -109,3 +110,13 @@ def cost(meter_id: int, p: CostReader, conn: Conn, t_from: From, t_to: To) -> di
     return {"currency": found.currency, "energy_wh": found.energy_wh, "energy_cost": found.energy_cost_minor / 100,
             "energy_cost_minor": found.energy_cost_minor,
             "by_band": {band: minor / 100 for band, minor in found.by_band_minor.items()}}
+
+
+@router.get("/virtual-meters/{meter_id}/emissions", response_model=MeterCo2eOut,
+            summary="The meter's energy and CO2e (each node at its own site's emission factors; whole hours)")
+def emissions(meter_id: int, p: Reader, conn: Conn, t_from: From, t_to: To) -> dict[str, Any]:
+    t_from, t_to = checked_range(t_from, t_to)
+    found = meter_co2e(conn, p, meter_id, t_from, t_to)
+    if found is None:
+        raise not_found("virtual meter")
+    return asdict(found)

@@ -13,7 +13,7 @@ import dash
 import plotly.graph_objects as go
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 
-from analytics.virtual_meters import meter_series
+from analytics.virtual_meters import meter_co2e, meter_series
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
 from wattline import queries, virtual_meters
@@ -120,19 +120,26 @@ def refresh(_done: int, customer_id: int) -> tuple[Any, Any]:
     with conn() as c:
         meters = virtual_meters.meters(c, p, customer_id)
         names = {n["value"]: n["label"] for n in _parts(customer_id)}
-        totals = {}
+        totals, co2e = {}, {}
         for m in meters:
             series = meter_series(c, p, m["id"], Resolution.HOUR1, t_from, t_to)
             totals[m["id"]] = float(series.energy_wh.sum()) / 1000 if series is not None else 0.0
+            found = meter_co2e(c, p, m["id"], t_from, t_to)
+            co2e[m["id"]] = found.kg_co2e if found is not None else None
     if not meters:
         return html.Div("No virtual meters yet.", className="muted"), []
 
     def terms(m: dict[str, Any]) -> str:
         return " ".join(f"{'+' if t['sign'] > 0 else '−'} {names.get(_part_value(t), '?')}" for t in m["terms"])
 
-    table = html.Table([html.Tr([html.Th("Meter"), html.Th("Terms"), html.Th("Last 7 days (kWh)")])] + [
-        html.Tr([html.Td(m["name"]), html.Td(terms(m)), html.Td(f"{totals[m['id']]:,.1f}", className="num")],
-                id=f"vm-row-{m['id']}") for m in meters], className="grid", id="vm-table")
+    def kg(x: float | None) -> str:
+        return "unknown" if x is None else f"{x:,.1f}"
+
+    table = html.Table([html.Tr([html.Th("Meter"), html.Th("Terms"), html.Th("Last 7 days (kWh)"),
+                                 html.Th("kg CO2e")])] + [
+        html.Tr([html.Td(m["name"]), html.Td(terms(m)), html.Td(f"{totals[m['id']]:,.1f}", className="num"),
+                 html.Td(kg(co2e[m["id"]]), className="num")], id=f"vm-row-{m['id']}") for m in meters],
+        className="grid", id="vm-table")
     return table, [{"label": m["name"], "value": m["id"]} for m in meters]
 
 
