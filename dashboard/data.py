@@ -53,8 +53,9 @@ def no_such_site() -> html.Div:
 
 def refusal(exc: DomainError, element_id: str) -> html.Div:
     """A write's refusal as the page shows it: the reason, and each refused row of an upload."""
-    if isinstance(exc, RowErrors):
-        return html.Div([html.Div(f"{exc.title}: {exc}"), html.Ul([html.Li(f"line {line}: {why}")
-                                                                 for line, why in exc.rows[:20]])],
+    if isinstance(exc, RowErrors):  # the list says each row's reason; the heading only counts them
+        more = " The first 20 are listed." if len(exc.rows) > 20 else ""
+        return html.Div([html.Div(f"{exc.title}: {len(exc.rows)} row(s) refused, nothing imported.{more}"),
+                         html.Ul([html.Li(f"line {line}: {why}") for line, why in exc.rows[:20]])],
                         className="error", id=element_id)
     return html.Div(f"{exc.title}: {exc}", className="error", id=element_id)

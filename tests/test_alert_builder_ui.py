@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.factories import drain, write_surges
-from tests.fixtures.browser import ARTIFACTS, choose, fits, signed_in
+from tests.fixtures.browser import choose, screenshot, signed_in
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -40,9 +41,7 @@ def surging_site(db: psycopg.Connection[Any], database_url: str) -> dict[str, An
     return {"site": built.site_id, "freezer": built.nodes["F"], "starts": starts}
 
 
-def shot(page: Any, name: str, size: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"alert-rules-{name}-{size}.png"), full_page=True)
-    assert fits(page), f"{name} runs off the edge at {size}"
+shot = partial(screenshot, prefix="alert-rules")
 
 
 def said(page: Any, expect: str) -> None:

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -22,7 +23,7 @@ from dashboard.pages import commissioning as page_module
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
 from tests.factories import count, wait_for
-from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
+from tests.fixtures.browser import DESKTOP, PHONE, fits, login, screenshot
 from wattline import accounts
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
@@ -67,8 +68,7 @@ def signed_in(page: Any, serve_dashboard: Callable[[], str], size: str, email: s
     return base
 
 
-def shot(page: Any, name: str, size: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"commissioning-{name}-{size}.png"), full_page=True)
+shot = partial(screenshot, prefix="commissioning", check_fits=False)
 
 
 def choose(page: Any, dropdown: str, text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.factories import drain, write
-from tests.fixtures.browser import ARTIFACTS, choose, fits, signed_in
+from tests.fixtures.browser import choose, screenshot, signed_in, upload_csv
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -63,14 +64,10 @@ def expected_kg(db: psycopg.Connection[Any], node: int, annual: float) -> str:
     return f"{row[0]:,.1f}"
 
 
-def shot(page: Any, name: str, size: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"emissions-{name}-{size}.png"), full_page=True)
-    assert fits(page), f"{name} runs off the edge at {size}"
+shot = partial(screenshot, prefix="emissions")
 
 
-def upload(page: Any, name: str, text: str) -> None:
-    page.set_input_files("#co2-upload input[type=file]", files=[
-        {"name": name, "mimeType": "text/csv", "buffer": text.encode()}])
+upload = partial(upload_csv, upload_id="co2-upload")
 
 
 def test_factors_and_co2e_on_a_phone_and_a_desktop(browser_page: Any, serve_dashboard: Callable[..., str],

@@ -6,13 +6,14 @@ run with the rows read back from the database. Screenshots go to artifacts/scree
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psycopg
 import pytest
 
 from exports import runner
-from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, fits, login
+from tests.fixtures.browser import DESKTOP, PHONE, login, screenshot
 from wattline.accounts import create_user
 from wattline.domain import Role
 from wattline.settings import Settings
@@ -22,9 +23,7 @@ pytestmark = pytest.mark.browser
 PASSWORD = "admin-password-for-tests"
 
 
-def shot(page: Any, name: str, size: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"exports-{name}-{size}.png"), full_page=True)
-    assert fits(page), f"{name} runs off the edge at {size}"
+shot = partial(screenshot, prefix="exports")
 
 
 @pytest.mark.parametrize("size", ["390", "desktop"])

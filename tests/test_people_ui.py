@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psycopg
 import pyotp
 import pytest
 
-from tests.fixtures.browser import ARTIFACTS, DESKTOP, PHONE, choose, fits, login
+from tests.fixtures.browser import DESKTOP, PHONE, choose, login, screenshot
 from tests.fixtures.receivers import SmtpServer
 from wattline import mail
 from wattline.accounts import create_user
@@ -40,9 +41,7 @@ def organisation(db: psycopg.Connection[Any]) -> dict[str, Any]:
     return {"customer": customer, "north": north.site_id, "admin": admin}
 
 
-def shot(page: Any, name: str, size: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"people-{name}-{size}.png"), full_page=True)
-    assert fits(page), f"{name} runs off the edge at {size}"
+shot = partial(screenshot, prefix="people")
 
 
 def page_errors(page: Any) -> list[str]:

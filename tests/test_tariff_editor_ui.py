@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -16,7 +17,7 @@ import pytest
 
 from analytics.costing import last_complete_month
 from tests.factories import FLAT_BANDS, drain, write
-from tests.fixtures.browser import ARTIFACTS, fits, signed_in
+from tests.fixtures.browser import screenshot, signed_in
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, TariffSpec, build_site, build_tenant
@@ -40,9 +41,7 @@ def costed_site(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any
     return {"site": built.site_id, "root": built.nodes.get("site") or built.site_id}
 
 
-def shot(page: Any, name: str, size: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"tariff-editor-{name}-{size}.png"), full_page=True)
-    assert fits(page), f"{name} runs off the edge at {size}"
+shot = partial(screenshot, prefix="tariff-editor")
 
 
 def edit_band(page: Any, row: int, field: str, value: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.factories import drain, write
-from tests.fixtures.browser import ARTIFACTS, choose, fits, signed_in
+from tests.fixtures.browser import choose, screenshot, signed_in
 from wattline import emissions
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
@@ -41,9 +42,7 @@ def boards(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any]:
     return {"site": built.site_id, "nodes": built.nodes}
 
 
-def shot(page: Any, name: str, size: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"virtual-meters-{name}-{size}.png"), full_page=True)
-    assert fits(page), f"{name} runs off the edge at {size}"
+shot = partial(screenshot, prefix="virtual-meters")
 
 
 def pick(page: Any, term: int, text: str) -> None:

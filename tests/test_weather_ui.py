@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.factories import drain, write
-from tests.fixtures.browser import ARTIFACTS, fits, signed_in
+from tests.fixtures.browser import screenshot, signed_in, upload_csv
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -51,14 +52,10 @@ def depot(db: psycopg.Connection[Any], database_url: str) -> dict[str, Any]:
     return {"site": built.site_id, "day0": day0}
 
 
-def shot(page: Any, name: str, size: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"weather-{name}-{size}.png"), full_page=True)
-    assert fits(page), f"{name} runs off the edge at {size}"
+shot = partial(screenshot, prefix="weather")
 
 
-def upload(page: Any, name: str, text: str) -> None:
-    page.set_input_files("#wx-upload input[type=file]", files=[
-        {"name": name, "mimeType": "text/csv", "buffer": text.encode()}])
+upload = partial(upload_csv, upload_id="wx-upload")
 
 
 def fitted(db: psycopg.Connection[Any], site: int, base: float) -> np.ndarray[Any, np.dtype[np.float64]]:
