@@ -114,3 +114,9 @@ def test_factors_and_co2e_on_a_phone_and_a_desktop(browser_page: Any, serve_dash
     page.click("#co2-country")
     page.wait_for_selector("#co2-factor-text:has-text('268.3 g CO2e/kWh')")
     assert db.execute("SELECT co2e_g_per_kwh FROM sites WHERE id = %s", (site,)).fetchone() == (None,)
+    # The month's hourly factors removed: every hour at the country's factor again.
+    page.click("#co2-clear")
+    page.wait_for_selector("#co2-message:has-text('24 hour(s) of')")
+    assert db.execute("SELECT count(*) FROM site_co2e_hourly").fetchone() == (0,)
+    page.wait_for_selector(f"#co2-node-{circuit}:has-text('{expected_kg(db, circuit, GB)}')")
+    assert "0 hour(s)" in page.inner_text("#co2-factor-text")

@@ -31,8 +31,9 @@ def register(app: Dash) -> None:
                  State("co2-site", "data"))(refresh)
     app.callback(Output("co2-message", "children"), Output("co2-done", "data"),
                  Input("co2-save", "n_clicks"), Input("co2-country", "n_clicks"), Input("co2-upload", "contents"),
-                 State("co2-site", "data"), State("co2-g", "value"), State("co2-source", "value"),
-                 State("co2-done", "data"), prevent_initial_call=True)(act)
+                 Input("co2-clear", "n_clicks"), State("co2-site", "data"), State("co2-g", "value"),
+                 State("co2-source", "value"), State("co2-month", "value"), State("co2-done", "data"),
+                 prevent_initial_call=True)(act)
 
 
 def _months(site: dict[str, Any], n: int = 13) -> list[date]:
@@ -81,12 +82,13 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
                     "row stores nothing."], className="muted"),
             dcc.Upload(html.Div(["Drop a CSV here, or ", html.A("choose one")]), id="co2-upload", className="upload",
                        accept=".csv,text/csv"),
+            html.Button("Remove the chosen month's hourly factors", id="co2-clear", className="small danger"),
         ], className="card form"),
     ]) if can else html.Div([
         html.Div("You can look, not change: emission factors are set by facility managers.", className="muted"),
         *(dcc.Input(id=i, type="hidden") for i in ("co2-g", "co2-source")),
         dcc.Upload(id="co2-upload", style=HIDDEN),
-        *(html.Button(id=i, style=HIDDEN) for i in ("co2-save", "co2-country"))])
+        *(html.Button(id=i, style=HIDDEN) for i in ("co2-save", "co2-country", "co2-clear"))])
     return html.Div([
         dcc.Store(id="co2-site", data=site["id"]), dcc.Store(id="co2-done", data=0),
         html.H2(["Emissions · ", site["name"]]),
@@ -142,9 +144,14 @@ def refresh(_done: int, month: str, site_id: int) -> tuple[Any, Any, Any, Any]:
     return html.Div(said, id="co2-factor-text"), table, fig, CHART_STYLE
 
 
-def _write(c: Any, site_id: int, trigger: str, g: float | None, source: str | None, upload: str | None) -> str:
+def _write(c: Any, site: dict[str, Any], trigger: str, g: float | None, source: str | None, upload: str | None,
+           month: str) -> str:
     """Parse, authorise and call the core; returns what was done."""
-    p = current_principal()
+    p, site_id = current_principal(), site["id"]
+    if trigger == "co2-clear":
+        first = date.fromisoformat(month)
+        n = emissions.delete_hourly(c, p, site_id, *_month_range(site, first))
+        return f"{n} hour(s) of {first:%B %Y} removed: those hours count at the annual factor again."
     if trigger == "co2-save":
         if g is None:
             raise DomainError("give the factor in g CO2e per kWh", field="g_co2e_per_kwh")
@@ -160,15 +167,16 @@ def _write(c: Any, site_id: int, trigger: str, g: float | None, source: str | No
     return f"{n} hour(s) of grid factors stored."
 
 
-def act(_save: int | None, _country: int | None, upload: str | None, site_id: int, g: float | None,
-        source: str | None, done: int) -> tuple[Any, Any]:
+def act(_save: int | None, _country: int | None, upload: str | None, _clear: int | None, site_id: int,
+        g: float | None, source: str | None, month: str, done: int) -> tuple[Any, Any]:
     if not current_principal().can("write"):
         return html.Div("You cannot change this site's emission factors.", className="error"), dash.no_update
     try:
         with conn() as c:
-            if site_from_path(c, str(site_id)) is None:
+            site = site_from_path(c, str(site_id))
+            if site is None:
                 return html.Div("No such site.", className="error"), dash.no_update
-            said = _write(c, site_id, str(ctx.triggered_id), g, source, upload)
+            said = _write(c, site, str(ctx.triggered_id), g, source, upload, month)
     except DomainError as exc:  # RowErrors among them: each refused row is listed
         return refusal(exc, "co2-error"), dash.no_update
     return html.Div(said, className="ok", id="co2-ok"), done + 1
