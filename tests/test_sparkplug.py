@@ -1,0 +1,140 @@
+"""Sparkplug B (#22), the codec and the host's session per edge node: births, aliases,
+sequence numbers and bdSeq, the readings each message carries, and every refusal with its
+reason and, where the host lost track, a rebirth request. Pure: no broker yet (the gateway
+does not subscribe to Sparkplug yet)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest.sparkplug_session import Sessions
+from wattline.sparkplug import (
+    DataType,
+    MessageType,
+    Metric,
+    Payload,
+    SparkplugError,
+    Topic,
+    decode_payload,
+    encode_payload,
+    parse_topic,
+)
+
+T0 = 1_790_000_000_000  # ms
+
+
+def topic(kind: MessageType, device: str | None = None) -> str:
+    return str(Topic("site-7", kind, "BR-1", device))
+
+
+def birth(bd_seq: int = 0, seq: int = 0) -> bytes:
+    return encode_payload(Payload(T0, seq, (Metric("bdSeq", None, None, DataType.UINT64, bd_seq),
+                                            Metric("Node Control/Rebirth", 1, None, DataType.BOOLEAN, False))))
+
+
+def device_birth(seq: int, amps: float = 4.0) -> bytes:
+    return encode_payload(Payload(T0, seq, (Metric("current", 7, T0, DataType.FLOAT, amps),
+                                            Metric("rssi", 8, T0, DataType.INT32, 40))))
+
+
+def data(seq: int, *metrics: Metric) -> bytes:
+    return encode_payload(Payload(T0 + 10_000, seq, metrics))
+
+
+def test_the_payload_round_trips_and_garbage_is_refused_with_a_reason() -> None:
+    p = Payload(T0, 3, (Metric("current", 7, T0 + 5, DataType.DOUBLE, 12.25), Metric(None, 7, None, DataType.FLOAT,
+                                                                                       None),
+                        Metric("name", None, None, DataType.STRING, "Chiller"), Metric("bdSeq", None, None,
+                                                                                          DataType.UINT64, 2**40)))
+    assert decode_payload(encode_payload(p)) == p
+    for bad in (b"\xff\xff\xff", b"\x12\x05\x0a\x03ab", bytes(300 * 1024)):
+        with pytest.raises(SparkplugError):
+            decode_payload(bad)
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**63), st.floats(0, 1e6, width=32)), max_size=20), st.integers(0, 255))
+def test_any_float_metrics_round_trip(values: list[tuple[int, float]], seq: int) -> None:
+    p = Payload(T0, seq, tuple(Metric("current", i, ts, DataType.FLOAT, v) for i, (ts, v) in enumerate(values)))
+    assert decode_payload(encode_payload(p)) == p
+
+
+def test_topics() -> None:
+    assert parse_topic("spBv1.0/g/DDATA/BR-1/CT-9") == Topic("g", MessageType.DDATA, "BR-1", "CT-9")
+    assert parse_topic("spBv1.0/g/NBIRTH/BR-1") == Topic("g", MessageType.NBIRTH, "BR-1")
+    for bad in ("spBv1.0/g/DDATA/BR-1", "spBv1.0/g/NDATA/BR-1/x", "spBv1.0/g/XDATA/BR-1", "wattline/v1/BR-1/senml",
+                "spBv1.0/STATE/host", "spBv1.0//NBIRTH/BR-1"):
+        with pytest.raises(SparkplugError):
+            parse_topic(bad)
+
+
+def test_a_born_device_reports_current_by_alias() -> None:
+    s = Sessions()
+    assert s.handle(topic(MessageType.NBIRTH), birth()).refused == []
+    born = s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
+    assert born.readings == [("CT-9", T0 / 1000, 4.0)] and born.refused == []  # a birth carries current values
+    out = s.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 7, T0 + 10_000, DataType.FLOAT, 5.5),
+                                                          Metric(None, 8, T0 + 10_000, DataType.INT32, 41)))
+    assert out.readings == [("CT-9", (T0 + 10_000) / 1000, 5.5)] and not out.rebirth and out.edge_node == "BR-1"
+    # the payload's timestamp stands in for a metric's own; the sequence wraps after 255
+    s2 = Sessions()
+    s2.handle(topic(MessageType.NBIRTH), birth(seq=254))
+    s2.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(255))
+    out = s2.handle(topic(MessageType.DDATA, "CT-9"), data(0, Metric(None, 7, None, DataType.FLOAT, 1.0)))
+    assert out.readings == [("CT-9", (T0 + 10_000) / 1000, 1.0)] and out.refused == []
+
+
+def test_what_the_host_cannot_read_is_refused_and_a_rebirth_asked() -> None:
+    s = Sessions()
+    # data before any birth (the host restarted): refused, rebirth
+    out = s.handle(topic(MessageType.DDATA, "CT-9"), data(5, Metric(None, 7, T0, DataType.FLOAT, 1.0)))
+    assert out.rebirth and "before its NBIRTH" in out.refused[0] and out.readings == []
+    s.handle(topic(MessageType.NBIRTH), birth())
+    s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
+    # an alias no birth declared
+    out = s.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 99, T0, DataType.FLOAT, 1.0),
+                                                          Metric(None, 7, T0, DataType.FLOAT, 2.0)))
+    assert out.rebirth and "alias 99" in out.refused[0] and out.readings == [("CT-9", T0 / 1000, 2.0)]
+    # a skipped sequence number: refused, and nothing more is read until the rebirth
+    out = s.handle(topic(MessageType.DDATA, "CT-9"), data(4, Metric(None, 7, T0, DataType.FLOAT, 3.0)))
+    assert out.rebirth and "sequence 4 where 3" in out.refused[0] and out.readings == []
+    assert not s.online("site-7", "BR-1")
+    s.handle(topic(MessageType.NBIRTH), birth(bd_seq=1))
+    assert s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1, 3.0)).readings == [("CT-9", T0 / 1000, 3.0)]
+    # a device that was never born on this node
+    out = s.handle(topic(MessageType.DDATA, "CT-4"), data(2, Metric("current", None, T0, DataType.FLOAT, 1.0)))
+    assert out.rebirth and "before its DBIRTH" in out.refused[0]
+
+
+def test_bad_values_are_refused_one_by_one_and_the_rest_read() -> None:
+    s = Sessions()
+    s.handle(topic(MessageType.NBIRTH), birth())
+    s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
+    out = s.handle(topic(MessageType.DDATA, "CT-9"), encode_payload(Payload(None, 2, (
+        Metric(None, 7, T0, DataType.FLOAT, -2.0), Metric(None, 7, T0, DataType.FLOAT, math.nan),
+        Metric("current", None, T0, DataType.INT32, 3), Metric(None, 7, None, DataType.FLOAT, 1.0),
+        Metric(None, 7, T0 + 1, DataType.DOUBLE, 2.5)))))
+    assert out.readings == [("CT-9", (T0 + 1) / 1000, 2.5)] and not out.rebirth
+    assert [r.split(": ", 1)[1][:12] for r in out.refused] == [
+        "current -2.0", "current nan ", "current must", "current with"]
+    assert s.handle("spBv1.0/site-7/DDATA/BR-1/CT-9", b"\xff\xff").refused[0].startswith("not a Sparkplug B payload")
+
+
+def test_deaths_a_stale_will_changes_nothing() -> None:
+    s = Sessions()
+    s.handle(topic(MessageType.NBIRTH), birth(bd_seq=3))
+    s.handle(topic(MessageType.NDEATH), encode_payload(Payload(None, None, (Metric("bdSeq", None, None,
+                                                                                    DataType.UINT64, 2),))))
+    assert s.online("site-7", "BR-1")  # the will of the session before
+    s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
+    s.handle(topic(MessageType.DDEATH, "CT-9"), encode_payload(Payload(T0, 2, ())))
+    out = s.handle(topic(MessageType.DDATA, "CT-9"), data(3, Metric(None, 7, T0, DataType.FLOAT, 1.0)))
+    assert out.rebirth and "before its DBIRTH" in out.refused[0]  # a dead device's aliases are gone
+    s.handle(topic(MessageType.NDEATH), encode_payload(Payload(None, None, (Metric("bdSeq", None, None,
+                                                                                    DataType.UINT64, 3),))))
+    assert not s.online("site-7", "BR-1")
+    assert s.handle(topic(MessageType.NBIRTH), encode_payload(Payload(T0, 0, ()))).refused == [
+        "NBIRTH needs a bdSeq metric and a sequence number 0-255"]
