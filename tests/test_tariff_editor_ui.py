@@ -74,6 +74,8 @@ def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
     page.click("#tariff-save")
     message(page, "Draft saved")
     page.wait_for_selector("#tariff-problems li:has-text('bands overlap on weekday at 22:00–23:00 (day, night)')")
+    # The picker names the draft the form holds (it once showed its placeholder here).
+    page.wait_for_selector("#tariff-draft:has-text('Day and night 2027 from 2025-01-01 (unfinished)')")
     shot(page, "overlap", size)
     edit_band(page, 1, "start", "23:00")
     # A band without a name is refused next to the bands.
@@ -88,6 +90,9 @@ def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
     page.wait_for_function("document.querySelectorAll('#tariff-bands .band').length === 2")
     page.click("#tariff-save")
     message(page, "Ready to publish")
+    page.wait_for_selector("#tariff-draft:has-text('Day and night 2027 from 2025-01-01')")
+    assert "unfinished" not in page.inner_text("#tariff-draft")
+    assert db.execute("SELECT count(*) FROM tariff_drafts").fetchone() == (1,)  # saved twice, one draft
     # The preview: last month under the draft beside what it cost.
     page.click("#tariff-preview-button")
     page.wait_for_selector("#tariff-preview-table")

@@ -150,6 +150,9 @@ def editor_card(site: dict[str, Any], *, admin: bool) -> html.Div:
     return html.Div([
         dcc.Store(id="tariff-site", data=site["id"]),
         dcc.Store(id="tariff-done", data=0),
+        # The draft the form holds (None: a new one). The picker shows it, but is set only
+        # together with its options: a value set before its option exists shows the placeholder.
+        dcc.Store(id="tariff-current", data=None),
         html.H3("Write or change a tariff"),
         html.Div([dcc.Dropdown(id="tariff-draft", placeholder="A new draft (or pick one to change it)"),
                   html.Button("Start from the current version", id="tariff-copy", className="small")],
@@ -203,24 +206,27 @@ def _bands_of(names: list[Any], rates: list[Any], days: list[Any], starts: list[
 
 def register_editor(app: Dash) -> None:
     app.callback(Output("tariff-draft", "options"), Output("tariff-corrections", "children"),
-                 Input("tariff-done", "data"), State("tariff-site", "data"))(refresh_editor)
+                 Output("tariff-draft", "value"),
+                 Input("tariff-done", "data"), State("tariff-site", "data"), State("tariff-current", "data")
+                 )(refresh_editor)
     app.callback(Output("tariff-name", "value"), Output("tariff-currency", "value"),
                  Output("tariff-valid-from", "value"), Output("tariff-standing", "value"),
                  Output("tariff-demand", "value"), Output("tariff-interval", "value"), Output("tariff-vat", "value"),
                  Output("tariff-bands", "children", allow_duplicate=True),
+                 Output("tariff-current", "data", allow_duplicate=True),
                  Input("tariff-draft", "value"), Input("tariff-copy", "n_clicks"), State("tariff-site", "data"),
-                 prevent_initial_call=True)(load_draft)
+                 State("tariff-current", "data"), prevent_initial_call=True)(load_draft)
     app.callback(Output("tariff-bands", "children", allow_duplicate=True), Input("tariff-add-band", "n_clicks"),
                  Input({"type": "band-remove", "index": ALL}, "n_clicks"), *BAND_STATES,
                  prevent_initial_call=True)(change_bands)
     app.callback(Output("tariff-message", "children"), Output("tariff-problems", "children"),
                  Output("tariff-preview", "children"), Output("tariff-done", "data"),
-                 Output("tariff-draft", "value"), Output("tariff-draft-map", "figure"),
+                 Output("tariff-current", "data"), Output("tariff-draft-map", "figure"),
                  Output("tariff-draft-map", "style"),
                  *(Output(f"tariff-error-{f}", "children") for f in FIELDS),
                  Input("tariff-save", "n_clicks"), Input("tariff-preview-button", "n_clicks"),
                  Input("tariff-publish", "n_clicks"), Input("tariff-correct", "n_clicks"),
-                 State("tariff-site", "data"), State("tariff-draft", "value"), State("tariff-name", "value"),
+                 State("tariff-site", "data"), State("tariff-current", "data"), State("tariff-name", "value"),
                  State("tariff-currency", "value"), State("tariff-valid-from", "value"),
                  State("tariff-standing", "value"), State("tariff-demand", "value"),
                  State("tariff-interval", "value"), State("tariff-vat", "value"), *BAND_STATES,
@@ -236,10 +242,10 @@ def _site(site_id: int) -> dict[str, Any]:
     return site
 
 
-def refresh_editor(_done: int, site_id: int) -> tuple[Any, ...]:
+def refresh_editor(_done: int, site_id: int, current: int | None) -> tuple[Any, ...]:
     with conn() as c:
         if queries.site(c, current_principal(), site_id) is None:
-            return [], ""
+            return [], "", None
         found = tariffs.drafts(c, site_id)
         fixes = tariffs.corrections(c, site_id)
         repriced = {f["id"]: progress.repricing(c, f["id"]) for f in fixes}
@@ -254,31 +260,34 @@ def refresh_editor(_done: int, site_id: int) -> tuple[Any, ...]:
                          html.Td(progress.eta_text(done) if (done := repriced[f["id"]]) else str(f["days_repriced"])),
                          html.Td(", ".join(x["reference"] for x in f["superseded"]) or "none")]) for f in fixes],
             className="grid", id="tariff-correction-list")])
-    return options, table
+    return options, table, current if any(o["value"] == current for o in options) else None
 
 
-
-
-def load_draft(draft_id: int | None, _copy: int | None, site_id: int) -> tuple[Any, ...]:
+def load_draft(draft_id: int | None, _copy: int | None, site_id: int, current: int | None) -> tuple[Any, ...]:
+    """Fill the form from the picked draft, or from the tariff in effect (copy). The form
+    already holds the draft it just saved: picking that one again changes nothing (and a
+    reload would overwrite what is being typed)."""
     site = _site(site_id)
     with conn() as c:
         if ctx.triggered_id == "tariff-copy":
             versions = tariffs.tariff_versions(c, site_id)
             if not versions:
-                return (dash.no_update,) * 8
+                return (dash.no_update,) * 9
             v = versions[0]
             draft = tariffs.Draft(v["name"], v["currency"], v["valid_from"], tuple(
                 tariffs.Band(b["name"], b["rate_minor_per_kwh"], tuple(b["day_types"]), b["start"], b["end"])
                 for b in v["bands"]), v["standing_charge_minor_per_day"], v["demand_charge_minor_per_kw"],
                 v["demand_interval_minutes"], v["vat_rate"])
-        elif draft_id is None:
-            return (dash.no_update,) * 8
+        elif draft_id is None:  # the picker cleared: what is saved next is a new draft
+            return (*(dash.no_update,) * 8, None)
+        elif draft_id == current:
+            return (dash.no_update,) * 9
         else:
             draft = tariffs.load_draft(c, site_id, draft_id)
     local = draft.valid_from.astimezone(ZoneInfo(site["timezone"])).date()
     return (draft.name, draft.currency, local.isoformat(), float(draft.standing_charge_minor_per_day),
             float(draft.demand_charge_minor_per_kw), draft.demand_interval_minutes, float(draft.vat_rate * 100),
-            band_rows(draft.to_json()["bands"]))
+            band_rows(draft.to_json()["bands"]), draft_id if ctx.triggered_id == "tariff-draft" else dash.no_update)
 
 
 def change_bands(_add: int | None, removes: list[int | None], *states: list[Any]) -> Any:
