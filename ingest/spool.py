@@ -32,7 +32,8 @@ class Spool:
         return self.size() >= self.max_bytes
 
     def append(self, packs: list[RawPack]) -> Path:
-        data = msgspec.msgpack.encode([(p.topic, p.payload, p.received_at) for p in packs])
+        # `limited` travels too: a pack over its bridge's rate replays as a rejection, not as data.
+        data = msgspec.msgpack.encode([(p.topic, p.payload, p.received_at, p.limited) for p in packs])
         name = f"{os_time_ns():020d}-{os.getpid()}.seg"
         tmp = self.directory / (name + ".tmp")
         with tmp.open("wb") as f:
@@ -51,7 +52,8 @@ class Spool:
     @staticmethod
     def read(segment: Path) -> list[RawPack]:
         rows = msgspec.msgpack.decode(segment.read_bytes())
-        return [RawPack(topic, payload, received_at) for topic, payload, received_at in rows]
+        # Segments written before `limited` was kept have three fields: none of their packs was marked.
+        return [RawPack(row[0], row[1], row[2], limited=bool(row[3]) if len(row) > 3 else False) for row in rows]
 
 
 def os_time_ns() -> int:
