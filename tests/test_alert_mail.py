@@ -39,13 +39,17 @@ def test_alert_mail_by_preference(client: TestClient, tenants: tuple[Tenant, Ten
     a, _ = tenants
     now = datetime.now(UTC)
     local_now = now.astimezone(LONDON)
+    # The digest is due at the next local hour, which must still be today: from 23:00 in
+    # London it would be 00:00, already past, and the digest due at once (CI ran at 23:0x
+    # once). Then the digest's reader lives in New York, where it is evening.
+    digest_zone = "Europe/London" if local_now.hour < 23 else "America/New_York"
     quiet = ((local_now - timedelta(hours=1)).time().replace(second=0, microsecond=0),
              (local_now + timedelta(hours=2)).time().replace(second=0, microsecond=0))
     eager = person(db, a, "eager", alert_email="immediate")
     sleepy = person(db, a, "sleepy", alert_email="immediate", quiet_start=quiet[0], quiet_end=quiet[1],
                     timezone="Europe/London")
-    digest = person(db, a, "digest", alert_email="digest", digest_hour=(local_now.hour + 1) % 24,
-                    timezone="Europe/London")
+    digest = person(db, a, "digest", alert_email="digest",
+                    digest_hour=(now.astimezone(ZoneInfo(digest_zone)).hour + 1) % 24, timezone=digest_zone)
     silent = person(db, a, "silent", alert_email="off")
     start = (local_now.replace(minute=0, second=0, microsecond=0) - timedelta(days=2)).replace(hour=10)
     write_surges(database_url, a.sensor_serial, a.bridge_serial, [start])
