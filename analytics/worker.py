@@ -378,17 +378,20 @@ class RollupEngine:
             params = {"starts": bounds[:, 0].tolist(), "ends": bounds[:, 1].tolist(), "fine": source.minutes * 60,
                       "site": site_id, "swept": list(swept), "lo": datetime.fromtimestamp(bounds[0, 0], UTC),
                       "hi": datetime.fromtimestamp(bounds[:, 1].max(), UTC)}
+            # coverage is a real: sum(real) adds in single precision, in the order rows come,
+            # so the same rows gave a 15-minute mean power differing in its 7th digit between
+            # an incremental pass and a full recompute. Summed as float8, the order does not show.
             conn.execute(sql.SQL("""
                 WITH touched AS (SELECT to_timestamp(s) AS b, to_timestamp(e) AS e
                                  FROM unnest(%(starts)s::float8[], %(ends)s::float8[]) x(s, e))
                 INSERT INTO {target} (node_id, bucket, energy_wh, mean_power_w, max_power_w, mean_current_a,
                                       samples, coverage, unmonitored_wh)
                 SELECT r.node_id, t.b, sum(r.energy_wh),
-                       COALESCE(sum(r.mean_power_w * r.coverage) / NULLIF(sum(r.coverage), 0), 0),
+                       COALESCE(sum(r.mean_power_w * r.coverage) / NULLIF(sum(r.coverage::float8), 0), 0),
                        max(r.max_power_w),
-                       COALESCE(sum(r.mean_current_a * r.coverage) / NULLIF(sum(r.coverage), 0), 0),
+                       COALESCE(sum(r.mean_current_a * r.coverage) / NULLIF(sum(r.coverage::float8), 0), 0),
                        sum(r.samples),
-                       LEAST(sum(r.coverage) * %(fine)s / extract(epoch FROM t.e - t.b), 1),
+                       LEAST(sum(r.coverage::float8) * %(fine)s / extract(epoch FROM t.e - t.b), 1),
                        sum(r.unmonitored_wh)
                 FROM touched t
                 JOIN {source} r ON r.bucket >= t.b AND r.bucket < t.e

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.sparkplug_session import Sessions
+from sensor_sim.sparkplug import EdgeNode
 from wattline.sparkplug import (
     DataType,
     MessageType,
@@ -138,3 +139,40 @@ def test_deaths_a_stale_will_changes_nothing() -> None:
     assert not s.online("site-7", "BR-1")
     assert s.handle(topic(MessageType.NBIRTH), encode_payload(Payload(T0, 0, ()))).refused == [
         "NBIRTH needs a bdSeq metric and a sequence number 0-255"]
+
+
+def test_a_simulated_edge_node_is_read_whole_and_recovers_by_rebirth() -> None:
+    """Births, then 300 readings by alias (the sequence wraps) arrive exactly; a lost
+    message makes the next refused with a rebirth request, and the rebirth resumes reading;
+    so does a host that restarted and lost every session."""
+    node = EdgeNode("BR-1")
+    host = Sessions()
+    sensors = [f"CT-{i}" for i in range(3)]
+    sent = [(sensors[k % 3], T0 + 10_000 * (k // 3), 0.25 * (k % 40)) for k in range(300)]
+
+    def deliver(messages: list[tuple[str, bytes]]) -> list[tuple[str, float, float]]:
+        got: list[tuple[str, float, float]] = []
+        for t, payload in messages:
+            out = host.handle(t, payload)
+            assert out.refused == [], out.refused
+            got += out.readings
+        return got
+
+    born = deliver(node.birth([(s, 1.0) for s in sensors], T0 - 1000))
+    assert born == [(s, (T0 - 1000) / 1000, 1.0) for s in sensors]
+    assert deliver(node.data(sent)) == [(s, ms / 1000, a) for s, ms, a in sent]
+
+    more = node.data([(sensors[0], T0 + 9_000_000 + 10_000 * k, 2.0) for k in range(3)])
+    host.handle(*more[0])
+    lost_next = host.handle(*more[2])  # more[1] was lost on the way
+    assert lost_next.rebirth and "sequence" in lost_next.refused[0] and lost_next.readings == []
+    assert deliver(node.birth([(sensors[0], 3.0)], T0 + 9_100_000)) == [(sensors[0], (T0 + 9_100_000) / 1000, 3.0)]
+
+    host = Sessions()  # the host restarted
+    after = node.data([(sensors[0], T0 + 9_200_000, 4.0)])
+    assert host.handle(*after[0]).rebirth
+    deliver(node.birth([(s, 1.5) for s in sensors], T0 + 9_300_000))
+    assert deliver(node.data([(sensors[1], T0 + 9_400_000, 5.0)])) == [(sensors[1], (T0 + 9_400_000) / 1000, 5.0)]
+    # The will carries the session's bdSeq: it ends this session, not a later one.
+    host.handle(*node.will())
+    assert not host.online("wattline", "BR-1")
