@@ -296,6 +296,9 @@ def test_an_installer_builds_the_hierarchy(size: str, db: psycopg.Connection[Any
     save(page, "Lights added.")
     assert node_named(db, "Lights")[:2] == ("circuit", "Sub board")
     shot(page, "hierarchy-1-added", size)
+    # The form still says "Lights" from the add: clear it, so that seeing the name again
+    # proves the node was loaded (else its late answer landed over the rename, a CI failure).
+    page.fill("#hier-name", "")
     choose(page, "hier-node", "Lights (circuit)")
     page.wait_for_function("document.querySelector('#hier-name').value === 'Lights'")
     page.fill("#hier-name", "Lighting")
