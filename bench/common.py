@@ -118,6 +118,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    """The median of `repeat` timed runs of `fn`, in seconds."""
+    return median(timings(fn, repeat))
+
+
 def print_table(rows: list[Row]) -> None:
     widths = [max(len(r.group) for r in rows), max(len(r.figure) for r in rows)]
     header = f"| {'bench':<{widths[0]}} | {'figure':<{widths[1]}} | {'value':>14} | {'unit':<12} | note"

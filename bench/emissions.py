@@ -11,24 +11,18 @@ CO2e is computed on read from the hourly rollups and the site's factors
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
-from typing import Any
 
 import psycopg
 
 from analytics.emissions import Period, co2e_by_node, site_totals
-from bench.common import Row, median, services, timings
+from bench.common import Row, median_time, services
 from bench.seed import site_with_history
 from wattline import emissions, queries
 from wattline.principal import acting_for
 
 REPEATS = 15
-
-
-def _timed(call: Callable[[], Any]) -> float:
-    return median(timings(call, REPEATS))
 
 
 def run() -> list[Row]:
@@ -44,21 +38,21 @@ def run() -> list[Row]:
         start = end - timedelta(days=30)
         nodes = conn.execute("SELECT count(*) FROM nodes WHERE site_id = %s", (seeded["site"],)).fetchone()
         conn.execute("VACUUM ANALYZE")
-        base = _timed(partial(queries.usage_by_node, conn, p, seeded["site"], start, end))
+        base = median_time(partial(queries.usage_by_node, conn, p, seeded["site"], start, end), REPEATS)
         note = f"{nodes[0] if nodes else '?'} nodes × 720 hours; median of {REPEATS}"
         cases: tuple[tuple[str, Period], ...] = (("a month per node", "total"),
                                                  ("a month per node and local day", "day"))
         for label, by in cases:
-            took = _timed(partial(co2e_by_node, conn, p, site, start, end, by))
+            took = median_time(partial(co2e_by_node, conn, p, site, start, end, by), REPEATS)
             rows.append(Row("emissions", f"{label}, annual factor / the month's kWh per node", took / base, "×",
                             f"{note}: {took * 1000:.1f} against {base * 1000:.1f} ms"))
         emissions.save_hourly(conn, None, seeded["site"], [
             emissions.HourFactor(start + timedelta(hours=h), 150.0 + h % 24) for h in range(720)], source="api")
         conn.execute("VACUUM ANALYZE site_co2e_hourly")
-        took = _timed(partial(co2e_by_node, conn, p, site, start, end, "total"))
+        took = median_time(partial(co2e_by_node, conn, p, site, start, end, "total"), REPEATS)
         rows.append(Row("emissions", "a month per node, hourly factors / the month's kWh per node", took / base, "×",
                         f"{note}, 720 hourly factors: {took * 1000:.1f} against {base * 1000:.1f} ms"))
-        portfolio = _timed(partial(site_totals, conn, [site], start, end))
+        portfolio = median_time(partial(site_totals, conn, [site], start, end), REPEATS)
         rows.append(Row("emissions", "the site's month (portfolio figure) / the month's kWh per node",
                         portfolio / base, "×", f"{portfolio * 1000:.1f} against {base * 1000:.1f} ms"))
     return rows

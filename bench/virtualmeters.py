@@ -11,16 +11,14 @@ nodes' rollups. Measured beside the same read of one node, in the same run:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
-from typing import Any
 
 import psycopg
 
 from analytics.costing import site_cost
 from analytics.virtual_meters import meter_cost, meter_series
-from bench.common import Row, median, services, timings
+from bench.common import Row, median_time, services
 from bench.seed import site_with_history
 from wattline import queries, virtual_meters
 from wattline.domain import Resolution
@@ -28,10 +26,6 @@ from wattline.principal import acting_for
 from wattline.virtual_meters import Term
 
 REPEATS = 15
-
-
-def _timed(call: Callable[[], Any]) -> float:
-    return median(timings(call, REPEATS))
 
 
 def run() -> list[Row]:
@@ -53,14 +47,14 @@ def run() -> list[Row]:
         end = seeded["end"]
         for label, resolution, start in (("a day of 1-minute points", Resolution.MIN1, end - timedelta(days=1)),
                                          ("a month of 15-minute points", Resolution.MIN15, end - timedelta(days=30))):
-            base = _timed(partial(queries.node_series, conn, p, [seeded["root"]], resolution, start, end))
+            base = median_time(partial(queries.node_series, conn, p, [seeded["root"]], resolution, start, end), REPEATS)
             for meter, terms in ((small, 5), (large, 50)):
-                took = _timed(partial(meter_series, conn, p, meter, resolution, start, end))
+                took = median_time(partial(meter_series, conn, p, meter, resolution, start, end), REPEATS)
                 rows.append(Row("virtual meters", f"{label}, {terms} terms / one node", took / base, "×",
                                 f"median of {REPEATS}: {took * 1000:.1f} against {base * 1000:.1f} ms"))
         start = end - timedelta(days=30)
-        site = _timed(partial(site_cost, conn, p, seeded["site"], start, end))
-        priced = _timed(partial(meter_cost, conn, p, small, start, end))
+        site = median_time(partial(site_cost, conn, p, seeded["site"], start, end), REPEATS)
+        priced = median_time(partial(meter_cost, conn, p, small, start, end), REPEATS)
         rows.append(Row("virtual meters", "a month's cost, 5 terms / the whole site's", priced / site, "×",
                         f"median of {REPEATS}: {priced * 1000:.1f} against {site * 1000:.1f} ms; "
                         "the meter is priced from its site's node costs"))
