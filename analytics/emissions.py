@@ -93,7 +93,7 @@ def site_totals(conn: Conn, sites: list[dict[str, Any]], t_from: datetime, t_to:
     """Each site's kg CO2e over the hourly buckets that start in [t_from, t_to), as the
     benchmark counts their energy (None: some energy has no factor); one query for all.
     `sites` are sites rows the caller may see."""
-    annual = [factor_of(s).g_per_kwh for s in sites]
+    annual = [factor_of(s).g_per_kwh for s in sites]  # by position, as the sites
     rows = fetch_all(conn, """
         SELECT f.site_id, sum(r.energy_wh * COALESCE(h.g_per_kwh, f.annual)) AS wh_g_per_kwh,
                count(*) FILTER (WHERE COALESCE(h.g_per_kwh, f.annual) IS NULL AND r.energy_wh > 0) AS unfactored
@@ -103,4 +103,4 @@ def site_totals(conn: Conn, sites: list[dict[str, Any]], t_from: datetime, t_to:
         LEFT JOIN site_co2e_hourly h ON h.site_id = f.site_id AND h.hour = r.bucket
         GROUP BY f.site_id""", ([s["id"] for s in sites], annual, t_from, t_to))
     found = {r["site_id"]: None if r["unfactored"] else float(r["wh_g_per_kwh"] or 0.0) / 1e6 for r in rows}
-    return {s["id"]: found.get(s["id"], 0.0 if factor_of(s).g_per_kwh is not None else None) for s in sites}
+    return {s["id"]: found.get(s["id"], 0.0 if g is not None else None) for s, g in zip(sites, annual, strict=True)}

@@ -24,10 +24,11 @@ import weasyprint
 from analytics.benchmark import site_benchmarks
 from analytics.costing import site_cost
 from analytics.degree_days import NotEnoughData, project_savings
-from analytics.emissions import co2e_by_node
+from analytics.emissions import site_totals
 from analytics.virtual_meters import meter_cost
 from wattline import mail, notifications, queries, virtual_meters, weather
 from wattline.db import fetch_all, fetch_one
+from wattline.emissions import factor_of
 from wattline.errors import DomainError
 from wattline.principal import Principal, acting_for
 from wattline.tariffs import TariffError
@@ -140,12 +141,11 @@ def report_data(conn: psycopg.Connection[Any], site_id: int, month: Month) -> di
         except NotEnoughData as exc:
             projects.append({"name": proj["name"], "starts_on": proj["starts_on"], "savings_kwh": None,
                              "expected_kwh": None, "days": 0, "why": str(exc)})
-    # CO2e is counted by the hour: a month that starts on a half hour (UTC+05:30) starts at its hour.
+    # CO2e is counted by the hour: a month that starts on a half hour (UTC+05:30) starts at its
+    # hour. The report shows the site's only, so the root's hours are all it reads.
     hours = [t.replace(minute=0, second=0, microsecond=0) for t in (month.start, month.end)]
-    factor, co2e = co2e_by_node(conn, p, site, hours[0], hours[1])
     return {"site": site, "month": month, "invoice": cost.invoice if cost else None, "projects": projects,
-            "factor": factor, "co2e": {n.node_id: n for n in co2e},
-            "root_kg_co2e": next((n.kg_co2e for n in co2e if n.kind == "site"), None),
+            "factor": factor_of(site), "root_kg_co2e": site_totals(conn, [site], hours[0], hours[1])[site_id],
             "meters": _meters(conn, p, site_id, month),
             "root_kwh": energy.get(root["id"], 0.0) if root else 0.0,
             "top": [{"name": n["name"], "kind": n["kind"], "kwh": kwh,
