@@ -2,11 +2,13 @@
 the catalogue.
 
 Roles (ACLs; everything not allowed is denied, anonymous clients are refused):
-- `bridge-{serial}`: publish to its own two topics (`…/{serial}/senml` and `…/status`).
-  Its client is bound to the client id `{serial}`, so no bridge can publish as another or
-  take over another's session; no bridge can subscribe to anything.
-- `wattline-gateway`: subscribe to and receive every bridge topic (plain or `$share/…`).
-- `wattline-simulator`: publish to every bridge topic. The simulator stands in for a fleet
+- `bridge-{serial}`: publish to its own two topics (`…/{serial}/senml` and `…/status`),
+  and to Sparkplug B topics whose edge node is `{serial}`. Its client is bound to the
+  client id `{serial}`, so no bridge can publish as another or take over another's
+  session; a bridge subscribes only to Sparkplug commands to itself and hosts' STATE.
+- `wattline-gateway`: subscribe to and receive every bridge topic (plain or `$share/…`),
+  and as Sparkplug host every `spBv1.0` topic; publish rebirth requests and its STATE.
+- `wattline-simulator`: publish to every bridge topic, SenML and Sparkplug. The simulator stands in for a fleet
   over one connection; a deployment with real bridges need not issue it.
 - `admin` (`mosquitto_ctrl dynsec init`'s own role): the plugin's control topic.
 
@@ -45,12 +47,14 @@ from wattline.bridge_credentials import BrokerChange
 from wattline.senml import SENML_TOPIC, STATUS_TOPIC
 from wattline.service import LoopService
 from wattline.settings import Settings
+from wattline.sparkplug import NAMESPACE
 
 log = structlog.get_logger("wattline.broker_security")
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 BRIDGE_TOPICS = "wattline/v1/bridges/#"
+SPARKPLUG = NAMESPACE
 SERVICE_USERS = {"admin": "_wattline-admin", "gateway": "_wattline-gateway", "simulator": "_wattline-simulator"}
 PBKDF2_ITERATIONS = 101  # the plugin's own default for clients it creates
 CHANGES_PER_PASS = 500
@@ -65,19 +69,34 @@ def _acl(acltype: str, topic: str) -> dict[str, Any]:
     return {"acltype": acltype, "topic": topic, "allow": True}
 
 
+def sparkplug_acls(edge_node: str) -> list[dict[str, Any]]:
+    """An edge node's Sparkplug B topics, in any group: its births, deaths and data (its
+    own id in the topic, as its SenML topics carry its serial), and the commands to it and
+    the host's STATE that it reads."""
+    sends = [f"{SPARKPLUG}/+/{kind}/{edge_node}" for kind in ("NBIRTH", "NDEATH", "NDATA")] + \
+            [f"{SPARKPLUG}/+/{kind}/{edge_node}/+" for kind in ("DBIRTH", "DDEATH", "DDATA")]
+    reads = [f"{SPARKPLUG}/+/NCMD/{edge_node}", f"{SPARKPLUG}/+/DCMD/{edge_node}/+", f"{SPARKPLUG}/STATE/+"]
+    return [_acl("publishClientSend", t) for t in sends] + \
+        [_acl(kind, t) for t in reads for kind in ("subscribePattern", "publishClientReceive")]
+
+
 def bridge_role(serial: str) -> dict[str, Any]:
     return {"rolename": f"bridge-{serial}",
             "acls": [_acl("publishClientSend", SENML_TOPIC.format(bridge=serial)),
-                     _acl("publishClientSend", STATUS_TOPIC.format(bridge=serial))]}
+                     _acl("publishClientSend", STATUS_TOPIC.format(bridge=serial)), *sparkplug_acls(serial)]}
 
 
 SERVICE_ROLES: dict[str, dict[str, Any]] = {
     "gateway": {"rolename": "wattline-gateway",
                 "acls": [_acl("subscribePattern", BRIDGE_TOPICS), _acl("subscribePattern", "$share/+/" + BRIDGE_TOPICS),
-                         _acl("publishClientReceive", BRIDGE_TOPICS)]},
+                         _acl("publishClientReceive", BRIDGE_TOPICS),
+                         # Sparkplug B's primary host: reads every edge node, asks for rebirths, says its STATE.
+                         _acl("subscribePattern", SPARKPLUG + "/#"), _acl("publishClientReceive", SPARKPLUG + "/#"),
+                         _acl("publishClientSend", SPARKPLUG + "/+/NCMD/+"),
+                         _acl("publishClientSend", SPARKPLUG + "/STATE/+")]},
     "simulator": {"rolename": "wattline-simulator",
                   "acls": [_acl("publishClientSend", SENML_TOPIC.format(bridge="+")),
-                           _acl("publishClientSend", STATUS_TOPIC.format(bridge="+"))]},
+                           _acl("publishClientSend", STATUS_TOPIC.format(bridge="+")), *sparkplug_acls("+")]},
     # The plugin's control topic, and $SYS (the compose health check reads the broker's uptime).
     "admin": {"rolename": "admin",
               "acls": [_acl(t, CONTROL_TOPIC + "/#") for t in ("publishClientSend", "publishClientReceive",
@@ -268,9 +287,39 @@ def bridge_clients(admin: DynsecAdmin, page: int = 1000) -> set[str]:
             return found
 
 
+def missing_acls(admin: DynsecAdmin, page: int = 1000) -> list[dict[str, Any]]:
+    """`addRoleACL` commands that give the broker's service and bridge roles every ACL this
+    module's roles have now: a broker set up before a topic was added (Sparkplug B) gets it
+    once, and after that this finds nothing. ACLs the broker has beyond ours stay."""
+    commands: list[dict[str, Any]] = []
+    services = {role["rolename"]: role for role in SERVICE_ROLES.values()}
+    offset = 0
+    while True:
+        reply = admin.run([{"command": "listRoles", "verbose": True, "count": page, "offset": offset}])[0]
+        if reply.error:
+            raise ControlError(f"listRoles: {reply.error}")
+        roles = (reply.data or {}).get("roles", [])
+        for role in roles:
+            name = str(role.get("rolename", ""))
+            wanted = services.get(name) or (bridge_role(name.removeprefix("bridge-")) if name.startswith("bridge-")
+                                            else None)
+            if wanted is None:
+                continue
+            have = {(acl.get("acltype"), acl.get("topic")) for acl in role.get("acls", [])}
+            commands += [{"command": "addRoleACL", "rolename": name, **acl} for acl in wanted["acls"]
+                         if (acl["acltype"], acl["topic"]) not in have]
+        offset += len(roles)
+        if len(roles) < page:
+            return commands
+
+
 def reconcile(conn: psycopg.Connection[Any], admin: DynsecAdmin, key: bytes) -> tuple[int, int]:
     """Make the broker's bridge clients exactly the catalogue's active credentials: re-apply
-    missing ones, remove strays. Returns (re-applied, removed)."""
+    missing ones, remove strays; and give every role the ACLs it lacks (`missing_acls`).
+    Returns (re-applied, removed)."""
+    if upgrades := missing_acls(admin):
+        errors = [e for e in admin.errors(upgrades) if e is not None and e != "ACL with this topic already exists"]
+        log.info("broker roles given their missing ACLs", acls=len(upgrades), refused=len(errors))
     wanted = {c.username: c for c in bridge_credentials.active(conn, key)}
     present = bridge_clients(admin)
     missing = [c for name, c in wanted.items() if name not in present]

@@ -31,10 +31,13 @@ import psycopg
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest import metrics
+from ingest import metrics, sparkplug_host
 from ingest.flood import BridgeBuckets
 from ingest.packs import BatchResult, RawPack
+from ingest.sparkplug_host import SparkplugHost
+from ingest.sparkplug_session import SessionKey, SessionState
 from ingest.spool import Spool
 from ingest.writer import BatchWriter, Prepared
 from wattline.senml import Reason, bridge_from_topic
@@ -189,6 +192,7 @@ class Gateway:
         self._stopping = asyncio.Event()
         self._mqtt: _MqttClient | None = None  # the connection being read
         self.subscribed = False
+        self.sparkplug = SparkplugHost() if settings.sparkplug_host else None
 
     def health(self) -> dict[str, object] | None:
         if not self.subscribed:
@@ -196,6 +200,7 @@ class Gateway:
         return {"status": "ok", "packs": self.stats.packs, "stored": self.stats.stored,
                 "duplicates": self.stats.duplicates,
                 "spool_bytes": self.spool.size(), "unacked": self._unacked, "buffered": len(self._buffer),
+                "sparkplug_rebirths_asked": None if self.sparkplug is None else self.sparkplug.rebirths_asked,
                 "rollups": None if self.rollups is None else (self.rollups.health() or {"status": "stalled"})}
 
     def stop(self) -> None:
@@ -310,6 +315,9 @@ class Gateway:
     def _client(self, **options: Any) -> _MqttClient:
         """A client of our broker under our client id (MQTT v5); `options` set the session."""
         parts = self._broker
+        if self.sparkplug is not None:  # Sparkplug's host STATE: offline if we vanish
+            options["will"] = aiomqtt.Will(sparkplug_host.state_topic(self.settings.mqtt_client_id),
+                                           sparkplug_host.state_payload(False), qos=1, retain=True)
         client = _MqttClient(parts.hostname or "127.0.0.1", parts.port or 1883, username=parts.username,
                              password=parts.password, identifier=self.settings.mqtt_client_id,
                              protocol=aiomqtt.ProtocolVersion.V5, **options)
@@ -320,6 +328,8 @@ class Gateway:
 
     async def run(self) -> None:
         backoff = 0.5
+        if self.sparkplug is not None:
+            await self._resume_sparkplug_sessions()
         while not self._stopping.is_set():
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 7 * 24 * 3600  # survive restarts: the broker keeps our queue
@@ -334,12 +344,18 @@ class Gateway:
                     # the subscription survives a Mosquitto 2.0 restart while we are away,
                     # which a shared one does not (tests/faults: broker restart).
                     prefix = f"$share/{share}/" if share else ""
+                    sparkplug = sparkplug_host.FILTERS if self.sparkplug is not None else ()
                     if self.leave:
-                        await client.unsubscribe([prefix + SENML_FILTER, prefix + STATUS_FILTER])
+                        await client.unsubscribe([prefix + SENML_FILTER, prefix + STATUS_FILTER, *sparkplug])
                         log.info("gateway leaving: unsubscribed, draining its queue", group=share)
                     else:
                         await client.subscribe(prefix + SENML_FILTER, qos=1)
                         await client.subscribe(prefix + STATUS_FILTER, qos=1)
+                        for topic_filter in sparkplug:  # plain: one reader sees an edge node in order
+                            await client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=True))
+                        if sparkplug:
+                            await client.publish(sparkplug_host.state_topic(self.settings.mqtt_client_id),
+                                                 sparkplug_host.state_payload(True), qos=1, retain=True)
                         log.info("gateway subscribed", broker=f"{self._broker.hostname}:{self._broker.port}",
                                  group=share)
                     self.subscribed = True
@@ -362,6 +378,25 @@ class Gateway:
         log.info("gateway stopped", packs=self.stats.packs, stored=self.stats.stored,
                  duplicates=self.stats.duplicates, spooled=self.stats.spooled_packs)
 
+    async def _resume_sparkplug_sessions(self) -> None:
+        """Each edge node's session as the last committed batch left it (after the spool's
+        packs, which carry theirs). A database that cannot say starts them empty: the first
+        message of each is then refused, kept, and answered with a rebirth request."""
+        assert self.sparkplug is not None
+        try:
+            await self._guarded(self._replay_when_idle)
+            states = await self._guarded(self._load_sparkplug_sessions)
+        except Exception as exc:
+            log.warning("Sparkplug sessions could not be loaded; edge nodes will be asked to rebirth",
+                        error=type(exc).__name__)
+            return
+        self.sparkplug = SparkplugHost(states)
+        log.info("Sparkplug sessions resumed", edge_nodes=len(states))
+
+    def _load_sparkplug_sessions(self) -> dict[SessionKey, SessionState]:
+        with psycopg.connect(self.settings.require_database_url(), connect_timeout=5) as conn:
+            return sparkplug_host.load(conn)
+
     async def _end_session(self) -> None:
         """A clean-start connection with no expiry replaces the session, and its end deletes it."""
         async with self._client(clean_start=True):
@@ -382,9 +417,12 @@ class Gateway:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await reader
-            # Whatever is still buffered was never acked: the broker redelivers it.
+            # Whatever is still buffered was never acked: the broker redelivers it, and
+            # Sparkplug sessions go back to the last acked message to read it as new.
             self._buffer.clear()
             self._buffered_bytes = 0
+            if self.sparkplug is not None:
+                self.sparkplug.rewind()
 
     async def _read(self, client: _MqttClient) -> None:
         """Ends when the connection does (messages arrive through `_take`)."""
@@ -396,9 +434,13 @@ class Gateway:
         # a broken one must still be kept and rejected, not crash the reader.
         topic = message._topic.decode("utf-8", "replace")
         payload = bytes(message.payload)
-        bridge = bridge_from_topic(topic)
-        limited = bridge is not None and not self.buckets.allow(bridge, len(payload))
-        self._buffer.append(RawPack(topic, payload, time.time(), message.mid, message.qos, limited))
+        if self.sparkplug is not None and topic.startswith(sparkplug_host.TOPIC_PREFIX):
+            pack = self._from_sparkplug(topic, payload, message)
+        else:
+            pack = RawPack(topic, payload, time.time(), message.mid, message.qos)
+        bridge = bridge_from_topic(pack.topic)
+        pack.limited = bridge is not None and not self.buckets.allow(bridge, len(payload))
+        self._buffer.append(pack)
         self._unacked += 1
         self._unacked_bytes += len(payload)
         self._buffered_bytes += len(payload)
@@ -409,6 +451,16 @@ class Gateway:
         self._arrived.set()
         if len(self._buffer) >= self.settings.batch_max_packs or self._buffered_bytes >= self.settings.batch_max_bytes:
             self._full.set()
+
+    def _from_sparkplug(self, topic: str, payload: bytes, message: mqtt.MQTTMessage) -> RawPack:
+        assert self.sparkplug is not None
+        pack, rebirth = self.sparkplug.take(topic, payload, time.time(), message.mid, message.qos)
+        if rebirth is not None and self._mqtt is not None:
+            # From paho's own read callback: publish only queues the packet.
+            self._mqtt._client.publish(*sparkplug_host.rebirth_request(rebirth), qos=0)
+            metrics.SPARKPLUG_REBIRTHS.inc()
+            log.info("Sparkplug rebirth asked", group=rebirth[0], edge_node=rebirth[1])
+        return pack
 
     def _holding_enough(self) -> bool:
         return self._unacked >= self.settings.receive_maximum or self._unacked_bytes >= self.settings.max_unacked_bytes
@@ -498,6 +550,8 @@ class Gateway:
         for pack in prepared.packs:
             if pack.qos > 0:
                 client._client.ack(pack.mid, pack.qos)
+        if self.sparkplug is not None:
+            self.sparkplug.made_durable(prepared.packs)
         self._unacked -= len(prepared.packs)
         self._unacked_bytes -= sum(len(p.payload) for p in prepared.packs)
         metrics.UNACKED.set(self._unacked)

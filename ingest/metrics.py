@@ -24,3 +24,5 @@ DB_TIMEOUTS = Counter("wattline_gateway_database_timeouts_total",
                       "Database calls that did not answer within db_write_timeout_s (connection broken, batch spooled)")
 UNPROCESSABLE_LOST = Counter("wattline_gateway_unprocessable_lost_total",
                              "Packs that could not be processed and whose rejection could not be stored either")
+SPARKPLUG_REBIRTHS = Counter("wattline_gateway_sparkplug_rebirths_asked_total",
+                             "Sparkplug B rebirth requests (NCMD) sent to edge nodes whose session the host lost")

@@ -9,8 +9,16 @@ it refuses the message with the reason and asks the edge node to be born again (
 `Node Control/Rebirth`); the birth that answers carries every metric's current value.
 
 One process must see all of an edge node's messages, in order. MQTT shared subscriptions
-spread messages over a group's members, so Sparkplug is read by one gateway at a time (the
-primary host), not by the shared group that reads SenML.
+spread messages over a group's members, so Sparkplug is read by one gateway (the primary
+host, `Settings.sparkplug_host`) on a plain subscription, not by the shared group that
+reads SenML.
+
+A QoS 1 redelivery repeats the last sequence number: its readings are read again (storage
+keeps each once) and the session goes on, since asking for a rebirth would gain nothing.
+
+Each message's outcome carries its edge node's session as it stands after the message
+(`SessionState`, immutable), so the gateway can make a batch's sessions durable with its
+readings and rewind to them when the broker redelivers what was not acked.
 
 This module is pure: messages in, readings and decisions out. `handle` never raises on
 what a bridge sent; every refusal is a reason in the outcome.
@@ -18,8 +26,11 @@ what a bridge sent; every refusal is a reason in the outcome.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from wattline.senml import Reason
 from wattline.sparkplug import (
     BDSEQ_METRIC,
     CURRENT_METRIC,
@@ -33,98 +44,142 @@ from wattline.sparkplug import (
 )
 
 
-@dataclass
-class Outcome:
-    """What one message gave: readings (sensor serial, epoch seconds, amperes), reasons for
-    what was refused, and whether to ask its edge node for a rebirth."""
+class Refusal(NamedTuple):
+    """Why (part of) a message was not read: a `wattline.senml.Reason` and the detail."""
 
-    edge_node: str | None = None
-    readings: list[tuple[str, float, float]] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    rebirth: bool = False
+    reason: str
+    detail: str
+    sensor: str | None = None
 
 
-@dataclass
-class _EdgeNode:
+@dataclass(frozen=True)
+class SessionState:
+    """An edge node's session after some message: never changed, replaced by the next."""
+
     bd_seq: int
     seq: int
-    aliases: dict[str, dict[int, str]] = field(default_factory=dict)  # device -> alias -> name
+    aliases: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # device -> alias -> metric name
+
+
+SessionKey = tuple[str, str]  # (group, edge node)
+
+
+@dataclass
+class Outcome:
+    """What one message gave: readings (sensor serial, epoch seconds, amperes), what was
+    refused and why, whether to ask its edge node for a rebirth, the edge node's online
+    status if the message changed it, and its session after the message (`state`; None
+    with `ended`, when the message ended it)."""
+
+    group: str | None = None
+    edge_node: str | None = None
+    readings: list[tuple[str, float, float]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    rebirth: bool = False
+    online: bool | None = None
+    state: SessionState | None = None
+    ended: bool = False
+
+    @property
+    def key(self) -> SessionKey | None:
+        return None if self.group is None or self.edge_node is None else (self.group, self.edge_node)
 
 
 class Sessions:
     """Every edge node's session, as one host sees them."""
 
-    def __init__(self) -> None:
-        self._nodes: dict[tuple[str, str], _EdgeNode] = {}
+    def __init__(self, states: Mapping[SessionKey, SessionState] | None = None) -> None:
+        self._nodes: dict[SessionKey, SessionState] = dict(states or {})
 
     def online(self, group: str, edge_node: str) -> bool:
         return (group, edge_node) in self._nodes
 
+    def states(self) -> dict[SessionKey, SessionState]:
+        return dict(self._nodes)
+
+    def restore(self, states: Mapping[SessionKey, SessionState]) -> None:
+        """Back to these sessions (those made durable), forgetting any read since."""
+        self._nodes = dict(states)
+
     def handle(self, topic: str, data: bytes) -> Outcome:
         try:
             t = parse_topic(topic)
+        except SparkplugError as exc:
+            return Outcome(refused=[Refusal(exc.reason, str(exc))])
+        out = Outcome(group=t.group, edge_node=t.edge_node)
+        try:
             payload = decode_payload(data)
         except SparkplugError as exc:
-            return Outcome(refused=[str(exc)])
-        out = Outcome(edge_node=t.edge_node)
+            out.refused.append(Refusal(exc.reason, str(exc), t.device))
+            return out
         key = (t.group, t.edge_node)
         node = self._nodes.get(key)
+        out.state = node
         if t.type is MessageType.NDEATH:
-            bd_seq = _bd_seq(payload)
-            if node is not None and bd_seq == node.bd_seq:  # a stale will (an older session's) changes nothing
+            # A stale will (an older session's) changes nothing.
+            if node is not None and _bd_seq(payload) == node.bd_seq:
                 del self._nodes[key]
+                out.state, out.ended, out.online = None, True, False
             return out
         if t.type is MessageType.NBIRTH:
             bd_seq = _bd_seq(payload)
             if bd_seq is None or payload.seq is None or not 0 <= payload.seq <= 255:
-                out.refused.append("NBIRTH needs a bdSeq metric and a sequence number 0-255")
+                out.refused.append(Refusal(Reason.SPARKPLUG_INVALID,
+                                           "NBIRTH needs a bdSeq metric and a sequence number 0-255"))
                 return out
-            self._nodes[key] = _EdgeNode(bd_seq, payload.seq)
+            self._nodes[key] = out.state = SessionState(bd_seq, payload.seq)
+            out.online = True
             return out
         if t.type in (MessageType.NCMD, MessageType.DCMD):
             return out  # commands go to bridges; a host's own echo is not data
         if node is None:
-            out.refused.append(f"{t.type.value} from {t.edge_node} before its NBIRTH")
-            out.rebirth = True
+            return _lost(out, f"{t.type.value} from {t.edge_node} before its NBIRTH")
+        device = t.device or ""
+        if payload.seq is not None and payload.seq == node.seq and t.type is not MessageType.DDEATH:
+            # A redelivery of the last message (QoS 1): read it again, change nothing.
+            if t.type in (MessageType.DBIRTH, MessageType.DDATA) and device in node.aliases:
+                self._readings(out, device, node.aliases[device], payload)
             return out
         if payload.seq is None or payload.seq != (node.seq + 1) % 256:
-            out.refused.append(f"{t.type.value} sequence {payload.seq} where {(node.seq + 1) % 256} was next")
             del self._nodes[key]  # nothing more is read until the edge node is born again
-            out.rebirth = True
-            return out
-        node.seq = payload.seq
-        device = t.device or ""
+            out.state, out.ended = None, True
+            return _lost(out, f"{t.type.value} sequence {payload.seq} where {(node.seq + 1) % 256} was next")
+        aliases = node.aliases
         if t.type is MessageType.DBIRTH:
-            node.aliases[device] = {m.alias: m.name for m in payload.metrics if m.alias is not None and m.name}
+            aliases = {**aliases, device: {m.alias: m.name for m in payload.metrics if m.alias is not None and m.name}}
         elif t.type is MessageType.DDEATH:
-            node.aliases.pop(device, None)
-            return out
-        elif t.type is MessageType.DDATA and device not in node.aliases:
-            out.refused.append(f"DDATA from {t.device} before its DBIRTH")
-            out.rebirth = True
-            return out
+            aliases = {d: a for d, a in aliases.items() if d != device}
+        self._nodes[key] = out.state = SessionState(node.bd_seq, payload.seq, aliases)
+        if t.type is MessageType.DDATA and device not in aliases:
+            return _lost(out, f"DDATA from {t.device} before its DBIRTH")
         if t.type in (MessageType.DBIRTH, MessageType.DDATA):
-            self._readings(out, t.device or "", node.aliases.get(device, {}), payload)
+            self._readings(out, device, aliases.get(device, {}), payload)
         return out
 
     @staticmethod
-    def _readings(out: Outcome, sensor: str, aliases: dict[int, str], payload: Payload) -> None:
+    def _readings(out: Outcome, sensor: str, aliases: Mapping[int, str], payload: Payload) -> None:
         for metric in payload.metrics:
             name = metric.name or (aliases.get(metric.alias) if metric.alias is not None else None)
             if name is None:
-                out.refused.append(f"{sensor}: metric alias {metric.alias} is not in its DBIRTH")
-                out.rebirth = True
+                _lost(out, f"{sensor}: metric alias {metric.alias} is not in its DBIRTH", sensor)
                 continue
             if name != CURRENT_METRIC or metric.value is None:
                 continue  # other metrics (and nulls: no value now) are not readings
             stamp = metric.timestamp_ms if metric.timestamp_ms is not None else payload.timestamp_ms
             if stamp is None:
-                out.refused.append(f"{sensor}: current without a timestamp")
+                out.refused.append(Refusal(Reason.SPARKPLUG_INVALID, f"{sensor}: current without a timestamp", sensor))
                 continue
             try:
                 out.readings.append((sensor, stamp / 1000, current_amps(metric)))
             except SparkplugError as exc:
-                out.refused.append(f"{sensor}: {exc}")
+                out.refused.append(Refusal(exc.reason, f"{sensor}: {exc}", sensor))
+
+
+def _lost(out: Outcome, detail: str, sensor: str | None = None) -> Outcome:
+    """The host lost track of the edge node: refuse, and ask for a rebirth."""
+    out.refused.append(Refusal(Reason.SPARKPLUG_OUT_OF_SESSION, detail, sensor))
+    out.rebirth = True
+    return out
 
 
 def _bd_seq(payload: Payload) -> int | None:

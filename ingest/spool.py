@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from ingest.packs import RawPack
+from ingest.packs import RawPack, SparkplugNote
+from ingest.sparkplug_session import Refusal, SessionState
 
 
 class Spool:
@@ -32,8 +34,10 @@ class Spool:
         return self.size() >= self.max_bytes
 
     def append(self, packs: list[RawPack]) -> Path:
-        # `limited` travels too: a pack over its bridge's rate replays as a rejection, not as data.
-        data = msgspec.msgpack.encode([(p.topic, p.payload, p.received_at, p.limited) for p in packs])
+        # `limited` travels too: a pack over its bridge's rate replays as a rejection, not as
+        # data; and so does a Sparkplug pack's note, its session and what it refused.
+        data = msgspec.msgpack.encode([(p.topic, p.payload, p.received_at, p.limited, _note_row(p.sparkplug))
+                                       for p in packs])
         name = f"{os_time_ns():020d}-{os.getpid()}.seg"
         tmp = self.directory / (name + ".tmp")
         with tmp.open("wb") as f:
@@ -52,8 +56,27 @@ class Spool:
     @staticmethod
     def read(segment: Path) -> list[RawPack]:
         rows = msgspec.msgpack.decode(segment.read_bytes())
-        # Segments written before `limited` was kept have three fields: none of their packs was marked.
-        return [RawPack(row[0], row[1], row[2], limited=bool(row[3]) if len(row) > 3 else False) for row in rows]
+        # Segments written before `limited` was kept have three fields, and before Sparkplug
+        # four: none of their packs was marked.
+        return [RawPack(row[0], row[1], row[2], limited=bool(row[3]) if len(row) > 3 else False,
+                        sparkplug=_note(row[4]) if len(row) > 4 else None) for row in rows]
+
+
+def _note_row(note: SparkplugNote | None) -> tuple[Any, ...] | None:
+    if note is None:
+        return None
+    state = None if note.state is None else (note.state.bd_seq, note.state.seq, note.state.aliases)
+    return (note.key, state, note.ended, [tuple(r) for r in note.refused], note.topic, note.payload,
+            [tuple(r) for r in note.readings])
+
+
+def _note(row: tuple[Any, ...] | None) -> SparkplugNote | None:
+    if row is None:
+        return None
+    key, state, ended, refused, topic, payload, readings = row
+    return SparkplugNote(None if key is None else (key[0], key[1]),
+                         None if state is None else SessionState(state[0], state[1], state[2]), ended,
+                         tuple(Refusal(*r) for r in refused), topic, payload, tuple((s, t, a) for s, t, a in readings))
 
 
 def os_time_ns() -> int:

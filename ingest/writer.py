@@ -26,14 +26,15 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from ingest import metrics
+from ingest import metrics, sparkplug_host
 from ingest.copy import COLUMNS, SensorIds, SensorIdsDumper, encode_readings
-from ingest.packs import BatchResult, RawPack
+from ingest.packs import BatchResult, RawPack, SparkplugNote
 from wattline import raw_readings
 from wattline.db import connect_long_lived
-from wattline.senml import DecodedPack, Limits, Reason, Rejection, bridge_from_topic, decode_pack
+from wattline.senml import DecodedPack, Limits, Reason, Rejection, bridge_from_topic, decode_pack, encode_pack
 
 log = structlog.get_logger("wattline.ingest")
+SPARKPLUG_PREFIX = sparkplug_host.TOPIC_PREFIX
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
@@ -163,11 +164,22 @@ class BatchWriter:
         rejected alone (`processing_error`), its neighbours go on."""
         out = Prepared(packs, generation=self._generation)
         mapped = _Mapped()
+        gathered = _SparkplugReadings()
         for pack in packs:
             marks = len(out.rejected), len(out.statuses), len(out.unmapped)
             try:
-                self._prepare_pack(pack, out, mapped)
+                if pack.sparkplug is not None and pack.sparkplug.readings:
+                    gathered.add(pack, out)
+                else:
+                    self._prepare_pack(pack, out, mapped)
             except Exception as exc:  # nothing of the pack stays but its rejection
+                del out.rejected[marks[0]:], out.statuses[marks[1]:], out.unmapped[marks[2]:]
+                out.rejected.append(_unprocessable(pack, exc))
+        for pack in gathered.packs():
+            marks = len(out.rejected), len(out.statuses), len(out.unmapped)
+            try:
+                self._prepare_pack(pack, out, mapped)
+            except Exception as exc:
                 del out.rejected[marks[0]:], out.statuses[marks[1]:], out.unmapped[marks[2]:]
                 out.rejected.append(_unprocessable(pack, exc))
         if mapped.ids:
@@ -177,6 +189,11 @@ class BatchWriter:
         return out
 
     def _prepare_pack(self, pack: RawPack, out: Prepared, mapped: _Mapped) -> None:
+        note = pack.sparkplug
+        if note is not None:
+            _sparkplug_refusals(note, out)
+            if pack.topic.startswith(SPARKPLUG_PREFIX):
+                return  # a birth, a death, or refused whole: nothing to store but its session
         bridge = bridge_from_topic(pack.topic)
         if bridge is None:
             problem = Rejection(Reason.TOPIC, "not a wattline/v1 bridge topic")
@@ -245,6 +262,7 @@ class BatchWriter:
                 self._store_rejections(conn, rejected)
                 for rej in rejected:
                     result.rejected[rej.rejection.reason] += 1
+            sparkplug_host.save(conn, batch.packs)
             for bridge, online, at in batch.statuses:
                 known = self._bridges.get(bridge)
                 if known is not None:
@@ -409,6 +427,43 @@ class BatchWriter:
             for r in rejected:
                 cp.write_row((r.topic[:512], r.bridge, r.rejection.sensor_serial, r.rejection.reason,
                               r.rejection.detail[:500], r.payload))
+
+
+def _sparkplug_refusals(note: SparkplugNote, out: Prepared) -> None:
+    for refusal in note.refused:
+        out.rejected.append(_Rejected(note.topic, note.key[1] if note.key else None, Rejection(
+            refusal.reason, refusal.detail, refusal.sensor), note.payload))
+
+
+class _SparkplugReadings:
+    """A batch's Sparkplug readings, bridge by bridge, decoded as one SenML pack each: a
+    Sparkplug message carries a reading or a few, and a pack's decoding costs about the
+    same whatever it holds. The readings' rules are SenML's (time skew against the latest
+    receipt of the bridge's messages, age, ranges). A (sensor, time) that comes twice (a
+    redelivery) is gathered once: the store would keep one anyway, and in one pack SenML
+    would refuse the second as `duplicate_in_pack`."""
+
+    def __init__(self) -> None:
+        self._readings: dict[str, dict[tuple[str, float], float]] = {}
+        self._received: dict[str, float] = {}
+
+    def add(self, pack: RawPack, out: Prepared) -> None:
+        note = pack.sparkplug
+        assert note is not None
+        _sparkplug_refusals(note, out)
+        if pack.limited:
+            out.rejected.append(_Rejected(pack.topic, bridge_from_topic(pack.topic), Rejection(
+                Reason.RATE_LIMITED, "the bridge sent more bytes a second than its share (bridge_max_bytes_per_s)"),
+                encode_pack(list(note.readings))))
+            return
+        bridge = self._readings.setdefault(pack.topic, {})
+        for sensor, ts, amps in note.readings:
+            bridge.setdefault((sensor, ts), amps)
+        self._received[pack.topic] = max(self._received.get(pack.topic, 0.0), pack.received_at)
+
+    def packs(self) -> list[RawPack]:
+        return [RawPack(topic, encode_pack([(sensor, ts, amps) for (sensor, ts), amps in readings.items()]),
+                        self._received[topic]) for topic, readings in self._readings.items()]
 
 
 def _unprocessable(pack: RawPack, exc: BaseException) -> _Rejected:

@@ -104,8 +104,10 @@ def simulate(
     drop_rate: float = 0.0, duplicate_rate: float = 0.0, delay_rate: float = 0.0, malformed_rate: float = 0.0,
     bad_value_rate: float = 0.0, offline_bridge: str | None = None, offline_after_ticks: int = 0,
     offline_for_ticks: int = 0,
+    wire: Annotated[str, typer.Option(help="senml (a pack per bridge and tick) or sparkplug (Sparkplug B: each "
+                                           "bridge an edge node, each sensor a device).")] = "senml",
 ) -> None:
-    """Stream simulated clamp readings as SenML packs (real time, or back-fill a range)."""
+    """Stream simulated clamp readings as SenML packs or Sparkplug B (real time, or back-fill a range)."""
     import psycopg
 
     from sensor_sim.faults import Faults
@@ -123,7 +125,10 @@ def simulate(
         typer.echo(f"catalogue seeded: {counts}")
     faults = Faults(drop_rate, duplicate_rate, delay_rate, 5, malformed_rate, bad_value_rate, offline_bridge,
                     offline_after_ticks, offline_for_ticks)
-    sim = Simulator(fleet, mqtt_url, interval_s=interval, faults=faults)
+    try:
+        sim = Simulator(fleet, mqtt_url, interval_s=interval, faults=faults, wire=wire)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     report = Report()
     try:
         if backfill_from is not None:
@@ -140,7 +145,8 @@ def simulate(
         pass
     finally:
         sim.close()
-    typer.echo(f"published {report.packs_published} packs, {report.readings_generated} readings")
+    typer.echo(f"published {report.packs_published} {'messages' if wire == 'sparkplug' else 'packs'}, "
+               f"{report.readings_generated} readings")
 
 
 @app.command()

@@ -1,8 +1,10 @@
-"""Publishing the fleet's readings as SenML packs, in real time or as a back-fill."""
+"""Publishing the fleet's readings as SenML packs, or as Sparkplug B messages (each bridge
+an edge node, each sensor a device), in real time or as a back-fill."""
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from paho.mqtt.properties import Properties
 
 from sensor_sim.faults import Faults
 from sensor_sim.fleet import Fleet
+from sensor_sim.sparkplug import EdgeNode
 from sensor_sim.weather import daily_mean_c, hvac_demand
 from wattline.senml import SENML_TOPIC, STATUS_TOPIC, encode_pack
 
@@ -57,9 +60,25 @@ def connect(mqtt_url: str, client_id: str) -> mqtt.Client:
     return client
 
 
+WIRES = ("senml", "sparkplug")
+
+
 class Simulator:
     def __init__(self, fleet: Fleet, mqtt_url: str, *, interval_s: float = 10.0, faults: Faults | None = None,
-                 seed: int = 11, client_id: str = "wattline-sim") -> None:
+                 seed: int = 11, client_id: str = "wattline-sim", wire: str = "senml",
+                 sparkplug_group: str = "wattline") -> None:
+        """`wire`: "senml" (a pack per bridge and tick) or "sparkplug" (a DDATA per sensor
+        and tick, by alias, after births; a host's rebirth request is answered)."""
+        if wire not in WIRES:
+            raise ValueError(f"wire must be one of {WIRES}")
+        faults = faults or Faults()
+        if wire == "sparkplug" and (faults.drop_rate or faults.malformed_rate or faults.delay_rate
+                                    or faults.offline_bridge):
+            # A lost or late message breaks a Sparkplug sequence by design: the host refuses
+            # what follows until the rebirth, which a readings count cannot be kept for.
+            raise ValueError("over Sparkplug B the simulator models bad values and duplicates, not lost, "
+                             "late or malformed messages")
+        self.wire = wire
         self.fleet = fleet
         self.interval_s = interval_s
         self.faults = faults or Faults()
@@ -70,13 +89,44 @@ class Simulator:
         self._delayed: deque[tuple[int, str, bytes]] = deque()
         self._offline_buffer: list[bytes] = []
         self._pending: list[tuple[str, bytes, mqtt.MQTTMessageInfo]] = []
+        self._lock = threading.Lock()  # the tick thread and paho's (rebirth requests) both publish
+        self.nodes = {bridge: EdgeNode(bridge, sparkplug_group) for bridge in self.by_bridge} \
+            if wire == "sparkplug" else {}
+        self.rebirths = 0
         index = {serial: i for i, serial in enumerate(fleet.serials)}
         self._changes = [(c, np.array([index[s] for s in c.serials], dtype=np.int64))
                          for c in self.faults.load_changes]
+        if self.nodes:
+            self.client.on_message = self._on_command
+            commands = f"spBv1.0/{sparkplug_group}/NCMD/+"
+            # paho does not queue a subscription made before the CONNACK: made on (re)connect,
+            # and now if that has been already.
+            self.client.on_connect = lambda c, *_: c.subscribe(commands, qos=1)
+            if self.client.is_connected():
+                self.client.subscribe(commands, qos=1)
+            for node in self.nodes.values():
+                self._birth(node)
+            return
         for bridge in self.by_bridge:
             self.client.publish(STATUS_TOPIC.format(bridge=bridge), b"online", qos=1, retain=True)
 
+    def _birth(self, node: EdgeNode) -> None:
+        """Births with no current values (null metrics): readings come only with ticks."""
+        with self._lock:
+            serials = [self.fleet.serials[i] for i in self.by_bridge[node.bridge]]
+            for topic, payload in node.birth([(serial, None) for serial in serials], int(time.time() * 1000)):
+                self._send(topic, payload)
+
+    def _on_command(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        for node in self.nodes.values():
+            if node.rebirth_asked(message.topic, bytes(message.payload)):
+                self.rebirths += 1
+                self._birth(node)
+
     def close(self) -> None:
+        with self._lock:
+            for node in self.nodes.values():
+                self._send(*node.death())
         self.flush()
         self.client.loop_stop()
         self.client.disconnect()
@@ -86,7 +136,8 @@ class Simulator:
         restart: a pack the client could not even send (no connection) is sent again once
         it is back; one sent but unacknowledged, paho re-sends itself on reconnect."""
         deadline = time.monotonic() + timeout_s
-        pending, self._pending = self._pending, []
+        with self._lock:
+            pending, self._pending = self._pending, []
         while pending:
             topic, payload, info = pending.pop(0)
             while True:
@@ -102,10 +153,25 @@ class Simulator:
                     continue
                 time.sleep(0.002)
 
-    def _publish(self, bridge: str, payload: bytes, report: Report) -> None:
-        topic = SENML_TOPIC.format(bridge=bridge)
+    def _send(self, topic: str, payload: bytes) -> None:
         self._pending.append((topic, payload, self.client.publish(topic, payload, qos=1)))
+
+    def _publish(self, bridge: str, payload: bytes, report: Report) -> None:
+        with self._lock:
+            self._send(SENML_TOPIC.format(bridge=bridge), payload)
         report.packs_published += 1
+        if len(self._pending) >= 1000:
+            self.flush()
+
+    def _publish_sparkplug(self, bridge: str, readings: list[tuple[str, int, float]], report: Report) -> None:
+        """One DDATA per reading, each sent twice at the duplicate rate (a QoS 1 redelivery)."""
+        with self._lock:
+            for topic, payload in self.nodes[bridge].data(readings):
+                self._send(topic, payload)
+                report.packs_published += 1
+                if self.faults.duplicate_rate and self.rng.random() < self.faults.duplicate_rate:
+                    self._send(topic, payload)
+                    report.packs_duplicated += 1
         if len(self._pending) >= 1000:
             self.flush()
 
@@ -137,9 +203,14 @@ class Simulator:
                 # Half negative, half NaN; orjson writes NaN as null, as lax firmware does.
                 values = np.where(bad, np.where(self.rng.random(len(idx)) < 0.5, -1.0, math.nan), values)
                 report.readings_bad += int(bad.sum())
-            payload = encode_pack(list(zip(serials, [t] * len(idx), values.tolist(), strict=True)))
             if report.keep_expected:
                 report.expected.update((s, t) for s, b in zip(serials, bad, strict=True) if not b)
+            if self.nodes:
+                at_ms = round(t * 1000)
+                self._publish_sparkplug(bridge, [(s, at_ms, v) for s, v in zip(serials, values.tolist(), strict=True)],
+                                        report)
+                continue
+            payload = encode_pack(list(zip(serials, [t] * len(idx), values.tolist(), strict=True)))
             if f.offline_bridge == bridge and f.offline_after_ticks <= report.ticks < (
                     f.offline_after_ticks + f.offline_for_ticks):
                 if report.ticks == f.offline_after_ticks:

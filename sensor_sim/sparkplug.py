@@ -18,7 +18,9 @@ from wattline.sparkplug import (
     MessageType,
     Metric,
     Payload,
+    SparkplugError,
     Topic,
+    decode_payload,
     encode_payload,
 )
 
@@ -47,9 +49,9 @@ class EdgeNode:
         return self._topic(MessageType.NDEATH), encode_payload(Payload(None, None, (
             Metric(BDSEQ_METRIC, None, None, DataType.UINT64, self.bd_seq),)))
 
-    def birth(self, sensors: Iterable[tuple[str, float]], at_ms: int) -> list[Message]:
+    def birth(self, sensors: Iterable[tuple[str, float | None]], at_ms: int) -> list[Message]:
         """A new session: NBIRTH (a new bdSeq, sequence 0), then each sensor's DBIRTH with
-        its current value (sensor serial, amperes)."""
+        its current value (sensor serial, amperes; None: no value now, a null metric)."""
         self.bd_seq = (self.bd_seq + 1) % 256
         self._seq = 0
         self._born.clear()
@@ -64,7 +66,7 @@ class EdgeNode:
 
     def data(self, readings: Iterable[tuple[str, int, float]]) -> list[Message]:
         """Each reading (sensor serial, milliseconds, amperes) as a DDATA by alias, one per
-        sensor and time; a sensor not yet born gets its DBIRTH first."""
+        sensor and time; a sensor not yet born gets a DBIRTH carrying the reading instead."""
         out: list[Message] = []
         for serial, at_ms, amps in readings:
             if serial not in self._born:
@@ -75,3 +77,20 @@ class EdgeNode:
             out.append((self._topic(MessageType.DDATA, serial), encode_payload(Payload(at_ms, self._next(), (
                 Metric(None, CURRENT_ALIAS, at_ms, DataType.FLOAT, amps),)))))
         return out
+
+    def death(self) -> Message:
+        """The NDEATH a bridge that closes cleanly publishes itself (its will is for the unclean)."""
+        return self.will()
+
+    def rebirth_asked(self, topic: str, payload: bytes) -> bool:
+        """Whether a message to this edge node is a host's rebirth request."""
+        if topic != self._topic(MessageType.NCMD):
+            return False
+        try:
+            metrics = decode_payload(payload).metrics
+        except SparkplugError:
+            return False
+        return any(m.name == REBIRTH_METRIC and m.value is True for m in metrics)
+
+    def sensors(self) -> list[str]:
+        return sorted(self._born)

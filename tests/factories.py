@@ -221,12 +221,13 @@ def move_to_tier(database_url: str, tier: str) -> None:
 def run_sim(mqtt_url: str, faults: Faults | None = None, *, minutes: float = 5, sites: int = 1,
             bridges: int = 2, sensors: int = 6, start: float | None = None,
             seed_db: psycopg.Connection[Any] | None = None,
-            unassigned_every: int = 0) -> Report:
-    """Back-fill `minutes` of a simulated fleet through the broker (seeding its catalogue first)."""
+            unassigned_every: int = 0, wire: str = "senml") -> Report:
+    """Back-fill `minutes` of a simulated fleet through the broker (seeding its catalogue
+    first), as SenML or Sparkplug B (`wire`)."""
     fleet = build_fleet(sites, bridges, sensors)
     if seed_db is not None:
         seed_catalogue(seed_db, fleet, unassigned_every=unassigned_every)
-    sim = Simulator(fleet, mqtt_url, faults=faults, client_id=f"sim-{time.monotonic_ns()}")
+    sim = Simulator(fleet, mqtt_url, faults=faults, client_id=f"sim-{time.monotonic_ns()}", wire=wire)
     report = Report(keep_expected=True)
     begin = start if start is not None else (time.time() // 600) * 600 - 3600
     try:

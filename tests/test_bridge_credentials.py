@@ -22,8 +22,17 @@ from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.broker_security import BrokerSync, ControlError, DynsecAdmin, bridge_clients, change_commands
+from ingest.broker_security import (
+    BrokerSync,
+    ControlError,
+    DynsecAdmin,
+    bridge_clients,
+    change_commands,
+    missing_acls,
+    sparkplug_acls,
+)
 from launcher.localstack import free_port
+from sensor_sim.sparkplug import EdgeNode
 from tests.factories import Tenant, auth, count, wait_for
 from tests.fixtures.gateway import RunningGateway
 from wattline import bridge_credentials
@@ -157,11 +166,24 @@ def test_registered_bridge_publishes_as_itself_and_nothing_more(
         # Refused, not cut off (Mosquitto < 2.0.22 with `max_queued_messages 0` dropped it here).
         assert not me.disconnected.is_set()
         assert me.publish(cred["status_topic"], b"online") in (0, 16)
+        # Sparkplug B: as its own edge node (any group), never as another; it reads only
+        # the commands to itself and the hosts' STATE.
+        for topic, payload in EdgeNode("BR-A-NEW", "plant").birth([(a.discovered_serial, 4.75)],
+                                                                   int(now * 1000) - 500):
+            assert me.publish(topic, payload) in (0, 16), topic
+        for topic, payload in EdgeNode(b.bridge_serial, "plant").birth([(b.sensor_serial, 99.0)],
+                                                                       int(now * 1000) - 500):
+            assert me.publish(topic, payload) == NOT_AUTHORISED, topic
+        assert me.subscribe("spBv1.0/plant/NCMD/BR-A-NEW") == 1
+        assert me.subscribe("spBv1.0/STATE/+") == 1
+        for topic in ("spBv1.0/#", f"spBv1.0/plant/NCMD/{b.bridge_serial}", "spBv1.0/plant/DDATA/+/+"):
+            assert me.subscribe(topic) == NOT_AUTHORISED, topic
+        assert me.publish("spBv1.0/plant/NCMD/BR-A-NEW", b"") == NOT_AUTHORISED  # only hosts command
     finally:
         me.close()
     # Its password under another client id (to take over another bridge's session) is refused.
     assert refused(mqtt_url, cred["username"], cred["password"], b.bridge_serial)
-    wait_for(lambda: count(db, "SELECT count(*) FROM readings WHERE current_a = 3.25") == 1, 20)
+    wait_for(lambda: count(db, "SELECT count(*) FROM readings WHERE current_a IN (3.25, 4.75)") == 2, 20)
     assert count(db, "SELECT count(*) FROM readings WHERE current_a = 99") == 0
     assert gw.gateway is not None and gw.gateway.health() is not None
 
@@ -232,6 +254,36 @@ def test_reconciliation_restores_lost_clients_and_removes_strays(
     finally:
         admin.close()
     assert not refused(mqtt_url, cred.username, cred.password, cred.username)
+
+
+def test_reconciliation_gives_roles_made_before_sparkplug_its_topics(
+        db: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant], mqtt_url: str, mqtt_admin_url: str,
+        sync: BrokerSync) -> None:
+    """A broker set up before Sparkplug B: its bridge and gateway roles lack the topics. The
+    sync's reconciliation adds them once; a second finds nothing to add."""
+    a, _ = tenants
+    cred = bridge_credentials.issue(db, None, a.bridge_id, key=sync.key)
+    applied(sync, db)
+    admin = DynsecAdmin(mqtt_admin_url)
+    try:
+        old = [{"command": "removeRoleACL", "rolename": f"bridge-{cred.username}", "acltype": acl["acltype"],
+                "topic": acl["topic"]} for acl in sparkplug_acls(cred.username)]
+        old.append({"command": "removeRoleACL", "rolename": "wattline-gateway", "acltype": "publishClientSend",
+                    "topic": "spBv1.0/+/NCMD/+"})
+        assert admin.errors(old) == [None] * len(old)
+        me = sign_in(mqtt_url, cred.username, cred.password, cred.username)
+        try:
+            birth = EdgeNode(cred.username, "plant").birth([], int(time.time() * 1000))[0]
+            assert me.publish(*birth) == NOT_AUTHORISED
+            assert len(missing_acls(admin)) == len(old)
+            sync._reconciled_at = 0.0  # the next pass reconciles
+            sync.one_pass(db)
+            assert missing_acls(admin) == []
+            assert me.publish(*birth) in (0, 16)
+        finally:
+            me.close()
+    finally:
+        admin.close()
 
 
 def test_a_broker_that_is_down_delays_changes_and_loses_none(

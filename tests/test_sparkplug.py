@@ -1,7 +1,7 @@
 """Sparkplug B (#22), the codec and the host's session per edge node: births, aliases,
 sequence numbers and bdSeq, the readings each message carries, and every refusal with its
-reason and, where the host lost track, a rebirth request. Pure: no broker yet (the gateway
-does not subscribe to Sparkplug yet)."""
+reason and, where the host lost track, a rebirth request. Pure, no broker: the gateway's
+Sparkplug path is tested in tests/test_sparkplug_ingest.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.sparkplug_session import Sessions
+from ingest.sparkplug_session import Refusal, Sessions, SessionState
 from sensor_sim.sparkplug import EdgeNode
 from wattline.sparkplug import (
     DataType,
@@ -92,22 +92,22 @@ def test_what_the_host_cannot_read_is_refused_and_a_rebirth_asked() -> None:
     s = Sessions()
     # data before any birth (the host restarted): refused, rebirth
     out = s.handle(topic(MessageType.DDATA, "CT-9"), data(5, Metric(None, 7, T0, DataType.FLOAT, 1.0)))
-    assert out.rebirth and "before its NBIRTH" in out.refused[0] and out.readings == []
+    assert out.rebirth and "before its NBIRTH" in out.refused[0].detail and out.readings == []
     s.handle(topic(MessageType.NBIRTH), birth())
     s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
     # an alias no birth declared
     out = s.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 99, T0, DataType.FLOAT, 1.0),
                                                           Metric(None, 7, T0, DataType.FLOAT, 2.0)))
-    assert out.rebirth and "alias 99" in out.refused[0] and out.readings == [("CT-9", T0 / 1000, 2.0)]
+    assert out.rebirth and "alias 99" in out.refused[0].detail and out.readings == [("CT-9", T0 / 1000, 2.0)]
     # a skipped sequence number: refused, and nothing more is read until the rebirth
     out = s.handle(topic(MessageType.DDATA, "CT-9"), data(4, Metric(None, 7, T0, DataType.FLOAT, 3.0)))
-    assert out.rebirth and "sequence 4 where 3" in out.refused[0] and out.readings == []
+    assert out.rebirth and "sequence 4 where 3" in out.refused[0].detail and out.readings == []
     assert not s.online("site-7", "BR-1")
     s.handle(topic(MessageType.NBIRTH), birth(bd_seq=1))
     assert s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1, 3.0)).readings == [("CT-9", T0 / 1000, 3.0)]
     # a device that was never born on this node
     out = s.handle(topic(MessageType.DDATA, "CT-4"), data(2, Metric("current", None, T0, DataType.FLOAT, 1.0)))
-    assert out.rebirth and "before its DBIRTH" in out.refused[0]
+    assert out.rebirth and "before its DBIRTH" in out.refused[0].detail
 
 
 def test_bad_values_are_refused_one_by_one_and_the_rest_read() -> None:
@@ -119,9 +119,10 @@ def test_bad_values_are_refused_one_by_one_and_the_rest_read() -> None:
         Metric("current", None, T0, DataType.INT32, 3), Metric(None, 7, None, DataType.FLOAT, 1.0),
         Metric(None, 7, T0 + 1, DataType.DOUBLE, 2.5)))))
     assert out.readings == [("CT-9", (T0 + 1) / 1000, 2.5)] and not out.rebirth
-    assert [r.split(": ", 1)[1][:12] for r in out.refused] == [
+    assert [r.detail.split(": ", 1)[1][:12] for r in out.refused] == [
         "current -2.0", "current nan ", "current must", "current with"]
-    assert s.handle("spBv1.0/site-7/DDATA/BR-1/CT-9", b"\xff\xff").refused[0].startswith("not a Sparkplug B payload")
+    garbage = s.handle("spBv1.0/site-7/DDATA/BR-1/CT-9", b"\xff\xff")
+    assert garbage.refused[0].detail.startswith("not a Sparkplug B payload")
 
 
 def test_deaths_a_stale_will_changes_nothing() -> None:
@@ -133,12 +134,12 @@ def test_deaths_a_stale_will_changes_nothing() -> None:
     s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
     s.handle(topic(MessageType.DDEATH, "CT-9"), encode_payload(Payload(T0, 2, ())))
     out = s.handle(topic(MessageType.DDATA, "CT-9"), data(3, Metric(None, 7, T0, DataType.FLOAT, 1.0)))
-    assert out.rebirth and "before its DBIRTH" in out.refused[0]  # a dead device's aliases are gone
+    assert out.rebirth and "before its DBIRTH" in out.refused[0].detail  # a dead device's aliases are gone
     s.handle(topic(MessageType.NDEATH), encode_payload(Payload(None, None, (Metric("bdSeq", None, None,
                                                                                     DataType.UINT64, 3),))))
     assert not s.online("site-7", "BR-1")
     assert s.handle(topic(MessageType.NBIRTH), encode_payload(Payload(T0, 0, ()))).refused == [
-        "NBIRTH needs a bdSeq metric and a sequence number 0-255"]
+        Refusal("sparkplug_invalid", "NBIRTH needs a bdSeq metric and a sequence number 0-255")]
 
 
 def test_a_simulated_edge_node_is_read_whole_and_recovers_by_rebirth() -> None:
@@ -165,7 +166,7 @@ def test_a_simulated_edge_node_is_read_whole_and_recovers_by_rebirth() -> None:
     more = node.data([(sensors[0], T0 + 9_000_000 + 10_000 * k, 2.0) for k in range(3)])
     host.handle(*more[0])
     lost_next = host.handle(*more[2])  # more[1] was lost on the way
-    assert lost_next.rebirth and "sequence" in lost_next.refused[0] and lost_next.readings == []
+    assert lost_next.rebirth and "sequence" in lost_next.refused[0].detail and lost_next.readings == []
     assert deliver(node.birth([(sensors[0], 3.0)], T0 + 9_100_000)) == [(sensors[0], (T0 + 9_100_000) / 1000, 3.0)]
 
     host = Sessions()  # the host restarted
@@ -176,3 +177,54 @@ def test_a_simulated_edge_node_is_read_whole_and_recovers_by_rebirth() -> None:
     # The will carries the session's bdSeq: it ends this session, not a later one.
     host.handle(*node.will())
     assert not host.online("wattline", "BR-1")
+
+
+def test_refusals_carry_the_reason_they_are_stored_under() -> None:
+    s = Sessions()
+    s.handle(topic(MessageType.NBIRTH), birth())
+    s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
+    out = s.handle(topic(MessageType.DDATA, "CT-9"), encode_payload(Payload(None, 2, (
+        Metric(None, 7, T0, DataType.FLOAT, -2.0), Metric(None, 7, T0, DataType.FLOAT, math.inf),
+        Metric(None, 7, T0, DataType.INT32, 3), Metric(None, 7, None, DataType.FLOAT, 1.0),
+        Metric(None, 99, T0, DataType.FLOAT, 1.0)))))
+    assert [(r.reason, r.sensor) for r in out.refused] == [
+        ("negative_value", "CT-9"), ("not_finite", "CT-9"), ("bad_field_type", "CT-9"), ("sparkplug_invalid", "CT-9"),
+        ("sparkplug_out_of_session", "CT-9")]
+    assert s.handle("spBv1.0/site-7/XDATA/BR-1", b"").refused[0].reason == "sparkplug_invalid"
+
+
+def test_a_redelivered_message_is_read_again_without_a_rebirth() -> None:
+    """QoS 1 may deliver the last message twice: the repeat's readings are read again (the
+    store keeps each once) and the session goes on."""
+    s = Sessions()
+    s.handle(topic(MessageType.NBIRTH), birth())
+    s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
+    message = data(2, Metric(None, 7, T0 + 10_000, DataType.FLOAT, 5.5))
+    first = s.handle(topic(MessageType.DDATA, "CT-9"), message)
+    again = s.handle(topic(MessageType.DDATA, "CT-9"), message)
+    assert first.readings == again.readings == [("CT-9", (T0 + 10_000) / 1000, 5.5)]
+    assert not again.rebirth and again.refused == [] and again.state == first.state
+    assert s.handle(topic(MessageType.DDATA, "CT-9"), data(3, Metric(None, 7, T0, DataType.FLOAT, 1.0))).refused == []
+
+
+def test_each_outcome_carries_the_session_after_it_and_a_host_restores_them() -> None:
+    """What the gateway makes durable with a batch, and rewinds to when the broker
+    redelivers what it had not acked."""
+    s = Sessions()
+    born = s.handle(topic(MessageType.NBIRTH), birth(bd_seq=4))
+    assert born.state == SessionState(4, 0) and born.online is True and born.key == ("site-7", "BR-1")
+    device = s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
+    assert device.state == SessionState(4, 1, {"CT-9": {7: "current", 8: "rssi"}})
+    kept = s.states()
+    s.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 7, T0, DataType.FLOAT, 1.0)))
+    s.restore(kept)  # message 2 was not acked: it comes again, and reads as new
+    again = s.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 7, T0, DataType.FLOAT, 1.0)))
+    assert again.readings == [("CT-9", T0 / 1000, 1.0)]
+    assert again.state == SessionState(4, 2, {"CT-9": {7: "current", 8: "rssi"}})
+    assert device.state.seq == 1  # an earlier outcome's state is not changed by later messages
+    ended = s.handle(topic(MessageType.NDEATH), encode_payload(Payload(None, None, (
+        Metric("bdSeq", None, None, DataType.UINT64, 4),))))
+    assert ended.ended and ended.state is None and ended.online is False
+    restarted = Sessions(kept)
+    assert restarted.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 7, T0, DataType.FLOAT, 1.0))
+                            ).readings

@@ -66,6 +66,11 @@ class Reason:
     #: whole, not decoded, so that a flood cannot crowd out the other bridges.
     RATE_LIMITED = "rate_limited"
     SPOOFED_SENSOR = "sensor_of_other_site"
+    #: Sparkplug B: a topic or payload that is not Sparkplug B as Wattline reads it.
+    SPARKPLUG_INVALID = "sparkplug_invalid"
+    #: Sparkplug B: a message the host cannot place in its edge node's session (before the
+    #: birth, a sequence number skipped, an alias not in the birth); a rebirth is asked.
+    SPARKPLUG_OUT_OF_SESSION = "sparkplug_out_of_session"
     #: The pack made ingest fail in a way no rule names (a bug, or data the database will not
     #: take): kept byte for byte and acked, so that it is never redelivered forever.
     PROCESSING_ERROR = "processing_error"

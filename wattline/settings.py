@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     #: `bench fleet`: the packs bridges resent first); a plain subscription keeps all of it.
     mqtt_share_group: str = ""
     mqtt_client_id: str = "wattline-gateway-1"
+    #: Read Sparkplug B (`spBv1.0/…`) as its primary host. An edge node's messages must all
+    #: reach one reader in order, so they are read on a plain subscription, not the shared
+    #: group: with N gateways, turn this on for one. (Two on would store each reading once
+    #: still, at twice the work, and both would ask for rebirths.)
+    sparkplug_host: bool = True
     #: a batch closes at this many packs, this many payload bytes or this age, whichever comes first
     batch_max_packs: int = 2000
     batch_max_bytes: int = 8 * 1024 * 1024

@@ -17,6 +17,7 @@ Mapping, the contract a bridge speaking Sparkplug follows:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +25,8 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
+
+from wattline.senml import Reason
 
 NAMESPACE = "spBv1.0"
 CURRENT_METRIC = "current"
@@ -55,7 +58,12 @@ class DataType:
 
 
 class SparkplugError(ValueError):
-    """A topic or payload that is not Sparkplug B as Wattline reads it; the text says why."""
+    """A topic, payload or metric that Wattline cannot read; the text says why, and `reason`
+    is the rejection reason it is stored under (wattline.senml.Reason)."""
+
+    def __init__(self, detail: str, reason: str = Reason.SPARKPLUG_INVALID) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Topic:
         return f"{NAMESPACE}/{self.group}/{self.type.value}/{self.edge_node}{device}"
 
 
+@functools.lru_cache(maxsize=65_536)  # a fleet's topics repeat: one per sensor
 def parse_topic(topic: str) -> Topic:
     """The topic's parts, or SparkplugError saying why it is not a bridge's Sparkplug topic."""
     parts = topic.split("/")
@@ -97,14 +106,16 @@ def _schema() -> tuple[Any, Any]:
                                               syntax="proto2")
     payload = file.message_type.add(name="Payload")
     metric = payload.nested_type.add(name="Metric")
+    metric.oneof_decl.add(name="value")  # as in Tahu's schema: one C call says which value is set
     for name, number, kind in (("name", 1, f.TYPE_STRING), ("alias", 2, f.TYPE_UINT64), ("timestamp", 3, f.TYPE_UINT64),
                                ("datatype", 4, f.TYPE_UINT32), ("is_historical", 5, f.TYPE_BOOL),
-                               ("is_transient", 6, f.TYPE_BOOL), ("is_null", 7, f.TYPE_BOOL),
-                               ("int_value", 10, f.TYPE_UINT32), ("long_value", 11, f.TYPE_UINT64),
+                               ("is_transient", 6, f.TYPE_BOOL), ("is_null", 7, f.TYPE_BOOL)):
+        metric.field.add(name=name, number=number, type=kind, label=f.LABEL_OPTIONAL)
+    for name, number, kind in (("int_value", 10, f.TYPE_UINT32), ("long_value", 11, f.TYPE_UINT64),
                                ("float_value", 12, f.TYPE_FLOAT), ("double_value", 13, f.TYPE_DOUBLE),
                                ("boolean_value", 14, f.TYPE_BOOL), ("string_value", 15, f.TYPE_STRING),
                                ("bytes_value", 16, f.TYPE_BYTES)):
-        metric.field.add(name=name, number=number, type=kind, label=f.LABEL_OPTIONAL)
+        metric.field.add(name=name, number=number, type=kind, label=f.LABEL_OPTIONAL, oneof_index=0)
     payload.field.add(name="timestamp", number=1, type=f.TYPE_UINT64, label=f.LABEL_OPTIONAL)
     payload.field.add(name="metrics", number=2, type=f.TYPE_MESSAGE, label=f.LABEL_REPEATED,
                       type_name=".org.eclipse.tahu.protobuf.Payload.Metric")
@@ -158,8 +169,7 @@ def decode_payload(data: bytes) -> Payload:
         raise SparkplugError(f"not a Sparkplug B payload: {exc}") from None
     metrics = []
     for m in message.metrics:
-        field = next((name for name in ("int_value", "long_value", "float_value", "double_value", "boolean_value",
-                                        "string_value", "bytes_value") if m.HasField(name)), None)
+        field = m.WhichOneof("value")
         metrics.append(Metric(m.name if m.HasField("name") else None, m.alias if m.HasField("alias") else None,
                               m.timestamp if m.HasField("timestamp") else None,
                               m.datatype if m.HasField("datatype") else None,
@@ -195,9 +205,10 @@ def encode_payload(payload: Payload) -> bytes:
 def current_amps(metric: Metric) -> float:
     """A `current` metric's value in amperes, or SparkplugError saying what is wrong with it."""
     if metric.datatype not in (DataType.FLOAT, DataType.DOUBLE):
-        raise SparkplugError(f"current must be a Float or Double metric (datatype {metric.datatype})")
+        raise SparkplugError(f"current must be a Float or Double metric (datatype {metric.datatype})",
+                             Reason.FIELD_TYPE)
     if not isinstance(metric.value, float) or not math.isfinite(metric.value):
-        raise SparkplugError(f"current {metric.value!r} is not a finite number")
+        raise SparkplugError(f"current {metric.value!r} is not a finite number", Reason.NOT_FINITE)
     if metric.value < 0:
-        raise SparkplugError(f"current {metric.value} A is negative (a clamp measures magnitude)")
+        raise SparkplugError(f"current {metric.value} A is negative (a clamp measures magnitude)", Reason.NEGATIVE)
     return metric.value

@@ -31,11 +31,15 @@ from wattline.migrate import migrate
 
 
 @pytest.mark.faults
-def test_kill_9_mid_stream_loses_and_doubles_nothing(db: psycopg.Connection[Any], mqtt_url: str, gateways: Any) -> None:
+@pytest.mark.parametrize("wire", ["senml", "sparkplug"])
+def test_kill_9_mid_stream_loses_and_doubles_nothing(db: psycopg.Connection[Any], mqtt_url: str, gateways: Any,
+                                                     wire: str) -> None:
+    """Over Sparkplug B too: each restarted gateway resumes the sessions its last commit
+    stored, so what the broker redelivers reads on, with no rebirth and nothing refused."""
     fleet = build_fleet(1, 3, 20)
     seed_catalogue(db, fleet)
     gw = gateways().start()
-    thread, report = simulate_in_background(mqtt_url, fleet, ticks=60, pace_s=0.05)
+    thread, report = simulate_in_background(mqtt_url, fleet, ticks=60, pace_s=0.05, wire=wire)
     for _ in range(3):  # killed at three points of the stream
         wait_for(lambda: count(db, "SELECT count(*) FROM readings") > 0, 30)
         time.sleep(0.4)
@@ -47,6 +51,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(db: psycopg.Connection[Any]
     time.sleep(1.0)
     assert count(db, "SELECT count(*) FROM readings") == len(report.expected) == 60 * 60
     assert stored_set(db) == expected_set(report)
+    assert count(db, "SELECT count(*) FROM rejected_readings") == 0
     assert_rollups_equal_recompute(db)
 
 
@@ -134,14 +139,16 @@ def own_postgres() -> Iterator[tuple[LocalPostgres, str]]:
 
 
 @pytest.mark.faults
+@pytest.mark.parametrize("wire", ["senml", "sparkplug"])
 def test_database_stopped_mid_stream_loses_nothing(own_postgres: tuple[LocalPostgres, str], mqtt_url: str,
-                                                   gateways: Any) -> None:
+                                                   gateways: Any, wire: str) -> None:
+    """Over Sparkplug B, spooled packs carry their sessions, stored when the spool replays."""
     pg, url = own_postgres
     fleet = build_fleet(1, 2, 10)
     with psycopg.connect(url, autocommit=True) as conn:
         seed_catalogue(conn, fleet)
     gw = gateways(url).start()
-    thread, report = simulate_in_background(mqtt_url, fleet, ticks=160, pace_s=0.05)
+    thread, report = simulate_in_background(mqtt_url, fleet, ticks=160, pace_s=0.05, wire=wire)
     for _ in range(2):  # stopped twice while packs flow
         time.sleep(0.8)
         pg.stop(mode="fast")  # the database goes away mid-stream ...
@@ -156,6 +163,7 @@ def test_database_stopped_mid_stream_loses_nothing(own_postgres: tuple[LocalPost
         time.sleep(1.0)
         assert stored_set(conn) == expected_set(report)
         assert count(conn, "SELECT count(*) FROM readings") == 160 * 20
+        assert count(conn, "SELECT count(*) FROM rejected_readings") == 0
         assert_rollups_equal_recompute(conn)
 
 
