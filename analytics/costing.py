@@ -55,7 +55,8 @@ def site_cost(conn: psycopg.Connection[Any], p: Principal, site_id: int, t_from:
     rows = queries.energy_15m(conn, p, site_id, t_from, t_to)
     ts = np.array([r["bucket_s"] for r in rows], dtype=np.float64)
     wh = np.array([r["energy_wh"] for r in rows], dtype=np.float64)
-    inv = invoice(ts, wh, versions, site["timezone"], site["country"], t_from, t_to)
+    exported = np.array([r["export_wh"] for r in rows], dtype=np.float64)
+    inv = invoice(ts, wh, versions, site["timezone"], site["country"], t_from, t_to, export_wh=exported)
     return SiteCost(inv, node_costs(conn, p, site_id, t_from, t_to, versions, site))
 
 
@@ -123,13 +124,16 @@ def preview_draft(conn: psycopg.Connection[Any], p: Principal, site_id: int, dra
     rows = queries.energy_15m(conn, p, site_id, t_from, t_to)
     ts = np.array([r["bucket_s"] for r in rows], dtype=np.float64)
     wh = np.array([r["energy_wh"] for r in rows], dtype=np.float64)
+    exported = np.array([r["export_wh"] for r in rows], dtype=np.float64)
     # The draft as the only version over the whole month: what the month would have cost.
     as_version = TariffVersion(0, draft.name, draft.currency, t_from - timedelta(days=1),
                                draft.standing_charge_minor_per_day, draft.demand_charge_minor_per_kw,
-                               draft.demand_interval_minutes, draft.vat_rate, draft.bands)
-    proposed = invoice(ts, wh, [as_version], site["timezone"], site["country"], t_from, t_to)
+                               draft.demand_interval_minutes, draft.vat_rate, draft.bands,
+                               draft.export_rate_minor_per_kwh)
+    proposed = invoice(ts, wh, [as_version], site["timezone"], site["country"], t_from, t_to, export_wh=exported)
     versions = load_tariffs(conn, site_id)
-    actual = invoice(ts, wh, versions, site["timezone"], site["country"], t_from, t_to) if versions else None
+    actual = invoice(ts, wh, versions, site["timezone"], site["country"], t_from, t_to,
+                     export_wh=exported) if versions else None
     labels = list(dict.fromkeys([*(line.label for line in actual.lines)] if actual else []) |
                   dict.fromkeys(line.label for line in proposed.lines))
     now_lines = {line.label: line for line in actual.lines} if actual else {}

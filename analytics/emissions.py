@@ -6,6 +6,10 @@ all of a site's nodes. Energy with no factor at all (a country the bundled table
 factor of the site's own, an hour the series misses) makes the node's CO2e unknown, never
 zero: `unfactored_kwh` says how much.
 
+The energy counted is what each node draws from the grid: its consumption, less the
+generation it used itself where it has generation below it (wattline.queries.IMPORT_WH);
+rooftop PV lowers a site's location-based emissions by what it displaces.
+
 Periods are the site's local days or months, or the whole range. The hourly tier is the
 source, so a range is taken in whole UTC hours, and a local day in a zone with a
 half-hour offset is counted from the hour that holds its start.
@@ -24,7 +28,7 @@ from wattline.db import fetch_all
 from wattline.emissions import SiteFactor, factor_of
 from wattline.errors import Invalid
 from wattline.principal import Principal
-from wattline.queries import scope
+from wattline.queries import IMPORT_WH, scope
 
 Conn = psycopg.Connection[Any]
 Period = Literal["total", "day", "month"]
@@ -62,7 +66,7 @@ def co2e_by_node(conn: Conn, p: Principal, site: dict[str, Any], t_from: datetim
               "day": sql.SQL("(date_trunc('day', r.bucket AT TIME ZONE %(tz)s))::date"),
               "month": sql.SQL("(date_trunc('month', r.bucket AT TIME ZONE %(tz)s))::date")}[by]
     rows = fetch_all(conn, sql.SQL("""
-        WITH r AS (SELECT r.node_id, r.bucket, r.energy_wh, h.g_per_kwh AS hourly
+        WITH r AS (SELECT r.node_id, r.bucket, {import_wh} AS energy_wh, h.g_per_kwh AS hourly
                    FROM rollups_1h r JOIN nodes n ON n.id = r.node_id
                    LEFT JOIN site_co2e_hourly h ON h.site_id = %(site)s AND h.hour = r.bucket
                    WHERE n.site_id = %(site)s AND r.bucket >= %(from)s AND r.bucket < %(to)s)
@@ -75,7 +79,7 @@ def co2e_by_node(conn: Conn, p: Principal, site: dict[str, Any], t_from: datetim
         FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
         LEFT JOIN r ON r.node_id = n.id
         WHERE n.site_id = %(site)s AND {where}
-        GROUP BY n.id, 4 ORDER BY n.id, 4""").format(period=period, where=where),
+        GROUP BY n.id, 4 ORDER BY n.id, 4""").format(period=period, where=where, import_wh=IMPORT_WH),
         {**params, "site": site["id"], "from": t_from, "to": t_to, "tz": site["timezone"],
          "annual": factor.g_per_kwh})
     out = []
@@ -94,13 +98,13 @@ def site_totals(conn: Conn, sites: list[dict[str, Any]], t_from: datetime, t_to:
     benchmark counts their energy (None: some energy has no factor); one query for all.
     `sites` are sites rows the caller may see."""
     annual = [factor_of(s).g_per_kwh for s in sites]  # by position, as the sites
-    rows = fetch_all(conn, """
-        SELECT f.site_id, sum(r.energy_wh * COALESCE(h.g_per_kwh, f.annual)) AS wh_g_per_kwh,
-               count(*) FILTER (WHERE COALESCE(h.g_per_kwh, f.annual) IS NULL AND r.energy_wh > 0) AS unfactored
+    rows = fetch_all(conn, sql.SQL("""
+        SELECT f.site_id, sum({import_wh} * COALESCE(h.g_per_kwh, f.annual)) AS wh_g_per_kwh,
+               count(*) FILTER (WHERE COALESCE(h.g_per_kwh, f.annual) IS NULL AND {import_wh} > 0) AS unfactored
         FROM unnest(%s::bigint[], %s::float8[]) AS f(site_id, annual)
         JOIN nodes n ON n.site_id = f.site_id AND n.kind = 'site'
         JOIN rollups_1h r ON r.node_id = n.id AND r.bucket >= %s AND r.bucket < %s
         LEFT JOIN site_co2e_hourly h ON h.site_id = f.site_id AND h.hour = r.bucket
-        GROUP BY f.site_id""", ([s["id"] for s in sites], annual, t_from, t_to))
+        GROUP BY f.site_id""").format(import_wh=IMPORT_WH), ([s["id"] for s in sites], annual, t_from, t_to))
     found = {r["site_id"]: None if r["unfactored"] else float(r["wh_g_per_kwh"] or 0.0) / 1e6 for r in rows}
     return {s["id"]: found.get(s["id"], 0.0 if g is not None else None) for s, g in zip(sites, annual, strict=True)}

@@ -19,6 +19,7 @@ class Tree:
     parent: npt.NDArray[np.int64]  # index into node_ids, -1 for the root
     measured: npt.NDArray[np.bool_]  # the node has (or had) sensors of its own
     site_of: npt.NDArray[np.int64]
+    generation: npt.NDArray[np.bool_]  # the node's flow is generation (wattline.generation)
 
     def index(self) -> dict[int, int]:
         return {int(n): i for i, n in enumerate(self.node_ids)}
@@ -27,23 +28,25 @@ class Tree:
 def load_trees(conn: psycopg.Connection[Any], site_ids: list[int]) -> Tree:
     rows = fetch_tuples(
         conn, """SELECT n.id, n.parent_id, n.site_id,
-                        EXISTS (SELECT 1 FROM sensor_assignments a WHERE a.node_id = n.id) AS measured
+                        EXISTS (SELECT 1 FROM sensor_assignments a WHERE a.node_id = n.id) AS measured,
+                        n.flow = 'generation'
                  FROM nodes n WHERE n.site_id = ANY(%s) ORDER BY n.id""", (site_ids,))
-    children: dict[int | None, list[tuple[int, int, bool]]] = {}
-    for node_id, parent_id, site_id, measured in rows:
-        children.setdefault(parent_id, []).append((node_id, site_id, measured))
-    order: list[tuple[int, int, int, bool]] = []  # (node, parent index, site, measured)
-    stack = [(n, -1, s, m) for n, s, m in children.get(None, [])]
+    children: dict[int | None, list[tuple[int, int, bool, bool]]] = {}
+    for node_id, parent_id, site_id, measured, generates in rows:
+        children.setdefault(parent_id, []).append((node_id, site_id, measured, generates))
+    order: list[tuple[int, int, int, bool, bool]] = []  # (node, parent index, site, measured, generates)
+    stack = [(n, -1, s, m, g) for n, s, m, g in children.get(None, [])]
     while stack:
-        node, parent_index, site, measured = stack.pop()
-        order.append((node, parent_index, site, measured))
+        node, parent_index, site, measured, generates = stack.pop()
+        order.append((node, parent_index, site, measured, generates))
         me = len(order) - 1
-        stack.extend((c, me, s, m) for c, s, m in children.get(node, []))
+        stack.extend((c, me, s, m, g) for c, s, m, g in children.get(node, []))
     return Tree(
         node_ids=np.array([o[0] for o in order], dtype=np.int64),
         parent=np.array([o[1] for o in order], dtype=np.int64),
         measured=np.array([o[3] for o in order], dtype=np.bool_),
         site_of=np.array([o[2] for o in order], dtype=np.int64),
+        generation=np.array([o[4] for o in order], dtype=np.bool_),
     )
 
 

@@ -48,6 +48,7 @@ class TariffVersion:
     demand_interval_min: int
     vat_rate: Decimal
     bands: tuple[Band, ...]
+    export_minor_per_kwh: Decimal = Decimal(0)
 
 
 def load_tariffs(conn: psycopg.Connection[Any], site_id: int) -> list[TariffVersion]:
@@ -60,7 +61,7 @@ def load_tariffs(conn: psycopg.Connection[Any], site_id: int) -> list[TariffVers
                 v["id"], v["name"], v["currency"], v["valid_from"], v["standing_charge_minor_per_day"],
                 v["demand_charge_minor_per_kw"], v["demand_interval_minutes"], v["vat_rate"],
                 tuple(Band(b["name"], b["rate_minor_per_kwh"], tuple(b["day_types"]), b["start_time"], b["end_time"])
-                      for b in bands)))
+                      for b in bands), v["export_rate_minor_per_kwh"]))
     return out
 
 
@@ -176,7 +177,7 @@ def money(minor: float | Decimal) -> Decimal:
 @dataclass
 class CostLine:
     label: str
-    kind: str  # energy | standing | demand | vat
+    kind: str  # energy | standing | demand | vat | export (a credit: minor < 0)
     quantity: Decimal  # kWh, days or kW
     minor: Decimal
 
@@ -219,8 +220,10 @@ def demand_peaks(bucket_utc_s: F64, energy_wh: F64, interval_min: int, tz: str) 
 
 
 def invoice(bucket_utc_s: F64, energy_wh: F64, versions: list[TariffVersion], tz: str, country: str,
-            t_from: datetime, t_to: datetime, subdivision: str | None = None) -> Invoice:
-    """Cost of a site's 15-minute energy over [t_from, t_to)."""
+            t_from: datetime, t_to: datetime, subdivision: str | None = None, export_wh: F64 | None = None) -> Invoice:
+    """Cost of a site's 15-minute energy drawn from the grid over [t_from, t_to); with
+    `export_wh` (what it gave to the grid, in the same buckets), a credit at each version's
+    export rate, after VAT."""
     if not versions:
         raise TariffError("the site has no tariff")
     currencies = {v.currency for v in versions}
@@ -263,6 +266,14 @@ def invoice(bucket_utc_s: F64, energy_wh: F64, versions: list[TariffVersion], tz
     vat_rate = _version_at(versions, t_from) or versions[0]
     if vat_rate.vat_rate:
         inv.lines.append(CostLine("VAT", "vat", vat_rate.vat_rate, money(inv.total_minor * vat_rate.vat_rate)))
+    if export_wh is not None and export_wh.sum() > 0:
+        starts = np.array([v.valid_from.timestamp() for v in versions])
+        which = np.searchsorted(starts, bucket_utc_s, side="right") - 1
+        rates = np.array([float(v.export_minor_per_kwh) for v in versions])[np.maximum(which, 0)]
+        credit = float(np.sum(np.where(which >= 0, export_wh / 1000.0 * rates, 0.0)))
+        if credit > 0:
+            kwh = Decimal(str(round(float(export_wh.sum()) / 1000.0, 3)))
+            inv.lines.append(CostLine("export", "export", kwh, -money(credit)))
     return inv
 
 

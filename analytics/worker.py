@@ -290,14 +290,20 @@ class RollupEngine:
                 for j, i, part in partial:
                     sums[q, j, part] += values[i, part]
             energy, mean_p, max_p, current, coverage, samples, count = sums
+            generating = {n for (n,) in fetch_tuples(conn, "SELECT id FROM nodes WHERE id = ANY(%s) AND flow = "
+                                                           "'generation'", (nodes,))}
             for j, node in enumerate(nodes):
                 for m in sorted(node_minutes[node]):
                     b = m - lo
                     if not 0 <= b < width or count[j, b] == 0 or (samples[j, b] == 0 and coverage[j, b] == 0.0):
                         continue
-                    rows.append((node, m * 60.0, float(energy[j, b]), float(mean_p[j, b]), float(max_p[j, b]),
-                                 float(current[j, b] / count[j, b]), int(samples[j, b]),
-                                 float(coverage[j, b] / count[j, b]), None))
+                    # A generating circuit's energy is generation, all of it given out: its
+                    # consumption is nil (its power and current stay what its clamps read).
+                    wh = float(energy[j, b])
+                    gen = wh if node in generating else None
+                    rows.append((node, m * 60.0, 0.0 if gen is not None else wh, float(mean_p[j, b]),
+                                 float(max_p[j, b]), float(current[j, b] / count[j, b]), int(samples[j, b]),
+                                 float(coverage[j, b] / count[j, b]), None, gen, gen))
         _upsert(conn, Resolution.MIN1, rows)
         if sweep:
             written = {(r[0], round(r[1] / 60)) for r in rows}
@@ -321,11 +327,11 @@ class RollupEngine:
         ends = np.searchsorted(stamps, np.array([sp[3] for sp in spans])).tolist()
         for (_, node, _, _), first, end in zip(spans, firsts, ends, strict=True):
             measured[idx[node], first:end] = True
-        own = np.zeros((len(_COLUMNS), len(tree.node_ids), len(minutes)))
+        own = np.zeros((len(_COLUMNS) + 1, len(tree.node_ids), len(minutes)))  # the last: generation_wh
         ones = np.zeros((len(tree.node_ids), len(minutes)))
         columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
         for node, bucket, *values in fetch_tuples(conn, sql.SQL(
-                """SELECT node_id, extract(epoch FROM bucket)::float8, {}
+                """SELECT node_id, extract(epoch FROM bucket)::float8, {}, coalesce(generation_wh, 0)
                    FROM rollups_1m WHERE node_id = ANY(%s) AND bucket = ANY(%s)""").format(columns),
                 (measured_nodes, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])):
             j, k = idx[node], col[round(bucket / 60)]
@@ -333,9 +339,16 @@ class RollupEngine:
             ones[j, k] = 1.0
         # Sums over the tree, per quantity. A node's coverage is the mean coverage of the
         # measured nodes under it (count = how many); its mean current is the total current.
-        energy, remainder, has_data = roll_up(tree, measured, own[0])
-        mean_power, max_power, current, samples, coverage = (roll_up(tree, measured, own[c])[0] for c in range(1, 6))
-        count = roll_up(tree, measured, ones)[0]
+        # Consumption and generation are summed apart (wattline.generation): energy, power
+        # and current over the consuming nodes, generation over the generating ones, and
+        # each minute's export at a node is what its generation exceeds its consumption by.
+        consuming = measured & ~tree.generation[:, None]
+        energy, remainder, has_consumption = roll_up(tree, consuming, own[0])
+        mean_power, max_power, current = (roll_up(tree, consuming, own[c])[0] for c in range(1, 4))
+        samples, coverage = (roll_up(tree, measured, own[c])[0] for c in (4, 5))
+        count, _, has_data = roll_up(tree, measured, ones)
+        generated, _, has_generation = roll_up(tree, measured & tree.generation[:, None], own[6])
+        exported = np.maximum(generated - energy, 0.0)
         has_children = np.zeros(len(tree.node_ids), dtype=np.bool_)
         has_children[tree.parent[tree.parent >= 0]] = True
         rows = []
@@ -345,11 +358,13 @@ class RollupEngine:
             for k, m in enumerate(minutes):
                 if not has_data[j, k] or m not in site_minutes or count[j, k] == 0:
                     continue
-                if measured[j, k] and not has_children[j]:
-                    continue  # a measured leaf: its own row is already right
+                if measured[j, k] and (not has_children[j] or tree.generation[j]):
+                    continue  # a measured leaf, or generation measured: its own row is already right
+                gen = float(generated[j, k]) if has_generation[j, k] else None
                 rows.append((node, m * 60.0, float(energy[j, k]), float(mean_power[j, k]), float(max_power[j, k]),
                              float(current[j, k]), int(samples[j, k]), float(min(coverage[j, k] / count[j, k], 1.0)),
-                             None if np.isnan(remainder[j, k]) else float(remainder[j, k])))
+                             None if np.isnan(remainder[j, k]) else float(remainder[j, k]), gen,
+                             float(exported[j, k]) if gen is not None and has_consumption[j, k] else None))
         _upsert(conn, Resolution.MIN1, rows)
         swept = _with_ancestors(tree, idx, sweep)
         if swept:
@@ -385,14 +400,14 @@ class RollupEngine:
                 WITH touched AS (SELECT to_timestamp(s) AS b, to_timestamp(e) AS e
                                  FROM unnest(%(starts)s::float8[], %(ends)s::float8[]) x(s, e))
                 INSERT INTO {target} (node_id, bucket, energy_wh, mean_power_w, max_power_w, mean_current_a,
-                                      samples, coverage, unmonitored_wh)
+                                      samples, coverage, unmonitored_wh, generation_wh, export_wh)
                 SELECT r.node_id, t.b, sum(r.energy_wh),
                        COALESCE(sum(r.mean_power_w * r.coverage) / NULLIF(sum(r.coverage::float8), 0), 0),
                        max(r.max_power_w),
                        COALESCE(sum(r.mean_current_a * r.coverage) / NULLIF(sum(r.coverage::float8), 0), 0),
                        sum(r.samples),
                        LEAST(sum(r.coverage::float8) * %(fine)s / extract(epoch FROM t.e - t.b), 1),
-                       sum(r.unmonitored_wh)
+                       sum(r.unmonitored_wh), sum(r.generation_wh), sum(r.export_wh)
                 FROM touched t
                 JOIN {source} r ON r.bucket >= t.b AND r.bucket < t.e
                 WHERE r.node_id IN (SELECT id FROM nodes WHERE site_id = %(site)s)
@@ -402,7 +417,8 @@ class RollupEngine:
                     energy_wh = EXCLUDED.energy_wh, mean_power_w = EXCLUDED.mean_power_w,
                     max_power_w = EXCLUDED.max_power_w, mean_current_a = EXCLUDED.mean_current_a,
                     samples = EXCLUDED.samples, coverage = EXCLUDED.coverage,
-                    unmonitored_wh = EXCLUDED.unmonitored_wh, computed_at = now()""").format(
+                    unmonitored_wh = EXCLUDED.unmonitored_wh, generation_wh = EXCLUDED.generation_wh,
+                    export_wh = EXCLUDED.export_wh, computed_at = now()""").format(
                 target=sql.Identifier(target.table), source=sql.Identifier(source.table)), params)
             if swept:  # a swept node's bucket that this pass did not rewrite has no data left
                 conn.execute(sql.SQL("""
@@ -501,7 +517,8 @@ def _upsert(conn: psycopg.Connection[Any], resolution: Resolution, rows: list[tu
         return
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS staging_rollups (
                         node_id bigint, bucket_s float8, energy_wh float8, mean_power_w float8, max_power_w float8,
-                        mean_current_a float8, samples int, coverage float8, unmonitored_wh float8)
+                        mean_current_a float8, samples int, coverage float8, unmonitored_wh float8,
+                        generation_wh float8, export_wh float8)
                     ON COMMIT DELETE ROWS""")
     with conn.cursor() as cur:
         with cur.copy("COPY staging_rollups FROM STDIN") as cp:
@@ -509,15 +526,16 @@ def _upsert(conn: psycopg.Connection[Any], resolution: Resolution, rows: list[tu
                 cp.write_row(row)
         cur.execute(sql.SQL("""
             INSERT INTO {} (node_id, bucket, energy_wh, mean_power_w, max_power_w, mean_current_a,
-                            samples, coverage, unmonitored_wh)
+                            samples, coverage, unmonitored_wh, generation_wh, export_wh)
             SELECT node_id, to_timestamp(bucket_s), energy_wh, mean_power_w, max_power_w, mean_current_a,
-                   samples, LEAST(coverage, 1), unmonitored_wh
+                   samples, LEAST(coverage, 1), unmonitored_wh, generation_wh, export_wh
             FROM staging_rollups
             ON CONFLICT (node_id, bucket) DO UPDATE SET
                 energy_wh = EXCLUDED.energy_wh, mean_power_w = EXCLUDED.mean_power_w,
                 max_power_w = EXCLUDED.max_power_w, mean_current_a = EXCLUDED.mean_current_a,
                 samples = EXCLUDED.samples, coverage = EXCLUDED.coverage,
-                unmonitored_wh = EXCLUDED.unmonitored_wh, computed_at = now()""").format(
+                unmonitored_wh = EXCLUDED.unmonitored_wh, generation_wh = EXCLUDED.generation_wh,
+                export_wh = EXCLUDED.export_wh, computed_at = now()""").format(
             sql.Identifier(resolution.table)))
         cur.execute("TRUNCATE staging_rollups")
 

@@ -10,7 +10,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 
 from alerts.rules import Recipients, RuleParams, Schedule, Severity
 from wattline.assignments import MAX_CT_RATING_A
-from wattline.domain import Connection, Role
+from wattline.domain import Connection, Resolution, Role
+from wattline.generation import Flow
+
+FLOW_HELP = ("consumption, or generation for a circuit or device that generates (rooftop PV): a clamp reads "
+             "magnitude only, so the direction is this setting. No clamp may sit above generation.")
 
 Serial = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", examples=["CT0000000001"])
 
@@ -177,6 +181,7 @@ class NodeIn(BaseModel):
     power_factor: float | None = Field(None, gt=0, le=1, examples=[0.92])
     connection: Connection | None = None
     asset_type: str | None = Field(None, max_length=50, examples=["refrigeration"])
+    flow: Flow = Field("consumption", description=FLOW_HELP)
 
 
 class NodePatch(BaseModel):
@@ -184,6 +189,7 @@ class NodePatch(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     nominal_voltage_v: float | None = Field(None, gt=0, lt=100_000)
     power_factor: float | None = Field(None, gt=0, le=1)
+    flow: Flow | None = Field(None, description=FLOW_HELP + " A change re-sums the node's history.")
 
 
 class Node(BaseModel):
@@ -208,8 +214,36 @@ class Node(BaseModel):
     kind: str
     name: str
     external_ref: str | None
+    flow: Flow = "consumption"
     depth: int | None = None
     sensors: int | None = None
+
+
+class EnergyBucket(BaseModel):
+    """One bucket of a site's energy balance, in Wh: what it consumed and generated, drew
+    from the grid (import) and gave to it (export), and used of its own generation."""
+
+    bucket: datetime
+    consumption_wh: float
+    generation_wh: float
+    import_wh: float
+    export_wh: float
+    self_consumption_wh: float
+    coverage: float
+
+
+class EnergyBalance(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "site_id": 1, "resolution": "1h",
+        "totals": {"consumption_wh": 41200.0, "generation_wh": 18500.0, "import_wh": 27100.0, "export_wh": 4400.0,
+                   "self_consumption_wh": 14100.0},
+        "buckets": [{"bucket": "2026-06-01T11:00:00Z", "consumption_wh": 3900.0, "generation_wh": 5200.0,
+                     "import_wh": 0.0, "export_wh": 1300.0, "self_consumption_wh": 3900.0, "coverage": 1.0}]}]})
+
+    site_id: int
+    resolution: Resolution
+    totals: dict[str, float]
+    buckets: list[EnergyBucket]
 
 
 class BridgeIn(BaseModel):
@@ -473,6 +507,9 @@ class TariffIn(BaseModel):
     demand_charge_minor_per_kw: Decimal = Field(Decimal(0), ge=0, max_digits=14, decimal_places=4)
     demand_interval_minutes: Literal[15, 30] = 30
     vat_rate: Decimal = Field(Decimal(0), ge=0, lt=1, max_digits=6, decimal_places=4)
+    export_rate_minor_per_kwh: Decimal = Field(Decimal(0), ge=0, max_digits=14, decimal_places=4, examples=["15.00"],
+                                               description="Paid per kWh given to the grid (a site with "
+                                                           "generation); credited after VAT.")
     bands: list[TariffBandIn] = Field(min_length=1)
 
 

@@ -25,6 +25,7 @@ from bench.ingest import (
     bridges,
     drain_seconds,
     empty,
+    gateway_health,
     publish_all,
     seed,
     start_gateway,
@@ -84,8 +85,21 @@ def births(stack: Stack, port: int) -> dict[str, EdgeNode]:
 
 
 def drain(stack: Stack, port: int, items: list[tuple[str, bytes]], readings: int, since: float) -> float:
+    """Readings/s draining `items`. Then what the broker sends again is read off before the
+    next round empties the table: Mosquitto 2.0.11 sends past our Receive Maximum (pinned in
+    tests/faults/test_gateway.py) and a backlog larger than it partly comes again, flagged
+    DUP, on the next connection (here ~58,000 of 200,000 Sparkplug messages; SenML's
+    10,000 packs stay under it). The gateway reads such a redelivery again and stores its
+    readings once; with the table emptied in between, they would count as new."""
     gateways = start_on_backlog(stack, [port], items)
     elapsed = drain_seconds(stack, [port], readings, since)
+    stop_all(gateways)
+    gateways = [start_gateway(stack, port)]
+    wait_healthy(port)
+    seen = -1
+    while (now := int(gateway_health(port)["packs"])) != seen:
+        seen = now
+        time.sleep(2.0)
     stop_all(gateways)
     return readings / elapsed
 

@@ -454,7 +454,7 @@ class Gateway:
 
     def _from_sparkplug(self, topic: str, payload: bytes, message: mqtt.MQTTMessage) -> RawPack:
         assert self.sparkplug is not None
-        pack, rebirth = self.sparkplug.take(topic, payload, time.time(), message.mid, message.qos)
+        pack, rebirth = self.sparkplug.take(topic, payload, time.time(), message.mid, message.qos, bool(message.dup))
         if rebirth is not None and self._mqtt is not None:
             # From paho's own read callback: publish only queues the packet.
             self._mqtt._client.publish(*sparkplug_host.rebirth_request(rebirth), qos=0)

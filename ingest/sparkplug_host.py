@@ -70,11 +70,11 @@ class SparkplugHost:
         self._asked: dict[SessionKey, float] = {}
         self.rebirths_asked = 0
 
-    def take(self, topic: str, payload: bytes, received_at: float, mid: int = 0, qos: int = 0
+    def take(self, topic: str, payload: bytes, received_at: float, mid: int = 0, qos: int = 0, dup: bool = False
              ) -> tuple[RawPack, SessionKey | None]:
         """The pack a message amounts to, and the edge node to ask for a rebirth (None: none
-        now, or asked within `REBIRTH_EVERY_S`)."""
-        out = self.sessions.handle(topic, payload)
+        now, or asked within `REBIRTH_EVERY_S`); `dup`: the broker sends it again."""
+        out = self.sessions.handle(topic, payload, dup)
         note = SparkplugNote(out.key, out.state, out.ended, tuple(out.refused), topic if out.refused else "",
                              payload if out.refused else b"", tuple(out.readings))
         return RawPack(*_translated(out, topic), received_at, mid, qos, sparkplug=note), self._rebirth(out)

@@ -13,8 +13,11 @@ spread messages over a group's members, so Sparkplug is read by one gateway (the
 host, `Settings.sparkplug_host`) on a plain subscription, not by the shared group that
 reads SenML.
 
-A QoS 1 redelivery repeats the last sequence number: its readings are read again (storage
-keeps each once) and the session goes on, since asking for a rebirth would gain nothing.
+A QoS 1 redelivery of a message already read (the broker's DUP flag, or the last sequence
+number again) is read again, its readings kept once by storage, and changes nothing: a
+gateway stopped or killed after storing a batch and before its acks reached the broker is
+sent it again, and the sessions it resumes are already past it. Asking for a rebirth then
+would lose what follows until the births came.
 
 Each message's outcome carries its edge node's session as it stands after the message
 (`SessionState`, immutable), so the gateway can make a batch's sessions durable with its
@@ -101,7 +104,8 @@ class Sessions:
         """Back to these sessions (those made durable), forgetting any read since."""
         self._nodes = dict(states)
 
-    def handle(self, topic: str, data: bytes) -> Outcome:
+    def handle(self, topic: str, data: bytes, dup: bool = False) -> Outcome:
+        """What the message gives; `dup`: the broker's DUP flag (it was sent before)."""
         try:
             t = parse_topic(topic)
         except SparkplugError as exc:
@@ -123,6 +127,8 @@ class Sessions:
             return out
         if t.type is MessageType.NBIRTH:
             bd_seq = _bd_seq(payload)
+            if dup and node is not None and bd_seq == node.bd_seq:
+                return out  # the birth of the session in hand, again: it must not restart the count
             if bd_seq is None or payload.seq is None or not 0 <= payload.seq <= 255:
                 out.refused.append(Refusal(Reason.SPARKPLUG_INVALID,
                                            "NBIRTH needs a bdSeq metric and a sequence number 0-255"))
@@ -135,8 +141,9 @@ class Sessions:
         if node is None:
             return _lost(out, f"{t.type.value} from {t.edge_node} before its NBIRTH")
         device = t.device or ""
-        if payload.seq is not None and payload.seq == node.seq and t.type is not MessageType.DDEATH:
-            # A redelivery of the last message (QoS 1): read it again, change nothing.
+        if payload.seq is not None and (payload.seq == node.seq or dup) and payload.seq != (node.seq + 1) % 256 \
+                and t.type is not MessageType.DDEATH:
+            # A redelivery of a message read before (QoS 1): read it again, change nothing.
             if t.type in (MessageType.DBIRTH, MessageType.DDATA) and device in node.aliases:
                 self._readings(out, device, node.aliases[device], payload)
             return out

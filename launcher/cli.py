@@ -101,6 +101,7 @@ def simulate(
     backfill_to: Annotated[datetime | None, typer.Option(help="Back-fill until (UTC).")] = None,
     seed_catalogue: Annotated[bool, typer.Option(help="Create the matching catalogue first.")] = False,
     unassigned_every: Annotated[int, typer.Option(help="Leave every Nth circuit unassigned.")] = 0,
+    pv_every: Annotated[int, typer.Option(help="Give every Nth site rooftop PV (0: none); the demo uses 2.")] = 0,
     drop_rate: float = 0.0, duplicate_rate: float = 0.0, delay_rate: float = 0.0, malformed_rate: float = 0.0,
     bad_value_rate: float = 0.0, offline_bridge: str | None = None, offline_after_ticks: int = 0,
     offline_for_ticks: int = 0,
@@ -118,7 +119,7 @@ def simulate(
     settings = _settings()
     configure_logging(settings.log_json)
     mqtt_url = settings.simulator_mqtt_url or _mqtt_url()
-    fleet = build_fleet(sites, bridges, sensors)
+    fleet = build_fleet(sites, bridges, sensors, pv_every=pv_every)
     if seed_catalogue:
         with psycopg.connect(_database_url(), autocommit=True) as conn:
             counts = seed(conn, fleet, unassigned_every=unassigned_every)

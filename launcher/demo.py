@@ -15,6 +15,7 @@ from wattline import virtual_meters
 from wattline.accounts import ensure_demo_users
 
 DEMO_UNASSIGNED_EVERY = 10  # every tenth circuit is left for an installer to commission
+DEMO_PV_EVERY = 2  # every other site has rooftop PV (the first, the third, ...)
 DEMO_WEATHER_DAYS = 400  # of simulated daily mean temperatures, up to yesterday
 DEMO_RULES: tuple[tuple[str, RuleParams], ...] = (
     ("Silent clamps", SensorOffline(intervals=6)),
@@ -28,7 +29,7 @@ def seed_demo(database_url: str, *, sites: int, bridges: int, sensors: int) -> d
     """Catalogue matching `wattline simulate` with the same sizes, the demo logins, and a
     starter set of alert rules on each site that has none."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        fleet = build_fleet(sites, bridges, sensors)
+        fleet = build_fleet(sites, bridges, sensors, pv_every=DEMO_PV_EVERY)
         counts = seed_catalogue(conn, fleet, unassigned_every=DEMO_UNASSIGNED_EVERY)
         counts["temperature_days"] = seed_temperatures(conn, fleet, DEMO_WEATHER_DAYS)
         ensure_demo_users(conn)

@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 
 import typer
 
-from launcher.demo import DEMO_UNASSIGNED_EVERY, seed_demo
+from launcher.demo import DEMO_PV_EVERY, DEMO_UNASSIGNED_EVERY, seed_demo
 from launcher.localstack import LocalMosquitto, LocalPostgres, ensure_installed, missing_software
 from launcher.localstack.software import wait_for_port
 from launcher.supervisor import Supervisor
@@ -142,7 +142,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
             raise RuntimeError("the gateway did not become ready; see its log")
         supervisor.start("simulator", [*cli, "simulate", "--sites", str(sites), "--bridges", str(bridges),
                                        "--sensors", str(sensors), "--unassigned-every", str(DEMO_UNASSIGNED_EVERY),
-                                       "--history-hours", str(history_hours)])
+                                       "--pv-every", str(DEMO_PV_EVERY), "--history-hours", str(history_hours)])
         http = serve_http(settings.up_health_port, supervisor.health, name="up")
         for port in (settings.api_port, settings.dashboard_port):
             wait_for_port(port, 60)

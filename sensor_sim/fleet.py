@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from sensor_sim.profiles import PROFILE_MIX, Profile, currents
+from sensor_sim.profiles import PROFILE_MIX, Profile, currents, sun_height
 
 #: Where the simulated sites are, in turn: zone, latitude, longitude.
 SITE_PLACES = [("Europe/London", 51.5, -0.13), ("Europe/Berlin", 52.52, 13.4), ("America/New_York", 40.71, -74.0),
@@ -25,6 +25,10 @@ class Circuit:
     profile: Profile
     rated_a: float
     sensor_serials: tuple[str, ...]
+
+    @property
+    def generates(self) -> bool:
+        return self.profile is Profile.PV
 
 
 @dataclass
@@ -70,12 +74,17 @@ class Fleet:
             local = datetime.fromtimestamp(t, UTC).astimezone(ZoneInfo(site.timezone))
             local_hour[i] = local.hour + local.minute / 60.0
             open_now[i] = local.weekday() < 6 and 7.0 <= local_hour[i] < 19.0
+        sun = sun_height(t, np.array([s.latitude for s in self.sites]), np.array([s.longitude for s in self.sites]))
         return currents(self.profile, self.rated_a, self.offset_s, t, local_hour[self.site_of],
-                        open_now[self.site_of], weather[self.site_of], rng)
+                        open_now[self.site_of], weather[self.site_of], rng, sun[self.site_of])
 
 
-def build_fleet(sites: int, bridges_per_site: int, sensors_per_bridge: int, seed: int = 7) -> Fleet:
-    """A deterministic portfolio: the same arguments give the same serials and circuits."""
+def build_fleet(sites: int, bridges_per_site: int, sensors_per_bridge: int, seed: int = 7, *,
+                pv_every: int = 0) -> Fleet:
+    """A deterministic portfolio: the same arguments give the same serials and circuits.
+    Every `pv_every`-th site (the first, then each `pv_every` on; 0: none) also has a
+    rooftop PV array: a three-phase inverter circuit on a board of its own, on its first
+    bridge, rated at a third of the site's other circuits' total."""
     rng = np.random.default_rng(seed)
     fleet_sites: list[Site] = []
     serials: list[str] = []
@@ -109,6 +118,18 @@ def build_fleet(sites: int, bridges_per_site: int, sensors_per_bridge: int, seed
                     rated.append(rating)
                 k += phases
                 circuit_no += 1
+        if pv_every and s % pv_every == 0:
+            bridge = site.bridge_serials[0]
+            rating = round(sum(c.rated_a * c.phases for c in site.circuits) / 9.0)  # per phase, a third in all
+            sensor_serials = tuple(f"CT{s:03d}00{sensors_per_bridge + p:05d}" for p in range(3))
+            site.circuits.append(Circuit(f"{code}-B00-PV", "Rooftop PV", f"{code}-PV", 3, Profile.PV,
+                                         float(rating), sensor_serials))
+            for serial in sensor_serials:
+                serials.append(serial)
+                bridge_of.append(bridge)
+                site_of.append(s)
+                profiles.append(int(Profile.PV))
+                rated.append(float(rating))
         fleet_sites.append(site)
     n = len(serials)
     return Fleet(

@@ -40,9 +40,10 @@ UK_STYLE_TARIFF = TariffSpec("Business day/night", "GBP", datetime(2024, 1, 1, t
 
 
 def site_spec(site: Site, *, unassigned_every: int = 0) -> SiteSpec:
-    """The simulated site as a catalogue: a main switchboard feeding one board per panel ref,
-    each circuit's sensors on its phases. Every `unassigned_every`-th circuit's sensors are
-    left for an installer to assign (0: assign all)."""
+    """The simulated site as a catalogue: a main switchboard feeding one board per panel ref
+    (PV on a board of its own, no clamp above it), each circuit's sensors on its phases.
+    Every `unassigned_every`-th circuit's sensors are left for an installer to assign (0:
+    assign all)."""
     boards: dict[str, list[CircuitSpec]] = {}
     for n, circuit in enumerate(site.circuits):
         bridge = f"BR-{site.code}-{circuit.ref.split('-B')[1][:2]}"
@@ -50,7 +51,8 @@ def site_spec(site: Site, *, unassigned_every: int = 0) -> SiteSpec:
         sensors = () if left else tuple(SensorSpec(serial, bridge, phase, circuit.rated_a * 1.25)
                                         for phase, serial in enumerate(circuit.sensor_serials, start=1))
         boards.setdefault(circuit.panel_ref, []).append(
-            CircuitSpec(circuit.ref, circuit.name, sensors, asset_type=circuit.profile.name.lower()))
+            CircuitSpec(circuit.ref, circuit.name, sensors, asset_type=circuit.profile.name.lower(),
+                        flow="generation" if circuit.generates else "consumption"))
     sub_panels = tuple(PanelSpec(ref, f"Board {ref}", 400.0, 0.92, Connection.THREE_PHASE_WYE, tuple(circuits),
                                  feeder=CircuitSpec(f"{ref}-FEED", f"Feeder to {ref}"))
                        for ref, circuits in boards.items())

@@ -189,7 +189,7 @@ def test_measurements_csv_has_powerradar_columns(client: TestClient, tenants: tu
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")
     lines = res.text.strip().splitlines()
     assert lines[0] == ("device_id,device_name,time_utc,resolution_minutes,site_id,site_name,current_a,voltage_v,"
-                        "power_w,power_factor,energy_wh,coverage,samples")
+                        "power_w,power_factor,energy_wh,coverage,samples,generation_wh,export_wh")
     first = lines[1].split(",")
     assert first[2].endswith("Z") and first[3] == "1" and float(first[6]) == pytest.approx(12.0)
     assert float(first[7]) == pytest.approx(230.0) and float(first[8]) == pytest.approx(2760.0, rel=1e-3)

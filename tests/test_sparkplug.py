@@ -228,3 +228,24 @@ def test_each_outcome_carries_the_session_after_it_and_a_host_restores_them() ->
     restarted = Sessions(kept)
     assert restarted.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 7, T0, DataType.FLOAT, 1.0))
                             ).readings
+
+
+def test_a_redelivery_of_what_was_read_before_changes_nothing() -> None:
+    """A gateway that stored a batch and stopped before its acks reached the broker resumes
+    past it, and is sent it again with the DUP flag: read again, no refusal, no rebirth,
+    and the session goes on from where it was."""
+    s = Sessions()
+    s.handle(topic(MessageType.NBIRTH), birth(bd_seq=2))
+    s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
+    sent = [data(k, Metric(None, 7, T0 + 1000 * k, DataType.FLOAT, float(k))) for k in range(2, 6)]
+    for message in sent:
+        s.handle(topic(MessageType.DDATA, "CT-9"), message)
+    again = [s.handle(topic(MessageType.DDATA, "CT-9"), m, dup=True) for m in sent[:3]]
+    assert [o.readings for o in again] == [[("CT-9", (T0 + 1000 * k) / 1000, float(k))] for k in range(2, 5)]
+    assert not any(o.refused or o.rebirth for o in again)
+    assert s.handle(topic(MessageType.NBIRTH), birth(bd_seq=2), dup=True).refused == []  # the birth, again
+    out = s.handle(topic(MessageType.DDATA, "CT-9"), data(6, Metric(None, 7, T0, DataType.FLOAT, 6.0)))
+    assert out.readings and not out.refused
+    # Without the flag, a number out of turn is a lost message: refused, rebirth asked.
+    late = s.handle(topic(MessageType.DDATA, "CT-9"), data(3, Metric(None, 7, T0, DataType.FLOAT, 3.0)))
+    assert late.rebirth and late.refused[0].reason == "sparkplug_out_of_session"

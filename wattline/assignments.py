@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from wattline import audit, rollup_queue
+from wattline import audit, generation, rollup_queue
 from wattline.db import fetch_all, fetch_one
 from wattline.errors import Conflict, Invalid, NotFound
 from wattline.principal import Principal
@@ -236,6 +236,7 @@ def assign(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase
         start: datetime | None = _minute(since, "since") if since is not None else (last or {}).get("t")
         _insert(conn, actor, sensor["id"], node_id, phase, ct_rating_a, start or "-infinity", Action.ASSIGN)
         _mirror(conn, sensor["id"])
+        generation.check_site(conn, sensor["site_id"])
         rollup_queue.queue_history(conn, [sensor["id"]], since=start, progress_of=sensor["id"])
         audit.record(conn, actor, "assign", "sensor", sensor["id"], node_id=node_id, phase=phase,
                      ct_rating_a=ct_rating_a, since=start.isoformat() if start else None)
@@ -255,6 +256,7 @@ def correct(conn: Conn, actor: Principal | None, serial: str, node_id: int, phas
                                reason = 'correct', assigned_by = %s, assigned_at = now() WHERE id = %s""",
                      (node_id, phase, ct_rating_a, actor.user_id if actor else None, current["id"]))
         _mirror(conn, sensor["id"])
+        generation.check_site(conn, sensor["site_id"])
         rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]],
                                    since=current["valid_from"], progress_of=sensor["id"])
         audit.record(conn, actor, "correct", "sensor", sensor["id"], node_id=node_id, phase=phase,
@@ -278,6 +280,7 @@ def move(conn: Conn, actor: Principal | None, serial: str, node_id: int, phase: 
         _end(conn, current["id"], when)
         _insert(conn, actor, sensor["id"], node_id, phase, ct_rating_a, when, Action.MOVE)
         _mirror(conn, sensor["id"])
+        generation.check_site(conn, sensor["site_id"])
         rollup_queue.queue_history(conn, [sensor["id"]], former_nodes=[current["node_id"]], since=when,
                                    progress_of=sensor["id"])
         audit.record(conn, actor, "move", "sensor", sensor["id"], node_id=node_id, phase=phase,

@@ -24,12 +24,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from wattline import audit, bridge_credentials, rollup_queue, virtual_meters
+from wattline import audit, bridge_credentials, generation, rollup_queue, virtual_meters
 from wattline.bridge_credentials import Credential
 from wattline.csv_upload import dict_reader
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection
 from wattline.errors import Conflict, Invalid, NotFound, RowErrors
+from wattline.generation import GENERATING_KINDS, Flow
 from wattline.opening_hours import validate_opening_hours
 from wattline.principal import Principal
 
@@ -38,7 +39,7 @@ Conn = psycopg.Connection[Any]
 CSV_COLUMNS = ("external_ref", "parent_ref", "kind", "name", "nominal_voltage_v", "power_factor", "connection",
                "asset_type")
 #: Node fields whose change alters the rollups of the sensors below the node.
-_ROLLUP_FIELDS = frozenset({"parent_id", "nominal_voltage_v", "power_factor", "connection"})
+_ROLLUP_FIELDS = frozenset({"parent_id", "nominal_voltage_v", "power_factor", "connection", "flow"})
 
 
 def _id(conn: Conn, query: str, params: tuple[Any, ...]) -> int:
@@ -162,28 +163,29 @@ def site_root(conn: Conn, site_id: int) -> int:
 
 def upsert_node(conn: Conn, site_id: int, parent_id: int, kind: str, name: str, external_ref: str, *,
                 nominal_voltage_v: float | None = None, power_factor: float | None = None,
-                connection: Connection | None = None, asset_type: str | None = None) -> int:
+                connection: Connection | None = None, asset_type: str | None = None,
+                flow: Flow = "consumption") -> int:
     """Create or update a node identified by (site, external_ref), the installers' device id.
 
     Low level: no audit and no re-queue. Doors call `create_node`, `update_node` or
     `import_hierarchy`; the site builder calls this for trees that have no readings yet.
     """
     return _id(conn, """INSERT INTO nodes (site_id, parent_id, kind, name, external_ref, nominal_voltage_v,
-                                           power_factor, connection, asset_type)
-                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                           power_factor, connection, asset_type, flow)
+                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                         ON CONFLICT (site_id, external_ref) DO UPDATE
                            SET parent_id = EXCLUDED.parent_id, name = EXCLUDED.name,
                                nominal_voltage_v = EXCLUDED.nominal_voltage_v,
                                power_factor = EXCLUDED.power_factor, connection = EXCLUDED.connection,
-                               asset_type = EXCLUDED.asset_type
+                               asset_type = EXCLUDED.asset_type, flow = EXCLUDED.flow
                         RETURNING id""",
                (site_id, parent_id, kind, name, external_ref, nominal_voltage_v, power_factor,
-                connection.value if connection else None, asset_type))
+                connection.value if connection else None, asset_type, flow))
 
 
 def _node(conn: Conn, node_id: int) -> dict[str, Any] | None:
     return fetch_one(conn, """SELECT id, site_id, parent_id, kind, name, external_ref, nominal_voltage_v,
-                                     power_factor, connection, asset_type FROM nodes WHERE id = %s""", (node_id,))
+                                     power_factor, connection, asset_type, flow FROM nodes WHERE id = %s""", (node_id,))
 
 
 def _same_site_parent(conn: Conn, site_id: int, parent_id: int) -> None:
@@ -195,26 +197,35 @@ def _same_site_parent(conn: Conn, site_id: int, parent_id: int) -> None:
 def create_node(conn: Conn, actor: Principal | None, site_id: int, parent_id: int, kind: str, name: str,
                 external_ref: str | None = None, *, nominal_voltage_v: float | None = None,
                 power_factor: float | None = None, connection: Connection | None = None,
-                asset_type: str | None = None) -> int:
-    """Add a panel, circuit or device under a parent of the same site.
+                asset_type: str | None = None, flow: Flow = "consumption") -> int:
+    """Add a panel, circuit or device under a parent of the same site; `flow` generation
+    for a circuit or device that generates (wattline.generation has the rule it must keep).
 
     A new node has no sensors, so no rollup changes; an existing external_ref is updated
     as `update_node` would, re-queueing what that affects.
     """
     _same_site_parent(conn, site_id, parent_id)
+    _generating_kind(kind, flow)
     ref = external_ref or f"node-{parent_id}-{name}"
     try:
         with conn.transaction():
             before = fetch_one(conn, "SELECT id FROM nodes WHERE site_id = %s AND external_ref = %s", (site_id, ref))
             old = _node(conn, int(before["id"])) if before else None
             node_id = upsert_node(conn, site_id, parent_id, kind, name, ref, nominal_voltage_v=nominal_voltage_v,
-                                  power_factor=power_factor, connection=connection, asset_type=asset_type)
+                                  power_factor=power_factor, connection=connection, asset_type=asset_type, flow=flow)
+            generation.check_site(conn, site_id)
             if old is not None:
                 _requeue_if_changed(conn, old)
             audit.record(conn, actor, "create" if old is None else "update", "node", node_id)
     except psycopg.errors.IntegrityError as exc:
         raise Invalid("Invalid node", _db_detail(exc)) from exc
     return node_id
+
+
+def _generating_kind(kind: str, flow: str) -> None:
+    if flow == "generation" and kind not in GENERATING_KINDS:
+        raise Invalid("Invalid node", f"a {kind} cannot be generation: mark the circuit or device that generates",
+                      field="flow")
 
 
 def _requeue_if_changed(conn: Conn, before: dict[str, Any]) -> bool:
@@ -230,18 +241,21 @@ def _requeue_if_changed(conn: Conn, before: dict[str, Any]) -> bool:
 
 
 def update_node(conn: Conn, actor: Principal | None, node_id: int, changes: Mapping[str, Any]) -> None:
-    """Rename, re-rate or move a node. A move or a re-rating re-queues the history of
-    every sensor below it, so that both the old and the new parents' totals are re-summed."""
+    """Rename, re-rate, move a node or change its flow. A move, a re-rating or a new flow
+    re-queues the history of every sensor below it, so that both the old and the new
+    parents' totals are re-summed."""
     before = _node(conn, node_id)
     if before is None:
         raise NotFound("node")
     if changes.get("parent_id") is not None:
         _same_site_parent(conn, before["site_id"], int(changes["parent_id"]))
+    _generating_kind(before["kind"], changes.get("flow", before["flow"]))
     if not changes:
         return
     try:
         with conn.transaction():
             _update(conn, "nodes", node_id, changes)
+            generation.check_site(conn, before["site_id"])
             _requeue_if_changed(conn, before)
             audit.record(conn, actor, "update", "node", node_id, fields=sorted(changes))
     except psycopg.errors.IntegrityError as exc:  # a cycle, a parent of the wrong kind (trigger-checked)

@@ -56,6 +56,10 @@ def _frame(batch: MeasurementBatch, *, json_strings: bool = False) -> pl.DataFra
             columns[name] = pl.repeat(batch.resolution_minutes, len(batch), dtype=pl.Int32, eager=True)
         elif name == "coverage":
             columns[name] = pl.Series(name, batch.coverage, dtype=pl.Float32).fill_nan(None)
+        elif name in ("generation_wh", "export_wh"):
+            values = getattr(batch, name)
+            columns[name] = pl.Series(name, values, dtype=pl.Float64).fill_nan(None) if values is not None else \
+                pl.repeat(None, len(batch), dtype=pl.Float64, eager=True)
         else:
             columns[name] = pl.Series(name, getattr(batch, name))
     return pl.DataFrame(columns)

@@ -83,7 +83,7 @@ def node(conn: Conn, p: Principal, node_id: int) -> Row | None:
     """One node (with its site's zone) the principal may see, or None."""
     where, params = scope(p)
     return _one(conn, sql.SQL("""SELECT n.id, n.site_id, n.parent_id, n.kind, n.name, n.external_ref,
-                                 n.nominal_voltage_v, n.power_factor, n.connection, n.asset_type, s.timezone
+                                 n.nominal_voltage_v, n.power_factor, n.connection, n.asset_type, n.flow, s.timezone
                           FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
                           WHERE n.id = %(id)s AND {where}""").format(where=where), {**params, "id": node_id})
 
@@ -93,14 +93,14 @@ def tree(conn: Conn, p: Principal, site_id: int) -> list[Row]:
     where, params = scope(p)
     return _all(conn, sql.SQL("""
         WITH RECURSIVE t AS (
-            SELECT n.id, n.parent_id, n.kind, n.name, n.external_ref, 0 AS depth, ARRAY[n.id] AS path
+            SELECT n.id, n.parent_id, n.kind, n.name, n.external_ref, n.flow, 0 AS depth, ARRAY[n.id] AS path
             FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
             WHERE n.site_id = %(site)s AND n.parent_id IS NULL AND {where}
             UNION ALL
-            SELECT n.id, n.parent_id, n.kind, n.name, n.external_ref, t.depth + 1, t.path || n.id
+            SELECT n.id, n.parent_id, n.kind, n.name, n.external_ref, n.flow, t.depth + 1, t.path || n.id
             FROM nodes n JOIN t ON n.parent_id = t.id
         )
-        SELECT t.id, t.parent_id, t.kind, t.name, t.external_ref, t.depth,
+        SELECT t.id, t.parent_id, t.kind, t.name, t.external_ref, t.flow, t.depth,
                (SELECT count(*) FROM sensors se WHERE se.node_id = t.id) AS sensors
         FROM t ORDER BY t.path""").format(where=where), {**params, "site": site_id})
 
@@ -165,8 +165,11 @@ def sensor_by_serial(conn: Conn, p: Principal, serial: str) -> Row | None:
 
 
 # -- measurements --------------------------------------------------------------------------
+#: PowerRadar's export columns, then Wattline's generation: what the node generated and gave
+#: out (wattline.generation; empty where it has no generation, and for a sensor's own rows).
 EXPORT_COLUMNS = ("device_id", "device_name", "time_utc", "resolution_minutes", "site_id", "site_name",
-                  "current_a", "voltage_v", "power_w", "power_factor", "energy_wh", "coverage", "samples")
+                  "current_a", "voltage_v", "power_w", "power_factor", "energy_wh", "coverage", "samples",
+                  "generation_wh", "export_wh")
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,8 @@ class MeasurementBatch:
     energy_wh: npt.NDArray[np.float64]
     coverage: npt.NDArray[np.float32]  # NaN: not known (a sensor's on-request buckets)
     samples: npt.NDArray[np.int32]
+    generation_wh: npt.NDArray[np.float64] | None = None  # NaN or None: no generation
+    export_wh: npt.NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -190,7 +195,8 @@ class MeasurementBatch:
 
 _ROLLUP_COPY = np.dtype([("n", ">i2"), ("l0", ">i4"), ("node_id", ">i8"), ("l1", ">i4"), ("bucket", ">i8"),
                          ("l2", ">i4"), ("current", ">f8"), ("l3", ">i4"), ("power", ">f8"), ("l4", ">i4"),
-                         ("energy", ">f8"), ("l5", ">i4"), ("coverage", ">f4"), ("l6", ">i4"), ("samples", ">i4")])
+                         ("energy", ">f8"), ("l5", ">i4"), ("coverage", ">f4"), ("l6", ">i4"), ("samples", ">i4"),
+                         ("l7", ">i4"), ("generation", ">f8"), ("l8", ">i4"), ("export", ">f8")])
 
 
 def measurement_nodes(conn: Conn, p: Principal, node_ids: list[int]) -> dict[str, list[Any]]:
@@ -224,7 +230,9 @@ def measurement_batches(conn: Conn, p: Principal, node_ids: list[int], resolutio
     nodes = measurement_nodes(conn, p, node_ids)
     if not nodes["device_id"]:
         return
-    query = sql.SQL("""COPY (SELECT node_id, bucket, mean_current_a, mean_power_w, energy_wh, coverage, samples
+    # NaN for no generation: a fixed-width binary row has no room for NULL's missing field.
+    query = sql.SQL("""COPY (SELECT node_id, bucket, mean_current_a, mean_power_w, energy_wh, coverage, samples,
+                                    COALESCE(generation_wh, 'NaN'), COALESCE(export_wh, 'NaN')
                              FROM {table} WHERE node_id = ANY({nodes}) AND bucket >= {lo} AND bucket < {hi}
                              ORDER BY node_id, bucket) TO STDOUT (FORMAT BINARY)""").format(
         table=sql.Identifier(resolution.table), nodes=sql.Literal(nodes["device_id"]), lo=sql.Literal(t_from),
@@ -233,7 +241,8 @@ def measurement_batches(conn: Conn, p: Principal, node_ids: list[int], resolutio
         yield MeasurementBatch(resolution.minutes, nodes, arr["node_id"].astype(np.int64),
                                arr["bucket"].astype(np.int64) + PG_EPOCH_US, arr["current"].astype(np.float64),
                                arr["power"].astype(np.float64), arr["energy"].astype(np.float64),
-                               arr["coverage"].astype(np.float32), arr["samples"].astype(np.int32))
+                               arr["coverage"].astype(np.float32), arr["samples"].astype(np.int32),
+                               arr["generation"].astype(np.float64), arr["export"].astype(np.float64))
 
 
 def node_series(conn: Conn, p: Principal, node_ids: list[int], resolution: Resolution, t_from: datetime,
@@ -284,6 +293,23 @@ def usage_by_node(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to
                               where=where), {**params, "site": site_id, "from": t_from, "to": t_to})
 
 
+def energy_balance(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime,
+                   resolution: Resolution) -> list[Row]:
+    """The site root's consumption, generation, import, export and self-consumption (Wh) per
+    bucket (wattline.generation). Export is netted minute by minute, then summed."""
+    where, params = scope(p)
+    return _all(conn, sql.SQL("""SELECT r.bucket, r.energy_wh AS consumption_wh,
+                                 COALESCE(r.generation_wh, 0) AS generation_wh,
+                                 {import_wh} AS import_wh, COALESCE(r.export_wh, 0) AS export_wh,
+                                 COALESCE(r.generation_wh - r.export_wh, 0) AS self_consumption_wh, r.coverage
+                          FROM {table} r JOIN nodes n ON n.id = r.node_id AND n.kind = 'site'
+                          JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+                          WHERE n.site_id = %(site)s AND {where} AND r.bucket >= %(from)s AND r.bucket < %(to)s
+                          ORDER BY r.bucket""").format(table=sql.Identifier(resolution.table), where=where,
+                                                       import_wh=IMPORT_WH),
+                {**params, "site": site_id, "from": t_from, "to": t_to})
+
+
 def site_power_now(conn: Conn, p: Principal, site_id: int) -> Row | None:
     """The site root's latest complete-ish minute."""
     where, params = scope(p)
@@ -294,17 +320,26 @@ def site_power_now(conn: Conn, p: Principal, site_id: int) -> Row | None:
                           ORDER BY r.bucket DESC LIMIT 1""").format(where=where), {**params, "site": site_id})
 
 
+#: What a node draws from the grid in a bucket: its consumption, less the generation it
+#: consumed itself (generation − export) where generation was measured with it.
+IMPORT_WH = sql.SQL("CASE WHEN r.export_wh IS NULL THEN r.energy_wh "
+                    "ELSE r.energy_wh - r.generation_wh + r.export_wh END")
+
+
 def energy_15m(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: datetime,
                node_ids: list[int] | None = None) -> list[Row]:
-    """15-minute energy of a site's nodes (default: its root), the costing input."""
+    """15-minute energy a site's nodes (default: its root) import, the costing input: with
+    rooftop PV, what the meter bills is the import, not the consumption."""
     where, params = scope(p)
     node_filter = "r.node_id = ANY(%(nodes)s)" if node_ids is not None else "n.kind = 'site'"
-    return _all(conn, sql.SQL("""SELECT r.node_id, extract(epoch FROM r.bucket)::float8 AS bucket_s, r.energy_wh
+    return _all(conn, sql.SQL("""SELECT r.node_id, extract(epoch FROM r.bucket)::float8 AS bucket_s,
+                                 {import_wh} AS energy_wh, COALESCE(r.export_wh, 0) AS export_wh
                           FROM rollups_15m r JOIN nodes n ON n.id = r.node_id
                           JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
                           WHERE n.site_id = %(site)s AND {node_filter} AND r.bucket >= %(from)s
                             AND r.bucket < %(to)s AND {where}
-                          ORDER BY r.node_id, r.bucket""").format(node_filter=sql.SQL(node_filter), where=where),
+                          ORDER BY r.node_id, r.bucket""").format(node_filter=sql.SQL(node_filter), where=where,
+                                                                  import_wh=IMPORT_WH),
                 {**params, "site": site_id, "from": t_from, "to": t_to, "nodes": node_ids})
 
 

@@ -17,6 +17,7 @@ import psycopg
 
 from wattline import assignments, catalogue
 from wattline.domain import Connection
+from wattline.generation import Flow
 from wattline.tariffs import Band, add_tariff
 
 
@@ -38,6 +39,7 @@ class CircuitSpec:
     name: str
     sensors: tuple[SensorSpec, ...] = ()
     asset_type: str | None = None
+    flow: Flow = "consumption"
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def _panel(conn: psycopg.Connection[Any], built: BuiltSite, parent: int, spec: P
 
 def _circuit(conn: psycopg.Connection[Any], built: BuiltSite, panel: int, spec: CircuitSpec) -> int:
     node = catalogue.upsert_node(conn, built.site_id, panel, "circuit", spec.name, spec.ref,
-                                 asset_type=spec.asset_type)
+                                 asset_type=spec.asset_type, flow=spec.flow)
     built.nodes[spec.ref] = node
     _sensors(conn, built, node, spec.sensors)
     return node

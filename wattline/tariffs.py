@@ -98,7 +98,8 @@ def validate_bands(bands: list[Band] | tuple[Band, ...]) -> None:
 def add_tariff(conn: psycopg.Connection[Any], site_id: int, name: str, currency: str, valid_from: datetime,
                bands: list[Band] | tuple[Band, ...], *, standing_charge_minor_per_day: Decimal = Decimal(0),
                demand_charge_minor_per_kw: Decimal = Decimal(0), demand_interval_minutes: int = 30,
-               vat_rate: Decimal = Decimal(0), actor: Principal | None = None) -> int:
+               vat_rate: Decimal = Decimal(0), export_rate_minor_per_kwh: Decimal = Decimal(0),
+               actor: Principal | None = None) -> int:
     """Add a tariff version to a site (idempotent per `valid_from`); bands are validated first.
 
     The days it can re-price are un-marked in the cost tier by a trigger, so the rollup
@@ -112,10 +113,11 @@ def add_tariff(conn: psycopg.Connection[Any], site_id: int, name: str, currency:
             return int(existing["id"])
         row = fetch_one(conn, """
             INSERT INTO tariffs (site_id, name, currency, valid_from, standing_charge_minor_per_day,
-                                 demand_charge_minor_per_kw, demand_interval_minutes, vat_rate)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                                 demand_charge_minor_per_kw, demand_interval_minutes, vat_rate,
+                                 export_rate_minor_per_kwh)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
                         (site_id, name, currency, valid_from, standing_charge_minor_per_day,
-                         demand_charge_minor_per_kw, demand_interval_minutes, vat_rate))
+                         demand_charge_minor_per_kw, demand_interval_minutes, vat_rate, export_rate_minor_per_kwh))
         assert row is not None
         tariff_id = int(row["id"])
         with conn.cursor() as cur:
@@ -130,7 +132,8 @@ def add_tariff(conn: psycopg.Connection[Any], site_id: int, name: str, currency:
 def tariff_versions(conn: psycopg.Connection[Any], site_id: int) -> list[dict[str, Any]]:
     """A site's tariff versions, newest first, each with its bands."""
     versions = fetch_all(conn, """SELECT id, name, currency, valid_from, standing_charge_minor_per_day,
-                                         demand_charge_minor_per_kw, demand_interval_minutes, vat_rate
+                                         demand_charge_minor_per_kw, demand_interval_minutes, vat_rate,
+                                         export_rate_minor_per_kwh
                                   FROM tariffs WHERE site_id = %s ORDER BY valid_from DESC""", (site_id,))
     for t in versions:
         t["bands"] = fetch_all(conn, """SELECT name, rate_minor_per_kwh, day_types, start_time AS start,
@@ -152,6 +155,7 @@ class Draft:
     demand_charge_minor_per_kw: Decimal = Decimal(0)
     demand_interval_minutes: int = 30
     vat_rate: Decimal = Decimal(0)
+    export_rate_minor_per_kwh: Decimal = Decimal(0)  # paid for energy given to the grid
 
     def to_json(self) -> dict[str, Any]:
         """The draft as stored (`tariff_drafts.body`) and as the API shows it."""
@@ -159,6 +163,7 @@ class Draft:
                 "standing_charge_minor_per_day": str(self.standing_charge_minor_per_day),
                 "demand_charge_minor_per_kw": str(self.demand_charge_minor_per_kw),
                 "demand_interval_minutes": self.demand_interval_minutes, "vat_rate": str(self.vat_rate),
+                "export_rate_minor_per_kwh": str(self.export_rate_minor_per_kwh),
                 "bands": [{"name": b.name, "rate_minor_per_kwh": str(b.rate_minor_per_kwh),
                            "day_types": list(b.day_types), "start": b.start.strftime("%H:%M"),
                            "end": b.end.strftime("%H:%M")} for b in self.bands]}
@@ -170,7 +175,8 @@ class Draft:
                    tuple(Band(b["name"], Decimal(b["rate_minor_per_kwh"]), tuple(b["day_types"]),
                               time.fromisoformat(b["start"]), time.fromisoformat(b["end"])) for b in body["bands"]),
                    Decimal(body["standing_charge_minor_per_day"]), Decimal(body["demand_charge_minor_per_kw"]),
-                   int(body["demand_interval_minutes"]), Decimal(body["vat_rate"]))
+                   int(body["demand_interval_minutes"]), Decimal(body["vat_rate"]),
+                   Decimal(body.get("export_rate_minor_per_kwh", "0")))  # drafts saved before it: none
 
 
 def check_draft(draft: Draft) -> None:
@@ -187,6 +193,7 @@ def check_draft(draft: Draft) -> None:
         raise Invalid("Invalid tariff", "VAT is a fraction: 0.2 for 20 %", field="vat_rate")
     for value, field in ((draft.standing_charge_minor_per_day, "standing_charge_minor_per_day"),
                          (draft.demand_charge_minor_per_kw, "demand_charge_minor_per_kw"),
+                         (draft.export_rate_minor_per_kwh, "export_rate_minor_per_kwh"),
                          *((b.rate_minor_per_kwh, "bands") for b in draft.bands)):
         if value < 0:
             raise Invalid("Invalid tariff", "charges and rates cannot be negative", field=field)
@@ -254,7 +261,8 @@ def _add(conn: psycopg.Connection[Any], site_id: int, draft: Draft, actor: Princ
     return add_tariff(conn, site_id, draft.name, draft.currency, draft.valid_from, draft.bands,
                       standing_charge_minor_per_day=draft.standing_charge_minor_per_day,
                       demand_charge_minor_per_kw=draft.demand_charge_minor_per_kw,
-                      demand_interval_minutes=draft.demand_interval_minutes, vat_rate=draft.vat_rate, actor=actor)
+                      demand_interval_minutes=draft.demand_interval_minutes, vat_rate=draft.vat_rate,
+                      export_rate_minor_per_kwh=draft.export_rate_minor_per_kwh, actor=actor)
 
 
 def publish_draft(conn: psycopg.Connection[Any], actor: Principal | None, site_id: int, draft_id: int) -> int:

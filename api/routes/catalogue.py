@@ -96,7 +96,7 @@ def create_node(site_id: int, body: NodeIn, p: Builder, conn: Conn) -> Created:
     visible_site(conn, p, site_id)
     node_id = catalogue.create_node(conn, p, site_id, body.parent_id, body.kind, body.name, body.external_ref,
                                     nominal_voltage_v=body.nominal_voltage_v, power_factor=body.power_factor,
-                                    connection=body.connection, asset_type=body.asset_type)
+                                    connection=body.connection, asset_type=body.asset_type, flow=body.flow)
     return Created(id=node_id)
 
 
@@ -108,7 +108,8 @@ def get_node(node_id: int, p: Reader, conn: Conn) -> dict[str, Any]:
     return row
 
 
-@router.patch("/nodes/{node_id}", response_model=Created, summary="Rename, re-rate or move a node")
+@router.patch("/nodes/{node_id}", response_model=Created,
+              summary="Rename, re-rate or move a node, or set its flow (consumption or generation)")
 def patch_node(node_id: int, body: NodePatch, p: Builder, conn: Conn) -> Created:
     if queries.node(conn, p, node_id) is None:
         raise not_found("node")
@@ -187,7 +188,7 @@ def revoke_bridge_credential(bridge_id: int, p: Commissioner, conn: Conn) -> Cre
             responses={200: {"content": {"application/json": {"example": [{
                 "id": 1, "name": "Business day/night", "currency": "GBP", "valid_from": "2024-01-01T00:00:00Z",
                 "standing_charge_minor_per_day": "95.0000", "demand_charge_minor_per_kw": "450.0000",
-                "demand_interval_minutes": 30, "vat_rate": "0.2000",
+                "demand_interval_minutes": 30, "vat_rate": "0.2000", "export_rate_minor_per_kwh": "15.0000",
                 "bands": [{"name": "night", "rate_minor_per_kwh": "14.5000",
                            "day_types": ["weekday", "weekend", "holiday"], "start": "00:00:00",
                            "end": "07:00:00"}]}]}}}})
@@ -204,7 +205,8 @@ def create_tariff(site_id: int, p: Writer, conn: Conn, body: Annotated[TariffIn,
     tid = add_tariff(conn, site_id, body.name, body.currency, body.valid_from, bands,
                      standing_charge_minor_per_day=body.standing_charge_minor_per_day,
                      demand_charge_minor_per_kw=body.demand_charge_minor_per_kw,
-                     demand_interval_minutes=body.demand_interval_minutes, vat_rate=body.vat_rate, actor=p)
+                     demand_interval_minutes=body.demand_interval_minutes, vat_rate=body.vat_rate,
+                     export_rate_minor_per_kwh=body.export_rate_minor_per_kwh, actor=p)
     return Created(id=tid)
 
 

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.deps import Conn, CostReader, Reader, visible_site
 from api.problems import Problem, not_found
-from api.schemas import Usage
+from api.schemas import EnergyBalance, Usage
 from wattline import export_format, queries
 from wattline.domain import Resolution
 from wattline.principal import Principal
@@ -24,12 +24,13 @@ router = APIRouter(prefix="/v1", tags=["data"])
 _ROW_EXAMPLE = {"device_id": 12, "device_name": "Chiller 2", "time_utc": "2026-11-23T07:00:00Z",
                 "resolution_minutes": 15, "site_id": 1, "site_name": "Leeds depot", "current_a": 41.2,
                 "voltage_v": 230.9, "power_w": 8752.3, "power_factor": 0.92, "energy_wh": 2188.1, "coverage": 1.0,
-                "samples": 90}
+                "samples": 90, "generation_wh": None, "export_wh": None}
 _CSV_EXAMPLE = ("device_id,device_name,time_utc,resolution_minutes,site_id,site_name,current_a,voltage_v,power_w,"
-                "power_factor,energy_wh,coverage,samples\n"
-                "12,Chiller 2,2026-11-23T07:00:00Z,15,1,Leeds depot,41.2,230.9,8752.3,0.92,2188.1,1.0,90\n")
+                "power_factor,energy_wh,coverage,samples,generation_wh,export_wh\n"
+                "12,Chiller 2,2026-11-23T07:00:00Z,15,1,Leeds depot,41.2,230.9,8752.3,0.92,2188.1,1.0,90,,\n")
 MEASUREMENT_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
-    "description": "PowerRadar export columns, oldest first",
+    "description": "PowerRadar export columns, then generation_wh and export_wh (empty without generation), "
+                   "oldest first",
     "content": {"application/json": {"example": [_ROW_EXAMPLE]}, "text/csv": {"example": _CSV_EXAMPLE}}}}
 MAX_POINTS = 2_000_000
 # Outside these, interval arithmetic (a gap's margin, a local day) overflows Python's dates.
@@ -146,6 +147,23 @@ def site_usage(site_id: int, p: Reader, conn: Conn,
     t_from, t_to = checked_range(t_from, t_to)
     visible_site(conn, p, site_id)
     return queries.usage_by_node(conn, p, site_id, t_from, t_to)
+
+
+@router.get("/sites/{site_id}/energy-balance", response_model=EnergyBalance,
+            summary="Consumption, generation, import, export and self-consumption of a site over a range")
+def energy_balance(site_id: int, p: Reader, conn: Conn,
+                   t_from: Annotated[datetime, Query(alias="from")], t_to: Annotated[datetime, Query(alias="to")],
+                   resolution: Resolution = Resolution.HOUR1) -> dict[str, Any]:
+    """From the site root's rollups: export is netted minute by minute (what an export meter
+    registers), then summed to the resolution asked. A site without generation has
+    generation, export and self-consumption 0 and import equal to consumption."""
+    t_from, t_to = checked_range(t_from, t_to)
+    _check_points(t_from, t_to, resolution)
+    visible_site(conn, p, site_id)
+    buckets = queries.energy_balance(conn, p, site_id, t_from, t_to, resolution)
+    totals = {k: float(sum(b[k] for b in buckets)) for k in
+              ("consumption_wh", "generation_wh", "import_wh", "export_wh", "self_consumption_wh")}
+    return {"site_id": site_id, "resolution": resolution, "totals": totals, "buckets": buckets}
 
 
 @router.get("/sites/{site_id}/cost", summary="Cost over a range: invoice lines by band, standing, demand, VAT; "

@@ -30,7 +30,7 @@ def draft_of(body: TariffIn) -> Draft:
     return Draft(body.name, body.currency, body.valid_from,
                  tuple(Band(b.name, b.rate_minor_per_kwh, tuple(b.day_types), b.start, b.end) for b in body.bands),
                  body.standing_charge_minor_per_day, body.demand_charge_minor_per_kw, body.demand_interval_minutes,
-                 body.vat_rate)
+                 body.vat_rate, body.export_rate_minor_per_kwh)
 
 
 @router.get("/sites/{site_id}/tariff-drafts", response_model=list[TariffDraft], summary="A site's tariff drafts")

@@ -22,7 +22,9 @@ KINDS = ("panel", "circuit", "device")
 #: Which kinds a node of each kind may be placed under (the database's trigger says the same).
 PARENTS = {"panel": ("site", "circuit"), "circuit": ("panel",), "device": ("circuit",)}
 CONNECTIONS = [{"label": c.value.replace("_", " "), "value": c.value} for c in Connection]
-FIELDS = ("node", "kind", "parent", "name", "voltage", "power_factor", "connection", "file")
+FIELDS = ("node", "kind", "parent", "name", "voltage", "power_factor", "connection", "flow", "file")
+FLOWS = [{"label": " consumption ", "value": "consumption"}, {"label": " generation (PV, a generator) ",
+                                                              "value": "generation"}]
 
 
 def register(app: Dash) -> None:
@@ -36,15 +38,17 @@ def register(app: Dash) -> None:
                  Input("hier-nodes", "data"), Input("hier-kind", "value"))(pickers)
     app.callback(Output("hier-kind", "value"), Output("hier-name", "value"), Output("hier-parent", "value"),
                  Output("hier-voltage", "value"), Output("hier-pf", "value"), Output("hier-connection", "value"),
+                 Output("hier-flow", "value"),
                  Input("hier-node", "value"), State("hier-site", "data"), prevent_initial_call=True)(load_node)
-    app.callback(Output("hier-panel-fields", "style"), Input("hier-kind", "value"))(panel_fields)
+    app.callback(Output("hier-panel-fields", "style"), Output("hier-flow-field", "style"),
+                 Input("hier-kind", "value"))(panel_fields)
     app.callback(Output("hier-message", "children"), Output("hier-done", "data"),
                  *(Output(f"hier-error-{f}", "children") for f in FIELDS),
                  Input("hier-save", "n_clicks"), Input("hier-delete", "n_clicks"), Input("hier-upload", "contents"),
                  State("hier-site", "data"), State("hier-node", "value"), State("hier-kind", "value"),
                  State("hier-parent", "value"), State("hier-name", "value"), State("hier-voltage", "value"),
-                 State("hier-pf", "value"), State("hier-connection", "value"), State("hier-done", "data"),
-                 prevent_initial_call=True)(save)
+                 State("hier-pf", "value"), State("hier-connection", "value"), State("hier-flow", "value"),
+                 State("hier-done", "data"), prevent_initial_call=True)(save)
 
 
 def _error(field: str) -> html.Div:
@@ -76,6 +80,12 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
                                                    value=Connection.SINGLE_PHASE.value)]),
             _error("connection"),
         ], id="hier-panel-fields"),
+        html.Div([
+            html.Label(["Flow", dcc.RadioItems(id="hier-flow", value="consumption", options=FLOWS, inline=True)]),
+            html.Div("A clamp reads how much current, not which way: mark what generates. No clamp may sit "
+                     "above it.", className="muted"),
+            _error("flow"),
+        ], id="hier-flow-field"),
         html.Div([html.Button("Save", id="hier-save", className="primary"),
                   html.Button("Delete", id="hier-delete", className="small danger")], className="toolbar"),
         html.H3("Spreadsheet"),
@@ -106,7 +116,8 @@ def _describe(n: dict[str, Any], detail: dict[str, Any]) -> str:
         extra = (f" · {detail['nominal_voltage_v']:g} V, PF {detail['power_factor']:g}, "
                  f"{(detail['connection'] or '').replace('_', ' ')}")
     sensors = f" · {n['sensors']} sensor(s)" if n["sensors"] else ""
-    return f"{n['name']} ({n['kind']}){extra}{sensors}"
+    generates = " · generation" if n.get("flow") == "generation" else ""
+    return f"{n['name']} ({n['kind']}){extra}{generates}{sensors}"
 
 
 def refresh(_done: int, site_id: int) -> tuple[Any, ...]:
@@ -130,22 +141,24 @@ def pickers(nodes: list[dict[str, Any]], kind: str | None) -> tuple[Any, ...]:
 
 def load_node(node_id: int | None, site_id: int) -> tuple[Any, ...]:
     if node_id is None:
-        return "circuit", "", None, 230, 1.0, Connection.SINGLE_PHASE.value
+        return "circuit", "", None, 230, 1.0, Connection.SINGLE_PHASE.value, "consumption"
     with conn() as c:
         n = queries.node(c, current_principal(), node_id)
     if n is None or n["site_id"] != site_id:
-        return (dash.no_update,) * 6
+        return (dash.no_update,) * 7
     return (n["kind"], n["name"], n["parent_id"], n["nominal_voltage_v"] or 230, n["power_factor"] or 1.0,
-            n["connection"] or Connection.SINGLE_PHASE.value)
+            n["connection"] or Connection.SINGLE_PHASE.value, n["flow"])
 
 
-def panel_fields(kind: str | None) -> dict[str, str]:
-    return {} if kind == "panel" else {"display": "none"}
+def panel_fields(kind: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """A panel's electrics for a panel; a flow for what can generate (circuits, devices)."""
+    hidden = {"display": "none"}
+    return ({}, hidden) if kind == "panel" else (hidden, {})
 
 
 def _write(c: Any, p: Principal, site_id: int, trigger: str, node_id: int | None, kind: str | None,
            parent: int | None, name: str | None, volts: float | None, pf: float | None, connection: str | None,
-           upload: str | None) -> str:
+           flow: str | None, upload: str | None) -> str:
     """Parse, authorise and call the core; returns what was done."""
     if trigger == "hier-upload":
         if not upload:
@@ -175,11 +188,16 @@ def _write(c: Any, p: Principal, site_id: int, trigger: str, node_id: int | None
         if connection not in {x.value for x in Connection}:
             raise DomainError("pick the connection", field="connection")
         electrics = {"nominal_voltage_v": float(volts), "power_factor": float(pf), "connection": connection}
+    elif flow not in ("consumption", "generation"):
+        raise DomainError("pick consumption or generation", field="flow")
+    else:
+        electrics = {"flow": flow}
     if node_id is None:
         catalogue.create_node(c, p, site_id, parent, kind, name.strip(),
                               nominal_voltage_v=electrics.get("nominal_voltage_v"),
                               power_factor=electrics.get("power_factor"),
-                              connection=Connection(electrics["connection"]) if electrics else None)
+                              connection=Connection(electrics["connection"]) if "connection" in electrics else None,
+                              flow="generation" if electrics.get("flow") == "generation" else "consumption")
         return f"{name.strip()} added."
     catalogue.update_node(c, p, node_id, {"name": name.strip(), "parent_id": parent, **electrics})
     return f"{name.strip()} saved."
@@ -187,7 +205,7 @@ def _write(c: Any, p: Principal, site_id: int, trigger: str, node_id: int | None
 
 def save(_save: int | None, _delete: int | None, upload: str | None, site_id: int, node_id: int | None,
          kind: str | None, parent: int | None, name: str | None, volts: float | None, pf: float | None,
-         connection: str | None, done: int) -> tuple[Any, ...]:
+         connection: str | None, flow: str | None, done: int) -> tuple[Any, ...]:
     p = current_principal()
     errors = dict.fromkeys(FIELDS, "")
     if not (p.can("write") or p.can("commission")):  # whatever the browser sends
@@ -198,7 +216,7 @@ def save(_save: int | None, _delete: int | None, upload: str | None, site_id: in
             return html.Div("No such site.", className="error"), done, *errors.values()
         try:
             said = _write(c, p, site_id, str(ctx.triggered_id), node_id, kind, parent, name, volts, pf, connection,
-                          upload)
+                          flow, upload)
         except RowErrors as exc:
             errors["file"] = html.Ul([html.Li(f"Line {line}: {why}") for line, why in exc.rows],
                                      className="csv-errors")  # type: ignore[assignment]

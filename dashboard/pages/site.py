@@ -1,5 +1,5 @@
 """Site: hierarchy tree, energy sunburst with the unmonitored remainder, node time series,
-cost by band and node, and the month's demand peak."""
+solar and grid (where the site generates), cost by band and node, and the month's demand peak."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def register(app: Dash) -> None:
                  Input("site-range", "start_date"), Input("site-range", "end_date"), State("site-id", "data"))(compared)
     app.callback(Output("site-series", "figure"), Input("site-node", "value"), Input("site-range", "start_date"),
                  Input("site-range", "end_date"), State("site-id", "data"))(series)
+    # Only a site with generation has the card: a callback whose outputs are not on the page does not run.
+    app.callback(Output("site-balance", "children"), Output("site-balance-chart", "figure"),
+                 Input("site-range", "start_date"), Input("site-range", "end_date"), State("site-id", "data"))(balance)
 
 
 def resolution_for(span: timedelta) -> Resolution:
@@ -81,6 +84,10 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         ], className="row"),
         html.Div([html.H4("Power"), _loading(dcc.Graph(id="site-series", style={"height": "360px"}))],
                  className="card"),
+        *([html.Div([html.H4("Solar and grid"), dcc.Loading(html.Div(id="site-balance")),
+                     _loading(dcc.Graph(id="site-balance-chart", style={"height": "320px"}))],
+                    className="card", id="site-balance-card", style={"marginTop": "1rem"})]
+          if any(n["flow"] == "generation" for n in nodes) else []),
         html.Div([
             html.Div([html.H4("Cost by tariff band"), dcc.Loading(html.Div(id="site-cost"))], className="card"),
             html.Div([html.H4("Cost by node"), dcc.Loading(html.Div(id="site-node-cost"))], className="card"),
@@ -115,7 +122,8 @@ def _tree(nodes: list[dict[str, Any]], usage: dict[int, dict[str, Any]]) -> list
 
     def render(n: dict[str, Any]) -> Any:
         kwh = usage.get(n["id"], {}).get("energy_wh", 0) / 1000
-        label = f"{n['name']} · {kwh:,.1f} kWh" + (" (sensor)" if n["sensors"] else "")
+        energy = "generation (see Solar and grid)" if n.get("flow") == "generation" else f"{kwh:,.1f} kWh"
+        label = f"{n['name']} · {energy}" + (" (sensor)" if n["sensors"] else "")
         kids = children.get(n["id"], [])
         if not kids:
             return html.Div(label, className="leaf")
@@ -186,6 +194,39 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
                        + (f" · charged pro rata, {d['month_share'] * 100:.2f} % of the month"
                           if d.get("month_share", 1) < 1 else "")) for d in inv.demand_peaks]
     return _tree(nodes, usage), fig, lines, node_table, demand or "–"
+
+
+BALANCE = (("consumption_wh", "Consumed"), ("generation_wh", "Generated"), ("import_wh", "From the grid"),
+           ("export_wh", "To the grid"), ("self_consumption_wh", "Own generation used"))
+
+
+def balance(start: str, end: str, site_id: int) -> tuple[Any, go.Figure]:
+    """The range's consumption, generation, import, export and self-consumption, and the
+    import and export per bucket beside the two flows (wattline.generation)."""
+    p = current_principal()
+    with conn() as c:
+        _, t_from, t_to = _visible_range(c, p, site_id, start, end)
+        span = t_to - t_from
+        resolution = Resolution.MIN15 if span <= timedelta(days=2) else \
+            Resolution.HOUR1 if span <= timedelta(days=60) else Resolution.DAY1
+        rows = queries.energy_balance(c, p, site_id, t_from, t_to, resolution)
+    totals = {k: sum(r[k] for r in rows) / 1000 for k, _ in BALANCE}
+    used = totals["self_consumption_wh"] / totals["generation_wh"] * 100 if totals["generation_wh"] else None
+    summary = html.Table([html.Tr([html.Th(label), html.Td(f"{totals[k]:,.1f} kWh", id=f"site-balance-{k[:-3]}")])
+                          for k, label in BALANCE]
+                         + [html.Tr([html.Th("Share of generation used on site"),
+                                     html.Td("–" if used is None else f"{used:.0f} %")])], className="grid")
+    x = [r["bucket"] for r in rows]
+    fig = go.Figure([
+        go.Bar(x=x, y=[r["import_wh"] / 1000 for r in rows], name="From the grid", marker_color="#c0392b"),
+        go.Bar(x=x, y=[-r["export_wh"] / 1000 for r in rows], name="To the grid", marker_color="#27ae60"),
+        go.Scatter(x=x, y=[r["consumption_wh"] / 1000 for r in rows], name="Consumed", line={"color": "#34495e"}),
+        go.Scatter(x=x, y=[r["generation_wh"] / 1000 for r in rows], name="Generated", line={"color": "#f39c12"}),
+    ])
+    fig.update_layout(barmode="relative", margin={"t": 10, "l": 40, "r": 10, "b": 30}, height=320,
+                      yaxis_title=f"kWh per {resolution.minutes} min" if resolution.minutes < 1440 else "kWh per day",
+                      legend={"orientation": "h"})
+    return summary, fig
 
 
 def compared(start: str, end: str, site_id: int) -> tuple[Any, go.Figure]:

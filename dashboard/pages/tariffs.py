@@ -90,7 +90,9 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
             html.H4(f"{version.name} — from {version.valid_from:%Y-%m-%d %H:%M %Z}"),
             html.Div(f"Standing charge {version.standing_minor_per_day}/day · demand "
                      f"{version.demand_minor_per_kw}/kW on the {version.demand_interval_min}-minute peak · "
-                     f"VAT {float(version.vat_rate) * 100:g} %", className="muted"),
+                     f"VAT {float(version.vat_rate) * 100:g} %"
+                     + (f" · export paid {version.export_minor_per_kwh}/kWh" if version.export_minor_per_kwh else ""),
+                     className="muted"),
             dcc.Graph(figure=fig, className="tariff-map", responsive=True, style=MAP_STYLE),
             html.Div(bands, className="table-scroll")],
             className="card"))
@@ -100,7 +102,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
 # -- the editor ------------------------------------------------------------------------------------
 BAND_FIELDS = ("name", "rate_minor_per_kwh", "day_types", "start", "end")
 FIELDS = ("name", "currency", "valid_from", "standing_charge_minor_per_day", "demand_charge_minor_per_kw",
-          "vat_rate", "bands", "reason")
+          "vat_rate", "export_rate_minor_per_kwh", "bands", "reason")
 ALL_DAYS = ["weekday", "weekend", "holiday"]
 NEW_BANDS: list[dict[str, Any]] = [
     {"name": "day", "rate_minor_per_kwh": "28", "day_types": ALL_DAYS, "start": "07:00", "end": "23:00"},
@@ -171,9 +173,11 @@ def editor_card(site: dict[str, Any], *, admin: bool) -> html.Div:
             html.Label(["Demand over", dcc.RadioItems(id="tariff-interval", value=30, inline=True, options=[
                 {"label": " 15 min ", "value": 15}, {"label": " 30 min ", "value": 30}])]),
             html.Label(["VAT (%)", dcc.Input(id="tariff-vat", type="number", value=20, min=0, max=99)]),
+            html.Label(["Export rate (minor/kWh, paid for energy given to the grid)",
+                        dcc.Input(id="tariff-export", type="number", value=0, min=0)]),
         ], className="row"),
         _field_error("standing_charge_minor_per_day"), _field_error("demand_charge_minor_per_kw"),
-        _field_error("vat_rate"),
+        _field_error("vat_rate"), _field_error("export_rate_minor_per_kwh"),
         html.P("Bands price each quarter hour of each kind of day (weekday, weekend, holiday) exactly once. "
                "A band past midnight (23:00 to 07:00) is fine; 00:00 as its end means midnight.", className="muted"),
         html.Div(band_rows(NEW_BANDS), id="tariff-bands", className="bands"),
@@ -212,7 +216,7 @@ def register_editor(app: Dash) -> None:
     app.callback(Output("tariff-name", "value"), Output("tariff-currency", "value"),
                  Output("tariff-valid-from", "value"), Output("tariff-standing", "value"),
                  Output("tariff-demand", "value"), Output("tariff-interval", "value"), Output("tariff-vat", "value"),
-                 Output("tariff-bands", "children", allow_duplicate=True),
+                 Output("tariff-export", "value"), Output("tariff-bands", "children", allow_duplicate=True),
                  Output("tariff-current", "data", allow_duplicate=True),
                  Input("tariff-draft", "value"), Input("tariff-copy", "n_clicks"), State("tariff-site", "data"),
                  State("tariff-current", "data"), prevent_initial_call=True)(load_draft)
@@ -229,7 +233,8 @@ def register_editor(app: Dash) -> None:
                  State("tariff-site", "data"), State("tariff-current", "data"), State("tariff-name", "value"),
                  State("tariff-currency", "value"), State("tariff-valid-from", "value"),
                  State("tariff-standing", "value"), State("tariff-demand", "value"),
-                 State("tariff-interval", "value"), State("tariff-vat", "value"), *BAND_STATES,
+                 State("tariff-interval", "value"), State("tariff-vat", "value"), State("tariff-export", "value"),
+                 *BAND_STATES,
                  State("tariff-reason", "value"), State("tariff-done", "data"),
                  prevent_initial_call=True)(act)
 
@@ -272,22 +277,23 @@ def load_draft(draft_id: int | None, _copy: int | None, site_id: int, current: i
         if ctx.triggered_id == "tariff-copy":
             versions = tariffs.tariff_versions(c, site_id)
             if not versions:
-                return (dash.no_update,) * 9
+                return (dash.no_update,) * 10
             v = versions[0]
             draft = tariffs.Draft(v["name"], v["currency"], v["valid_from"], tuple(
                 tariffs.Band(b["name"], b["rate_minor_per_kwh"], tuple(b["day_types"]), b["start"], b["end"])
                 for b in v["bands"]), v["standing_charge_minor_per_day"], v["demand_charge_minor_per_kw"],
-                v["demand_interval_minutes"], v["vat_rate"])
+                v["demand_interval_minutes"], v["vat_rate"], v["export_rate_minor_per_kwh"])
         elif draft_id is None:  # the picker cleared: what is saved next is a new draft
-            return (*(dash.no_update,) * 8, None)
+            return (*(dash.no_update,) * 9, None)
         elif draft_id == current:
-            return (dash.no_update,) * 9
+            return (dash.no_update,) * 10
         else:
             draft = tariffs.load_draft(c, site_id, draft_id)
     local = draft.valid_from.astimezone(ZoneInfo(site["timezone"])).date()
     return (draft.name, draft.currency, local.isoformat(), float(draft.standing_charge_minor_per_day),
             float(draft.demand_charge_minor_per_kw), draft.demand_interval_minutes, float(draft.vat_rate * 100),
-            band_rows(draft.to_json()["bands"]), draft_id if ctx.triggered_id == "tariff-draft" else dash.no_update)
+            float(draft.export_rate_minor_per_kwh), band_rows(draft.to_json()["bands"]),
+            draft_id if ctx.triggered_id == "tariff-draft" else dash.no_update)
 
 
 def change_bands(_add: int | None, removes: list[int | None], *states: list[Any]) -> Any:
@@ -311,7 +317,8 @@ def _number(value: Any, field: str) -> Decimal:
 
 
 def _draft(site: dict[str, Any], name: str | None, currency: str | None, valid_from: str | None, standing: Any,
-           demand: Any, interval: int | None, vat: Any, rows: list[dict[str, Any]] | None) -> tariffs.Draft:
+           demand: Any, interval: int | None, vat: Any, export: Any, rows: list[dict[str, Any]] | None
+           ) -> tariffs.Draft:
     """The form as a draft; what cannot be read names its field."""
     if not valid_from:
         raise Invalid("Invalid tariff", "pick the date it takes effect", field="valid_from")
@@ -335,7 +342,7 @@ def _draft(site: dict[str, Any], name: str | None, currency: str | None, valid_f
                          datetime.combine(day, time(0), ZoneInfo(site["timezone"])), tuple(bands),
                          _number(standing, "standing_charge_minor_per_day"),
                          _number(demand, "demand_charge_minor_per_kw"), int(interval or 30),
-                         _number(vat, "vat_rate") / 100)
+                         _number(vat, "vat_rate") / 100, _number(export, "export_rate_minor_per_kwh"))
 
 
 def _preview_table(preview: dict[str, Any]) -> html.Div:
@@ -356,7 +363,7 @@ def _preview_table(preview: dict[str, Any]) -> html.Div:
 
 
 def act(*args: Any) -> tuple[Any, ...]:
-    (site_id, draft_id, name, currency, valid_from, standing, demand, interval, vat, *bands, reason,
+    (site_id, draft_id, name, currency, valid_from, standing, demand, interval, vat, export, *bands, reason,
      done) = args[4:]
     rows = _bands_of(*bands)
     action = ctx.triggered_id
@@ -369,7 +376,7 @@ def act(*args: Any) -> tuple[Any, ...]:
     shown: Any = dash.no_update
     try:
         site = _site(site_id)
-        draft = _draft(site, name, currency, valid_from, standing, demand, interval, vat, rows)
+        draft = _draft(site, name, currency, valid_from, standing, demand, interval, vat, export, rows)
         with conn() as c:
             draft_id, found = tariffs.save_draft(c, p, site_id, draft, draft_id)
             problems = [html.Li(x) for x in found]

@@ -153,3 +153,25 @@ def test_band_validation():
         validate_bands([Band("a", Decimal(1), ALL, time(0), time(0)), Band("b", Decimal(1), ALL, time(6), time(7))])
     with pytest.raises(TariffError, match="quarter hour"):
         validate_bands([Band("a", Decimal(1), ALL, time(0, 10), time(0))])
+
+
+def test_export_is_credited_at_the_rate_in_force_after_vat():
+    """A site with generation: it pays for what it drew from the grid, VAT on that, and is
+    paid for what it gave at each version's export rate, with no VAT on the credit."""
+    start = datetime(2026, 6, 10, tzinfo=UTC)
+    ts, wh = quarter_hours(start, 24)  # 96 kWh drawn
+    exported = np.where(np.arange(len(ts)) < 48, 500.0, 0.0)  # 24 kWh given, all in the first 12 hours
+    flat = [Band("flat", Decimal("20"), ALL, time(0), time(0))]
+    first = TariffVersion(1, "t", "GBP", datetime(2020, 1, 1, tzinfo=UTC), Decimal(0), Decimal(0), 30,
+                          Decimal("0.20"), tuple(flat), Decimal("5"))
+    second = TariffVersion(2, "t", "GBP", start + timedelta(hours=6), Decimal(0), Decimal(0), 30, Decimal("0.20"),
+                           tuple(flat), Decimal("15"))
+    inv = invoice(ts, wh, [first, second], "UTC", "GB", start, start + timedelta(hours=24), export_wh=exported)
+    # 12 kWh at 5 and 12 kWh at 15: 240 minor credited; 96 kWh at 20 = 1920, VAT 384 on that alone.
+    assert lines(inv) == {"flat": Decimal(1920), "VAT": Decimal(384), "export": Decimal(-240)}
+    assert inv.total_minor == Decimal(2064)
+    line = next(x for x in inv.lines if x.kind == "export")
+    assert line.quantity == Decimal("24.0")
+    # Nothing given, or no export rate: no line.
+    assert "export" not in lines(invoice(ts, wh, [first], "UTC", "GB", start, start + timedelta(hours=24),
+                                         export_wh=np.zeros(len(ts))))
