@@ -63,6 +63,8 @@ def test_demo_seed_is_idempotent(db: psycopg.Connection[Any], database_url: str)
     # A year and more of the simulator's weather per site, where the site is (London, Berlin).
     assert count(db, "SELECT count(*) FROM site_temperatures WHERE source = 'simulator'") == 2 * 400
     assert count(db, "SELECT count(*) FROM sites WHERE latitude > 50") == 2
+    # Rooftop PV on every other site, as generation on a board no clamp sits above.
+    assert count(db, "SELECT count(*) FROM nodes WHERE flow = 'generation' AND asset_type = 'pv'") == 1
     # One starter virtual meter: the HVAC circuits of both sites.
     assert count(db, "SELECT count(*) FROM virtual_meters") == 1
     assert count(db, """SELECT count(*) FROM virtual_meter_terms t JOIN nodes n ON n.id = t.node_id

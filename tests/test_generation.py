@@ -28,7 +28,7 @@ from tests.factories import Tenant, auth, drain, write
 from wattline import assignments, catalogue, generation, tariffs
 from wattline.accounts import create_user, issue_key
 from wattline.domain import Role
-from wattline.errors import Invalid
+from wattline.errors import Invalid, RowErrors
 from wattline.principal import acting_for
 
 
@@ -228,3 +228,25 @@ def test_the_monthly_report_and_the_export_carry_generation(db: psycopg.Connecti
     assert list(frame_.columns[-2:]) == ["generation_wh", "export_wh"]
     assert frame_.generation_wh.sum() == pytest.approx(row[0], rel=1e-6)
     assert frame_.export_wh.sum() == pytest.approx(row[1], rel=1e-6)
+
+
+def test_the_hierarchy_sheet_carries_the_flow(db: psycopg.Connection[Any], pv_site: dict[str, Any]) -> None:
+    """The installers' CSV exports each node's flow; a sheet without the column keeps it; a
+    bad flow, or one that breaks the rule, is refused and nothing changes."""
+    site_id = db.execute("SELECT id FROM sites").fetchone()[0]  # type: ignore[index]
+    sheet = catalogue.export_hierarchy(db, site_id)
+    assert ",pv,generation" in sheet
+    old_sheet = "\n".join(",".join(line.split(",")[:8]) for line in sheet.splitlines()) + "\n"  # no flow column
+    catalogue.import_hierarchy(db, None, site_id, old_sheet.encode())
+    assert db.execute("SELECT count(*) FROM nodes WHERE flow = 'generation'").fetchone() == (1,)
+    bad = sheet.replace(",pv,generation", ",pv,sideways")
+    with pytest.raises(RowErrors) as refused:
+        catalogue.import_hierarchy(db, None, site_id, bad.encode())
+    assert "flow must be consumption or generation" in refused.value.rows[0][1]
+    board = sheet.replace("Board S000-PV,400.0,0.92,three_phase_wye,,consumption",
+                          "Board S000-PV,400.0,0.92,three_phase_wye,,generation")
+    assert board != sheet
+    with pytest.raises(RowErrors) as refused:
+        catalogue.import_hierarchy(db, None, site_id, board.encode())
+    assert "a panel cannot be generation" in refused.value.rows[0][1]
+    assert catalogue.export_hierarchy(db, site_id) == sheet

@@ -112,6 +112,7 @@ def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
     page.wait_for_selector("#tariff-error-valid_from:has-text('already costed')")
     ahead = (datetime.now(UTC) + timedelta(days=40)).date().isoformat()
     page.fill("#tariff-valid-from", ahead)
+    page.fill("#tariff-export", "12.5")  # paid for what rooftop PV gives to the grid
     page.click("#tariff-publish")
     message(page, "Published")
     shot(page, "published", size)
@@ -122,10 +123,13 @@ def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
                             WHERE t.site_id = %s AND t.valid_from > now() GROUP BY t.id""", (site,)).fetchone()
     assert version == ("Day and night 2027", f"{ahead} 00:00",
                        ["day 31.5000 07:00:00", "night 14.0000 23:00:00", "night 14.0000 00:00:00"])
+    assert db.execute("SELECT export_rate_minor_per_kwh FROM tariffs WHERE site_id = %s AND valid_from > now()",
+                      (site,)).fetchone() == (Decimal("12.5"),)
     # The next change starts from what was published: its bands, as stored, fill the editor.
     page.fill("#tariff-name", "")
     page.click("#tariff-copy")
     page.wait_for_function("document.querySelector('#tariff-name').value === 'Day and night 2027'")
+    assert Decimal(page.input_value("#tariff-export")) == Decimal("12.5")
     bands = page.locator("#tariff-bands .band")
     assert bands.count() == 3
     assert [(bands.nth(k).locator("input[id*='band-name']").input_value(),

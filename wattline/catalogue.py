@@ -37,7 +37,7 @@ from wattline.principal import Principal
 Conn = psycopg.Connection[Any]
 #: Columns of the installers' hierarchy spreadsheet, in order.
 CSV_COLUMNS = ("external_ref", "parent_ref", "kind", "name", "nominal_voltage_v", "power_factor", "connection",
-               "asset_type")
+               "asset_type", "flow")
 #: Node fields whose change alters the rollups of the sensors below the node.
 _ROLLUP_FIELDS = frozenset({"parent_id", "nominal_voltage_v", "power_factor", "connection", "flow"})
 
@@ -287,7 +287,7 @@ def export_hierarchy(conn: Conn, site_id: int) -> str:
     """The site's tree as the installers' CSV (`CSV_COLUMNS`), parents before children."""
     rows = fetch_all(conn, """
         SELECT n.external_ref, par.external_ref AS parent_ref, n.kind, n.name, n.nominal_voltage_v, n.power_factor,
-               n.connection, n.asset_type
+               n.connection, n.asset_type, n.flow
         FROM nodes n LEFT JOIN nodes par ON par.id = n.parent_id
         WHERE n.site_id = %s AND n.kind <> 'site' ORDER BY n.id""", (site_id,))
     out = io.StringIO()
@@ -316,12 +316,12 @@ def import_hierarchy(conn: Conn, actor: Principal | None, site_id: int, data: by
         root = site_root(conn, site_id)
         existing = {r["external_ref"]: r for r in fetch_all(conn, """
             SELECT id, site_id, parent_id, kind, name, external_ref, nominal_voltage_v, power_factor, connection,
-                   asset_type FROM nodes WHERE site_id = %s AND external_ref IS NOT NULL""", (site_id,))}
+                   asset_type, flow FROM nodes WHERE site_id = %s AND external_ref IS NOT NULL""", (site_id,))}
         refs = {ref: int(r["id"]) for ref, r in existing.items()}
         for line, row in enumerate(reader, start=2):
             try:
                 with conn.transaction():
-                    refs[row["external_ref"]] = _import_row(conn, site_id, root, refs, row)
+                    refs[row["external_ref"]] = _import_row(conn, site_id, root, refs, row, existing)
                     count += 1
             except (Invalid, ValueError, psycopg.errors.IntegrityError) as exc:
                 detail = exc.detail if isinstance(exc, Invalid) else \
@@ -329,12 +329,15 @@ def import_hierarchy(conn: Conn, actor: Principal | None, site_id: int, data: by
                 errors.append((line, detail or "invalid row"))
         if errors:  # raised inside the transaction: the rows that went in come out again
             raise RowErrors("Invalid CSV", errors)
+        if (reason := generation.problem(conn, site_id)) is not None:
+            raise Invalid("Invalid CSV", reason, field="file")
         changed = sum(_requeue_if_changed(conn, before) for before in existing.values())
         audit.record(conn, actor, "import", "site", site_id, rows=count, nodes_changed=changed)
     return count
 
 
-def _import_row(conn: Conn, site_id: int, root: int, refs: dict[str, int], row: dict[str, str | None]) -> int:
+def _import_row(conn: Conn, site_id: int, root: int, refs: dict[str, int], row: dict[str, str | None],
+                existing: dict[str, dict[str, Any]]) -> int:
     parent_ref = (row.get("parent_ref") or "").strip()
     parent = root if not parent_ref else refs.get(parent_ref)
     if parent is None:
@@ -349,10 +352,16 @@ def _import_row(conn: Conn, site_id: int, root: int, refs: dict[str, int], row: 
     if connection and connection not in {c.value for c in Connection}:
         raise Invalid("Invalid CSV", f"connection must be one of {', '.join(c.value for c in Connection)}")
     volts, pf = (row.get("nominal_voltage_v") or "").strip(), (row.get("power_factor") or "").strip()
+    # No flow column (a sheet from before it), or an empty cell: the node keeps its flow.
+    flow = (row.get("flow") or "").strip() or existing.get(ref, {}).get("flow") or "consumption"
+    if flow not in ("consumption", "generation"):
+        raise Invalid("Invalid CSV", f"flow must be consumption or generation, not {flow!r}")
+    _generating_kind(kind, flow)
     return upsert_node(conn, site_id, parent, kind, name, ref,
                        nominal_voltage_v=_number(volts, "nominal_voltage_v"), power_factor=_number(pf, "power_factor"),
                        connection=Connection(connection) if connection else None,
-                       asset_type=(row.get("asset_type") or "").strip() or None)
+                       asset_type=(row.get("asset_type") or "").strip() or None,
+                       flow="generation" if flow == "generation" else "consumption")
 
 
 def _number(text: str, column: str) -> float | None:

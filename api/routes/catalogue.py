@@ -119,9 +119,10 @@ def patch_node(node_id: int, body: NodePatch, p: Builder, conn: Conn) -> Created
 
 @router.get("/sites/{site_id}/hierarchy.csv", summary="Export the hierarchy as CSV (installers' spreadsheet)",
             response_class=Response, responses={200: {"content": {"text/csv": {"example": (
-                "external_ref,parent_ref,kind,name,nominal_voltage_v,power_factor,connection,asset_type\n"
-                "MSB,,panel,Main switchboard,400.0,0.95,three_phase_wye,\n"
-                "C1,MSB,circuit,Chiller 1,,,,refrigeration\n")}}}})
+                "external_ref,parent_ref,kind,name,nominal_voltage_v,power_factor,connection,asset_type,flow\n"
+                "MSB,,panel,Main switchboard,400.0,0.95,three_phase_wye,,consumption\n"
+                "C1,MSB,circuit,Chiller 1,,,,refrigeration,consumption\n"
+                "PV1,MSB,circuit,Rooftop PV,,,,pv,generation\n")}}}})
 def export_hierarchy(site_id: int, p: Reader, conn: Conn) -> Response:
     visible_site(conn, p, site_id)
     return Response(catalogue.export_hierarchy(conn, site_id), media_type="text/csv",
