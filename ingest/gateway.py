@@ -366,6 +366,9 @@ class Gateway:
                         await self._consume(client)
                     finally:
                         self.subscribed = False
+                    if sparkplug and not self.leave:  # stopping: edge nodes waiting on their host see it go
+                        await client.publish(sparkplug_host.state_topic(self.settings.mqtt_client_id),
+                                             sparkplug_host.state_payload(False), qos=1, retain=True)
             except aiomqtt.MqttError as exc:
                 if self._stopping.is_set():
                     break

@@ -233,7 +233,7 @@ def test_the_monthly_report_and_the_export_carry_generation(db: psycopg.Connecti
 def test_the_hierarchy_sheet_carries_the_flow(db: psycopg.Connection[Any], pv_site: dict[str, Any]) -> None:
     """The installers' CSV exports each node's flow; a sheet without the column keeps it; a
     bad flow, or one that breaks the rule, is refused and nothing changes."""
-    site_id = db.execute("SELECT id FROM sites").fetchone()[0]  # type: ignore[index]
+    site_id = db.execute("SELECT id FROM sites").fetchone()[0]
     sheet = catalogue.export_hierarchy(db, site_id)
     assert ",pv,generation" in sheet
     old_sheet = "\n".join(",".join(line.split(",")[:8]) for line in sheet.splitlines()) + "\n"  # no flow column

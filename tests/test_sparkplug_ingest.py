@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from ingest.packs import RawPack, SparkplugNote
@@ -164,3 +165,28 @@ def test_the_spool_keeps_a_sparkplug_pack_s_session_and_refusals(tmp_path: Path)
     spool = Spool(tmp_path, 1 << 20)
     assert Spool.read(spool.append(packs)) == [RawPack(p.topic, p.payload, p.received_at, limited=p.limited,
                                                        sparkplug=p.sparkplug) for p in packs]
+
+
+def test_the_host_says_its_state_for_edge_nodes_that_wait_for_it(
+        gateway_mqtt_url: str, start_gateway: Callable[..., RunningGateway]) -> None:
+    """Sparkplug 3.0's STATE: retained, online while the gateway reads, offline once it stops
+    (and, by its will, if it vanishes)."""
+    gw = start_gateway()
+    assert gw.gateway is not None
+    topic = f"spBv1.0/STATE/{gw.gateway.settings.mqtt_client_id}"
+
+    def retained() -> dict[str, Any]:
+        seen: list[bytes] = []
+        client = connect(gateway_mqtt_url, f"state-{uuid.uuid4().hex[:6]}")
+        client.on_message = lambda _c, _u, m: seen.append(bytes(m.payload))
+        wait_for(client.is_connected, 10)
+        client.subscribe(topic, qos=1)
+        wait_for(lambda: bool(seen), 10)
+        client.loop_stop()
+        client.disconnect()
+        return dict(orjson.loads(seen[-1]))
+
+    state = retained()
+    assert state["online"] is True and state["timestamp"] > (time.time() - 60) * 1000
+    gw.stop()
+    assert retained()["online"] is False
