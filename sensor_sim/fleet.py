@@ -84,7 +84,7 @@ def build_fleet(sites: int, bridges_per_site: int, sensors_per_bridge: int, seed
     """A deterministic portfolio: the same arguments give the same serials and circuits.
     Every `pv_every`-th site (the first, then each `pv_every` on; 0: none) also has a
     rooftop PV array: a three-phase inverter circuit on a board of its own, on its first
-    bridge, rated at a third of the site's other circuits' total."""
+    bridge, rated at the site's other circuits' total."""
     rng = np.random.default_rng(seed)
     fleet_sites: list[Site] = []
     serials: list[str] = []
@@ -120,7 +120,9 @@ def build_fleet(sites: int, bridges_per_site: int, sensors_per_bridge: int, seed
                 circuit_no += 1
         if pv_every and s % pv_every == 0:
             bridge = site.bridge_serials[0]
-            rating = round(sum(c.rated_a * c.phases for c in site.circuits) / 9.0)  # per phase, a third in all
+            # Per phase; as much as the site's rated current in all: on a summer midday it gives
+            # more than the site draws, as arrays sized for a roof, not for the load, do.
+            rating = round(sum(c.rated_a * c.phases for c in site.circuits) / 3.0)
             sensor_serials = tuple(f"CT{s:03d}00{sensors_per_bridge + p:05d}" for p in range(3))
             site.circuits.append(Circuit(f"{code}-B00-PV", "Rooftop PV", f"{code}-PV", 3, Profile.PV,
                                          float(rating), sensor_serials))
