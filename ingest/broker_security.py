@@ -175,6 +175,7 @@ class DynsecAdmin:
         self._lock = threading.Lock()
         self._reply: list[Reply] | None = None
         self._answered = threading.Event()
+        self._asked = ""  # the request in flight: its correlationData
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
                                    client_id=f"wattline-broker-sync-{secrets.token_hex(4)}")
         if parts.username:
@@ -203,6 +204,9 @@ class DynsecAdmin:
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         try:
             responses = orjson.loads(message.payload)["responses"]
+            # Every admin client reads the one response topic: another's answer is not ours.
+            if any(r.get("correlationData") != self._asked for r in responses):
+                return
             self._reply = [Reply(r.get("command", ""), r.get("error"), r.get("data")) for r in responses]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             self._reply = []
@@ -212,7 +216,9 @@ class DynsecAdmin:
         with self._lock:
             self._answered.clear()
             self._reply = None
-            info = self._client.publish(CONTROL_TOPIC, orjson.dumps({"commands": list(commands)}), qos=1)
+            self._asked = secrets.token_hex(8)  # the plugin echoes it in each command's response
+            info = self._client.publish(CONTROL_TOPIC, orjson.dumps(
+                {"commands": [{**c, "correlationData": self._asked} for c in commands]}), qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS or not self._answered.wait(self.timeout_s):
                 raise ControlError("the broker did not answer the control request")
             reply: list[Reply] = self._reply or []

@@ -404,3 +404,33 @@ def test_a_new_broker_built_with_its_bridges_signs_them_in(tmp_path: Any) -> Non
         assert refused(url, "BR-GONE", "anything", "BR-GONE")  # a removal makes no client
     finally:
         broker.stop()
+
+
+def test_admin_clients_each_take_their_own_answers(mqtt_admin_url: str, sync: BrokerSync) -> None:
+    """Every admin client reads the plugin's one response topic, so each sees the others'
+    answers too; a request takes only the answer that echoes its correlationData (two at
+    once once handed each other's: '13 commands, 1 replies', a clean-clone CI failure)."""
+    first, second = DynsecAdmin(mqtt_admin_url), DynsecAdmin(mqtt_admin_url)
+    one = [{"command": "listRoles", "verbose": False, "count": 1, "offset": 0}]
+    many = [{"command": "getRole", "rolename": "wattline-gateway"}] * 13
+    failures: list[BaseException] = []
+
+    def hammer(admin: DynsecAdmin, commands: list[dict[str, Any]]) -> None:
+        try:
+            for _ in range(40):
+                replies = admin.run(commands)
+                assert [r.command for r in replies] == [c["command"] for c in commands]
+        except BaseException as exc:
+            failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=hammer, args=(first, one)), threading.Thread(target=hammer,
+                                                                                         args=(second, many))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert failures == []
+    finally:
+        first.close()
+        second.close()
