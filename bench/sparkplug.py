@@ -6,8 +6,11 @@ then times a `wattline gateway` draining it into TimescaleDB; the formats altern
 `ROUNDS` rounds, and the ratio is the median of the rounds' ratios.
 - SenML: one pack per bridge and tick (20 readings).
 - Sparkplug B: one DDATA per sensor and tick, by alias, as the simulator's edge nodes send
-  (each sensor is a device). The births come before the first round, untimed: a live
-  gateway reads them, stores every session, and stops; each timed gateway resumes them.
+  (each sensor is a device).
+- Sparkplug B, per node: each tick's sweep of a bridge in one NDATA of its edge node
+  (`<serial>/current` by alias), the shape SenML has (another group, so its own sessions).
+The births come before the first round, untimed: a live gateway reads them, stores every
+session, and stops; each timed gateway resumes them.
 Rollups are off in both: the same readings queue the same rollup work whatever the wire
 format, and this measures what differs.
 """
@@ -54,6 +57,9 @@ def senml(t0: float) -> list[tuple[str, bytes]]:
             for k in range(TICKS) for bridge, serials in bridges(PER_BRIDGE)]
 
 
+WIRES = ("senml", "sparkplug", "sparkplug-node")
+
+
 def sparkplug(nodes: dict[str, EdgeNode], t0: float) -> list[tuple[str, bytes]]:
     rng = np.random.default_rng(1)
     out: list[tuple[str, bytes]] = []
@@ -64,24 +70,27 @@ def sparkplug(nodes: dict[str, EdgeNode], t0: float) -> list[tuple[str, bytes]]:
     return out
 
 
-def births(stack: Stack, port: int) -> dict[str, EdgeNode]:
-    """Every edge node born, read by a live gateway and its session stored."""
-    nodes = {bridge: EdgeNode(bridge) for bridge, _ in bridges(PER_BRIDGE)}
+def births(stack: Stack, port: int) -> tuple[dict[str, EdgeNode], dict[str, EdgeNode]]:
+    """Every edge node born, in both shapes, read by a live gateway and its session stored."""
+    devices = {bridge: EdgeNode(bridge) for bridge, _ in bridges(PER_BRIDGE)}
+    per_node = {bridge: EdgeNode(bridge, "wattline-node", per_node=True) for bridge, _ in bridges(PER_BRIDGE)}
     gateway = start_gateway(stack, port)
     wait_healthy(port)
-    publish_all(stack.publisher_url, [m for bridge, serials in bridges(PER_BRIDGE)
+    publish_all(stack.publisher_url, [m for nodes in (devices, per_node) for bridge, serials in bridges(PER_BRIDGE)
                                       for m in nodes[bridge].birth([(s, None) for s in serials], int(T0 * 1000))])
     deadline = time.monotonic() + 300
     with psycopg.connect(stack.database_url) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute("SELECT count(*) FROM sparkplug_sessions WHERE seq = %s", (PER_BRIDGE,)).fetchone()
-            if row is not None and row[0] == len(nodes):
+            row = conn.execute("""SELECT count(*) FROM sparkplug_sessions
+                                  WHERE seq = %s OR (group_id = 'wattline-node' AND seq = 0)""",
+                               (PER_BRIDGE,)).fetchone()
+            if row is not None and row[0] == 2 * len(devices):
                 break
             time.sleep(0.2)
         else:
             raise RuntimeError("the births were not all read")
     stop_all([gateway])
-    return nodes
+    return devices, per_node
 
 
 def drain(stack: Stack, port: int, items: list[tuple[str, bytes]], readings: int, since: float) -> float:
@@ -109,17 +118,18 @@ def run() -> list[Row]:
     with services() as stack:
         seed(stack, PER_BRIDGE)
         port = free_port()
-        nodes = births(stack, port)
-        rates: dict[str, list[float]] = {"senml": [], "sparkplug": []}
+        devices, per_node = births(stack, port)
+        rates: dict[str, list[float]] = {wire: [] for wire in WIRES}
         sizes: dict[str, float] = {}
         for r in range(ROUNDS):
-            for wire in ("senml", "sparkplug"):
+            for k, wire in enumerate(WIRES):
                 empty(stack)
-                t0 = T0 + 1000.0 * (2 * r + (wire == "sparkplug"))  # new readings each round
-                items = senml(t0) if wire == "senml" else sparkplug(nodes, t0)
+                t0 = T0 + 1000.0 * (len(WIRES) * r + k)  # new readings each round
+                items = senml(t0) if wire == "senml" else sparkplug(devices if wire == "sparkplug" else per_node, t0)
                 sizes[wire] = sum(len(p) for _, p in items) / readings
                 rates[wire].append(drain(stack, port, items, readings, t0))
     ratios = [100 * s / m for s, m in zip(rates["sparkplug"], rates["senml"], strict=True)]
+    node_ratios = [100 * s / m for s, m in zip(rates["sparkplug-node"], rates["senml"], strict=True)]
     shape = f"{SENSORS:,} sensors on {SENSORS // PER_BRIDGE:,} bridges, {readings:,} readings; rollups off"
     return [
         Row("sparkplug", "SenML: MQTT → committed rows", median(rates["senml"]), "readings/s",
@@ -128,7 +138,12 @@ def run() -> list[Row]:
             "a DDATA per sensor and tick, by alias"),
         Row("sparkplug", "Sparkplug B / SenML", median(ratios), "%",
             f"median of the rounds' ratios ({' '.join(f'{x:.0f}' for x in ratios)})"),
+        Row("sparkplug", "Sparkplug B per node: MQTT → committed rows", median(rates["sparkplug-node"]),
+            "readings/s", f"an NDATA per bridge and tick ({PER_BRIDGE} metrics by alias)"),
+        Row("sparkplug", "Sparkplug B per node / SenML", median(node_ratios), "%",
+            f"median of the rounds' ratios ({' '.join(f'{x:.0f}' for x in node_ratios)})"),
         Row("sparkplug", "SenML payload per reading", sizes["senml"], "bytes"),
         Row("sparkplug", "Sparkplug B payload per reading", sizes["sparkplug"], "bytes",
             "plus an MQTT header and topic per message"),
+        Row("sparkplug", "Sparkplug B per node, payload per reading", sizes["sparkplug-node"], "bytes"),
     ]

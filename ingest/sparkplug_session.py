@@ -37,6 +37,7 @@ from wattline.senml import Reason
 from wattline.sparkplug import (
     BDSEQ_METRIC,
     CURRENT_METRIC,
+    NODE_CURRENT_SUFFIX,
     MessageType,
     Metric,
     Payload,
@@ -133,8 +134,11 @@ class Sessions:
                 out.refused.append(Refusal(Reason.SPARKPLUG_INVALID,
                                            "NBIRTH needs a bdSeq metric and a sequence number 0-255"))
                 return out
-            self._nodes[key] = out.state = SessionState(bd_seq, payload.seq)
+            # The node's own metrics may carry sensors' currents too (`<serial>/current`).
+            node_aliases = {m.alias: m.name for m in payload.metrics if m.alias is not None and m.name}
+            self._nodes[key] = out.state = SessionState(bd_seq, payload.seq, {"": node_aliases} if node_aliases else {})
             out.online = True
+            self._readings(out, None, node_aliases, payload)
             return out
         if t.type in (MessageType.NCMD, MessageType.DCMD):
             return out  # commands go to bridges; a host's own echo is not data
@@ -146,6 +150,8 @@ class Sessions:
             # A redelivery of a message read before (QoS 1): read it again, change nothing.
             if t.type in (MessageType.DBIRTH, MessageType.DDATA) and device in node.aliases:
                 self._readings(out, device, node.aliases[device], payload)
+            elif t.type is MessageType.NDATA:
+                self._readings(out, None, node.aliases.get("", {}), payload)
             return out
         if payload.seq is None or payload.seq != (node.seq + 1) % 256:
             del self._nodes[key]  # nothing more is read until the edge node is born again
@@ -161,16 +167,25 @@ class Sessions:
             return _lost(out, f"DDATA from {t.device} before its DBIRTH")
         if t.type in (MessageType.DBIRTH, MessageType.DDATA):
             self._readings(out, device, aliases.get(device, {}), payload)
+        elif t.type is MessageType.NDATA:
+            self._readings(out, None, aliases.get("", {}), payload)
         return out
 
     @staticmethod
-    def _readings(out: Outcome, sensor: str, aliases: Mapping[int, str], payload: Payload) -> None:
+    def _readings(out: Outcome, device: str | None, aliases: Mapping[int, str], payload: Payload) -> None:
+        """A device's `current` (`device` its sensor), or, in the node's own messages
+        (`device` None), each `<sensor serial>/current`."""
         for metric in payload.metrics:
             name = metric.name or (aliases.get(metric.alias) if metric.alias is not None else None)
             if name is None:
-                _lost(out, f"{sensor}: metric alias {metric.alias} is not in its DBIRTH", sensor)
+                birth = "DBIRTH" if device is not None else "NBIRTH"
+                _lost(out, f"{device or out.edge_node}: metric alias {metric.alias} is not in its {birth}", device)
                 continue
-            if name != CURRENT_METRIC or metric.value is None:
+            if device is not None:
+                sensor = device if name == CURRENT_METRIC else None
+            else:
+                sensor = name[:-len(NODE_CURRENT_SUFFIX)] if name.endswith(NODE_CURRENT_SUFFIX) else None
+            if not sensor or metric.value is None:
                 continue  # other metrics (and nulls: no value now) are not readings
             stamp = metric.timestamp_ms if metric.timestamp_ms is not None else payload.timestamp_ms
             if stamp is None:

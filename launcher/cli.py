@@ -105,8 +105,9 @@ def simulate(
     drop_rate: float = 0.0, duplicate_rate: float = 0.0, delay_rate: float = 0.0, malformed_rate: float = 0.0,
     bad_value_rate: float = 0.0, offline_bridge: str | None = None, offline_after_ticks: int = 0,
     offline_for_ticks: int = 0,
-    wire: Annotated[str, typer.Option(help="senml (a pack per bridge and tick) or sparkplug (Sparkplug B: each "
-                                           "bridge an edge node, each sensor a device).")] = "senml",
+    wire: Annotated[str, typer.Option(help="senml (a pack per bridge and tick), sparkplug (Sparkplug B: each "
+                                           "bridge an edge node, each sensor a device) or sparkplug-node (each "
+                                           "tick's sweep in one NDATA of the edge node's).")] = "senml",
 ) -> None:
     """Stream simulated clamp readings as SenML packs or Sparkplug B (real time, or back-fill a range)."""
     import psycopg
@@ -146,7 +147,7 @@ def simulate(
         pass
     finally:
         sim.close()
-    typer.echo(f"published {report.packs_published} {'messages' if wire == 'sparkplug' else 'packs'}, "
+    typer.echo(f"published {report.packs_published} {'packs' if wire == 'senml' else 'messages'}, "
                f"{report.readings_generated} readings")
 
 

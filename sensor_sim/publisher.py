@@ -60,19 +60,20 @@ def connect(mqtt_url: str, client_id: str) -> mqtt.Client:
     return client
 
 
-WIRES = ("senml", "sparkplug")
+WIRES = ("senml", "sparkplug", "sparkplug-node")
 
 
 class Simulator:
     def __init__(self, fleet: Fleet, mqtt_url: str, *, interval_s: float = 10.0, faults: Faults | None = None,
                  seed: int = 11, client_id: str = "wattline-sim", wire: str = "senml",
                  sparkplug_group: str = "wattline") -> None:
-        """`wire`: "senml" (a pack per bridge and tick) or "sparkplug" (a DDATA per sensor
-        and tick, by alias, after births; a host's rebirth request is answered)."""
+        """`wire`: "senml" (a pack per bridge and tick), "sparkplug" (a DDATA per sensor and
+        tick, by alias, after births; a host's rebirth request is answered) or
+        "sparkplug-node" (the same, each tick's sweep in one NDATA of the edge node's)."""
         if wire not in WIRES:
             raise ValueError(f"wire must be one of {WIRES}")
         faults = faults or Faults()
-        if wire == "sparkplug" and (faults.drop_rate or faults.malformed_rate or faults.delay_rate
+        if wire != "senml" and (faults.drop_rate or faults.malformed_rate or faults.delay_rate
                                     or faults.offline_bridge):
             # A lost or late message breaks a Sparkplug sequence by design: the host refuses
             # what follows until the rebirth, which a readings count cannot be kept for.
@@ -90,8 +91,8 @@ class Simulator:
         self._offline_buffer: list[bytes] = []
         self._pending: list[tuple[str, bytes, mqtt.MQTTMessageInfo]] = []
         self._lock = threading.Lock()  # the tick thread and paho's (rebirth requests) both publish
-        self.nodes = {bridge: EdgeNode(bridge, sparkplug_group) for bridge in self.by_bridge} \
-            if wire == "sparkplug" else {}
+        self.nodes = {bridge: EdgeNode(bridge, sparkplug_group, per_node=wire == "sparkplug-node")
+                      for bridge in self.by_bridge} if wire != "senml" else {}
         self.rebirths = 0
         index = {serial: i for i, serial in enumerate(fleet.serials)}
         self._changes = [(c, np.array([index[s] for s in c.serials], dtype=np.int64))

@@ -212,15 +212,16 @@ def test_each_outcome_carries_the_session_after_it_and_a_host_restores_them() ->
     redelivers what it had not acked."""
     s = Sessions()
     born = s.handle(topic(MessageType.NBIRTH), birth(bd_seq=4))
-    assert born.state == SessionState(4, 0) and born.online is True and born.key == ("site-7", "BR-1")
+    node = {"": {1: "Node Control/Rebirth"}}  # the node's own aliases, from its birth
+    assert born.state == SessionState(4, 0, node) and born.online is True and born.key == ("site-7", "BR-1")
     device = s.handle(topic(MessageType.DBIRTH, "CT-9"), device_birth(1))
-    assert device.state == SessionState(4, 1, {"CT-9": {7: "current", 8: "rssi"}})
+    assert device.state == SessionState(4, 1, {**node, "CT-9": {7: "current", 8: "rssi"}})
     kept = s.states()
     s.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 7, T0, DataType.FLOAT, 1.0)))
     s.restore(kept)  # message 2 was not acked: it comes again, and reads as new
     again = s.handle(topic(MessageType.DDATA, "CT-9"), data(2, Metric(None, 7, T0, DataType.FLOAT, 1.0)))
     assert again.readings == [("CT-9", T0 / 1000, 1.0)]
-    assert again.state == SessionState(4, 2, {"CT-9": {7: "current", 8: "rssi"}})
+    assert again.state == SessionState(4, 2, {**node, "CT-9": {7: "current", 8: "rssi"}})
     assert device.state.seq == 1  # an earlier outcome's state is not changed by later messages
     ended = s.handle(topic(MessageType.NDEATH), encode_payload(Payload(None, None, (
         Metric("bdSeq", None, None, DataType.UINT64, 4),))))
@@ -249,3 +250,23 @@ def test_a_redelivery_of_what_was_read_before_changes_nothing() -> None:
     # Without the flag, a number out of turn is a lost message: refused, rebirth asked.
     late = s.handle(topic(MessageType.DDATA, "CT-9"), data(3, Metric(None, 7, T0, DataType.FLOAT, 3.0)))
     assert late.rebirth and late.refused[0].reason == "sparkplug_out_of_session"
+
+
+def test_an_edge_node_may_report_its_sensors_in_its_own_messages() -> None:
+    """A whole sweep in one NDATA: `<serial>/current` per sensor, declared with aliases in
+    the NBIRTH (which carries the current values, nulls being no reading); a name not of that
+    form is not a reading, an alias the birth lacks is refused and a rebirth asked."""
+    s = Sessions()
+    born = s.handle(topic(MessageType.NBIRTH), encode_payload(Payload(T0, 0, (
+        Metric("bdSeq", None, None, DataType.UINT64, 0), Metric("CT-1/current", 10, T0, DataType.FLOAT, 3.0),
+        Metric("CT-2/current", 11, T0, DataType.FLOAT, None), Metric("Properties/firmware", 12, T0,
+                                                                      DataType.STRING, "1.2")))))
+    assert born.readings == [("CT-1", T0 / 1000, 3.0)] and born.refused == []
+    out = s.handle(topic(MessageType.NDATA), encode_payload(Payload(T0 + 10_000, 1, (
+        Metric(None, 10, None, DataType.FLOAT, 4.5), Metric(None, 11, None, DataType.FLOAT, 0.5),
+        Metric("CT-3/current", None, None, DataType.DOUBLE, 7.0), Metric(None, 12, None, DataType.STRING, "1.3")))))
+    assert out.readings == [("CT-1", (T0 + 10_000) / 1000, 4.5), ("CT-2", (T0 + 10_000) / 1000, 0.5),
+                            ("CT-3", (T0 + 10_000) / 1000, 7.0)] and out.refused == []
+    unknown = Metric(None, 99, T0, DataType.FLOAT, 1.0)
+    out = s.handle(topic(MessageType.NDATA), encode_payload(Payload(T0, 2, (unknown,))))
+    assert out.rebirth and "alias 99 is not in its NBIRTH" in out.refused[0].detail

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 
 from ingest.packs import RawPack, SparkplugNote
 from ingest.sparkplug_host import rebirth_request
@@ -32,11 +33,14 @@ def rejections(db: psycopg.Connection[Any]) -> dict[str, int]:
     return dict(db.execute("SELECT reason, count(*) FROM rejected_readings GROUP BY reason").fetchall())
 
 
+@pytest.mark.parametrize("wire", ["sparkplug", "sparkplug-node"])
 def test_a_sparkplug_fleet_is_stored_exactly_as_senml_would_be(
-        db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway]) -> None:
+        db: psycopg.Connection[Any], mqtt_url: str, start_gateway: Callable[..., RunningGateway], wire: str) -> None:
+    """Each sensor a device (a DDATA a reading), or each sweep in one NDATA of the node's."""
     gw = start_gateway()
-    report = run_sim(mqtt_url, seed_db=db, wire="sparkplug")
-    assert report.readings_generated == 2 * 6 * 30 and report.packs_published == 2 * 6 * 30
+    report = run_sim(mqtt_url, seed_db=db, wire=wire)
+    assert report.readings_generated == 2 * 6 * 30
+    assert report.packs_published == (2 * 6 * 30 if wire == "sparkplug" else 2 * 30)
     wait_for(lambda: stored(db) >= len(report.expected))
     time.sleep(0.3)
     assert stored_set(db) == expected_set(report)

@@ -11,7 +11,9 @@ Mapping, the contract a bridge speaking Sparkplug follows:
 - topic `spBv1.0/<group>/<type>/<edge node>[/<device>]`; the edge node id is the bridge's
   serial, a device id is a sensor's serial;
 - a device's RMS current is the metric `current` (Float or Double, amperes), timestamped
-  in milliseconds (its own timestamp, else the payload's);
+  in milliseconds (its own timestamp, else the payload's); or an edge node reports its
+  sensors in its own NBIRTH and NDATA, one metric `<sensor serial>/current` each (a whole
+  sweep in one message, as a SenML pack carries it);
 - the edge node's births carry `bdSeq`, and its death the same `bdSeq` (the MQTT will).
 """
 
@@ -30,6 +32,7 @@ from wattline.senml import Reason
 
 NAMESPACE = "spBv1.0"
 CURRENT_METRIC = "current"
+NODE_CURRENT_SUFFIX = "/" + CURRENT_METRIC  # an edge node's own metric `<sensor serial>/current`
 BDSEQ_METRIC = "bdSeq"
 REBIRTH_METRIC = "Node Control/Rebirth"
 MAX_PAYLOAD_BYTES = 256 * 1024
