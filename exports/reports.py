@@ -31,6 +31,7 @@ from wattline.db import fetch_all, fetch_one
 from wattline.domain import Resolution
 from wattline.emissions import factor_of
 from wattline.errors import DomainError
+from wattline.generation import BALANCE, balance_totals
 from wattline.principal import Principal, acting_for
 from wattline.tariffs import TariffError
 
@@ -146,8 +147,7 @@ def report_data(conn: psycopg.Connection[Any], site_id: int, month: Month) -> di
     # hour. The report shows the site's only, so the root's hours are all it reads.
     hours = [t.replace(minute=0, second=0, microsecond=0) for t in (month.start, month.end)]
     balance = queries.energy_balance(conn, p, site_id, month.start, month.end, Resolution.HOUR1)
-    solar = {k: sum(b[k] for b in balance) / 1000 for k in ("consumption_wh", "generation_wh", "import_wh",
-                                                             "export_wh", "self_consumption_wh")}
+    solar = {k: wh / 1000 for k, wh in balance_totals(balance).items()}
     return {"site": site, "month": month, "invoice": cost.invoice if cost else None, "projects": projects,
             "solar": solar if solar["generation_wh"] > 0 else None,
             "factor": factor_of(site), "root_kg_co2e": site_totals(conn, [site], hours[0], hours[1])[site_id],
@@ -190,9 +190,7 @@ def render_html(data: dict[str, Any]) -> str:
         said = f"{kg:,.1f} kg CO2e at {factor.g_per_kwh:,.1f} g/kWh ({e(factor.source or '')})"
     parts.append(f"<h2>Emissions</h2><p>{said}</p>")
     if solar := data.get("solar"):
-        rows = "".join(f"<tr><td>{label}</td><td class=n>{solar[key]:,.1f}</td></tr>" for key, label in (
-            ("consumption_wh", "Consumed"), ("generation_wh", "Generated"), ("import_wh", "From the grid"),
-            ("export_wh", "To the grid"), ("self_consumption_wh", "Own generation used")))
+        rows = "".join(f"<tr><td>{label}</td><td class=n>{solar[key]:,.1f}</td></tr>" for key, label in BALANCE)
         parts.append("<h2>Solar and grid</h2><p class=sub>Netted minute by minute, as an export meter counts"
                      f"</p><table><tr><th></th><th class=n>kWh</th></tr>{rows}</table>")
     top = "".join(f"<tr><td>{e(t['name'])}</td><td>{e(t['kind'])}</td><td class=n>{t['kwh']:,.1f}</td>"

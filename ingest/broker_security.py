@@ -28,7 +28,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,22 +275,24 @@ def apply_changes(conn: psycopg.Connection[Any], admin: DynsecAdmin, changes: Se
     return applied
 
 
-def bridge_clients(admin: DynsecAdmin, page: int = 1000) -> set[str]:
-    """Usernames of the broker's clients that carry their own bridge role (those this module made)."""
-    found: set[str] = set()
+def _listed(admin: DynsecAdmin, command: str, key: str, page: int) -> Iterator[dict[str, Any]]:
+    """Every entry a verbose list command (listClients, listRoles) gives, a page at a time."""
     offset = 0
     while True:
-        reply = admin.run([{"command": "listClients", "verbose": True, "count": page, "offset": offset}])[0]
+        reply = admin.run([{"command": command, "verbose": True, "count": page, "offset": offset}])[0]
         if reply.error:
-            raise ControlError(f"listClients: {reply.error}")
-        clients = (reply.data or {}).get("clients", [])
-        for c in clients:
-            roles = {r.get("rolename") for r in c.get("roles", [])}
-            if f"bridge-{c.get('username')}" in roles:
-                found.add(c["username"])
-        offset += len(clients)
-        if len(clients) < page:
-            return found
+            raise ControlError(f"{command}: {reply.error}")
+        entries = (reply.data or {}).get(key, [])
+        yield from entries
+        offset += len(entries)
+        if len(entries) < page:
+            return
+
+
+def bridge_clients(admin: DynsecAdmin, page: int = 1000) -> set[str]:
+    """Usernames of the broker's clients that carry their own bridge role (those this module made)."""
+    return {c["username"] for c in _listed(admin, "listClients", "clients", page)
+            if f"bridge-{c.get('username')}" in {r.get("rolename") for r in c.get("roles", [])}}
 
 
 def missing_acls(admin: DynsecAdmin, page: int = 1000) -> list[dict[str, Any]]:
@@ -299,24 +301,16 @@ def missing_acls(admin: DynsecAdmin, page: int = 1000) -> list[dict[str, Any]]:
     once, and after that this finds nothing. ACLs the broker has beyond ours stay."""
     commands: list[dict[str, Any]] = []
     services = {role["rolename"]: role for role in SERVICE_ROLES.values()}
-    offset = 0
-    while True:
-        reply = admin.run([{"command": "listRoles", "verbose": True, "count": page, "offset": offset}])[0]
-        if reply.error:
-            raise ControlError(f"listRoles: {reply.error}")
-        roles = (reply.data or {}).get("roles", [])
-        for role in roles:
-            name = str(role.get("rolename", ""))
-            wanted = services.get(name) or (bridge_role(name.removeprefix("bridge-")) if name.startswith("bridge-")
-                                            else None)
-            if wanted is None:
-                continue
-            have = {(acl.get("acltype"), acl.get("topic")) for acl in role.get("acls", [])}
-            commands += [{"command": "addRoleACL", "rolename": name, **acl} for acl in wanted["acls"]
-                         if (acl["acltype"], acl["topic"]) not in have]
-        offset += len(roles)
-        if len(roles) < page:
-            return commands
+    for role in _listed(admin, "listRoles", "roles", page):
+        name = str(role.get("rolename", ""))
+        wanted = services.get(name) or (bridge_role(name.removeprefix("bridge-")) if name.startswith("bridge-")
+                                        else None)
+        if wanted is None:
+            continue
+        have = {(acl.get("acltype"), acl.get("topic")) for acl in role.get("acls", [])}
+        commands += [{"command": "addRoleACL", "rolename": name, **acl} for acl in wanted["acls"]
+                     if (acl["acltype"], acl["topic"]) not in have]
+    return commands
 
 
 def reconcile(conn: psycopg.Connection[Any], admin: DynsecAdmin, key: bytes) -> tuple[int, int]:

@@ -354,8 +354,7 @@ class Gateway:
                         for topic_filter in sparkplug:  # plain: one reader sees an edge node in order
                             await client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=True))
                         if sparkplug:
-                            await client.publish(sparkplug_host.state_topic(self.settings.mqtt_client_id),
-                                                 sparkplug_host.state_payload(True), qos=1, retain=True)
+                            await self._say_state(client, online=True)
                         log.info("gateway subscribed", broker=f"{self._broker.hostname}:{self._broker.port}",
                                  group=share)
                     self.subscribed = True
@@ -367,8 +366,7 @@ class Gateway:
                     finally:
                         self.subscribed = False
                     if sparkplug and not self.leave:  # stopping: edge nodes waiting on their host see it go
-                        await client.publish(sparkplug_host.state_topic(self.settings.mqtt_client_id),
-                                             sparkplug_host.state_payload(False), qos=1, retain=True)
+                        await self._say_state(client, online=False)
             except aiomqtt.MqttError as exc:
                 if self._stopping.is_set():
                     break
@@ -380,6 +378,11 @@ class Gateway:
         await asyncio.to_thread(self.writer.close)
         log.info("gateway stopped", packs=self.stats.packs, stored=self.stats.stored,
                  duplicates=self.stats.duplicates, spooled=self.stats.spooled_packs)
+
+    async def _say_state(self, client: _MqttClient, *, online: bool) -> None:
+        """Sparkplug's host STATE, retained (the connection's will says offline too)."""
+        await client.publish(sparkplug_host.state_topic(self.settings.mqtt_client_id),
+                             sparkplug_host.state_payload(online), qos=1, retain=True)
 
     async def _resume_sparkplug_sessions(self) -> None:
         """Each edge node's session as the last committed batch left it (after the spool's

@@ -148,10 +148,8 @@ class Sessions:
         if payload.seq is not None and (payload.seq == node.seq or dup) and payload.seq != (node.seq + 1) % 256 \
                 and t.type is not MessageType.DDEATH:
             # A redelivery of a message read before (QoS 1): read it again, change nothing.
-            if t.type in (MessageType.DBIRTH, MessageType.DDATA) and device in node.aliases:
-                self._readings(out, device, node.aliases[device], payload)
-            elif t.type is MessageType.NDATA:
-                self._readings(out, None, node.aliases.get("", {}), payload)
+            if t.type in _CARRY_READINGS and (t.device is None or device in node.aliases):
+                self._readings(out, t.device, node.aliases.get(device, {}), payload)
             return out
         if payload.seq is None or payload.seq != (node.seq + 1) % 256:
             del self._nodes[key]  # nothing more is read until the edge node is born again
@@ -165,10 +163,8 @@ class Sessions:
         self._nodes[key] = out.state = SessionState(node.bd_seq, payload.seq, aliases)
         if t.type is MessageType.DDATA and device not in aliases:
             return _lost(out, f"DDATA from {t.device} before its DBIRTH")
-        if t.type in (MessageType.DBIRTH, MessageType.DDATA):
-            self._readings(out, device, aliases.get(device, {}), payload)
-        elif t.type is MessageType.NDATA:
-            self._readings(out, None, aliases.get("", {}), payload)
+        if t.type in _CARRY_READINGS:
+            self._readings(out, t.device, aliases.get(device, {}), payload)
         return out
 
     @staticmethod
@@ -195,6 +191,11 @@ class Sessions:
                 out.readings.append((sensor, stamp / 1000, current_amps(metric)))
             except SparkplugError as exc:
                 out.refused.append(Refusal(exc.reason, f"{sensor}: {exc}", sensor))
+
+
+#: Messages whose metrics are readings after their birth; the node's own aliases are kept
+#: under the device "" (its NDATA's), a device's under its serial.
+_CARRY_READINGS = (MessageType.DBIRTH, MessageType.DDATA, MessageType.NDATA)
 
 
 def _lost(out: Outcome, detail: str, sensor: str | None = None) -> Outcome:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from wattline.senml import DecodedPack, Limits, Reason, Rejection, bridge_from_t
 
 log = structlog.get_logger("wattline.ingest")
 SPARKPLUG_PREFIX = sparkplug_host.TOPIC_PREFIX
+OVER_RATE = "the bridge sent more bytes a second than its share (bridge_max_bytes_per_s)"
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
@@ -166,22 +167,12 @@ class BatchWriter:
         mapped = _Mapped()
         gathered = _SparkplugReadings()
         for pack in packs:
-            marks = len(out.rejected), len(out.statuses), len(out.unmapped)
-            try:
-                if pack.sparkplug is not None and pack.sparkplug.readings:
-                    gathered.add(pack, out)
-                else:
-                    self._prepare_pack(pack, out, mapped)
-            except Exception as exc:  # nothing of the pack stays but its rejection
-                del out.rejected[marks[0]:], out.statuses[marks[1]:], out.unmapped[marks[2]:]
-                out.rejected.append(_unprocessable(pack, exc))
+            if pack.sparkplug is not None and pack.sparkplug.readings:
+                _alone(pack, out, lambda p: gathered.add(p, out))
+            else:
+                _alone(pack, out, lambda p: self._prepare_pack(p, out, mapped))
         for pack in gathered.packs():
-            marks = len(out.rejected), len(out.statuses), len(out.unmapped)
-            try:
-                self._prepare_pack(pack, out, mapped)
-            except Exception as exc:
-                del out.rejected[marks[0]:], out.statuses[marks[1]:], out.unmapped[marks[2]:]
-                out.rejected.append(_unprocessable(pack, exc))
+            _alone(pack, out, lambda p: self._prepare_pack(p, out, mapped))
         if mapped.ids:
             out.mapped.append(mapped.columns())
         if not out.unmapped:
@@ -200,9 +191,7 @@ class BatchWriter:
             out.rejected.append(_Rejected(pack.topic, None, problem, pack.payload))
             return
         if pack.limited:
-            out.rejected.append(_Rejected(pack.topic, bridge, Rejection(
-                Reason.RATE_LIMITED, "the bridge sent more bytes a second than its share (bridge_max_bytes_per_s)"),
-                pack.payload))
+            out.rejected.append(_Rejected(pack.topic, bridge, Rejection(Reason.RATE_LIMITED, OVER_RATE), pack.payload))
             return
         if pack.topic.endswith("/status"):
             out.statuses.append((bridge, pack.payload.strip() == b"online", pack.received_at))
@@ -429,6 +418,17 @@ class BatchWriter:
                               r.rejection.detail[:500], r.payload))
 
 
+def _alone(pack: RawPack, out: Prepared, prepare: Callable[[RawPack], None]) -> None:
+    """Prepare one pack; if that raises, nothing of the pack stays but its rejection
+    (`processing_error`), and its neighbours go on."""
+    marks = len(out.rejected), len(out.statuses), len(out.unmapped)
+    try:
+        prepare(pack)
+    except Exception as exc:
+        del out.rejected[marks[0]:], out.statuses[marks[1]:], out.unmapped[marks[2]:]
+        out.rejected.append(_unprocessable(pack, exc))
+
+
 def _sparkplug_refusals(note: SparkplugNote, out: Prepared) -> None:
     for refusal in note.refused:
         out.rejected.append(_Rejected(note.topic, note.key[1] if note.key else None, Rejection(
@@ -452,9 +452,8 @@ class _SparkplugReadings:
         assert note is not None
         _sparkplug_refusals(note, out)
         if pack.limited:
-            out.rejected.append(_Rejected(pack.topic, bridge_from_topic(pack.topic), Rejection(
-                Reason.RATE_LIMITED, "the bridge sent more bytes a second than its share (bridge_max_bytes_per_s)"),
-                encode_pack(list(note.readings))))
+            out.rejected.append(_Rejected(pack.topic, bridge_from_topic(pack.topic),
+                                          Rejection(Reason.RATE_LIMITED, OVER_RATE), encode_pack(list(note.readings))))
             return
         bridge = self._readings.setdefault(pack.topic, {})
         for sensor, ts, amps in note.readings:

@@ -82,7 +82,7 @@ class Simulator:
         self.wire = wire
         self.fleet = fleet
         self.interval_s = interval_s
-        self.faults = faults or Faults()
+        self.faults = faults
         self.rng = np.random.default_rng(seed)
         self.by_bridge = fleet.sensors_by_bridge()
         self._demand: dict[tuple[int, date], float] = {}  # (site, local day) -> HVAC demand

@@ -30,7 +30,7 @@ from wattline.csv_upload import dict_reader
 from wattline.db import fetch_all, fetch_one
 from wattline.domain import Connection
 from wattline.errors import Conflict, Invalid, NotFound, RowErrors
-from wattline.generation import GENERATING_KINDS, Flow
+from wattline.generation import FLOWS, GENERATING_KINDS, Flow
 from wattline.opening_hours import validate_opening_hours
 from wattline.principal import Principal
 
@@ -354,7 +354,7 @@ def _import_row(conn: Conn, site_id: int, root: int, refs: dict[str, int], row: 
     volts, pf = (row.get("nominal_voltage_v") or "").strip(), (row.get("power_factor") or "").strip()
     # No flow column (a sheet from before it), or an empty cell: the node keeps its flow.
     flow = (row.get("flow") or "").strip() or existing.get(ref, {}).get("flow") or "consumption"
-    if flow not in ("consumption", "generation"):
+    if flow not in FLOWS:
         raise Invalid("Invalid CSV", f"flow must be consumption or generation, not {flow!r}")
     _generating_kind(kind, flow)
     return upsert_node(conn, site_id, parent, kind, name, ref,

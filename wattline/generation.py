@@ -32,6 +32,17 @@ GENERATING_KINDS = ("circuit", "device")
 
 Span = tuple[float, float]  # epoch seconds, ±inf open
 
+#: A site's energy balance (wattline.queries.energy_balance), each figure with the words
+#: the dashboard and the monthly report show it under.
+BALANCE: tuple[tuple[str, str], ...] = (
+    ("consumption_wh", "Consumed"), ("generation_wh", "Generated"), ("import_wh", "From the grid"),
+    ("export_wh", "To the grid"), ("self_consumption_wh", "Own generation used"))
+
+
+def balance_totals(buckets: list[dict[str, Any]]) -> dict[str, float]:
+    """The balance's figures summed over its buckets, in Wh."""
+    return {key: float(sum(b[key] for b in buckets)) for key, _ in BALANCE}
+
 
 def _overlap(a: list[Span], b: list[Span]) -> bool:
     return any(lo1 < hi2 and lo2 < hi1 for lo1, hi1 in a for lo2, hi2 in b)

@@ -18,6 +18,7 @@ from api.problems import Problem, not_found
 from api.schemas import EnergyBalance, Usage
 from wattline import export_format, queries
 from wattline.domain import Resolution
+from wattline.generation import balance_totals
 from wattline.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["data"])
@@ -161,9 +162,7 @@ def energy_balance(site_id: int, p: Reader, conn: Conn,
     _check_points(t_from, t_to, resolution)
     visible_site(conn, p, site_id)
     buckets = queries.energy_balance(conn, p, site_id, t_from, t_to, resolution)
-    totals = {k: float(sum(b[k] for b in buckets)) for k in
-              ("consumption_wh", "generation_wh", "import_wh", "export_wh", "self_consumption_wh")}
-    return {"site_id": site_id, "resolution": resolution, "totals": totals, "buckets": buckets}
+    return {"site_id": site_id, "resolution": resolution, "totals": balance_totals(buckets), "buckets": buckets}
 
 
 @router.get("/sites/{site_id}/cost", summary="Cost over a range: invoice lines by band, standing, demand, VAT; "

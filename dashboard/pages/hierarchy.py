@@ -16,6 +16,7 @@ from dashboard.data import conn, no_such_site, site_from_path
 from wattline import catalogue, queries
 from wattline.domain import Connection
 from wattline.errors import DomainError, RowErrors
+from wattline.generation import FLOWS
 from wattline.principal import Principal
 
 KINDS = ("panel", "circuit", "device")
@@ -23,7 +24,7 @@ KINDS = ("panel", "circuit", "device")
 PARENTS = {"panel": ("site", "circuit"), "circuit": ("panel",), "device": ("circuit",)}
 CONNECTIONS = [{"label": c.value.replace("_", " "), "value": c.value} for c in Connection]
 FIELDS = ("node", "kind", "parent", "name", "voltage", "power_factor", "connection", "flow", "file")
-FLOWS = [{"label": " consumption ", "value": "consumption"}, {"label": " generation (PV, a generator) ",
+FLOW_OPTIONS = [{"label": " consumption ", "value": "consumption"}, {"label": " generation (PV, a generator) ",
                                                               "value": "generation"}]
 
 
@@ -81,7 +82,8 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
             _error("connection"),
         ], id="hier-panel-fields"),
         html.Div([
-            html.Label(["Flow", dcc.RadioItems(id="hier-flow", value="consumption", options=FLOWS, inline=True)]),
+            html.Label(["Flow", dcc.RadioItems(id="hier-flow", value="consumption", options=FLOW_OPTIONS,
+                                               inline=True)]),
             html.Div("A clamp reads how much current, not which way: mark what generates. No clamp may sit "
                      "above it.", className="muted"),
             _error("flow"),
@@ -188,7 +190,7 @@ def _write(c: Any, p: Principal, site_id: int, trigger: str, node_id: int | None
         if connection not in {x.value for x in Connection}:
             raise DomainError("pick the connection", field="connection")
         electrics = {"nominal_voltage_v": float(volts), "power_factor": float(pf), "connection": connection}
-    elif flow not in ("consumption", "generation"):
+    elif flow not in FLOWS:
         raise DomainError("pick consumption or generation", field="flow")
     else:
         electrics = {"flow": flow}

@@ -17,6 +17,7 @@ from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
 from wattline import queries
 from wattline.domain import Resolution
+from wattline.generation import BALANCE, balance_totals
 from wattline.principal import Principal
 from wattline.tariffs import TariffError
 
@@ -196,10 +197,6 @@ def overview(start: str, end: str, site_id: int) -> tuple[Any, ...]:
     return _tree(nodes, usage), fig, lines, node_table, demand or "–"
 
 
-BALANCE = (("consumption_wh", "Consumed"), ("generation_wh", "Generated"), ("import_wh", "From the grid"),
-           ("export_wh", "To the grid"), ("self_consumption_wh", "Own generation used"))
-
-
 def balance(start: str, end: str, site_id: int) -> tuple[Any, go.Figure]:
     """The range's consumption, generation, import, export and self-consumption, and the
     import and export per bucket beside the two flows (wattline.generation)."""
@@ -210,7 +207,7 @@ def balance(start: str, end: str, site_id: int) -> tuple[Any, go.Figure]:
         resolution = Resolution.MIN15 if span <= timedelta(days=2) else \
             Resolution.HOUR1 if span <= timedelta(days=60) else Resolution.DAY1
         rows = queries.energy_balance(c, p, site_id, t_from, t_to, resolution)
-    totals = {k: sum(r[k] for r in rows) / 1000 for k, _ in BALANCE}
+    totals = {k: wh / 1000 for k, wh in balance_totals(rows).items()}
     used = totals["self_consumption_wh"] / totals["generation_wh"] * 100 if totals["generation_wh"] else None
     summary = html.Table([html.Tr([html.Th(label), html.Td(f"{totals[k]:,.1f} kWh", id=f"site-balance-{k[:-3]}")])
                           for k, label in BALANCE]
