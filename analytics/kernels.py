@@ -1,6 +1,7 @@
 """Numba kernels: the hot loops of the analytics core.
 
-Energy method: trapezoid. Power is taken as linear between two consecutive readings of
+Energy method: trapezoid, on signed power (a meter's reading may be negative, and its
+energy then nets within a bucket). Power is taken as linear between two consecutive readings of
 a sensor when they are at most `gap_s` apart; a longer gap is not bridged, so it adds no
 energy and no coverage. A segment that crosses a bucket edge is split at the edge by
 linear interpolation, so each bucket gets exactly the energy inside it.
@@ -23,11 +24,15 @@ I64 = npt.NDArray[np.int64]
 
 @numba.njit(cache=True, nogil=True)
 def power_w(current_a: F64, voltage_v: F64, power_factor: F64, default_v: F64,
-            default_pf: F64) -> F64:
-    """P = V × I × PF per reading; a measured voltage or power factor (not NaN) wins."""
+            default_pf: F64, measured_w: F64) -> F64:
+    """P = V × I × PF per reading; a measured voltage or power factor (not NaN) wins, and a
+    meter's own power (not NaN, signed) wins over all three."""
     n = current_a.shape[0]
     out = np.empty(n)
     for i in range(n):
+        if not math.isnan(measured_w[i]):
+            out[i] = measured_w[i]
+            continue
         v = voltage_v[i]
         if math.isnan(v):
             v = default_v[i]
@@ -122,3 +127,65 @@ def roll_up_tree(parent: I64, has_sensor: npt.NDArray[np.bool_],
                 child_sum[p, c] += total[j, c]
                 has_child_data[p, c] = True
     return total, remainder, has_data
+
+
+@numba.njit(cache=True, nogil=True)
+def roll_up_balance(parent: I64, measured: npt.NDArray[np.bool_], signed: npt.NDArray[np.bool_],
+                    generation: npt.NDArray[np.bool_], own_c: F64, own_g: F64
+                    ) -> tuple[F64, F64, F64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Consumption and generation over a tree in topological order (parents first), apart.
+
+    `own_c`, `own_g` are a measured node's own consumption and generation. A clamp's node
+    is one or the other by its flow: a consuming node's total consumption is its own (its
+    remainder own − Σ children's consumption) and its generation its children's; a
+    generating node's totals are its own. A signed meter (`signed`) on a consuming node
+    reads the subtree's net N = own_c − own_g: what its children's net does not explain,
+    U = N − (C_children − G_children), is its remainder, unmonitored consumption where
+    positive and unmonitored generation where negative. Returns (consumption, generation,
+    remainder (NaN where undefined), has consumption, has generation) per node and column."""
+    n, k = own_c.shape
+    child_c = np.zeros((n, k))
+    child_g = np.zeros((n, k))
+    has_child_c = np.zeros((n, k), dtype=np.bool_)
+    has_child_g = np.zeros((n, k), dtype=np.bool_)
+    total_c = np.zeros((n, k))
+    total_g = np.zeros((n, k))
+    remainder = np.full((n, k), np.nan)
+    has_c = np.zeros((n, k), dtype=np.bool_)
+    has_g = np.zeros((n, k), dtype=np.bool_)
+    for j in range(n - 1, -1, -1):
+        p = parent[j]
+        for c in range(k):
+            if measured[j, c] and generation[j]:
+                total_c[j, c] = own_c[j, c]
+                total_g[j, c] = own_g[j, c]
+                has_c[j, c] = signed[j, c]
+                has_g[j, c] = True
+            elif measured[j, c] and signed[j, c]:
+                u = (own_c[j, c] - own_g[j, c]) - (child_c[j, c] - child_g[j, c])
+                total_c[j, c] = child_c[j, c] + max(u, 0.0)
+                total_g[j, c] = child_g[j, c] + max(-u, 0.0)
+                if has_child_c[j, c] or has_child_g[j, c]:
+                    remainder[j, c] = u
+                has_c[j, c] = True
+                has_g[j, c] = True
+            elif measured[j, c]:
+                total_c[j, c] = own_c[j, c]
+                total_g[j, c] = child_g[j, c]
+                if has_child_c[j, c]:
+                    remainder[j, c] = own_c[j, c] - child_c[j, c]
+                has_c[j, c] = True
+                has_g[j, c] = has_child_g[j, c]
+            else:
+                total_c[j, c] = child_c[j, c]
+                total_g[j, c] = child_g[j, c]
+                has_c[j, c] = has_child_c[j, c]
+                has_g[j, c] = has_child_g[j, c]
+            if p >= 0:
+                if has_c[j, c]:
+                    child_c[p, c] += total_c[j, c]
+                    has_child_c[p, c] = True
+                if has_g[j, c]:
+                    child_g[p, c] += total_g[j, c]
+                    has_child_g[p, c] = True
+    return total_c, total_g, remainder, has_c, has_g

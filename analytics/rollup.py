@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -62,8 +63,10 @@ def bucket_stats(series: I64, ts: F64, power: F64, current: F64, n_series: int, 
     return BucketStats(t0, bucket_s, e, cov, amp, mx, smp)
 
 
-def readings_power(current: F64, voltage: F64, power_factor: F64, default_v: F64, default_pf: F64) -> F64:
-    return power_w(np.ascontiguousarray(current, dtype=np.float64), np.ascontiguousarray(voltage, dtype=np.float64),
-                   np.ascontiguousarray(power_factor, dtype=np.float64),
-                   np.ascontiguousarray(default_v, dtype=np.float64),
-                   np.ascontiguousarray(default_pf, dtype=np.float64))
+def readings_power(current: F64, voltage: F64, power_factor: F64, default_v: F64, default_pf: F64,
+                   measured: npt.NDArray[np.floating[Any]] | None = None) -> F64:
+    """Each reading's power (kernels.power_w); `measured` is a meter's own power, NaN for a clamp."""
+    if measured is None:
+        measured = np.full(len(current), np.nan)
+    return power_w(*(np.ascontiguousarray(c, dtype=np.float64)
+                     for c in (current, voltage, power_factor, default_v, default_pf, measured)))

@@ -26,7 +26,8 @@ def sensor_buckets(meta: dict[str, Any], raw: Raw, resolution: Resolution, t_fro
     n_raw = len(raw)
     current = raw.current_a.astype(np.float64)
     power = readings_power(current, raw.voltage_v.astype(np.float64), raw.power_factor.astype(np.float64),
-                           np.full(n_raw, volts), np.full(n_raw, pf))
+                           np.full(n_raw, volts), np.full(n_raw, pf),
+                           raw.power_w if meta["reports_power"] else None)  # a clamp's power is V × I × PF
     t0 = t_from.timestamp() // 60 * 60
     n = int((t_to.timestamp() - t0) // 60) + 1
     st = bucket_stats(np.zeros(n_raw, dtype=np.int64), raw.ts_s, power, current, 1, t0, 60.0, n, gap_s,

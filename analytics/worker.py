@@ -36,6 +36,7 @@ from psycopg import sql
 
 from analytics.band_rollups import price_days, price_unpriced_days
 from analytics.hierarchy import Tree, load_trees, roll_up
+from analytics.kernels import roll_up_balance
 from analytics.rollup import bucket_stats, readings_power
 from wattline import raw_readings
 from wattline.buckets import bucket_bounds
@@ -261,8 +262,11 @@ class RollupEngine:
             ids, ts = raw.sensor_id.astype(np.float64), raw.ts_s
             default_v, default_pf = _node_defaults(ids, ts, sensor_spans, params)
             current = raw.current_a.astype(np.float64)
+            # A declared meter's power is its own; a clamp's is V × I × PF, whatever power it sent.
+            meters = _power_meters(conn, sensors)
+            metering = np.array([s in meters for s in sensors], dtype=np.bool_)
             power = readings_power(current, raw.voltage_v.astype(np.float64), raw.power_factor.astype(np.float64),
-                                   default_v, default_pf)
+                                   default_v, default_pf, np.where(metering[series], raw.power_w, np.nan))
             stats = bucket_stats(series, ts, power, current, len(sensors), t0, 60.0, width, self.gap_s,
                                  presorted=True)
             # Each derived array once: they are computed per access, and reading one per span
@@ -282,14 +286,15 @@ class RollupEngine:
                     elif b0 < b1:
                         partial.append((j, index[sensor_id], slice(b0, b1)))
             per_sensor = (stats.energy_wh, mean_power_all, max_finite, mean_current_all, coverage_all,
-                          stats.samples.astype(np.float64), np.ones((len(sensors), width)))
+                          stats.samples.astype(np.float64), np.ones((len(sensors), width)),
+                          np.repeat(metering[:, None].astype(np.float64), width, axis=1))
             sums = np.zeros((len(per_sensor), len(nodes), width))
             rows_of, sensors_of = np.asarray(whole_node, dtype=np.int64), np.asarray(whole_sensor, dtype=np.int64)
             for q, values in enumerate(per_sensor):
                 np.add.at(sums[q], rows_of, values[sensors_of])
                 for j, i, part in partial:
                     sums[q, j, part] += values[i, part]
-            energy, mean_p, max_p, current, coverage, samples, count = sums
+            energy, mean_p, max_p, current, coverage, samples, count, signed = sums
             generating = {n for (n,) in fetch_tuples(conn, "SELECT id FROM nodes WHERE id = ANY(%s) AND flow = "
                                                            "'generation'", (nodes,))}
             for j, node in enumerate(nodes):
@@ -299,9 +304,16 @@ class RollupEngine:
                         continue
                     # A generating circuit's energy is generation, all of it given out: its
                     # consumption is nil (its power and current stay what its clamps read).
+                    # A signed meter's minute nets: consumed where positive, given out where
+                    # negative, whatever the node's flow (wattline.generation).
                     wh = float(energy[j, b])
-                    gen = wh if node in generating else None
-                    rows.append((node, m * 60.0, 0.0 if gen is not None else wh, float(mean_p[j, b]),
+                    gen: float | None
+                    if signed[j, b]:
+                        consumed, gen = max(wh, 0.0), max(-wh, 0.0)
+                    else:
+                        gen = wh if node in generating else None
+                        consumed = 0.0 if gen is not None else wh
+                    rows.append((node, m * 60.0, consumed, float(mean_p[j, b]),
                                  float(max_p[j, b]), float(current[j, b] / count[j, b]), int(samples[j, b]),
                                  float(coverage[j, b] / count[j, b]), None, gen, gen))
         _upsert(conn, Resolution.MIN1, rows)
@@ -339,15 +351,21 @@ class RollupEngine:
             ones[j, k] = 1.0
         # Sums over the tree, per quantity. A node's coverage is the mean coverage of the
         # measured nodes under it (count = how many); its mean current is the total current.
-        # Consumption and generation are summed apart (wattline.generation): energy, power
-        # and current over the consuming nodes, generation over the generating ones, and
+        # Consumption and generation are summed apart (wattline.generation; signed meters
+        # net, kernels.roll_up_balance): power and current over the consuming nodes, and
         # each minute's export at a node is what its generation exceeds its consumption by.
+        signed = np.zeros_like(measured)
+        meters = _power_meters(conn, sorted({sp[0] for sp in spans}))
+        for (sensor, node, _, _), first, end in zip(spans, firsts, ends, strict=True):
+            if sensor in meters:
+                signed[idx[node], first:end] = True
         consuming = measured & ~tree.generation[:, None]
-        energy, remainder, has_consumption = roll_up(tree, consuming, own[0])
+        energy, generated, remainder, has_consumption, has_generation = roll_up_balance(
+            tree.parent, measured, signed, tree.generation, np.ascontiguousarray(own[0]),
+            np.ascontiguousarray(own[6]))
         mean_power, max_power, current = (roll_up(tree, consuming, own[c])[0] for c in range(1, 4))
         samples, coverage = (roll_up(tree, measured, own[c])[0] for c in (4, 5))
         count, _, has_data = roll_up(tree, measured, ones)
-        generated, _, has_generation = roll_up(tree, measured & tree.generation[:, None], own[6])
         exported = np.maximum(generated - energy, 0.0)
         has_children = np.zeros(len(tree.node_ids), dtype=np.bool_)
         has_children[tree.parent[tree.parent >= 0]] = True
@@ -428,6 +446,12 @@ class RollupEngine:
 
 
 Span = tuple[int, int, float, float]  # (sensor, node, valid from, valid to) in epoch seconds, ±inf open
+
+
+def _power_meters(conn: psycopg.Connection[Any], sensor_ids: list[int]) -> set[int]:
+    """Those of the sensors that are meters reporting signed power (`sensors.reports_power`)."""
+    return {int(s) for (s,) in fetch_tuples(conn, "SELECT id FROM sensors WHERE id = ANY(%s) AND reports_power",
+                                            (sensor_ids,))}
 
 
 def _spans(conn: psycopg.Connection[Any], by: str, ids: list[int]) -> list[Span]:

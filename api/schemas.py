@@ -329,6 +329,7 @@ class SensorInfo(BaseModel):
                     "last_seen_at": "2026-11-23T08:00:00Z",
                     "last_current_a": 12.5,
                     "last_rssi_dbw": -72.0,
+                    "reports_power": False,
                 }
             ]
         }
@@ -347,6 +348,16 @@ class SensorInfo(BaseModel):
     last_seen_at: datetime | None
     last_current_a: float | None
     last_rssi_dbw: float | None
+    reports_power: bool = Field(description="A meter that reports signed power (SenML `power`, W), not a clamp")
+
+
+class MeterSetting(BaseModel):
+    """Whether the sensor is a meter that sends its real power with its sign (SenML `power`, W:
+    positive into the node's loads, negative back out). Its node then nets by the sign, and it
+    may sit above generation; a clamp cannot."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reports_power": True}]})
+    reports_power: bool
 
 
 class Correction(BaseModel):

@@ -144,9 +144,10 @@ def copy_ceiling(stack: Stack, readings: int, batch: int = 100_000, streams: int
     volts = np.full(readings, 230.0, dtype=np.float32)
     pf = np.full(readings, 0.9, dtype=np.float32)
     rssi = np.full(readings, -70.0, dtype=np.float32)
+    no_power = np.full(readings, np.nan, dtype=np.float32)  # clamps: as the gateway writes them
     bridge = (ids - 1) // PER_BRIDGE + 1
     chunks = [encode_readings(ids[i:i + batch], ts[i:i + batch], amps[i:i + batch], volts[i:i + batch],
-                              pf[i:i + batch], rssi[i:i + batch], bridge[i:i + batch])
+                              pf[i:i + batch], rssi[i:i + batch], no_power[i:i + batch], bridge[i:i + batch])
               for i in range(0, readings, batch)]
 
     def copy(mine: list[bytes]) -> None:

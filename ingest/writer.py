@@ -40,7 +40,7 @@ OVER_RATE = "the bridge sent more bytes a second than its share (bridge_max_byte
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     sensor_id bigint, ts timestamptz, current_a real, voltage_v real, power_factor real, rssi_dbw real,
-    bridge_id bigint
+    power_w real, bridge_id bigint
 ) ON COMMIT DELETE ROWS"""
 _COPY_COLUMNS = ", ".join(COLUMNS)
 
@@ -311,17 +311,17 @@ class BatchWriter:
         packed = raw_readings.lock_days(conn, rows.days)
         if not packed:
             return self._copy(conn, rows.copy_data, rows.count)
-        sensor_ids, ts, current, volts, pf, rssi, bridge = rows.columns
+        sensor_ids, ts, current, volts, pf, rssi, power, bridge = rows.columns
         ts_us = np.rint(np.asarray(ts, dtype=np.float64) * 1e6).astype(np.int64)
         late = np.isin(raw_readings.day_of(ts_us), list(packed))
         raw = raw_readings.concat([raw_readings.Raw.build(*(np.asarray(c)[late] for c in (
-            sensor_ids, ts_us, current, volts, pf, rssi, bridge)))])
+            sensor_ids, ts_us, current, volts, pf, rssi, power, bridge)))])
         merged, leftover = raw_readings.merge_late(conn, raw)
         metrics.LATE_MERGED.inc(merged)
         rest = raw.take(leftover)
         hot = [np.concatenate([c[~late], r]) for c, r in zip(
             rows.columns, (rest.sensor_id, rest.ts_s, rest.current_a, rest.voltage_v, rest.power_factor,
-                           rest.rssi_dbw, rest.bridge_id), strict=True)]
+                           rest.rssi_dbw, rest.power_w, rest.bridge_id), strict=True)]
         if not len(hot[0]):
             return merged
         return merged + self._copy(conn, encode_readings(*hot), len(hot[0]))
@@ -475,7 +475,7 @@ def _unprocessable(pack: RawPack, exc: BaseException) -> _Rejected:
 class _Mapped:
     """A batch's mapped readings as plain lists, turned into arrays once per batch: at tens
     of readings a pack, seven small arrays per pack cost more than the readings in them.
-    Voltage, power factor and RSSI are NaN unless a pack measured them (most do not): only
+    Voltage, power factor, RSSI and power are NaN unless a pack measured them (most do not): only
     those packs' values are copied, into arrays made NaN at once."""
 
     def __init__(self) -> None:
@@ -495,18 +495,19 @@ class _Mapped:
 
     def columns(self) -> Columns:
         rows = len(self.ids)
-        voltage, power_factor, rssi = (np.full(rows, np.nan) for _ in range(3))
+        voltage, power_factor, rssi, power = (np.full(rows, np.nan) for _ in range(4))
         for first, d in self.measured:
             end = first + len(d)
             voltage[first:end], power_factor[first:end], rssi[first:end] = d.voltage, d.power_factor, d.rssi
+            power[first:end] = d.power
         return (np.array(self.ids, dtype=np.int64), np.array(self.ts, dtype=np.float64),
-                np.array(self.current, dtype=np.float64), voltage, power_factor, rssi,
+                np.array(self.current, dtype=np.float64), voltage, power_factor, rssi, power,
                 np.array(self.bridge, dtype=np.int64))
 
 
 def _columns(ids: np.ndarray[Any, Any], d: DecodedPack, bridge_id: int) -> Columns:
     return (ids, np.asarray(d.ts), np.asarray(d.current), np.asarray(d.voltage), np.asarray(d.power_factor),
-            np.asarray(d.rssi), np.full(len(ids), bridge_id, dtype=np.int64))
+            np.asarray(d.rssi), np.asarray(d.power), np.full(len(ids), bridge_id, dtype=np.int64))
 
 
 def encode_rows(parts: list[Columns], bridge_site: dict[int, int] | None = None, shards: int = 1) -> Rows:

@@ -63,6 +63,7 @@ BODIES: dict[tuple[str, str], Any] = {
                                                                      "g_co2e_per_kwh": 100.0}]}},
     ("post", "/v1/sites/{site_id}/co2e-hourly.csv"): {
         "files": {"file": ("g.csv", b"hour,g_co2e_per_kwh\n2026-01-01T00:00:00Z,100\n")}},
+    ("put", "/v1/sensors/{serial}/meter"): {"json": {"reports_power": True}},
     ("post", "/v1/sites/{site_id}/hierarchy.csv"): {
         "files": {"file": ("h.csv", b"external_ref,parent_ref,kind,name\n")}},
 }

@@ -24,7 +24,7 @@ from ingest.packs import RawPack
 from ingest.writer import BatchWriter
 from tests.factories import count, wait_for
 from tests.fixtures.browser import DESKTOP, PHONE, fits, login, screenshot
-from wattline import accounts
+from wattline import accounts, assignments, catalogue
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.senml import SENML_TOPIC, encode_pack
@@ -220,6 +220,41 @@ def test_an_installer_commissions_a_site(size: str, db: psycopg.Connection[Any],
     # Tariffs and costs are not an installer's.
     page.goto(f"{base}/tariffs/{built.site_id}")
     page.wait_for_selector(".empty:has-text('not shown to installers')", timeout=30_000)
+    assert page.console_errors == []
+
+
+@pytest.mark.parametrize("size", ["390", "desktop"])
+def test_an_installer_declares_a_meter_that_reports_signed_power(
+        size: str, db: psycopg.Connection[Any], on_site: dict[str, Any], serve_dashboard: Callable[[], str],
+        browser_page: Any) -> None:
+    """CT-9 is a meter that sends its power with its sign: declared so, it may sit on the
+    panel above a rooftop PV circuit; declared a clamp again there, it is refused with why."""
+    built: BuiltSite = on_site["built"]
+    page = browser_page
+    base = signed_in(page, serve_dashboard, size, "ins@example.com")
+    page.goto(f"{base}/commissioning/{built.site_id}")
+    page.wait_for_selector("#sensor-CT-9", timeout=60_000)
+    page.check("#comm-action input[value='meter']")
+    page.wait_for_selector("#comm-explain:has-text('sends its real power with its sign')")
+    choose(page, "comm-serial", "CT-9")
+    page.check("#comm-reports-power input[value='meter']")
+    page.click("#comm-submit")
+    saved(page, "CT-9 is a meter")
+    assert db.execute("SELECT reports_power FROM sensors WHERE serial = 'CT-9'").fetchone() == (True,)
+    assert db.execute("SELECT actor_user_id FROM audit_log WHERE action = 'set_reports_power'").fetchone() == (
+        on_site["installer"],)
+    assert fits(page)
+    shot(page, "8-meter-declared", size)
+
+    # On the panel, above solar: a meter may be there, a clamp may not.
+    catalogue.create_node(db, None, built.site_id, built.nodes["P"], "circuit", "Rooftop PV", flow="generation")
+    assignments.assign(db, None, "CT-9", built.nodes["P"], 1, 400.0)
+    page.check("#comm-reports-power input[value='clamp']")
+    page.click("#comm-submit")
+    page.wait_for_selector("#comm-message .error:has-text('has a clamp above the generation circuit Rooftop PV')",
+                           timeout=15_000)
+    assert db.execute("SELECT reports_power FROM sensors WHERE serial = 'CT-9'").fetchone() == (True,)
+    shot(page, "9-meter-refused", size)
     assert page.console_errors == []
 
 

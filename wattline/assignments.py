@@ -13,6 +13,8 @@ An installer tells us one of these, and they are different things:
   circuit's history runs on across the swap;
 - **unassign** at a time: the sensor counts nowhere from then.
 
+A sensor may also be declared a meter that reports signed power (`set_reports_power`).
+
 Bounds fall on whole minutes (the finest rollup); a time may not be in the future. Each
 function runs in one transaction with its audit entry and the rollup re-queue of exactly
 the minutes it changed, naming the nodes that lost the sensor so the worker sweeps them.
@@ -314,11 +316,29 @@ def replace(conn: Conn, actor: Principal | None, failed_serial: str, new_serial:
         _insert(conn, actor, new["id"], current["node_id"], current["phase"], float(current["ct_rating_a"]),
                 when, Action.REPLACE)
         _mirror(conn, new["id"])
+        generation.check_site(conn, new["site_id"])  # a clamp may not take a meter's place above generation
         rollup_queue.queue_history(conn, [failed["id"], new["id"]], former_nodes=[current["node_id"]], since=when,
                                    progress_of=new["id"])
         audit.record(conn, actor, "replace", "sensor", new["id"], replaces=failed["id"],
                      node_id=current["node_id"], phase=current["phase"], at=when.isoformat())
     return int(new["id"])
+
+
+def set_reports_power(conn: Conn, actor: Principal | None, serial: str, reports_power: bool) -> int:
+    """Declare whether the sensor is a meter that reports signed power (wattline.generation,
+    "Signed meters"); returns its id. Its whole history is re-summed, since its nodes' minutes
+    net by it or not; a clamp (False) above generation is refused as any clamp there is."""
+    with _change(conn):
+        sensor = _sensor(conn, serial)
+        before = fetch_one(conn, "SELECT reports_power FROM sensors WHERE id = %s", (sensor["id"],))
+        assert before is not None
+        if before["reports_power"] == reports_power:
+            return int(sensor["id"])
+        conn.execute("UPDATE sensors SET reports_power = %s WHERE id = %s", (reports_power, sensor["id"]))
+        generation.check_site(conn, sensor["site_id"])
+        rollup_queue.queue_history(conn, [sensor["id"]], progress_of=sensor["id"])
+        audit.record(conn, actor, "set_reports_power", "sensor", sensor["id"], reports_power=reports_power)
+    return int(sensor["id"])
 
 
 def unassign(conn: Conn, actor: Principal | None, serial: str, *, at: datetime | None = None) -> int:

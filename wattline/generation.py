@@ -13,6 +13,14 @@ generation below is measured, above that generation (an open assignment above ge
 not yet clamped counts too); and everything under a generation node generates. Every write
 that changes the tree, a flow or an assignment checks the site with `check_site` in its
 own transaction, and is refused with the reason.
+
+Signed meters: a sensor declared `reports_power` (migration 037) is a meter that sends its
+real power (SenML `power`, W) with its sign, positive flowing into the node's loads and
+negative flowing back towards the supply. Its node's minute nets: consumption where
+positive, generation given out where negative, whatever the node's flow. Above generation,
+such a meter reads the subtree's net, so the rule allows it there: the roll-up takes what
+the children's net does not explain as the node's remainder, unmonitored consumption or
+generation by its sign (analytics.kernels.roll_up_balance).
 """
 
 from __future__ import annotations
@@ -55,11 +63,15 @@ def problem(conn: psycopg.Connection[Any], site_id: int) -> str | None:
     if not any(n["flow"] == "generation" for n in nodes.values()):
         return None
     spans: dict[int, list[Span]] = defaultdict(list)
+    clamps: dict[int, list[Span]] = defaultdict(list)  # the spans of sensors that read no direction
     for r in fetch_all(conn, """SELECT a.node_id, extract(epoch FROM a.valid_from)::float8 AS lo,
-                                       extract(epoch FROM a.valid_to)::float8 AS hi
+                                       extract(epoch FROM a.valid_to)::float8 AS hi, s.reports_power
                                 FROM sensor_assignments a JOIN nodes n ON n.id = a.node_id
+                                JOIN sensors s ON s.id = a.sensor_id
                                 WHERE n.site_id = %s""", (site_id,)):
         spans[r["node_id"]].append((r["lo"], r["hi"]))
+        if not r["reports_power"]:
+            clamps[r["node_id"]].append((r["lo"], r["hi"]))
 
     def ancestors(node_id: int) -> list[dict[str, Any]]:
         out, parent = [], nodes[node_id]["parent_id"]
@@ -84,11 +96,12 @@ def problem(conn: psycopg.Connection[Any], site_id: int) -> str | None:
             continue
         mine = below[node["id"]]
         for above in up:
-            theirs = spans.get(above["id"], [])
+            theirs = clamps.get(above["id"], [])
             if _overlap(mine, theirs) or (not mine and any(math.isinf(hi) for _, hi in theirs)):
                 return (f"{above['name']} has a clamp above the generation {node['kind']} {node['name']}: a clamp "
                         "there reads the net current's size, not its direction, so consumption and generation "
-                        "cannot be told apart. Clamp the generation and the consumption circuits each on their own")
+                        "cannot be told apart. Clamp the generation and the consumption circuits each on their own, "
+                        "or put a meter there that reports signed power")
     return None
 
 

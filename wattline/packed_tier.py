@@ -18,7 +18,8 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from wattline.db import PG_EPOCH_US, copy_out_arrays
+from wattline import raw_readings
+from wattline.db import copy_out_arrays
 from wattline.raw_readings import (
     DAY_LOCK,
     DAY_US,
@@ -40,14 +41,9 @@ log = structlog.get_logger("wattline.packing")
 
 
 # -- the packing job -----------------------------------------------------------------------------
-_READ_DAY = """COPY (SELECT sensor_id, ts, current_a, COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN'),
-                            COALESCE(rssi_dbw, 'NaN'), bridge_id
-                     FROM readings WHERE ts >= {lo} AND ts < {hi} AND sensor_id >= {first} AND sensor_id < {end}
-                       AND sensor_id <> ALL({skip}::bigint[]))
+_READ_DAY = """COPY (""" + raw_readings.SELECT_ROW + """ WHERE ts >= {lo} AND ts < {hi}
+                       AND sensor_id >= {first} AND sensor_id < {end} AND sensor_id <> ALL({skip}::bigint[]))
                TO STDOUT (FORMAT BINARY)"""
-_DAY_ROW = np.dtype([("n", ">i2"), ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
-                     ("l2", ">i4"), ("current_a", ">f4"), ("l3", ">i4"), ("voltage_v", ">f4"), ("l4", ">i4"),
-                     ("power_factor", ">f4"), ("l5", ">i4"), ("rssi_dbw", ">f4"), ("l6", ">i4"), ("bridge_id", ">i8")])
 
 
 def _read_day(conn: psycopg.Connection[Any], lo_us: int, hi_us: int, first_sensor: int, end_sensor: int,
@@ -57,9 +53,7 @@ def _read_day(conn: psycopg.Connection[Any], lo_us: int, hi_us: int, first_senso
     query = sql.SQL(_READ_DAY).format(lo=sql.Literal(_dt(lo_us)), hi=sql.Literal(_dt(hi_us)),
                                       first=sql.Literal(first_sensor), end=sql.Literal(end_sensor),
                                       skip=sql.Literal(skip))
-    rows = np.concatenate(list(copy_out_arrays(conn, query, _DAY_ROW)))
-    return concat([Raw.build(rows["sensor_id"], rows["ts"].astype(np.int64) + PG_EPOCH_US, rows["current_a"],
-                             rows["voltage_v"], rows["power_factor"], rows["rssi_dbw"], rows["bridge_id"])])
+    return concat([raw_readings.from_rows(np.concatenate(list(copy_out_arrays(conn, query, raw_readings.ROW))))])
 
 
 def _packed_rows(raw: Raw, day: int) -> list[PackedRow]:

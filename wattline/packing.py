@@ -3,7 +3,7 @@ lossless for what is stored (microsecond timestamps, float32 values), checked by
 
 Timestamps are delta-of-delta, zigzag, in Gorilla-style variable-length buckets (a bridge
 that reports every 10 s on the dot costs one bit a reading). Each value column (current,
-and voltage, power factor and RSSI where present) takes the smaller of two encodings:
+and voltage, power factor, RSSI and a meter's power where present) takes the smaller of two encodings:
 
 - quantised delta: when every value is a decimal of at most 6 places that float32 keeps
   exactly (a bridge's 12.345 A), the integers' deltas go through the same buckets;
@@ -14,6 +14,8 @@ A column that has no value at all is absent; one with some gaps carries a bitmap
 values are. Numba kernels do the bit work; Python assembles the blocks.
 
 Layout: b"WP1" | crc32 u32 (of everything after it) | n u32 | t0 i64 | ts block | 4 columns.
+Format 2 (b"WP2", migration 037) adds a fifth column, a meter's signed power; a row is
+written as WP1 when it has none, so a clamp's rows keep their bytes, and both read.
 A block is: encoding u8 (0 absent, 1 xor, 2 quantised delta) | scale exponent u8 |
 has-gaps u8 | [bitmap] | payload length u32 | payload.
 """
@@ -29,7 +31,9 @@ import numpy as np
 import numpy.typing as npt
 
 MAGIC = b"WP1"
+MAGIC_2 = b"WP2"
 COLUMNS = ("current_a", "voltage_v", "power_factor", "rssi_dbw")
+COLUMNS_2 = (*COLUMNS, "power_w")
 ABSENT, XOR, QDELTA = 0, 1, 2
 MAX_DECIMALS = 6
 #: Bucket widths for zigzagged integers, by prefix '0', '10', '110', …, '111111'.
@@ -54,6 +58,7 @@ class Readings:
     voltage_v: F32
     power_factor: F32
     rssi_dbw: F32
+    power_w: F32
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -264,15 +269,16 @@ def pack(readings: Readings) -> bytes:
     deltas = np.diff(ts, prepend=np.int64(t0))
     dod = np.diff(deltas, prepend=np.int64(0))
     ts_block = encode_ints(dod, _WIDTHS).tobytes()
+    signed = not np.isnan(np.asarray(readings.power_w, dtype=np.float32)).all()
     body = struct.pack("<Iq", n, t0) + struct.pack("<I", len(ts_block)) + ts_block + b"".join(
-        _pack_column(np.asarray(getattr(readings, c), dtype=np.float32)) for c in COLUMNS)
-    return MAGIC + struct.pack("<I", zlib.crc32(body)) + body
+        _pack_column(np.asarray(getattr(readings, c), dtype=np.float32)) for c in (COLUMNS_2 if signed else COLUMNS))
+    return (MAGIC_2 if signed else MAGIC) + struct.pack("<I", zlib.crc32(body)) + body
 
 
 def verify(data: bytes | memoryview) -> memoryview:
     """The row's bytes if its magic and checksum hold; `CorruptPack` if not."""
     view = memoryview(data)
-    if len(view) < 23 or bytes(view[:3]) != MAGIC:
+    if len(view) < 23 or bytes(view[:3]) not in (MAGIC, MAGIC_2):
         raise CorruptPack("not a packed row")
     (crc,) = struct.unpack_from("<I", view, 3)
     if zlib.crc32(view[7:]) != crc:
@@ -291,22 +297,24 @@ def unpack(data: bytes | memoryview) -> Readings:
         pos += length
         ts = t0 + np.cumsum(np.cumsum(dod))
         columns = []
-        for _ in COLUMNS:
+        for _ in COLUMNS_2 if bytes(view[:3]) == MAGIC_2 else COLUMNS:
             values, pos = _unpack_column(view, pos, n)
             columns.append(values)
     except (struct.error, IndexError, ValueError) as exc:
         raise CorruptPack(f"malformed packed row ({type(exc).__name__})") from exc
+    if len(columns) < len(COLUMNS_2):
+        columns.append(np.full(n, np.nan, dtype=np.float32))
     return Readings(ts.astype(np.int64), *columns)
 
 
 def prepare(ts_us: I64, current_a: F32, voltage_v: F32 | None = None, power_factor: F32 | None = None,
-            rssi_dbw: F32 | None = None) -> Readings:
+            rssi_dbw: F32 | None = None, power_w: F32 | None = None) -> Readings:
     """Readings as they come (any order, a timestamp possibly twice): sorted by time, the first
     of each timestamp kept, as the readings table's unique index keeps the first one stored."""
     n = len(ts_us)
     missing = np.full(n, np.nan, dtype=np.float32)
     columns = [np.asarray(c, dtype=np.float32) if c is not None else missing
-               for c in (current_a, voltage_v, power_factor, rssi_dbw)]
+               for c in (current_a, voltage_v, power_factor, rssi_dbw, power_w)]
     order = np.argsort(np.asarray(ts_us, dtype=np.int64), kind="stable")
     ts = np.asarray(ts_us, dtype=np.int64)[order]
     first = np.ones(n, dtype=bool)

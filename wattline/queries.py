@@ -129,7 +129,7 @@ def bridge(conn: Conn, p: Principal, bridge_id: int) -> Row | None:
 
 
 _SENSOR_COLUMNS = """se.id, se.serial, se.bridge_id, b.serial AS bridge_serial, se.node_id, n.name AS node_name,
-                     se.phase, se.ct_rating_a, se.assigned_at, se.first_seen_at,
+                     se.phase, se.ct_rating_a, se.assigned_at, se.first_seen_at, se.reports_power,
                      last.ts AS last_seen_at, last.current_a AS last_current_a, last.rssi_dbw AS last_rssi_dbw"""
 _LAST_READING = "LEFT JOIN LATERAL wattline_last_reading(se.id) last ON true"  # both tiers (sql/026)
 
@@ -397,7 +397,8 @@ def sensor_readings(conn: Conn, p: Principal, serial: str, t_from: datetime, t_t
     """A visible sensor's metadata (with its node's `Electrical` parameters) and raw readings in a range."""
     where, params = scope(p)
     meta = _one(conn, sql.SQL("""
-        SELECT se.id, se.serial, se.node_id, n.name AS node_name, s.id AS site_id, s.name AS site_name, s.timezone
+        SELECT se.id, se.serial, se.node_id, n.name AS node_name, s.id AS site_id, s.name AS site_name, s.timezone,
+               se.reports_power
         FROM sensors se JOIN bridges b ON b.id = se.bridge_id JOIN sites s ON s.id = b.site_id
         JOIN customers c ON c.id = s.customer_id LEFT JOIN nodes n ON n.id = se.node_id
         WHERE se.serial = %(serial)s AND {where}""").format(where=where), {**params, "serial": serial})

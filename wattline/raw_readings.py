@@ -63,15 +63,18 @@ class Raw:
     voltage_v: F32
     power_factor: F32
     rssi_dbw: F32
+    power_w: F32  # a meter's signed power (migration 037); NaN for a clamp
     bridge_id: I64
 
     @classmethod
     def build(cls, sensor_id: npt.ArrayLike, ts_us: npt.ArrayLike, current_a: npt.ArrayLike, voltage_v: npt.ArrayLike,
-              power_factor: npt.ArrayLike, rssi_dbw: npt.ArrayLike, bridge_id: npt.ArrayLike) -> Raw:
+              power_factor: npt.ArrayLike, rssi_dbw: npt.ArrayLike, power_w: npt.ArrayLike,
+              bridge_id: npt.ArrayLike) -> Raw:
         """Columns in any array form, cast to the stored types."""
-        f32 = [np.ascontiguousarray(c, dtype=np.float32) for c in (current_a, voltage_v, power_factor, rssi_dbw)]
+        f32 = [np.ascontiguousarray(c, dtype=np.float32) for c in (current_a, voltage_v, power_factor, rssi_dbw,
+                                                                   power_w)]
         return cls(np.ascontiguousarray(sensor_id, dtype=np.int64), np.ascontiguousarray(ts_us, dtype=np.int64),
-                   f32[0], f32[1], f32[2], f32[3], np.ascontiguousarray(bridge_id, dtype=np.int64))
+                   f32[0], f32[1], f32[2], f32[3], f32[4], np.ascontiguousarray(bridge_id, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -86,13 +89,13 @@ class Raw:
         return Raw(*(np.ascontiguousarray(getattr(self, f)[pick]) for f in _FIELDS))
 
 
-_FIELDS = ("sensor_id", "ts_us", "current_a", "voltage_v", "power_factor", "rssi_dbw", "bridge_id")
+_FIELDS = ("sensor_id", "ts_us", "current_a", "voltage_v", "power_factor", "rssi_dbw", "power_w", "bridge_id")
 
 
 def empty() -> Raw:
     """No readings."""
     f = np.empty(0, dtype=np.float32)
-    return Raw(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), f, f, f, f, np.empty(0, dtype=np.int64))
+    return Raw(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), f, f, f, f, f, np.empty(0, dtype=np.int64))
 
 
 #: Bounds for "no bound": datetime's own range (years 1 to 9999), beyond any reading's.
@@ -154,6 +157,7 @@ def unpack_row(sensor_id: int, data: bytes | memoryview, bridge_ids: Sequence[in
     r = unpack(data)
     n = len(r)
     return Raw(np.full(n, sensor_id, dtype=np.int64), r.ts_us, r.current_a, r.voltage_v, r.power_factor, r.rssi_dbw,
+               r.power_w,
                _expand_bridges(bridge_ids, bridge_runs, n))
 
 
@@ -181,7 +185,7 @@ class PackedRow:
 def pack_row(raw: Raw, day: int) -> PackedRow:
     """One sensor's readings of one UTC day (ordered, unique times) as a packed row."""
     from wattline.packing import Readings, pack
-    data = pack(Readings(raw.ts_us, raw.current_a, raw.voltage_v, raw.power_factor, raw.rssi_dbw))
+    data = pack(Readings(raw.ts_us, raw.current_a, raw.voltage_v, raw.power_factor, raw.rssi_dbw, raw.power_w))
     ids, runs = _runs(raw.bridge_id)
     rssi = float(raw.rssi_dbw[-1])
     return PackedRow(int(raw.sensor_id[0]), _dt(day * DAY_US), data, len(raw), _dt(int(raw.ts_us[0])),
@@ -240,15 +244,21 @@ _DAYS = 1 << 20  # more UTC days than Unix time has yet: (sensor, day) as one in
 # A `readings` row in binary COPY: a field count, then each field's length and value. Every
 # field is fixed-width and never NULL (NaN stands for a value not measured), so the answer
 # is read into numpy with no Python object per reading (`wattline.db.copy_out_arrays`).
-_HOT_ROW = np.dtype([("fields", ">i2"),
-                     ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
-                     ("l2", ">i4"), ("current_a", ">f4"), ("l3", ">i4"), ("voltage_v", ">f4"),
-                     ("l4", ">i4"), ("power_factor", ">f4"), ("l5", ">i4"), ("rssi_dbw", ">f4"),
-                     ("l6", ">i4"), ("bridge_id", ">i8")])
-_HOT_COPY = """COPY (SELECT sensor_id, ts, current_a, COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN'),
-                            COALESCE(rssi_dbw, 'NaN'), bridge_id
-                     FROM readings WHERE sensor_id = ANY({sensors}) AND ts >= {lo} AND ts < {hi})
+# `SELECT_ROW` selects a row so, and `ROW` is its dtype (the packing job reads days with them too).
+_VALUES = ("current_a", "voltage_v", "power_factor", "rssi_dbw", "power_w")
+ROW = np.dtype([("fields", ">i2"), ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
+                *((f, t) for i, v in enumerate(_VALUES) for f, t in ((f"l{2 + i}", ">i4"), (v, ">f4"))),
+                ("lb", ">i4"), ("bridge_id", ">i8")])
+SELECT_ROW = """SELECT sensor_id, ts, current_a, COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN'),
+                       COALESCE(rssi_dbw, 'NaN'), COALESCE(power_w, 'NaN'), bridge_id FROM readings"""
+_HOT_COPY = """COPY (""" + SELECT_ROW + """ WHERE sensor_id = ANY({sensors}) AND ts >= {lo} AND ts < {hi})
                TO STDOUT (FORMAT BINARY)"""
+
+
+def from_rows(rows: npt.NDArray[np.void]) -> Raw:
+    """Readings from binary COPY rows of `SELECT_ROW` (in the order they came)."""
+    return Raw.build(rows["sensor_id"], rows["ts"].astype(np.int64) + PG_EPOCH_US, rows["current_a"], rows["voltage_v"],
+                     rows["power_factor"], rows["rssi_dbw"], rows["power_w"], rows["bridge_id"])
 _PACKED_READ = """SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
                   WHERE sensor_id = ANY(%(sensors)s) AND day > %(lo)s - interval '1 day' AND day < %(hi)s
                     AND last_ts >= %(lo)s AND first_ts < %(hi)s"""
@@ -258,9 +268,7 @@ def _read_hot(conn: psycopg.Connection[Any], sensor_ids: list[int], lo: int, hi:
     """The `readings` rows of the sensors in [lo, hi) µs."""
     query = sql.SQL(_HOT_COPY).format(sensors=sql.Literal(sensor_ids), lo=sql.Literal(_dt(lo)),
                                       hi=sql.Literal(_dt(hi)))
-    rows = np.concatenate(list(copy_out_arrays(conn, query, _HOT_ROW, rows=1 << 20)))
-    return Raw.build(rows["sensor_id"], rows["ts"] + PG_EPOCH_US, rows["current_a"], rows["voltage_v"],
-                     rows["power_factor"], rows["rssi_dbw"], rows["bridge_id"])
+    return from_rows(np.concatenate(list(copy_out_arrays(conn, query, ROW, rows=1 << 20))))
 
 
 def read(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datetime | float,

@@ -3,7 +3,8 @@
 Topic   ``wattline/v1/bridges/{bridge_serial}/senml`` (QoS 1); the serial in the topic
         is the authority for which bridge, and so which site, a reading came from.
 Names   base name ``urn:dev:wl:{sensor_serial}:`` and one of ``current`` (A, required),
-        ``voltage`` (V), ``power_factor`` (/), ``rssi`` (dBW).
+        ``voltage`` (V), ``power_factor`` (/), ``rssi`` (dBW), ``power`` (W, signed: a
+        meter's real power, positive into the node's loads, negative back out).
 Time    ``bt`` + ``t`` in seconds (fractions allowed); below 2**28 it is relative to now.
 
 Decoding never raises: a pack that cannot be read is rejected whole; a record that
@@ -33,11 +34,12 @@ MAX_RECORDS = 50_000
 SUPPORTED_VERSION = 10
 
 #: measurement name -> (unit, column)
-MEASUREMENTS: dict[str, str] = {"current": "A", "voltage": "V", "power_factor": "/", "rssi": "dBW"}
+MEASUREMENTS: dict[str, str] = {"current": "A", "voltage": "V", "power_factor": "/", "rssi": "dBW", "power": "W"}
 _KNOWN_FIELDS = frozenset(
     {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
 )
 MAX_CURRENT_A = 10_000.0
+MAX_POWER_W = 100e6  # either way: a 100 MW feeder is beyond any site
 
 
 class Reason:
@@ -95,8 +97,9 @@ class DecodedPack:
     voltage: list[float] = field(default_factory=list)  # NaN = not measured
     power_factor: list[float] = field(default_factory=list)
     rssi: list[float] = field(default_factory=list)
+    power: list[float] = field(default_factory=list)  # a meter's signed power (W)
     rejections: list[Rejection] = field(default_factory=list)
-    # False when voltage, power factor and RSSI are all NaN: the writer need not copy them.
+    # False when voltage, power factor, RSSI and power are all NaN: the writer need not copy them.
     measured_extra: bool = True
 
     def __len__(self) -> int:
@@ -244,7 +247,7 @@ def _decode_sweep(payload: bytes, limits: Limits, out: DecodedPack) -> bool:
     if None in serials or len(set(serials)) != rows:  # a name not seen before: `_resolve_common` learns it
         return False
     out.serials, out.ts, out.current = serials, [base_time] * rows, [r.v for r in records]
-    out.voltage, out.power_factor, out.rssi = [math.nan] * rows, [math.nan] * rows, [math.nan] * rows
+    out.voltage, out.power_factor, out.rssi, out.power = ([math.nan] * rows for _ in range(4))
     out.measured_extra = False
     return True
 
@@ -267,7 +270,7 @@ def _resolve_common(records: list[_Record], limits: Limits, out: DecodedPack) ->
     serials: list[str] = []
     times: list[float] = []
     current: list[float] = []
-    extra: list[tuple[str, float, int, float]] = []  # voltage, power factor, RSSI
+    extra: list[tuple[str, float, int, float]] = []  # voltage, power factor, RSSI, power
     for r in records:
         bn = r.bn
         if bn is not None:
@@ -311,7 +314,7 @@ def _resolve_common(records: list[_Record], limits: Limits, out: DecodedPack) ->
         unique = len(set(zip(serials, times, strict=True))) == rows
     if not unique:
         return False
-    columns: tuple[list[float], ...] = (current, [math.nan] * rows, [math.nan] * rows, [math.nan] * rows)
+    columns: tuple[list[float], ...] = (current, *([math.nan] * rows for _ in range(4)))
     if extra:
         index = {key: i for i, key in enumerate(zip(serials, times, strict=True))}
         for serial_, ts, column, v in extra:
@@ -320,7 +323,7 @@ def _resolve_common(records: list[_Record], limits: Limits, out: DecodedPack) ->
                 return False  # no current for it, or a second value: `_resolve` says which
             columns[column][i] = v
     out.serials, out.ts = serials, times
-    out.current, out.voltage, out.power_factor, out.rssi = columns
+    out.current, out.voltage, out.power_factor, out.rssi, out.power = columns
     out.measured_extra = bool(extra)
     return True
 
@@ -344,7 +347,7 @@ def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: boo
     earliest = limits.now - limits.max_age_s
     latest = limits.now + limits.max_skew_s
     names = _NAMES
-    columns = (out.current, out.voltage, out.power_factor, out.rssi)
+    columns = (out.current, out.voltage, out.power_factor, out.rssi, out.power)
 
     for raw in records:
         if typed:
@@ -418,10 +421,8 @@ def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: boo
             index[key] = i
             out.serials.append(serial)
             out.ts.append(ts)
-            out.current.append(math.nan)
-            out.voltage.append(math.nan)
-            out.power_factor.append(math.nan)
-            out.rssi.append(math.nan)
+            for column_values in columns:
+                column_values.append(math.nan)
             has_current.append(False)
         elif (has_current[i] if column == 0 else not math.isnan(columns[column][i])):
             out.rejections.append(Rejection(Reason.DUPLICATE_IN_PACK, f"second {_COLUMN_NAMES[column]} at t={ts}",
@@ -434,10 +435,12 @@ def _resolve(records: list[Any], limits: Limits, out: DecodedPack, *, typed: boo
         _drop_incomplete(out, has_current)
 
 
-_COLUMN_NAMES = ("current", "voltage", "power_factor", "rssi")
+_COLUMN_NAMES = ("current", "voltage", "power_factor", "rssi", "power")
 #: measurement -> (column, lowest, highest valid value); voltage must be > 0 and PF > 0.
 _RANGES = {"current": (0, 0.0, MAX_CURRENT_A), "voltage": (1, 1e-9, 99_999.999),
-           "power_factor": (2, 1e-9, 1.0), "rssi": (3, -300.0, 100.0)}
+           "power_factor": (2, 1e-9, 1.0), "rssi": (3, -300.0, 100.0), "power": (4, -MAX_POWER_W, MAX_POWER_W)}
+#: DecodedPack's reading columns, in `_COLUMN_NAMES` order after the sensor and time.
+_READING_FIELDS = ("serials", "ts", "current", "voltage", "power_factor", "rssi", "power")
 #: measurement -> (column, lowest, highest valid value, unit)
 _MEASURES = {m: (column, lo, hi, MEASUREMENTS[m]) for m, (column, lo, hi) in _RANGES.items()}
 _NAME_CACHE_SIZE = 1_000_000
@@ -478,13 +481,13 @@ def _drop_incomplete(out: DecodedPack, has_current: list[bool]) -> None:
                 Reason.MISSING_CURRENT, f"no current at t={out.ts[i]:.3f}", out.serials[i],
                 orjson.dumps({"sensor": out.serials[i], "t": out.ts[i]}),
             ))
-    for name in ("serials", "ts", "current", "voltage", "power_factor", "rssi"):
+    for name in _READING_FIELDS:
         column = getattr(out, name)
         setattr(out, name, [column[i] for i in keep])
 
 
 def _reject_everything(out: DecodedPack, has_current: list[bool]) -> None:
-    for name in ("serials", "ts", "current", "voltage", "power_factor", "rssi"):
+    for name in _READING_FIELDS:
         getattr(out, name).clear()
     has_current.clear()
 
@@ -502,7 +505,7 @@ def encode_pack(readings: list[tuple[str, float, float]], *, extra: dict[str, di
     """Encode (sensor_serial, unix_ts, current_a) readings as one pack.
 
     Readings sharing a timestamp share one base time, which is how bridges batch a sweep
-    of their sensors. `extra` maps serial -> {"voltage": ..., "power_factor": ..., "rssi": ...}.
+    of their sensors. `extra` maps serial -> {"voltage": ..., "power_factor": ..., "rssi": ..., "power": ...}.
     """
     records: list[dict[str, Any]] = []
     base_time: float | None = None

@@ -20,6 +20,7 @@ from api.schemas import (
     Correction,
     Created,
     LiveCheck,
+    MeterSetting,
     Move,
     ProgressOut,
     Replacement,
@@ -93,6 +94,14 @@ def replace(serial: str, body: Replacement, p: Commissioner, conn: Conn) -> Crea
     if queries.sensor_by_serial(conn, p, body.new_serial) is None:
         raise NotFound("sensor", field="new_serial")
     return Created(id=assignments.replace(conn, p, serial, body.new_serial, at=body.at))
+
+
+@router.put("/sensors/{serial}/meter", response_model=Created,
+            summary="Declare whether a sensor is a meter reporting signed power",
+            description="Its history is re-summed. Turning a meter above generation into a clamp answers 422.")
+def set_meter(serial: str, body: MeterSetting, p: Commissioner, conn: Conn) -> Created:
+    _visible(conn, p, serial)
+    return Created(id=assignments.set_reports_power(conn, p, serial, body.reports_power))
 
 
 @router.delete("/sensors/{serial}/assignment", response_model=Created,

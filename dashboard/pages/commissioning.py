@@ -28,8 +28,10 @@ NEW_CIRCUIT = -1
 LIVE_EVERY_MS = 5_000
 #: The form's actions: the four of the lifecycle, and unassigning.
 ACTIONS = {**{a.value: EXPLAINED[a] for a in Action},
-           "unassign": "The sensor stops counting anywhere from this time; what it measured before stays."}
-FIELDS = ("serial", "node_id", "new_name", "phase", "ct_rating_a", "at", "new_serial")
+           "unassign": "The sensor stops counting anywhere from this time; what it measured before stays.",
+           "meter": "Say what the sensor is: a clamp, or a meter that sends its real power with its sign. A meter's "
+                    "sign tells import from export, so it may sit above solar; its history is re-summed."}
+FIELDS = ("serial", "node_id", "new_name", "phase", "ct_rating_a", "at", "new_serial", "reports_power")
 
 
 def register(app: Dash) -> None:
@@ -47,7 +49,7 @@ def register(app: Dash) -> None:
     app.callback(Output("comm-node", "options"), Input("comm-done", "data"), State("comm-site", "data"))(
         node_options)
     app.callback(Output("comm-explain", "children"), Output("comm-where", "style"), Output("comm-when", "style"),
-                 Output("comm-swap", "style"), Output("comm-new-circuit", "style"),
+                 Output("comm-swap", "style"), Output("comm-new-circuit", "style"), Output("comm-meter", "style"),
                  Input("comm-action", "value"), Input("comm-node", "value"))(show_fields)
     app.callback(Output("comm-message", "children"), Output("comm-done", "data"),
                  *(Output(f"comm-error-{f}", "children") for f in FIELDS),
@@ -55,7 +57,7 @@ def register(app: Dash) -> None:
                  State("comm-site", "data"), State("comm-action", "value"), State("comm-serial", "value"),
                  State("comm-node", "value"), State("comm-new-name", "value"), State("comm-parent", "value"),
                  State("comm-phase", "value"), State("comm-ct", "value"), State("comm-at", "value"),
-                 State("comm-new-serial", "value"), State("comm-done", "data"),
+                 State("comm-new-serial", "value"), State("comm-reports-power", "value"), State("comm-done", "data"),
                  prevent_initial_call=True)(submit)
     app.callback(Output("comm-state", "children"), Input("comm-commission", "n_clicks"), State("comm-site", "data"),
                  prevent_initial_call=True)(commission)
@@ -124,6 +126,12 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
             html.Label(["New sensor", dcc.Dropdown(id="comm-new-serial", placeholder="A discovered sensor")]),
             _error("new_serial"),
         ], id="comm-swap"),
+        html.Div([
+            dcc.RadioItems(id="comm-reports-power", value="clamp", className="stacked", options=[
+                {"label": " A clamp: it measures current, its circuit's flow gives the direction", "value": "clamp"},
+                {"label": " A meter: it sends its real power, signed (SenML power, W)", "value": "meter"}]),
+            _error("reports_power"),
+        ], id="comm-meter"),
         html.Button("Save", id="comm-submit", className="primary"),
         html.Div(id="comm-message", role="status"),
     ], className="card form", id="comm-form") if can else html.Div(
@@ -257,7 +265,8 @@ def show_fields(action: str | None, node: int | None) -> tuple[Any, ...]:
     when = shown if action in ("assign", "move", "replace", "unassign") else hidden
     swap = shown if action == "replace" else hidden
     new_circuit = shown if node == NEW_CIRCUIT and where is shown else hidden
-    return ACTIONS[action], where, when, swap, new_circuit
+    meter = shown if action == "meter" else hidden
+    return ACTIONS[action], where, when, swap, new_circuit, meter
 
 
 def _parse_time(text: str | None, zone: str) -> datetime | None:
@@ -272,10 +281,15 @@ def _parse_time(text: str | None, zone: str) -> datetime | None:
 
 def _act(c: Any, p: Principal, site: dict[str, Any], action: str, serial: str | None, node: int | None,
          new_name: str | None, parent: int | None, phase: int | None, ct: float | None, at_text: str | None,
-         new_serial: str | None) -> str:
+         new_serial: str | None, kind: str | None) -> str:
     """Parse, authorise and call the core; returns what was done, in a sentence."""
     if not serial or queries.sensor_by_serial(c, p, serial) is None:
         raise DomainError("pick a sensor of this site", field="serial")
+    if action == "meter":
+        if kind not in ("clamp", "meter"):
+            raise DomainError("say whether it is a clamp or a meter", field="reports_power")
+        assignments.set_reports_power(c, p, serial, kind == "meter")
+        return f"{serial} is a {kind}: its history is being re-summed."
     at = _parse_time(at_text, site["timezone"])
     if action == "unassign":
         assignments.unassign(c, p, serial, at=at)
@@ -309,7 +323,7 @@ def _act(c: Any, p: Principal, site: dict[str, Any], action: str, serial: str | 
 
 def submit(_clicks: int | None, site_id: int, action: str, serial: str | None, node: int | None,
            new_name: str | None, parent: int | None, phase: int | None, ct: float | None, at_text: str | None,
-           new_serial: str | None, done: int) -> tuple[Any, ...]:
+           new_serial: str | None, kind: str | None, done: int) -> tuple[Any, ...]:
     p = current_principal()
     errors = dict.fromkeys(FIELDS, "")
     if not p.can("commission"):  # whatever the browser sends
@@ -320,7 +334,8 @@ def submit(_clicks: int | None, site_id: int, action: str, serial: str | None, n
         if site is None:
             return html.Div("No such site.", className="error"), done, *errors.values()
         try:
-            said = _act(c, p, site, action or "assign", serial, node, new_name, parent, phase, ct, at_text, new_serial)
+            said = _act(c, p, site, action or "assign", serial, node, new_name, parent, phase, ct, at_text, new_serial,
+                        kind)
         except DomainError as exc:
             field = {"since": "at"}.get(exc.field or "", exc.field)
             field = field if field in errors else None

@@ -28,7 +28,7 @@ def test_round_trip_is_bit_exact(n: int, data: st.DataObject) -> None:
     ts = data.draw(hnp.arrays(np.int64, n, elements=st.integers(-(2 ** 50), 2 ** 50)))
     current = data.draw(hnp.arrays(np.float32, n, elements=floats))
     optional = []
-    for _ in range(3):
+    for _ in range(4):  # voltage, power factor, RSSI, a meter's signed power
         mode = data.draw(st.sampled_from(["absent", "full", "gaps"]))
         values = data.draw(hnp.arrays(np.float32, n, elements=floats))
         if mode == "absent":
@@ -39,7 +39,7 @@ def test_round_trip_is_bit_exact(n: int, data: st.DataObject) -> None:
     readings = prepare(ts, current, *optional)  # out of order, duplicates: sorted, the first kept
     back = unpack(pack(readings))
     assert np.array_equal(back.ts_us, readings.ts_us)
-    for name in ("current_a", "voltage_v", "power_factor", "rssi_dbw"):
+    for name in ("current_a", "voltage_v", "power_factor", "rssi_dbw", "power_w"):
         assert same(getattr(back, name), getattr(readings, name)), name
 
 
@@ -71,4 +71,17 @@ def test_a_damaged_row_is_refused(where: int) -> None:
 
 def test_an_unsorted_row_is_refused_at_packing() -> None:
     with pytest.raises(ValueError, match="strictly increasing"):
-        pack(Readings(np.array([2, 1], np.int64), *(np.zeros(2, np.float32) for _ in range(4))))
+        pack(Readings(np.array([2, 1], np.int64), *(np.zeros(2, np.float32) for _ in range(5))))
+
+
+def test_a_clamps_row_keeps_format_1_and_a_meters_row_reads_back_signed() -> None:
+    """Rows without power keep the bytes of format 1 (every row packed before migration 037
+    reads as it did); a meter's row is format 2 and keeps its sign."""
+    ts = np.arange(6, dtype=np.int64) * 10_000_000
+    amps = np.full(6, 10.0, np.float32)
+    assert pack(prepare(ts, amps))[:3] == b"WP1"
+    power = np.array([2300.0, 1200.5, -50.0, -4100.25, np.nan, 0.0], np.float32)
+    packed = pack(prepare(ts, amps, power_w=power))
+    assert packed[:3] == b"WP2"
+    assert same(unpack(packed).power_w, power)
+    assert np.isnan(unpack(pack(prepare(ts, amps))).power_w).all()
