@@ -285,7 +285,7 @@ def test_a_viewer_sees_no_controls_and_the_server_refuses_the_action(
         viewer = db.execute("SELECT id FROM users WHERE email = 'view@example.com'").fetchone()
         flask.g.principal = accounts.principal_of(db, viewer[0])  # what require_login sets from the session
         message, *_ = page_module.submit(1, built.site_id, "assign", "CT-9", built.nodes["M"], None, None, 2, 50,
-                                         None, None, 0)
+                                         None, None, None, 0)
     assert "Not allowed" in str(message)
     assert count(db, "SELECT count(*) FROM sensor_assignments a JOIN sensors s ON s.id = a.sensor_id "
                      "WHERE s.serial = 'CT-9'") == 0

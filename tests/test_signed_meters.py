@@ -205,7 +205,7 @@ def test_power_on_the_wire_is_checked_like_any_measurement() -> None:
     good = decode([base, {"n": "power", "u": "W", "v": -1150.5}])
     assert good.power == [-1150.5] and not good.rejections
     assert decode([base]).power[0] != decode([base]).power[0]  # NaN: a clamp's reading has none
-    cases = [({"n": "power", "u": "kW", "v": 1.0}, Reason.UNIT),
+    cases: list[tuple[dict[str, Any], str]] = [({"n": "power", "u": "kW", "v": 1.0}, Reason.UNIT),
              ({"n": "power", "u": "W", "v": 2e9}, Reason.OUT_OF_RANGE),
              ({"n": "power", "u": "W", "vs": "-5"}, Reason.NO_VALUE),
              ({"n": "power", "u": "W", "v": 1.0, "t": 1.0}, Reason.MISSING_CURRENT)]  # power, but no current then
