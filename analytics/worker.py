@@ -262,8 +262,13 @@ class RollupEngine:
             ids, ts = raw.sensor_id.astype(np.float64), raw.ts_s
             default_v, default_pf = _node_defaults(ids, ts, sensor_spans, params)
             current = raw.current_a.astype(np.float64)
-            # A declared meter's power is its own; a clamp's is V × I × PF, whatever power it sent.
-            meters = _power_meters(conn, sensors)
+            # Which way energy flows, in one round trip: the generating nodes, and the meters
+            # that report it signed. A declared meter's power is its own; a clamp's is
+            # V × I × PF, whatever power it sent.
+            directions = fetch_tuples(conn, """
+                SELECT ARRAY(SELECT id FROM nodes WHERE id = ANY(%s) AND flow = 'generation'),
+                       ARRAY(SELECT id FROM sensors WHERE id = ANY(%s) AND reports_power)""", (nodes, sensors))[0]
+            generating, meters = set(directions[0]), set(directions[1])
             metering = np.array([s in meters for s in sensors], dtype=np.bool_)
             power = readings_power(current, raw.voltage_v.astype(np.float64), raw.power_factor.astype(np.float64),
                                    default_v, default_pf, np.where(metering[series], raw.power_w, np.nan))
@@ -295,8 +300,6 @@ class RollupEngine:
                 for j, i, part in partial:
                     sums[q, j, part] += values[i, part]
             energy, mean_p, max_p, current, coverage, samples, count, signed = sums
-            generating = {n for (n,) in fetch_tuples(conn, "SELECT id FROM nodes WHERE id = ANY(%s) AND flow = "
-                                                           "'generation'", (nodes,))}
             for j, node in enumerate(nodes):
                 for m in sorted(node_minutes[node]):
                     b = m - lo

@@ -37,25 +37,34 @@ CIRCUITS, BOARDS, PER_BRIDGE = 500, 10, 30
 PHASE_S = 180.0  # each worker count runs this long
 
 
+def fleet_site(s: int) -> tuple[SiteSpec, dict[str, list[str]]]:
+    """Site s: 500 three-phase circuits on 10 boards under a main board, bridges of 30
+    sensors, the UK-style tariff; and each bridge's sensors."""
+    sensors = [f"CT{s:03d}{c:03d}{p}" for c in range(CIRCUITS) for p in (1, 2, 3)]
+    site_bridges = [f"BR-{s:03d}-{b:03d}" for b in range(len(sensors) // PER_BRIDGE)]
+    bridges: dict[str, list[str]] = {}
+    for i, serial in enumerate(sensors):
+        bridges.setdefault(site_bridges[i // PER_BRIDGE], []).append(serial)
+    boards = tuple(PanelSpec(
+        f"S{s}B{b}", f"Board {b}", 400.0, 0.92, Connection.THREE_PHASE_WYE,
+        circuits=tuple(CircuitSpec(f"S{s}C{c}", f"Circuit {c}", tuple(
+            SensorSpec(f"CT{s:03d}{c:03d}{p}", site_bridges[(c * 3 + p - 1) // PER_BRIDGE], p, 100.0)
+            for p in (1, 2, 3))) for c in range(b, CIRCUITS, BOARDS)),
+        feeder=CircuitSpec(f"S{s}F{b}", f"Feeder {b}")) for b in range(BOARDS))
+    return SiteSpec(f"Site {s}", timezone="Europe/London", bridges=tuple(site_bridges), tariff=UK_STYLE_TARIFF,
+                    panels=(PanelSpec(f"S{s}MSB", "MSB", 400.0, 0.95, Connection.THREE_PHASE_WYE,
+                                      sub_panels=boards),)), bridges
+
+
 def seed(stack: Stack) -> dict[str, list[str]]:
     """SITES sites of 500 three-phase circuits; returns each bridge's sensors."""
     bridges: dict[str, list[str]] = {}
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         _, customer = build_tenant(conn, "bench", "bench")
         for s in range(SITES):
-            sensors = [f"CT{s:03d}{c:03d}{p}" for c in range(CIRCUITS) for p in (1, 2, 3)]
-            site_bridges = [f"BR-{s:03d}-{b:03d}" for b in range(len(sensors) // PER_BRIDGE)]
-            for i, serial in enumerate(sensors):
-                bridges.setdefault(site_bridges[i // PER_BRIDGE], []).append(serial)
-            boards = tuple(PanelSpec(
-                f"S{s}B{b}", f"Board {b}", 400.0, 0.92, Connection.THREE_PHASE_WYE,
-                circuits=tuple(CircuitSpec(f"S{s}C{c}", f"Circuit {c}", tuple(
-                    SensorSpec(f"CT{s:03d}{c:03d}{p}", site_bridges[(c * 3 + p - 1) // PER_BRIDGE], p, 100.0)
-                    for p in (1, 2, 3))) for c in range(b, CIRCUITS, BOARDS)),
-                feeder=CircuitSpec(f"S{s}F{b}", f"Feeder {b}")) for b in range(BOARDS))
-            build_site(conn, customer, SiteSpec(
-                f"Site {s}", timezone="Europe/London", bridges=tuple(site_bridges), tariff=UK_STYLE_TARIFF,
-                panels=(PanelSpec(f"S{s}MSB", "MSB", 400.0, 0.95, Connection.THREE_PHASE_WYE, sub_panels=boards),)))
+            spec, site_bridges = fleet_site(s)
+            bridges.update(site_bridges)
+            build_site(conn, customer, spec)
     return bridges
 
 

@@ -55,3 +55,70 @@ def site_with_history(conn: psycopg.Connection[Any], *, circuits: int, days: int
     token = issue_key(conn, uid, ["read"]).token
     return {"site": built.site_id, "root": built.root, "circuit": built.nodes["C0"], "token": token, "start": start,
             "end": end, "email": "bench@example.com", "password": "bench-password"}
+
+
+def clone_site(conn: psycopg.Connection[Any], site_id: int, copies: int) -> None:
+    """`copies` copies of a site in SQL, for fleets too large to build a write at a time: the
+    same tree (node by node, depth by depth), bridges, sensors and their assignments, and
+    tariff versions. Copy k's names and serials end in `-k` (sites: ` #k`). It copies what
+    the rollups and pricing read, not people, alerts or credentials."""
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE copies ON COMMIT DROP AS SELECT k FROM generate_series(1, %s) k", (copies,))
+        conn.execute("""INSERT INTO sites (customer_id, name, timezone, country, latitude, longitude)
+                        SELECT customer_id, name || ' #' || k, timezone, country, latitude, longitude
+                        FROM sites, copies WHERE id = %s""", (site_id,))
+        conn.execute("""CREATE TEMP TABLE site_map ON COMMIT DROP AS
+                        SELECT c.k, s.id AS site_id FROM copies c JOIN sites t ON t.id = %s
+                        JOIN sites s ON s.customer_id = t.customer_id AND s.name = t.name || ' #' || c.k""",
+                     (site_id,))
+        conn.execute("""CREATE TEMP TABLE template ON COMMIT DROP AS
+                        WITH RECURSIVE t(id, depth) AS (
+                            SELECT id, 0 FROM nodes WHERE site_id = %s AND kind = 'site'
+                            UNION ALL SELECT n.id, t.depth + 1 FROM nodes n JOIN t ON n.parent_id = t.id)
+                        SELECT t.depth, n.*, p.kind AS parent_kind, coalesce(p.external_ref, '') AS parent_ref
+                        FROM t JOIN nodes n ON n.id = t.id LEFT JOIN nodes p ON p.id = n.parent_id""", (site_id,))
+        deepest = conn.execute("SELECT max(depth) FROM template").fetchone()
+        assert deepest is not None
+        for depth in range(1, int(deepest[0]) + 1):  # parents first: each level joins the one above
+            conn.execute("""INSERT INTO nodes (site_id, parent_id, kind, name, external_ref, nominal_voltage_v,
+                                               power_factor, connection, asset_type, flow)
+                            SELECT m.site_id, np.id, t.kind, t.name, t.external_ref, t.nominal_voltage_v,
+                                   t.power_factor, t.connection, t.asset_type, t.flow
+                            FROM template t CROSS JOIN site_map m
+                            JOIN nodes np ON np.site_id = m.site_id AND np.kind = t.parent_kind
+                                         AND coalesce(np.external_ref, '') = t.parent_ref
+                            WHERE t.depth = %s""", (depth,))
+        conn.execute("""INSERT INTO bridges (serial, site_id, name)
+                        SELECT b.serial || '-' || m.k, m.site_id, b.name FROM bridges b, site_map m
+                        WHERE b.site_id = %s""", (site_id,))
+        conn.execute("""INSERT INTO sensors (serial, bridge_id, node_id, phase, ct_rating_a, assigned_at,
+                                             reports_power)
+                        SELECT s.serial || '-' || m.k, nb.id, nn.id, s.phase, s.ct_rating_a, s.assigned_at,
+                               s.reports_power
+                        FROM sensors s JOIN bridges b ON b.id = s.bridge_id AND b.site_id = %s
+                        LEFT JOIN nodes tn ON tn.id = s.node_id CROSS JOIN site_map m
+                        JOIN bridges nb ON nb.serial = b.serial || '-' || m.k
+                        LEFT JOIN nodes nn ON nn.site_id = m.site_id AND nn.external_ref = tn.external_ref""",
+                     (site_id,))
+        conn.execute("""INSERT INTO sensor_assignments (sensor_id, node_id, phase, ct_rating_a, valid_from, valid_to,
+                                                        reason)
+                        SELECT ns.id, nn.id, a.phase, a.ct_rating_a, a.valid_from, a.valid_to, a.reason
+                        FROM sensor_assignments a JOIN sensors s ON s.id = a.sensor_id
+                        JOIN nodes tn ON tn.id = a.node_id AND tn.site_id = %s CROSS JOIN site_map m
+                        JOIN sensors ns ON ns.serial = s.serial || '-' || m.k
+                        JOIN nodes nn ON nn.site_id = m.site_id AND nn.external_ref = tn.external_ref""",
+                     (site_id,))
+        conn.execute("""INSERT INTO tariffs (site_id, name, currency, valid_from, standing_charge_minor_per_day,
+                                             demand_charge_minor_per_kw, demand_interval_minutes, vat_rate,
+                                             export_rate_minor_per_kwh)
+                        SELECT m.site_id, t.name, t.currency, t.valid_from, t.standing_charge_minor_per_day,
+                               t.demand_charge_minor_per_kw, t.demand_interval_minutes, t.vat_rate,
+                               t.export_rate_minor_per_kwh
+                        FROM tariffs t, site_map m WHERE t.site_id = %s""", (site_id,))
+        conn.execute("""INSERT INTO tariff_bands (tariff_id, name, rate_minor_per_kwh, day_types, start_time, end_time)
+                        SELECT nt.id, b.name, b.rate_minor_per_kwh, b.day_types, b.start_time, b.end_time
+                        FROM tariff_bands b JOIN tariffs t ON t.id = b.tariff_id AND t.site_id = %s
+                        CROSS JOIN site_map m
+                        JOIN tariffs nt ON nt.site_id = m.site_id AND nt.valid_from = t.valid_from""",
+                     (site_id,))
+    conn.execute("ANALYZE")

@@ -1,0 +1,189 @@
+"""`python -m bench fleetminute`: what one minute of a 100,000 readings/s fleet costs the
+rollup workers (#21), at the fleet's real shape.
+
+100,000 readings/s at one reading per sensor every 10 s is 1,000,000 sensors: 667 sites of
+500 circuits on three-phase boards (1,500 sensors a site, every one assigned, on bridges of
+30). One site is built through the catalogue's own writes; the rest are its copies made in
+SQL (`bench.seed.clone_site`), since a million assignments one write at a time would take
+hours. Three minutes of readings go in by binary COPY, each bridge's sweep at its own
+offset within the 10 s, and the middle minute is queued as the gateway queues a real-time
+minute (one row per shard of sites; `WATTLINE_ROLLUP_QUEUE_SHARDS`). Then 1, and then 2,
+`wattline rollups` workers drain it; what is measured is the time from the minute being due
+to its last rollups committed, and the CPU the workers and PostgreSQL spent on it.
+
+In real time a minute is due `rollup_settle_s` (15 s) after it closes, so the lag of that
+minute is the settle plus this drain, and the workers keep up while the drain stays under
+60 s. The live 10-minute run at 100,000 readings/s needs the gateway and the publisher
+beside the workers, more cores than this machine has: this measures the workers' part.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+import psycopg
+
+from bench.common import Row, Stack, services
+from bench.ingest import gateway_env, wait_healthy
+from bench.rolluploop import PER_BRIDGE, fleet_site
+from bench.seed import clone_site
+from ingest.copy import COLUMNS, encode_readings
+from wattline.settings import Settings
+from wattline.site_builder import build_site, build_tenant
+
+SITES = int(os.environ.get("WATTLINE_BENCH_FLEET_SITES", "667"))
+MINUTES = 3  # the queued minute and one either side: a pass reads the integration gap around it
+
+
+def seed(stack: Stack) -> tuple[int, int]:
+    """SITES sites of 1,500 sensors; returns (sensors, bridges)."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        _, customer = build_tenant(conn, "bench", "bench")
+        spec, _ = fleet_site(0)
+        built = build_site(conn, customer, spec)
+        clone_site(conn, built.site_id, SITES - 1)
+        row = conn.execute("SELECT (SELECT count(*) FROM sensor_assignments), (SELECT count(*) FROM bridges)"
+                           ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def load_readings(stack: Stack, minute: int) -> int:
+    """Six sweeps a minute of every sensor over [minute - 1, minute + 2), each bridge at its
+    own offset within the 10 s; returns how many readings."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT s.id, s.bridge_id FROM sensors s ORDER BY s.bridge_id, s.id").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        bridge = np.array([r[1] for r in rows], dtype=np.int64)
+        offset = (bridge % 1000) / 100.0  # 0.00 .. 9.99 s: the bridges spread over the 10 s
+        rng = np.random.default_rng(21)
+        nan = np.full(len(ids), np.nan, dtype=np.float32)
+        total = 0
+        with conn.cursor() as cur:
+            for sweep in range(6 * MINUTES):
+                ts = (minute - 1) * 60.0 + sweep * 10.0 + offset
+                amps = rng.uniform(1, 60, len(ids)).round(3).astype(np.float32)
+                data = encode_readings(ids, ts, amps, nan, nan, nan, nan, bridge)
+                with cur.copy(f"COPY readings ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(data)
+                total += len(ids)
+        conn.execute("ANALYZE readings")
+    return total
+
+
+def queue_minute(conn: psycopg.Connection[Any], minute: int, shards: int) -> None:
+    """The minute's work as the gateway queues it, one row per shard of sites, due now."""
+    conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, not_before, shard)
+                    SELECT to_timestamp(%(m)s), to_timestamp(%(m)s) + interval '1 minute',
+                           array_agg(s.id ORDER BY s.id), now(), b.site_id %% %(shards)s
+                    FROM sensors s JOIN bridges b ON b.id = s.bridge_id GROUP BY b.site_id %% %(shards)s""",
+                 {"m": minute * 60.0, "shards": shards})
+
+
+def start_workers(stack: Stack, count: int) -> list[tuple[subprocess.Popen[bytes], int]]:
+    from launcher.localstack import free_port
+
+    out = []
+    for n in range(count):
+        port = free_port()
+        env = {**gateway_env(stack, free_port(), 90 + n), "WATTLINE_ROLLUPS_HEALTH_PORT": str(port)}
+        out.append((subprocess.Popen([sys.executable, "-m", "launcher.cli", "rollups"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=(stack.root / f"rollups{n}.log").open("ab")),
+                    port))
+    for _, port in out:
+        wait_healthy(port)
+    return out
+
+
+def cpu_s(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def postgres_processes(stack: Stack) -> list[psutil.Process]:
+    """The bench's PostgreSQL: the postmaster on its port and every backend under it."""
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "postgres" in (p.info["name"] or "") and str(stack.postgres.data_dir) in cmd:
+            return [p, *p.children(recursive=True)]
+    return []
+
+
+def drain(stack: Stack, minute: int, workers: int, shards: int) -> tuple[float, float, float]:
+    """Queue the minute, let `workers` drain it; returns (wall s, worker CPU s, database CPU s)."""
+    procs = start_workers(stack, workers)
+    try:
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM rollups_1m WHERE bucket >= to_timestamp(%s) AND bucket < to_timestamp(%s)",
+                         ((minute - 1) * 60.0, (minute + 2) * 60.0))
+            mine = [psutil.Process(p.pid) for p, _ in procs]
+            db = postgres_processes(stack)
+            cpu_w, cpu_db = cpu_s(mine), cpu_s(db)
+            start = time.monotonic()
+            queue_minute(conn, minute, shards)
+            roots = conn.execute("SELECT count(*) FROM sites").fetchone()
+            assert roots is not None
+            while True:
+                time.sleep(0.5)
+                done = conn.execute("""SELECT count(*) FROM rollups_1m r JOIN nodes n ON n.id = r.node_id
+                                       WHERE n.kind = 'site' AND r.bucket = to_timestamp(%s)""",
+                                    (minute * 60.0,)).fetchone()
+                left = conn.execute("SELECT count(*) FROM rollup_dirty").fetchone()
+                if done and left and done[0] >= roots[0] and left[0] == 0:
+                    break
+                if time.monotonic() - start > 1800:
+                    raise TimeoutError("the minute did not drain in 30 minutes")
+            wall = time.monotonic() - start
+            return wall, cpu_s(mine) - cpu_w, cpu_s(postgres_processes(stack)) - cpu_db
+    finally:
+        for p, _ in procs:
+            p.terminate()
+        for p, _ in procs:
+            try:
+                p.wait(300)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def run() -> list[Row]:
+    shards = Settings().rollup_queue_shards
+    rows: list[Row] = []
+    with services() as stack:
+        t0 = time.monotonic()
+        sensors, bridges = seed(stack)
+        seeded = time.monotonic() - t0
+        minute = int(time.time() // 60) - 5
+        t0 = time.monotonic()
+        readings = load_readings(stack, minute)
+        loaded = time.monotonic() - t0
+        shape = (f"{SITES} sites × 500 three-phase circuits: {sensors:,} sensors assigned, {bridges:,} bridges of "
+                 f"{PER_BRIDGE}; {readings // MINUTES:,} readings a minute = {readings / MINUTES / 60:,.0f}/s")
+        rows.append(Row("fleet minute", "catalogue seeded (one site built, the rest copied in SQL)", seeded, "s",
+                        shape))
+        rows.append(Row("fleet minute", "readings loaded by COPY", readings / loaded, "readings/s",
+                        f"{readings:,} over {MINUTES} minutes"))
+        for workers in (1, 2):
+            wall, cpu_w, cpu_db = drain(stack, minute, workers, shards)
+            label = f"{workers} worker{'s' if workers > 1 else ''}"
+            rows += [
+                Row("fleet minute", f"{label}: one real-time minute due → all its rollups committed", wall, "s",
+                    f"keeps up while < 60 s; lag then ≈ 15 s settle + this ({wall / 60:.2f} of a minute)"),
+                Row("fleet minute", f"{label}: worker CPU for the minute", cpu_w, "s",
+                    f"{cpu_w / 60:.2f} cores to keep up in real time"),
+                Row("fleet minute", f"{label}: PostgreSQL CPU for the minute", cpu_db, "s",
+                    f"{cpu_db / 60:.2f} cores in real time; both on this 2-core machine"),
+            ]
+    return rows
