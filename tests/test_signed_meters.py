@@ -245,3 +245,27 @@ def test_the_api_declares_a_meter(client: TestClient, tenants: tuple[Tenant, Ten
     assert client.put(url, headers=auth(a.tokens["viewer"]), json={"reports_power": False}).status_code == 403
     assert client.put(url, headers=auth(a.tokens["installer"]), json={"reports_power": "sometimes"}).status_code == 422
     assert db.execute("SELECT reports_power FROM sensors WHERE serial = %s", (a.sensor_serial,)).fetchone() == (True,)
+
+
+def test_the_live_check_shows_a_meters_own_power_and_flags_one_that_sends_none(
+        db: psycopg.Connection[Any], metered_site: dict[str, Any]) -> None:
+    from datetime import UTC, datetime
+
+    from wattline.commissioning import live_check
+    from wattline.principal import acting_for
+
+    customer = db.execute("SELECT customer_id FROM sites WHERE id = %s", (metered_site["site"],)).fetchone()[0]
+    now = datetime.fromtimestamp(float(metered_site["ts"][-1]) + 20, UTC)
+    assignments.set_reports_power(db, None, "CT-1", True)  # a meter, says the installer; it sends current only
+
+    def check() -> dict[str, Any]:
+        return {c.serial: c for c in live_check(db, acting_for(customer), metered_site["site"], interval_s=10.0,
+                                                now=now)}
+
+    checks = check()
+    assert checks["M-1"].power_w == pytest.approx(float(metered_site["meter_w"][-1]))
+    assert checks["BAT-1"].power_w == pytest.approx(float(metered_site["battery_w"][-1]))
+    assert checks["CT-1"].power_w is None
+    assert any("declared a meter, but its last reading has no power" in f for f in checks["CT-1"].flags)
+    assert checks["CT-PV"].power_w == pytest.approx(230.0 * float(np.float32(120.0)))  # a clamp: V × I × PF
+    assert not any("no power" in f for f in checks["M-1"].flags)

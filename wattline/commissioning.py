@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -104,25 +105,35 @@ def live_check(conn: Conn, p: Principal, site_id: int, *, interval_s: float, bri
     return _checks(conn, rows, interval_s, now or datetime.now(UTC))
 
 
-def _all_zero_last_minute(conn: Conn, sensor_ids: list[int], now: datetime) -> set[int]:
-    """Sensors with at least 3 readings since a minute before `now`, all of them 0 A."""
+def _last_minute(conn: Conn, sensor_ids: list[int], now: datetime) -> tuple[set[int], dict[int, float]]:
+    """From the readings since a minute before `now`: the sensors with at least 3, all of
+    them 0 A; and each sensor's newest power as a meter sent it (NaN: none sent)."""
     raw = raw_readings.read(conn, sensor_ids, now.timestamp() - 60 + 1e-6, float("inf"))
     ids, counts = np.unique(raw.sensor_id, return_counts=True)
     nonzero = set(np.unique(raw.sensor_id[raw.current_a != 0]).tolist())
-    return {int(s) for s, c in zip(ids.tolist(), counts.tolist(), strict=True) if c >= 3 and s not in nonzero}
+    quiet = {int(s) for s, c in zip(ids.tolist(), counts.tolist(), strict=True) if c >= 3 and s not in nonzero}
+    newest = np.r_[raw.sensor_id[1:] != raw.sensor_id[:-1], True] if len(raw) else np.zeros(0, dtype=bool)
+    return quiet, dict(zip(raw.sensor_id[newest].tolist(), raw.power_w[newest].tolist(), strict=True))
 
 
 def _checks(conn: Conn, rows: list[dict[str, Any]], interval_s: float, now: datetime) -> list[SensorCheck]:
     params = electrical(conn, sorted({r["node_id"] for r in rows if r["node_id"] is not None}))
     ids = [r["id"] for r in rows]
-    quiet = _all_zero_last_minute(conn, ids, now)
+    quiet, metered = _last_minute(conn, ids, now)
     checks = []
     for r in rows:
         state, detail = sensor_state(r["last_seen_at"], r["last_current_a"], r["ct_rating_a"], interval_s, now)
         flags = [] if state in ("live", "never_seen") else [detail]
         current = r["last_current_a"]
         power = None
-        if r["node_id"] is not None and current is not None:
+        if r["reports_power"]:  # a meter's own power, signed; the sign says which way it flows
+            power = metered.get(r["id"], math.nan)
+            if math.isnan(power):
+                power = None
+                if r["id"] in metered:
+                    flags.append("declared a meter, but its last reading has no power: it counts as a clamp until "
+                                 "it sends SenML power (W)")
+        elif r["node_id"] is not None and current is not None:
             e = params[r["node_id"]]
             power = current * e.conductor_voltage_v * e.effective_power_factor
         if r["id"] in quiet:
