@@ -13,6 +13,7 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -25,7 +26,7 @@ from sensor_sim.seed import seed_catalogue
 from wattline import raw_readings
 from wattline.domain import Connection, Resolution, Role
 from wattline.packed_tier import PackReport, pack_due
-from wattline.senml import SENML_TOPIC, encode_pack
+from wattline.senml import NAME_PREFIX, SENML_TOPIC, encode_pack
 from wattline.site_builder import (
     BuiltSite,
     CircuitSpec,
@@ -153,6 +154,22 @@ def write(database_url: str, readings: list[tuple[str, float, float]], now: floa
              for i in range(0, len(readings), 500)]
     writer.write(packs)
     writer.close()
+
+
+def write_metered(database_url: str, readings: list[tuple[str, float, float, float | None]],
+                  bridge: str = "BR-1") -> None:
+    """Store (serial, time, amps, watts) readings through the gateway's writer, as packs of
+    500; watts None sends current only (a clamp), else a meter's signed SenML `power` too."""
+    records: list[dict[str, Any]] = []
+    for serial, t, amps, watts in readings:
+        records.append({"bn": f"{NAME_PREFIX}{serial}:", "bt": t, "n": "current", "u": "A", "v": amps})
+        if watts is not None:
+            records.append({"n": "power", "u": "W", "v": watts})
+    writer = BatchWriter(database_url, max_age_s=10 * 365 * 86400.0)
+    chunks = [records[i:i + 1000] for i in range(0, len(records), 1000)]
+    result = writer.write([RawPack(SENML_TOPIC.format(bridge=bridge), orjson.dumps(c), time.time()) for c in chunks])
+    writer.close()
+    assert not result.rejected, result.rejected
 
 
 def drain(db: psycopg.Connection[Any], engine: Any = None) -> None:

@@ -16,8 +16,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.factories import drain, write
+from tests.factories import drain, write, write_metered
 from tests.fixtures.browser import choose, screenshot, signed_in
+from wattline import assignments
 from wattline.accounts import create_user
 from wattline.domain import Connection, Role
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -94,4 +95,41 @@ def test_solar_and_grid_on_a_phone_and_a_desktop(browser_page: Any, serve_dashbo
     page.wait_for_selector(f"#hier-message:has-text('Inverter {size} added')")
     assert db.execute("SELECT flow FROM nodes WHERE name = %s", (f"Inverter {size}",)).fetchone() == ("generation",)
     shot(page, "hierarchy", size)
+    assert not page.console_errors, page.console_errors
+
+
+@pytest.mark.parametrize("size", ["390", "desktop"])
+def test_a_meter_on_the_incomer_shows_solar_and_grid_with_nothing_marked(
+        browser_page: Any, serve_dashboard: Callable[..., str], db: psycopg.Connection[Any], database_url: str,
+        size: str) -> None:
+    """No circuit is marked as generation, but the board's incomer is a meter that reports
+    its power's sign: at noon the site gives to the grid (PV nobody clamped), and the card
+    shows it, each figure read back from the rollups."""
+    _, customer = build_tenant(db, "R", "C")
+    built = build_site(db, customer, SiteSpec("Metered depot", timezone="Europe/London", bridges=("BR-1",), panels=(
+        PanelSpec("P", "Board", 230.0, 1.0, Connection.SINGLE_PHASE, circuits=(
+            CircuitSpec("C", "Chiller", (SensorSpec("CT-1", "BR-1"),)),)),)))
+    assignments.register_sensor(db, "M-1", built.bridges["BR-1"])
+    assignments.set_reports_power(db, None, "M-1", True)
+    assignments.assign(db, None, "M-1", built.nodes["P"], 1, 400.0)
+    yesterday = datetime.now(LONDON).date() - timedelta(days=1)
+    start = datetime.combine(yesterday, datetime.min.time(), LONDON).timestamp()
+    stamps = np.arange(start, start + 86400, 20.0)
+    sun = np.clip(np.sin((stamps - start - 6 * 3600) / (12 * 3600) * np.pi), 0.0, None)
+    net = np.round(4600.0 + 500.0 - 9000.0 * sun, 1)  # the chiller, 500 W nobody clamped, PV nobody clamped
+    write_metered(database_url, [("CT-1", float(t), 20.0, None) for t in stamps] +
+                  [("M-1", float(t), round(abs(float(w)) / 230.0, 3), float(w)) for t, w in zip(stamps, net,
+                                                                                                strict=True)])
+    drain(db)
+    create_user(db, email="fm@example.com", password=PASSWORD, role=Role.FACILITY_MANAGER, customer_id=customer)
+    want = expected(db, built.site_id, start)
+    assert "0.0 kWh" not in (want["export"], want["self_consumption"], want["import"])  # noon gives, the rest draws
+    page = browser_page
+    base = serve_dashboard()
+    signed_in(page, base, size, "fm@example.com", PASSWORD)
+    page.goto(f"{base}/site/{built.site_id}")
+    for key, text in want.items():
+        page.wait_for_selector(f"#site-balance-{key}:has-text('{text}')", timeout=20_000)
+    page.locator("#site-balance-card").scroll_into_view_if_needed()
+    shot(page, "metered-site", size)
     assert not page.console_errors, page.console_errors

@@ -105,6 +105,17 @@ def problem(conn: psycopg.Connection[Any], site_id: int) -> str | None:
     return None
 
 
+def may_generate(conn: psycopg.Connection[Any], site_id: int) -> bool:
+    """Whether the site can show generation: a node marked so, or a meter that reports its
+    power's sign on one of its nodes (which may read export with nothing marked)."""
+    row = fetch_all(conn, """SELECT EXISTS (SELECT 1 FROM nodes WHERE site_id = %(site)s AND flow = 'generation')
+                                 OR EXISTS (SELECT 1 FROM sensor_assignments a JOIN nodes n ON n.id = a.node_id
+                                            JOIN sensors s ON s.id = a.sensor_id
+                                            WHERE n.site_id = %(site)s AND s.reports_power) AS may""",
+                    {"site": site_id})
+    return bool(row[0]["may"])
+
+
 def check_site(conn: psycopg.Connection[Any], site_id: int) -> None:
     """Raise Invalid with the reason if the site breaks the rule (callers are in a transaction)."""
     if (reason := problem(conn, site_id)) is not None:

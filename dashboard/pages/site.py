@@ -15,7 +15,7 @@ from analytics import comparison
 from analytics.costing import site_cost
 from dashboard.auth import current_principal
 from dashboard.data import conn, no_such_site, site_from_path
-from wattline import queries
+from wattline import generation, queries
 from wattline.domain import Resolution
 from wattline.generation import BALANCE, balance_totals
 from wattline.principal import Principal
@@ -55,6 +55,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         if site is None:
             return no_such_site()
         nodes = queries.tree(c, p, site["id"])
+        solar = generation.may_generate(c, site["id"])
     zone = ZoneInfo(site["timezone"])
     today = datetime.now(UTC).astimezone(zone).date()
     root = next(n for n in nodes if n["kind"] == "site")
@@ -88,7 +89,7 @@ def layout(site_id: str = "0", **_: Any) -> html.Div:
         *([html.Div([html.H4("Solar and grid"), dcc.Loading(html.Div(id="site-balance")),
                      _loading(dcc.Graph(id="site-balance-chart", style={"height": "320px"}))],
                     className="card", id="site-balance-card", style={"marginTop": "1rem"})]
-          if any(n["flow"] == "generation" for n in nodes) else []),
+          if solar else []),
         html.Div([
             html.Div([html.H4("Cost by tariff band"), dcc.Loading(html.Div(id="site-cost"))], className="card"),
             html.Div([html.H4("Cost by node"), dcc.Loading(html.Div(id="site-node-cost"))], className="card"),
