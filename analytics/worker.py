@@ -13,6 +13,11 @@ site's rows are written by one at a time, `wattline.rollup_queue.lock_sites`):
    clock (`wattline.buckets`);
 5. re-price the local days they fall in (the cost tier, `analytics.band_rollups`).
 
+Steps 4 and 5 cost far more than the rest (a day's price re-read from all its buckets, for
+every node of the site), so a pass of real-time minutes leaves them to the close of the
+minutes' 15-minute interval (`rollup_coarse`, `coarse_delay_s`): a site's interval is then
+summed and priced once, not fifteen times. Late data and catalogue changes do them at once.
+
 A queue row may also name *former* nodes: nodes a catalogue change took sensors from (an
 unassignment, a move). Those nodes and their ancestors are swept: a bucket that no longer
 has data loses its row, at every tier, so no reading is counted where it no longer is.
@@ -43,7 +48,7 @@ from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
 from wattline.electrical import electrical
-from wattline.rollup_queue import claim_shards, lock_all_sites, lock_sites
+from wattline.rollup_queue import claim_shards, lock_all_sites, lock_sites, try_lock_sites
 from wattline.service import LoopService
 from wattline.settings import Settings
 
@@ -72,8 +77,10 @@ class RollupEngine:
     re-computed, since retention has dropped part of the raw readings and 1-minute rows
     their hours and days were summed from; the kept coarse rows stay as they are."""
 
-    def __init__(self, gap_s: float, *, horizon_s: float | None = None, shards_per_pass: int = 4) -> None:
+    def __init__(self, gap_s: float, *, horizon_s: float | None = None, shards_per_pass: int = 4,
+                 coarse_delay_s: float | None = None) -> None:
         self.gap_s = gap_s
+        self.coarse_delay_s = coarse_delay_s
         self.shards_per_pass = shards_per_pass
         self.pad_min = max(1, math.ceil(gap_s / 60.0))
         self.horizon_s = horizon_s
@@ -108,9 +115,12 @@ class RollupEngine:
             touched: Minutes = defaultdict(set)
             former: Minutes = defaultdict(set)
             oldest = self._oldest_minute()
+            real_time = True
             for _, ts_from, ts_to, sensor_ids, node_ids, attempts, queued_at in taken:
                 if not node_ids and not attempts and ts_to - ts_from == 60.0 and queued_at - ts_from < 3600.0:
                     newest_stored[ts_from] = max(newest_stored.get(ts_from, 0.0), queued_at)
+                else:
+                    real_time = False
                 first = math.floor(ts_from / 60.0)
                 last = max(first, math.ceil(ts_to / 60.0) - 1) if ts_to > ts_from else first
                 minutes = range(max(first - self.pad_min, oldest if oldest is not None else first - self.pad_min),
@@ -119,20 +129,22 @@ class RollupEngine:
                     touched[int(sensor)].update(minutes)
                 for node in node_ids:
                     former[int(node)].update(minutes)
+            defer = real_time and self.coarse_delay_s is not None
             try:
                 with conn.transaction():  # a savepoint: a failure undoes only this attempt
-                    self.recompute(conn, touched, former)
+                    self.recompute(conn, touched, former, defer_coarse=defer)
             except Exception:
                 if conn.broken or conn.closed:
                     raise
-                self._site_by_site(conn, touched, former, max(r[5] for r in taken))
+                self._site_by_site(conn, touched, former, max(r[5] for r in taken), defer)
                 newest_stored.clear()
         written = time.time()
         for stored in newest_stored.values():
             ROLLUP_LAG.observe(written - stored)
         return len(taken)
 
-    def _site_by_site(self, conn: psycopg.Connection[Any], touched: Minutes, former: Minutes, attempts: int) -> None:
+    def _site_by_site(self, conn: psycopg.Connection[Any], touched: Minutes, former: Minutes, attempts: int,
+                      defer: bool) -> None:
         """The slice failed as a whole: re-compute it a site at a time, so that the site whose
         work fails is put back with its reason and a growing delay, and every other site's
         rollups are written now."""
@@ -153,7 +165,7 @@ class RollupEngine:
         for site, (site_touched, site_former) in sorted(by_site.items()):
             try:
                 with conn.transaction():
-                    self.recompute(conn, site_touched, site_former)
+                    self.recompute(conn, site_touched, site_former, defer_coarse=defer)
             except Exception as exc:
                 if conn.broken or conn.closed:
                     raise
@@ -198,12 +210,14 @@ class RollupEngine:
         return done
 
     # -- the work ------------------------------------------------------------------------
-    def recompute(self, conn: psycopg.Connection[Any], touched: Minutes, former: Minutes | None = None) -> None:
+    def recompute(self, conn: psycopg.Connection[Any], touched: Minutes, former: Minutes | None = None, *,
+                  defer_coarse: bool = False) -> None:
         """Re-compute the minutes of `touched` sensors' nodes, and sweep `former` nodes' minutes.
 
         A sensor's minute belongs to the node it was assigned to in that minute
         (`sensor_assignments`): its node's rows are rebuilt from every sensor assigned
-        there then."""
+        there then. `defer_coarse`: leave the coarser tiers and the price to `process_coarse`
+        at the 15-minute interval's close."""
         former = former or {}
         node_minutes: Minutes = defaultdict(set)
         for sensor_id, node_id, start_s, end_s in _spans(conn, "sensor_id", list(touched)):
@@ -244,8 +258,63 @@ class RollupEngine:
             swept = self._hierarchy(conn, sites, minutes_by_site, sweep)
             for site in sites:
                 minutes = sorted(minutes_by_site[site])
-                self._coarser(conn, site, site_tz[site], minutes, swept)
-                price_days(conn, site, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])
+                if defer_coarse and not swept:
+                    self._defer_coarse(conn, site, minutes)
+                else:
+                    self._coarser(conn, site, site_tz[site], minutes, swept)
+                    price_days(conn, site, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])
+
+    def _defer_coarse(self, conn: psycopg.Connection[Any], site_id: int, minutes: list[int]) -> None:
+        """Queue the site's 15-minute intervals of `minutes` for `process_coarse`, due at
+        their close plus `coarse_delay_s`; an interval already queued stays as it is."""
+        starts = sorted({m * 60 // 900 * 900 for m in minutes})
+        conn.execute("""INSERT INTO rollup_coarse (site_id, bucket, not_before)
+                        SELECT %s, to_timestamp(b), to_timestamp(b + 900 + %s) FROM unnest(%s::float8[]) b
+                        ON CONFLICT (site_id, bucket) DO NOTHING""",
+                     (site_id, float(self.coarse_delay_s or 0.0), [float(b) for b in starts]))
+
+    def process_coarse(self, conn: psycopg.Connection[Any], limit: int = 64) -> int:
+        """The coarser tiers and the price of the due 15-minute intervals (`_defer_coarse`) of
+        up to `limit` sites, a site at a time: one that fails is put back with a growing
+        delay and its reason, the rest are written. Returns how many intervals were taken."""
+        with conn.transaction():
+            # The sites first, by try-lock (a pass writing one holds it, and may be queueing
+            # its intervals), then their due intervals: no two transactions wait on each other.
+            candidates = [int(r[0]) for r in fetch_tuples(conn, """
+                SELECT site_id FROM rollup_coarse WHERE not_before <= now()
+                GROUP BY site_id ORDER BY min(not_before) LIMIT %s""", (limit,))]
+            if not candidates:
+                return 0
+            sites = try_lock_sites(conn, candidates)
+            due = fetch_tuples(conn, """DELETE FROM rollup_coarse WHERE site_id = ANY(%s) AND not_before <= now()
+                                        RETURNING site_id, extract(epoch FROM bucket)::float8, attempts""", (sites,))
+            if not due:
+                return 0
+            by_site: dict[int, list[tuple[float, int]]] = defaultdict(list)
+            for site, bucket, attempts in due:
+                by_site[int(site)].append((float(bucket), int(attempts)))
+            zones = dict(fetch_tuples(conn, "SELECT id, timezone FROM sites WHERE id = ANY(%s)", (sorted(by_site),)))
+            for site, buckets in sorted(by_site.items()):
+                minutes = sorted(int(b // 60) for b, _ in buckets)
+                try:
+                    with conn.transaction():
+                        self._coarser(conn, site, zones[site], minutes, set())
+                        price_days(conn, site, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])
+                except Exception as exc:
+                    if conn.broken or conn.closed:
+                        raise
+                    SITE_FAILURES.inc()
+                    attempts = max(a for _, a in buckets) + 1
+                    log.error("coarse_rollups_failed_for_site", site=site, attempts=attempts, error=type(exc).__name__)
+                    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    conn.execute("""INSERT INTO rollup_coarse (site_id, bucket, not_before, attempts, last_error)
+                                    SELECT %s, to_timestamp(b), now() + make_interval(secs => %s), %s, %s
+                                    FROM unnest(%s::float8[]) b
+                                    ON CONFLICT (site_id, bucket) DO UPDATE SET attempts = EXCLUDED.attempts,
+                                        last_error = EXCLUDED.last_error""",
+                                 (site, min(3600.0, 2.0 ** attempts), attempts, error.replace("\x00", "")[:500],
+                                  [b for b, _ in buckets]))
+        return len(due)
 
     def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], spans_of_node: dict[int, list[Span]],
                   sensor_spans: dict[int, list[Span]], params: dict[int, Any], node_minutes: Minutes, lo: int,
@@ -574,13 +643,18 @@ class RollupPass:
     def __init__(self, settings: Settings) -> None:
         self.engine = RollupEngine(settings.reporting_interval_s * settings.gap_factor,
                                    horizon_s=settings.late_data_horizon_s,
-                                   shards_per_pass=settings.rollup_shards_per_pass)
+                                   shards_per_pass=settings.rollup_shards_per_pass,
+                                   coarse_delay_s=settings.rollup_coarse_delay_s if settings.rollup_defer_coarse
+                                   else None)
         self.next_pricing = 0.0
 
     def __call__(self, conn: psycopg.Connection[Any]) -> bool:
         started = time.monotonic()
-        if n := self.engine.process_dirty(conn):
-            log.debug("rollups updated", dirty_rows=n, seconds=round(time.monotonic() - started, 3))
+        # Both queues each pass: a fleet that always has minutes due still gets its intervals.
+        n = self.engine.process_dirty(conn)
+        coarse = self.engine.process_coarse(conn)
+        if n or coarse:
+            log.debug("rollups updated", dirty_rows=n, intervals=coarse, seconds=round(time.monotonic() - started, 3))
             return True  # more may be waiting
         if time.monotonic() >= self.next_pricing:
             if price_unpriced_days(conn):

@@ -174,13 +174,17 @@ def write_metered(database_url: str, readings: list[tuple[str, float, float, flo
 
 def drain(db: psycopg.Connection[Any], engine: Any = None) -> None:
     """Run the rollup engine until the queue is empty, as if the minutes a gateway queued
-    had closed and settled (`Settings.rollup_settle_s`); work put back after a failure
-    keeps its delay."""
+    had closed and settled (`Settings.rollup_settle_s`), and their 15-minute intervals too;
+    work put back after a failure keeps its delay."""
     from analytics.worker import RollupEngine
 
     engine = engine or RollupEngine(GAP)
     db.execute("UPDATE rollup_dirty SET not_before = now() WHERE attempts = 0 AND not_before > now()")
     while engine.process_dirty(db):
+        pass
+    # The intervals a deferring engine left for their close, as if it had come.
+    db.execute("UPDATE rollup_coarse SET not_before = now() WHERE attempts = 0 AND not_before > now()")
+    while engine.process_coarse(db):
         pass
 
 

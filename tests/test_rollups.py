@@ -16,6 +16,7 @@ import pytest
 from analytics.worker import RollupEngine
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
+from sensor_sim.seed import UK_STYLE_TARIFF
 from tests.factories import (
     GAP,
     ROLLUP_TABLES,
@@ -320,3 +321,76 @@ def test_two_workers_share_the_queue_each_slice_once(db: psycopg.Connection[Any]
             assert [float("nan") if v is None else float(v) for v in got] == pytest.approx(
                 [float("nan") if v is None else float(v) for v in fresh[key]], rel=1e-6, abs=1e-6, nan_ok=True), \
                 (table, key)
+
+
+def test_real_time_minutes_leave_the_coarser_tiers_to_their_interval_close(
+        db: psycopg.Connection[Any], database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deferring engine writes a real-time minute's 1-minute rollups at once and queues
+    its site's 15-minute interval once, however many minutes touch it; at the interval's
+    close the coarser tiers and the price equal a full recompute's. A site whose interval
+    fails is put back with its reason; the other site's is written."""
+    first = one_circuit_site(db, "UTC")
+    _, customer = build_tenant(db, "R2", "C2")
+    second = build_site(db, customer, SiteSpec("S2", timezone="Europe/Paris", bridges=("BR-2",), tariff=UK_STYLE_TARIFF,
+                                               panels=(
+        PanelSpec("P", "P", 230.0, 1.0, Connection.SINGLE_PHASE,
+                  circuits=(CircuitSpec("C", "C", (SensorSpec("CT-2", "BR-2"),)),)),)))
+    now = time.time()
+    start = now // 900 * 900 - 900  # the whole of the last closed 15 minutes, and this one so far
+    stamps = np.arange(start, now - 1, 10.0)
+    for serial, bridge in (("CT-1", "BR-1"), ("CT-2", "BR-2")):
+        writer = BatchWriter(database_url)
+        for t in stamps:  # a batch per sweep, as a gateway writes them in real time
+            writer.write([RawPack(SENML_TOPIC.format(bridge=bridge), encode_pack([(serial, float(t), 12.5)]),
+                                  float(t) + 1.0)])
+        writer.close()
+    db.execute("UPDATE rollup_dirty SET not_before = now()")
+    engine = RollupEngine(GAP, coarse_delay_s=45.0)
+    while engine.process_dirty(db):
+        pass
+    minutes = count(db, "SELECT count(DISTINCT bucket) FROM rollups_1m")
+    assert minutes >= 15
+    assert count(db, "SELECT count(*) FROM rollups_15m") == 0  # left for the interval's close
+    queued = db.execute("""SELECT site_id, extract(epoch FROM bucket)::float8, extract(epoch FROM not_before)::float8
+                           FROM rollup_coarse ORDER BY 1, 2""").fetchall()
+    # Once an interval (the key), the neighbour minutes' intervals too where a pass reached them.
+    assert {(s, b) for s, b, _ in queued} >= {(site, b) for site in (first.site_id, second.site_id)
+                                              for b in (start, start + 900)}
+    assert all(due == b + 900 + 45.0 for _, b, due in queued)
+    # What is due (an interval closed over 45 s ago) is done; this interval waits for its close.
+    engine.process_coarse(db)
+    waiting = db.execute("SELECT site_id, extract(epoch FROM bucket)::float8 FROM rollup_coarse").fetchall()
+    assert {(first.site_id, start + 900), (second.site_id, start + 900)} <= set(waiting)
+    assert all(due > time.time() - 1 for s, b, due in queued if (s, b) in set(waiting))
+    of_second = sum(1 for s, _ in waiting if s == second.site_id)
+
+    # The intervals close; the second site's price fails once.
+    from analytics.band_rollups import price_days as real_price
+
+    def failing(conn: psycopg.Connection[Any], site_id: int, instants: list[datetime]) -> int:
+        if site_id == second.site_id:
+            raise RuntimeError("tariff table unreadable")
+        return real_price(conn, site_id, instants)
+
+    monkeypatch.setattr("analytics.worker.price_days", failing)
+    db.execute("UPDATE rollup_coarse SET not_before = now()")
+    assert engine.process_coarse(db) == len(waiting)
+    kept = db.execute("SELECT site_id, attempts, last_error FROM rollup_coarse").fetchall()
+    assert {k[0] for k in kept} == {second.site_id} and all(k[1] == 1 and "unreadable" in k[2] for k in kept)
+    assert count(db, """SELECT count(*) FROM rollups_15m r JOIN nodes n ON n.id = r.node_id
+                        WHERE n.site_id = %s AND r.bucket = to_timestamp(%s)""", second.site_id, start + 900) == 0
+    assert count(db, """SELECT count(*) FROM rollups_15m r JOIN nodes n ON n.id = r.node_id
+                        WHERE n.site_id = %s AND r.bucket = to_timestamp(%s)""", first.site_id, start + 900) == 3
+    monkeypatch.setattr("analytics.worker.price_days", real_price)
+    db.execute("UPDATE rollup_coarse SET not_before = now()")
+    assert engine.process_coarse(db) == of_second
+
+    deferred = {t: snapshot(db, t) for t in ("rollups_15m", "rollups_1h", "rollups_1d")}
+    band = db.execute("SELECT node_id, bucket, band, round(cost_minor::numeric, 6) FROM rollups_band_1d "
+                      "ORDER BY 1, 2, 3").fetchall()
+    RollupEngine(GAP).recompute_range(db, datetime.fromtimestamp(start - 3600, UTC),
+                                      datetime.fromtimestamp(now + 3600, UTC))
+    assert {t: snapshot(db, t) for t in deferred} == deferred
+    assert db.execute("SELECT node_id, bucket, band, round(cost_minor::numeric, 6) FROM rollups_band_1d "
+                      "ORDER BY 1, 2, 3").fetchall() == band
+    assert deferred["rollups_15m"] and band  # the second site is priced

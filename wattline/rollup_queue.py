@@ -62,6 +62,16 @@ def lock_sites(conn: psycopg.Connection[Any], site_ids: Sequence[int]) -> None:
                  (SITE_LOCK_CLASS, list(site_ids)))
 
 
+def try_lock_sites(conn: psycopg.Connection[Any], site_ids: Sequence[int]) -> list[int]:
+    """Those of the sites whose right to write no other transaction holds, now held until
+    this one ends (a try-lock: never waits on a site, so never deadlocks on one)."""
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))
+    rows = conn.execute("""SELECT s FROM (SELECT DISTINCT s FROM unnest(%s::bigint[]) AS s ORDER BY s) AS ordered
+                           WHERE pg_try_advisory_xact_lock(%s, (s %% 2147483647)::int)""",
+                        (list(site_ids), SITE_LOCK_CLASS)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def lock_all_sites(conn: psycopg.Connection[Any]) -> None:
     """Hold, until the transaction ends, the right to write every site's rollups."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))

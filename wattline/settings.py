@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     #: late packs come first), not at every gateway batch that touches it; older minutes
     #: (late data, a spool replayed) are due at once
     rollup_settle_s: float = 15.0
+    #: a real-time minute's 15-minute, hourly and daily rollups and its day's price wait for
+    #: its 15-minute interval to close, plus `rollup_coarse_delay_s`, and are then done once
+    #: for the interval (its 1-minute rollups, and so the rollup lag, do not wait); false:
+    #: with every minute
+    rollup_defer_coarse: bool = True
+    rollup_coarse_delay_s: float = Field(default=45.0, ge=0)
     #: the gateway queues a minute's work per shard of sites (site id modulo this), and a
     #: worker pass claims up to `rollup_shards_per_pass` of them: several workers split a
     #: minute. Keep it above the number of workers times shards per pass.
