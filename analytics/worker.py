@@ -48,7 +48,7 @@ from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
 from wattline.electrical import electrical
-from wattline.rollup_queue import claim_shards, lock_all_sites, lock_sites, try_lock_sites
+from wattline.rollup_queue import claim_coarse_sites, claim_shards, lock_all_sites, lock_sites
 from wattline.service import LoopService
 from wattline.settings import Settings
 
@@ -273,19 +273,16 @@ class RollupEngine:
                         ON CONFLICT (site_id, bucket) DO NOTHING""",
                      (site_id, float(self.coarse_delay_s or 0.0), [float(b) for b in starts]))
 
-    def process_coarse(self, conn: psycopg.Connection[Any], limit: int = 64) -> int:
+    def process_coarse(self, conn: psycopg.Connection[Any], limit: int = 16) -> int:
         """The coarser tiers and the price of the due 15-minute intervals (`_defer_coarse`) of
         up to `limit` sites, a site at a time: one that fails is put back with a growing
         delay and its reason, the rest are written. Returns how many intervals were taken."""
         with conn.transaction():
             # The sites first, by try-lock (a pass writing one holds it, and may be queueing
             # its intervals), then their due intervals: no two transactions wait on each other.
-            candidates = [int(r[0]) for r in fetch_tuples(conn, """
-                SELECT site_id FROM rollup_coarse WHERE not_before <= now()
-                GROUP BY site_id ORDER BY min(not_before) LIMIT %s""", (limit,))]
-            if not candidates:
+            sites = claim_coarse_sites(conn, limit)
+            if not sites:
                 return 0
-            sites = try_lock_sites(conn, candidates)
             due = fetch_tuples(conn, """DELETE FROM rollup_coarse WHERE site_id = ANY(%s) AND not_before <= now()
                                         RETURNING site_id, extract(epoch FROM bucket)::float8, attempts""", (sites,))
             if not due:

@@ -44,6 +44,7 @@ from wattline.site_builder import build_site, build_tenant
 
 SITES = int(os.environ.get("WATTLINE_BENCH_FLEET_SITES", "667"))
 MINUTES = 3  # the queued minute and one either side: a pass reads the integration gap around it
+WORKERS = [int(w) for w in os.environ.get("WATTLINE_BENCH_FLEET_WORKERS", "1,2").split(",")]
 
 
 def seed(stack: Stack) -> tuple[int, int]:
@@ -198,7 +199,7 @@ def run() -> list[Row]:
                         shape))
         rows.append(Row("fleet minute", "readings loaded by COPY", readings / loaded, "readings/s",
                         f"{readings:,} over {MINUTES} minutes"))
-        for workers in (1, 2):
+        for workers in WORKERS:
             (wall, cpu_w, cpu_db), (i_wall, i_w, i_db) = drain(stack, minute, workers, shards)
             label = f"{workers} worker{'s' if workers > 1 else ''}"
             per_minute = wall + i_wall / 15

@@ -394,3 +394,20 @@ def test_real_time_minutes_leave_the_coarser_tiers_to_their_interval_close(
     assert db.execute("SELECT node_id, bucket, band, round(cost_minor::numeric, 6) FROM rollups_band_1d "
                       "ORDER BY 1, 2, 3").fetchall() == band
     assert deferred["rollups_15m"] and band  # the second site is priced
+
+
+def test_two_workers_claim_different_sites_intervals(db: psycopg.Connection[Any], database_url: str) -> None:
+    """Coarse intervals are claimed a site at a time by try-lock: a second worker takes the
+    next site instead of waiting on the first's."""
+    from wattline.rollup_queue import claim_coarse_sites
+
+    _, customer = build_tenant(db, "R", "C")
+    sites = [catalogue.upsert_site(db, customer, f"S{k}") for k in range(2)]
+    db.execute("""INSERT INTO rollup_coarse (site_id, bucket, not_before)
+                  SELECT s, to_timestamp(900), now() - make_interval(secs => s) FROM unnest(%s::bigint[]) s""",
+               (sites,))
+    with psycopg.connect(database_url) as a, psycopg.connect(database_url) as b, a.transaction(), b.transaction():
+        first = claim_coarse_sites(a, 1)
+        second = claim_coarse_sites(b, 1)
+        assert first == [sites[1]] and second == [sites[0]]  # the oldest due first, then the next
+        assert claim_coarse_sites(b, 5) == [sites[0]]  # b holds its own; a's is not offered

@@ -62,13 +62,19 @@ def lock_sites(conn: psycopg.Connection[Any], site_ids: Sequence[int]) -> None:
                  (SITE_LOCK_CLASS, list(site_ids)))
 
 
-def try_lock_sites(conn: psycopg.Connection[Any], site_ids: Sequence[int]) -> list[int]:
-    """Those of the sites whose right to write no other transaction holds, now held until
-    this one ends (a try-lock: never waits on a site, so never deadlocks on one)."""
+def claim_coarse_sites(conn: psycopg.Connection[Any], most: int) -> list[int]:
+    """Up to `most` sites with due coarse intervals (`rollup_coarse`), oldest due first, whose
+    right to write no other transaction holds, now held until this one ends: a try-lock per
+    site, so two workers take different sites and neither ever waits on one."""
     conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))
-    rows = conn.execute("""SELECT s FROM (SELECT DISTINCT s FROM unnest(%s::bigint[]) AS s ORDER BY s) AS ordered
-                           WHERE pg_try_advisory_xact_lock(%s, (s %% 2147483647)::int)""",
-                        (list(site_ids), SITE_LOCK_CLASS)).fetchall()
+    # MATERIALIZED: the planner would push the try-lock down into the grouping and take every
+    # due site's lock; over the CTE it is tried in order until the limit, as meant.
+    rows = conn.execute("""WITH due AS MATERIALIZED (
+                               SELECT site_id, min(not_before) AS due FROM rollup_coarse WHERE not_before <= now()
+                               GROUP BY site_id ORDER BY due)
+                           SELECT site_id FROM due
+                           WHERE pg_try_advisory_xact_lock(%s, (site_id %% 2147483647)::int) LIMIT %s""",
+                        (SITE_LOCK_CLASS, most)).fetchall()
     return [int(r[0]) for r in rows]
 
 
