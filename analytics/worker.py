@@ -303,14 +303,12 @@ class RollupEngine:
                     SITE_FAILURES.inc()
                     attempts = max(a for _, a in buckets) + 1
                     log.error("coarse_rollups_failed_for_site", site=site, attempts=attempts, error=type(exc).__name__)
-                    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     conn.execute("""INSERT INTO rollup_coarse (site_id, bucket, not_before, attempts, last_error)
                                     SELECT %s, to_timestamp(b), now() + make_interval(secs => %s), %s, %s
                                     FROM unnest(%s::float8[]) b
                                     ON CONFLICT (site_id, bucket) DO UPDATE SET attempts = EXCLUDED.attempts,
                                         last_error = EXCLUDED.last_error""",
-                                 (site, min(3600.0, 2.0 ** attempts), attempts, error.replace("\x00", "")[:500],
-                                  [b for b, _ in buckets]))
+                                 (site, _retry_in_s(attempts), attempts, _error_text(exc), [b for b, _ in buckets]))
         return len(due)
 
     def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], spans_of_node: dict[int, list[Span]],
@@ -576,11 +574,20 @@ def _put_back(conn: psycopg.Connection[Any], touched: Minutes, former: Minutes, 
     minutes = set().union(*touched.values(), *former.values())
     if not minutes:
         return
-    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".replace("\x00", "")[:500]
     conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, node_ids, not_before, attempts, last_error)
                     VALUES (to_timestamp(%s), to_timestamp(%s), %s, %s, now() + make_interval(secs => %s), %s, %s)""",
                  (min(minutes) * 60.0, (max(minutes) + 1) * 60.0, sorted(touched), sorted(former),
-                  min(3600.0, 2.0 ** attempts), attempts, error))
+                  _retry_in_s(attempts), attempts, _error_text(exc)))
+
+
+def _retry_in_s(attempts: int) -> float:
+    """How long failed work waits before its next attempt: 2^attempts seconds, an hour at most."""
+    return min(3600.0, 2.0 ** attempts)
+
+
+def _error_text(exc: BaseException) -> str:
+    """A failure's reason as kept beside the work it stopped: type and first line, bounded."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".replace("\x00", "")[:500]
 
 
 def _windows(minutes: list[int]) -> list[tuple[int, int]]:

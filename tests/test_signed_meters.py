@@ -18,26 +18,13 @@ from fastapi.testclient import TestClient
 from analytics.worker import RollupEngine
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
-from tests.factories import GAP, Tenant, auth, drain, move_to_tier, one_circuit_site
+from tests.factories import GAP, Tenant, auth, drain, move_to_tier, one_circuit_site, write_metered
 from wattline import assignments, catalogue, generation
 from wattline.errors import Invalid
 from wattline.senml import NAME_PREFIX, SENML_TOPIC, Limits, Reason, decode_pack
 
 STEP = 10.0
 N = 360  # an hour at 10 s
-
-
-def sweep(t: float, currents: dict[str, float], powers: dict[str, float]) -> dict[str, Any]:
-    """One bridge sweep at `t` as SenML records: every sensor's current, and the meters' power."""
-    records: list[dict[str, Any]] = []
-    for i, (serial, amps) in enumerate(currents.items()):
-        rec: dict[str, Any] = {"bn": f"{NAME_PREFIX}{serial}:", "n": "current", "u": "A", "v": amps}
-        if i == 0:
-            rec["bt"] = t
-        records.append(rec)
-        if serial in powers:
-            records.append({"n": "power", "u": "W", "v": powers[serial]})
-    return {"records": records}
 
 
 def per_minute(ts: np.ndarray, power: np.ndarray) -> pd.Series:
@@ -77,17 +64,12 @@ def metered_site(db: psycopg.Connection[Any], database_url: str) -> dict[str, An
     pv_a = np.round(np.linspace(0.0, 120.0, N), 3).astype(np.float32)
     battery_w = np.round(3000.0 * np.sin(np.arange(N) / 25.0), 1).astype(np.float32)  # crosses zero often
     meter_w = np.round(230.0 * loads_a.astype(np.float64) - 230.0 * pv_a + battery_w + 500.0, 1).astype(np.float32)
-    packs = []
+    readings: list[tuple[str, float, float, float | None]] = []
     for k, t in enumerate(ts.tolist()):
-        currents = {"CT-1": float(loads_a[k]), "CT-PV": float(pv_a[k]),
-                    "BAT-1": round(abs(float(battery_w[k])) / 230.0, 3),
-                    "M-1": round(abs(float(meter_w[k])) / 230.0, 3)}
-        body = sweep(t, currents, {"BAT-1": float(battery_w[k]), "M-1": float(meter_w[k])})
-        packs.append(RawPack(SENML_TOPIC.format(bridge="BR-1"), orjson.dumps(body["records"]), time.time()))
-    writer = BatchWriter(database_url, max_age_s=10 * 365 * 86400.0)
-    result = writer.write(packs)
-    writer.close()
-    assert not result.rejected, result.rejected
+        readings += [("CT-1", t, float(loads_a[k]), None), ("CT-PV", t, float(pv_a[k]), None),
+                     ("BAT-1", t, round(abs(float(battery_w[k])) / 230.0, 3), float(battery_w[k])),
+                     ("M-1", t, round(abs(float(meter_w[k])) / 230.0, 3), float(meter_w[k]))]
+    write_metered(database_url, readings)  # refuses nothing, or fails
     drain(db)
     return {"site": site_id, "panel": panel, "loads": loads, "pv": pv, "battery": battery, "ts": ts,
             "loads_w": 230.0 * loads_a.astype(np.float64), "pv_w": 230.0 * pv_a.astype(np.float64),

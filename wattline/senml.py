@@ -440,7 +440,7 @@ _COLUMN_NAMES = ("current", "voltage", "power_factor", "rssi", "power")
 _RANGES = {"current": (0, 0.0, MAX_CURRENT_A), "voltage": (1, 1e-9, 99_999.999),
            "power_factor": (2, 1e-9, 1.0), "rssi": (3, -300.0, 100.0), "power": (4, -MAX_POWER_W, MAX_POWER_W)}
 #: DecodedPack's reading columns, in `_COLUMN_NAMES` order after the sensor and time.
-_READING_FIELDS = ("serials", "ts", "current", "voltage", "power_factor", "rssi", "power")
+_READING_FIELDS = ("serials", "ts", *_COLUMN_NAMES)
 #: measurement -> (column, lowest, highest valid value, unit)
 _MEASURES = {m: (column, lo, hi, MEASUREMENTS[m]) for m, (column, lo, hi) in _RANGES.items()}
 _NAME_CACHE_SIZE = 1_000_000
