@@ -29,6 +29,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,7 +100,8 @@ class RollupEngine:
             shards = claim_shards(conn, self.shards_per_pass)
             queued = fetch_tuples(conn,
                 """SELECT id, extract(epoch FROM ts_from)::float8, extract(epoch FROM ts_to)::float8, sensor_ids,
-                          node_ids, attempts, extract(epoch FROM queued_at)::float8
+                          node_ids, attempts, extract(epoch FROM queued_at)::float8,
+                          queued_at < not_before AND now() < not_before + interval '1 minute'
                    FROM rollup_dirty WHERE not_before <= now() AND (shard IS NULL OR shard = ANY(%s))
                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
                 (shards, limit))
@@ -116,15 +118,24 @@ class RollupEngine:
             former: Minutes = defaultdict(set)
             oldest = self._oldest_minute()
             real_time = True
-            for _, ts_from, ts_to, sensor_ids, node_ids, attempts, queued_at in taken:
-                if not node_ids and not attempts and ts_to - ts_from == 60.0 and queued_at - ts_from < 3600.0:
+            for _, ts_from, ts_to, sensor_ids, node_ids, attempts, queued_at, in_time in taken:
+                row_real_time = (not node_ids and not attempts and ts_to - ts_from == 60.0
+                                 and queued_at - ts_from < 3600.0)
+                if row_real_time:
                     newest_stored[ts_from] = max(newest_stored.get(ts_from, 0.0), queued_at)
                 else:
                     real_time = False
                 first = math.floor(ts_from / 60.0)
                 last = max(first, math.ceil(ts_to / 60.0) - 1) if ts_to > ts_from else first
+                # The integration gap reaches both ways: a new reading changes the segments before
+                # and after it. Readings stored before their minute was due (`in_time`), seen by a
+                # pass that starts before the next minute is due, need no minutes after theirs:
+                # the next minute's own pass, still to come, reads them. Each real-time minute
+                # is then written twice (itself, then as its successor's left neighbour), not
+                # three times.
+                after = 0 if in_time and row_real_time else self.pad_min
                 minutes = range(max(first - self.pad_min, oldest if oldest is not None else first - self.pad_min),
-                                last + self.pad_min + 1)
+                                last + after + 1)
                 for sensor in sensor_ids:
                     touched[int(sensor)].update(minutes)
                 for node in node_ids:
@@ -237,25 +248,18 @@ class RollupEngine:
         # Before anything of these sites is read or written: another worker writing one of them
         # commits first, and what is read below then includes its writes.
         lock_sites(conn, sorted(site_tz))
-        spans_of_node: dict[int, list[Span]] = defaultdict(list)
-        for span in _spans(conn, "node_id", list(node_minutes)):
-            spans_of_node[span[1]].append(span)
-        # Every span of those sensors, wherever it was: a reading's power takes the voltage and
-        # power factor of the node the sensor was on when it was read.
-        sensor_spans: dict[int, list[Span]] = defaultdict(list)
-        for span in _spans(conn, "sensor_id", sorted({sp[0] for sps in spans_of_node.values() for sp in sps})):
-            sensor_spans[span[0]].append(span)
-        params = electrical(conn, sorted({sp[1] for sps in sensor_spans.values() for sp in sps}))
+        wiring = _Wiring.load(conn, sorted(site_tz))
+        params = electrical(conn, sorted({sp[1] for sps in wiring.sensor_spans.values() for sp in sps}))
         all_minutes = sorted(set().union(*node_minutes.values()))
         for lo, hi in _windows(all_minutes):
             nodes = [n for n, mins in node_minutes.items() if n in node_site and any(lo <= m <= hi for m in mins)]
             sweep = {n for n in nodes if n in former}
-            self._circuits(conn, nodes, spans_of_node, sensor_spans, params, node_minutes, lo, hi, sweep)
+            computed = self._circuits(conn, nodes, wiring, params, node_minutes, lo, hi, sweep)
             sites = sorted({node_site[n] for n in nodes})
             minutes_by_site: Minutes = defaultdict(set)
             for n in nodes:
                 minutes_by_site[node_site[n]] |= {m for m in node_minutes[n] if lo <= m <= hi}
-            swept = self._hierarchy(conn, sites, minutes_by_site, sweep)
+            swept = self._hierarchy(conn, sites, minutes_by_site, sweep, wiring, computed)
             for site in sites:
                 minutes = sorted(minutes_by_site[site])
                 if defer_coarse and not swept:
@@ -311,11 +315,12 @@ class RollupEngine:
                                  (site, _retry_in_s(attempts), attempts, _error_text(exc), [b for b, _ in buckets]))
         return len(due)
 
-    def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], spans_of_node: dict[int, list[Span]],
-                  sensor_spans: dict[int, list[Span]], params: dict[int, Any], node_minutes: Minutes, lo: int,
-                  hi: int, sweep: set[int]) -> None:
-        """The measured nodes' own 1-minute rows over [lo, hi], from their sensors' readings."""
+    def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], wiring: _Wiring, params: dict[int, Any],
+                  node_minutes: Minutes, lo: int, hi: int, sweep: set[int]) -> Own:
+        """The measured nodes' own 1-minute rows over [lo, hi], from their sensors' readings;
+        returns them as `_hierarchy` reads them back (`Own`)."""
         rows: list[tuple[Any, ...]] = []
+        spans_of_node, sensor_spans = wiring.node_spans, wiring.sensor_spans
         sensors = sorted({sp[0] for n in nodes for sp in spans_of_node.get(n, [])})
         t0 = lo * 60.0
         width = hi - lo + 1
@@ -326,13 +331,8 @@ class RollupEngine:
             ids, ts = raw.sensor_id.astype(np.float64), raw.ts_s
             default_v, default_pf = _node_defaults(ids, ts, sensor_spans, params)
             current = raw.current_a.astype(np.float64)
-            # Which way energy flows, in one round trip: the generating nodes, and the meters
-            # that report it signed. A declared meter's power is its own; a clamp's is
-            # V × I × PF, whatever power it sent.
-            directions = fetch_tuples(conn, """
-                SELECT ARRAY(SELECT id FROM nodes WHERE id = ANY(%s) AND flow = 'generation'),
-                       ARRAY(SELECT id FROM sensors WHERE id = ANY(%s) AND reports_power)""", (nodes, sensors))[0]
-            generating, meters = set(directions[0]), set(directions[1])
+            # A declared meter's power is its own; a clamp's is V × I × PF, whatever power it sent.
+            generating, meters = wiring.generating, wiring.meters
             metering = np.array([s in meters for s in sensors], dtype=np.bool_)
             power = readings_power(current, raw.voltage_v.astype(np.float64), raw.power_factor.astype(np.float64),
                                    default_v, default_pf, np.where(metering[series], raw.power_w, np.nan))
@@ -388,10 +388,16 @@ class RollupEngine:
             written = {(r[0], round(r[1] / 60)) for r in rows}
             _delete_pairs(conn, ((n, m) for n in sweep for m in node_minutes[n]
                                  if lo <= m <= hi and (n, m) not in written))
+        # As stored: coverage is a real, at most 1; a consuming node's generation is nil.
+        return {(r[0], round(r[1] / 60)): (r[2], r[3], r[4], r[5], r[6], float(np.float32(min(r[7], 1.0))),
+                                          r[9] or 0.0) for r in rows}
 
     def _hierarchy(self, conn: psycopg.Connection[Any], sites: list[int], minutes_by_site: Minutes,
-                   sweep: set[int]) -> set[int]:
-        """Re-sum the sites' trees for their minutes; returns the swept nodes with their ancestors."""
+                   sweep: set[int], wiring: _Wiring, computed: Own) -> set[int]:
+        """Re-sum the sites' trees for their minutes; returns the swept nodes with their ancestors.
+
+        The measured nodes' own rows are those `_circuits` just wrote (`computed`); only nodes
+        it did not write in every minute are read back (in real time: none)."""
         tree = load_trees(conn, sites)
         if len(tree.node_ids) == 0:
             return set()
@@ -401,18 +407,23 @@ class RollupEngine:
         measured_nodes = [int(n) for n in tree.node_ids[tree.measured]]
         stamps = np.array(minutes, dtype=np.float64) * 60.0
         measured = np.zeros((len(tree.node_ids), len(minutes)), dtype=np.bool_)
-        spans = _spans(conn, "node_id", measured_nodes)
+        spans = [sp for node in measured_nodes for sp in wiring.node_spans.get(node, ())]
         firsts = np.searchsorted(stamps, np.array([sp[2] for sp in spans])).tolist()
         ends = np.searchsorted(stamps, np.array([sp[3] for sp in spans])).tolist()
         for (_, node, _, _), first, end in zip(spans, firsts, ends, strict=True):
             measured[idx[node], first:end] = True
         own = np.zeros((len(_COLUMNS) + 1, len(tree.node_ids), len(minutes)))  # the last: generation_wh
         ones = np.zeros((len(tree.node_ids), len(minutes)))
+        for (node, minute), row in computed.items():
+            if node in idx and minute in col:
+                own[:, idx[node], col[minute]] = row
+                ones[idx[node], col[minute]] = 1.0
+        unwritten = [n for n in measured_nodes if any((n, m) not in computed for m in minutes)]
         columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
         for node, bucket, *values in fetch_tuples(conn, sql.SQL(
                 """SELECT node_id, extract(epoch FROM bucket)::float8, {}, coalesce(generation_wh, 0)
                    FROM rollups_1m WHERE node_id = ANY(%s) AND bucket = ANY(%s)""").format(columns),
-                (measured_nodes, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])):
+                (unwritten, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])) if unwritten else ():
             j, k = idx[node], col[round(bucket / 60)]
             own[:, j, k] = values
             ones[j, k] = 1.0
@@ -422,9 +433,8 @@ class RollupEngine:
         # net, kernels.roll_up_balance): power and current over the consuming nodes, and
         # each minute's export at a node is what its generation exceeds its consumption by.
         signed = np.zeros_like(measured)
-        meters = _power_meters(conn, sorted({sp[0] for sp in spans}))
         for (sensor, node, _, _), first, end in zip(spans, firsts, ends, strict=True):
-            if sensor in meters:
+            if sensor in wiring.meters:
                 signed[idx[node], first:end] = True
         consuming = measured & ~tree.generation[:, None]
         energy, generated, remainder, has_consumption, has_generation = roll_up_balance(
@@ -515,10 +525,43 @@ class RollupEngine:
 Span = tuple[int, int, float, float]  # (sensor, node, valid from, valid to) in epoch seconds, ±inf open
 
 
-def _power_meters(conn: psycopg.Connection[Any], sensor_ids: list[int]) -> set[int]:
-    """Those of the sensors that are meters reporting signed power (`sensors.reports_power`)."""
-    return {int(s) for (s,) in fetch_tuples(conn, "SELECT id FROM sensors WHERE id = ANY(%s) AND reports_power",
-                                            (sensor_ids,))}
+Own = dict[tuple[int, int], tuple[float, ...]]  # (node, minute) -> a 1-minute row's _COLUMNS + generation_wh
+
+
+@dataclass
+class _Wiring:
+    """Who measures what at a pass's sites, read once a pass: every assignment span of every
+    sensor ever assigned there (by node, and by sensor wherever it was), the meters that
+    report signed power, and the generating nodes."""
+
+    node_spans: dict[int, list[Span]]
+    sensor_spans: dict[int, list[Span]]
+    meters: set[int]
+    generating: set[int]
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection[Any], site_ids: list[int]) -> _Wiring:
+        node_spans: dict[int, list[Span]] = defaultdict(list)
+        sensor_spans: dict[int, list[Span]] = defaultdict(list)
+        meters: set[int] = set()
+        at_sites = {int(n) for (n,) in fetch_tuples(conn, "SELECT id FROM nodes WHERE site_id = ANY(%s)",
+                                                      (site_ids,))}
+        for sensor, node, start, end, reports_power in fetch_tuples(conn, """
+                SELECT a.sensor_id, a.node_id, extract(epoch FROM a.valid_from)::float8,
+                       extract(epoch FROM a.valid_to)::float8, s.reports_power
+                FROM sensor_assignments a JOIN sensors s ON s.id = a.sensor_id
+                WHERE a.sensor_id IN (SELECT b.sensor_id FROM sensor_assignments b JOIN nodes n ON n.id = b.node_id
+                                      WHERE n.site_id = ANY(%s))
+                ORDER BY a.sensor_id, a.valid_from""", (site_ids,)):
+            span = (int(sensor), int(node), float(start), float(end))
+            sensor_spans[span[0]].append(span)
+            if span[1] in at_sites:
+                node_spans[span[1]].append(span)
+            if reports_power:
+                meters.add(span[0])
+        generating = {int(n) for (n,) in fetch_tuples(
+            conn, "SELECT id FROM nodes WHERE site_id = ANY(%s) AND flow = 'generation'", (site_ids,))}
+        return cls(node_spans, sensor_spans, meters, generating)
 
 
 def _spans(conn: psycopg.Connection[Any], by: str, ids: list[int]) -> list[Span]:

@@ -142,6 +142,44 @@ def test_a_real_time_minute_is_rolled_up_once_after_it_closes(db: psycopg.Connec
     assert REGISTRY.get_sample_value("wattline_rollup_lag_seconds_count") == lag_count + 1
 
 
+def test_a_minute_stored_in_time_leaves_the_next_minute_to_its_own_pass(db: psycopg.Connection[Any],
+                                                                       database_url: str) -> None:
+    """A real-time minute whose readings were stored before it was due re-computes itself and
+    the minute before (the integration gap), not the minute after: that minute's own pass is
+    still to come and reads them. The two passes in turn give what a full re-computation
+    gives. Readings stored after their minute was due still re-compute both neighbours."""
+    circuit = one_circuit_site(db).nodes["C"]
+    m0 = time.time() // 60 * 60 - 1800  # real time: within the hour
+    write(database_url, [("CT-1", m0 + i * 10 + 3, 10.0 + i % 7) for i in range(4 * 6)])
+    drain(db)
+    full = snapshot(db, "rollups_1m")
+    sensors = [r[0] for r in db.execute("SELECT id FROM sensors")]
+    engine = RollupEngine(GAP)
+
+    def minutes_written(minute: float, *, in_time: bool) -> set[float]:
+        db.execute("DELETE FROM rollups_1m")
+        db.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, queued_at, not_before)
+                      VALUES (to_timestamp(%s), to_timestamp(%s), %s, now() - make_interval(secs => %s), now())""",
+                   (minute, minute + 60, sensors, 2.0 if in_time else 0.0))
+        assert engine.process_dirty(db) == 1
+        return {r[0] - m0 for r in db.execute(
+            "SELECT extract(epoch FROM bucket)::float8 FROM rollups_1m WHERE node_id = %s", (circuit,))}
+
+    assert minutes_written(m0 + 60, in_time=True) == {0.0, 60.0}
+    assert minutes_written(m0 + 60, in_time=False) == {0.0, 60.0, 120.0}
+    # In real time: minute 1's pass, then minute 2's (which writes minute 1 again, as its left
+    # neighbour): every row as a full re-computation has it.
+    db.execute("DELETE FROM rollups_1m")
+    for minute in (m0 + 60, m0 + 120):
+        db.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, queued_at, not_before)
+                      VALUES (to_timestamp(%s), to_timestamp(%s), %s, now() - interval '2 s', now())""",
+                   (minute, minute + 60, sensors))
+        assert engine.process_dirty(db) == 1
+    got = snapshot(db, "rollups_1m")
+    assert got and all(got[k] == full[k] for k in got)
+    assert {k[1].timestamp() - m0 for k in got if k[0] == circuit} == {0.0, 60.0, 120.0}
+
+
 def computed_at(db: psycopg.Connection[Any]) -> dict[tuple[int, datetime], datetime]:
     return {(r[0], r[1]): r[2] for r in db.execute("SELECT node_id, bucket, computed_at FROM rollups_1m")}
 
