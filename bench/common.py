@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from launcher.localstack import LocalMosquitto, LocalPostgres, ensure_installed, free_port
 from wattline.db import create_database, with_database
 from wattline.migrate import migrate
@@ -131,3 +133,23 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         value = f"{r.value:,.0f}" if abs(r.value) >= 100 else f"{r.value:,.3g}"
         print(f"| {r.group:<{widths[0]}} | {r.figure:<{widths[1]}} | {value:>14} | {r.unit:<12} | {r.note}")
+
+
+def cpu_s(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def postgres_processes(stack: Stack) -> list[psutil.Process]:
+    """The bench's PostgreSQL: the postmaster on its port and every backend under it."""
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "postgres" in (p.info["name"] or "") and str(stack.postgres.data_dir) in cmd:
+            return [p, *p.children(recursive=True)]
+    return []

@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 import psycopg
 
-from bench.common import Row, Stack, services
+from bench.common import Row, Stack, cpu_s, postgres_processes, services
 from bench.ingest import gateway_env, wait_healthy
 from bench.rolluploop import PER_BRIDGE, fleet_site
 from bench.seed import clone_site
@@ -107,26 +107,6 @@ def start_workers(stack: Stack, count: int) -> list[tuple[subprocess.Popen[bytes
     for _, port in out:
         wait_healthy(port)
     return out
-
-
-def cpu_s(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def postgres_processes(stack: Stack) -> list[psutil.Process]:
-    """The bench's PostgreSQL: the postmaster on its port and every backend under it."""
-    for p in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "postgres" in (p.info["name"] or "") and str(stack.postgres.data_dir) in cmd:
-            return [p, *p.children(recursive=True)]
-    return []
 
 
 Cost = tuple[float, float, float]  # wall s, worker CPU s, database CPU s

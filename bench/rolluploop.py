@@ -25,8 +25,9 @@ import numpy as np
 import psutil
 import psycopg
 
-from bench.common import Row, Stack, percentile, services
+from bench.common import Row, Stack, cpu_s, percentile, postgres_processes, services
 from bench.ingest import client, gateway_env, start_gateway, wait_healthy
+from bench.seed import clone_site
 from sensor_sim.seed import UK_STYLE_TARIFF
 from wattline.domain import Connection
 from wattline.senml import SENML_TOPIC, encode_pack
@@ -34,7 +35,8 @@ from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, 
 
 SITES = int(os.environ.get("WATTLINE_BENCH_SITES", "8"))
 CIRCUITS, BOARDS, PER_BRIDGE = 500, 10, 30
-PHASE_S = 180.0  # each worker count runs this long
+PHASE_S = float(os.environ.get("WATTLINE_BENCH_PHASE_S", "180"))  # each worker count runs this long
+WORKERS = [int(w) for w in os.environ.get("WATTLINE_BENCH_LOOP_WORKERS", "1,2").split(",")]
 
 
 def fleet_site(s: int) -> tuple[SiteSpec, dict[str, list[str]]]:
@@ -57,14 +59,17 @@ def fleet_site(s: int) -> tuple[SiteSpec, dict[str, list[str]]]:
 
 
 def seed(stack: Stack) -> dict[str, list[str]]:
-    """SITES sites of 500 three-phase circuits; returns each bridge's sensors."""
-    bridges: dict[str, list[str]] = {}
+    """SITES sites of 500 three-phase circuits; returns each bridge's sensors. The first is
+    built through the catalogue, the rest are its copies in SQL (`bench.seed.clone_site`:
+    serials and bridges end in `-k`), so that a fleet of hundreds of sites seeds in a minute."""
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         _, customer = build_tenant(conn, "bench", "bench")
-        for s in range(SITES):
-            spec, site_bridges = fleet_site(s)
-            bridges.update(site_bridges)
-            build_site(conn, customer, spec)
+        spec, first = fleet_site(0)
+        built = build_site(conn, customer, spec)
+        clone_site(conn, built.site_id, SITES - 1)
+    bridges = dict(first)
+    for k in range(1, SITES):
+        bridges.update({f"{bridge}-{k}": [f"{serial}-{k}" for serial in serials] for bridge, serials in first.items()})
     return bridges
 
 
@@ -157,19 +162,26 @@ def run() -> list[Row]:
         workers: list[subprocess.Popen[bytes]] = []
         ports: list[int] = []
         try:
-            for count in (1, 2):
+            for count in WORKERS:
                 while len(workers) < count:
                     ports.append(free_port())
                     workers.append(start_worker(stack, len(workers), ports[-1]))
                 time.sleep(30)  # the workers' start and the queue's first minutes
                 sent_before = sent[0]
                 cpu_before = [psutil.Process(w.pid).cpu_times() for w in workers]
+                others = {"gateway": [psutil.Process(gateway.pid)], "PostgreSQL": postgres_processes(stack),
+                          "publisher (this bench)": [psutil.Process()]}
+                others_before = {k: cpu_s(v) for k, v in others.items()}
+                machine_before = psutil.cpu_times()
                 hist_before, count_before, sum_before = lag_buckets(ports)
                 overdue = overdue_samples(stack, PHASE_S)
                 hist_after, count_after, sum_after = lag_buckets(ports)
                 rate = (sent[0] - sent_before) / PHASE_S
                 cpu = [sum(psutil.Process(w.pid).cpu_times()[:2]) - sum(c[:2])
                        for w, c in zip(workers, cpu_before, strict=True)]
+                others_cpu = {k: cpu_s(others[k]) - others_before[k] for k in others}
+                machine_after = psutil.cpu_times()
+                busy = sum(machine_after) - sum(machine_before) - (machine_after.idle - machine_before.idle)
                 minutes = count_after - count_before
                 third = max(1, len(overdue) // 3)
                 early, late = statistics.median(overdue[:third]), statistics.median(overdue[-third:])
@@ -192,6 +204,10 @@ def run() -> list[Row]:
                         f"sampled each second; first third {early:.1f} s, last third {late:.1f} s (growing?)"),
                     Row("rollups in the loop", f"{label}: worker CPU", 100 * sum(cpu) / PHASE_S, "% of a core",
                         " + ".join(f"{100 * c / PHASE_S:.0f} %" for c in cpu)),
+                    *(Row("rollups in the loop", f"{label}: {name} CPU", 100 * c / PHASE_S, "% of a core")
+                      for name, c in others_cpu.items()),
+                    Row("rollups in the loop", f"{label}: the machine busy", 100 * busy / PHASE_S, "% of a core",
+                        f"of {psutil.cpu_count()} cores: everything above, Mosquitto and the rest"),
                 ]
         finally:
             stop.set()
