@@ -7,7 +7,9 @@ site's rows are written by one at a time, `wattline.rollup_queue.lock_sites`):
    transaction: a crash re-queues it; shards and rows another worker holds are skipped);
 2. re-compute those minutes for the circuits whose sensors they name, from raw readings,
    widened by the integration gap on each side (a new reading changes the segment
-   before and after it);
+   before and after it). A real-time minute needs neither neighbour: the minute after is
+   still to come, and the gateway marks the rare work whose first readings a pass of the
+   minute before may have missed (`left_pad`; `wattline.rollup_queue.read_minutes`);
 3. re-sum the hierarchy of the affected sites for those minutes (with remainders);
 4. re-aggregate the 15-minute, hourly and daily buckets that contain them, on the site's
    clock (`wattline.buckets`);
@@ -49,7 +51,7 @@ from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
 from wattline.electrical import electrical
-from wattline.rollup_queue import claim_coarse_sites, claim_shards, lock_all_sites, lock_sites
+from wattline.rollup_queue import claim_coarse_sites, claim_shards, lock_all_sites, lock_sites, read_minutes
 from wattline.service import LoopService
 from wattline.settings import Settings
 
@@ -102,7 +104,7 @@ class RollupEngine:
             queued = fetch_tuples(conn,
                 """SELECT id, extract(epoch FROM ts_from)::float8, extract(epoch FROM ts_to)::float8, sensor_ids,
                           node_ids, attempts, extract(epoch FROM queued_at)::float8,
-                          queued_at < not_before AND now() < not_before + interval '1 minute'
+                          queued_at < not_before AND now() < not_before + interval '1 minute', left_pad, shard
                    FROM rollup_dirty WHERE not_before <= now() AND (shard IS NULL OR shard = ANY(%s))
                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
                 (shards, limit))
@@ -115,11 +117,14 @@ class RollupEngine:
             if not taken:
                 return 0
             conn.execute("DELETE FROM rollup_dirty WHERE id = ANY(%s)", ([r[0] for r in taken],))
+            # Before any reading is read: a gateway commit that might change these minutes
+            # now either lands before this pass reads, or marks its work `left_pad`.
+            read_minutes(conn, [(int(r[9]), float(r[1])) for r in taken if r[9] is not None])
             touched: Minutes = defaultdict(set)
             former: Minutes = defaultdict(set)
             oldest = self._oldest_minute()
             real_time = True
-            for _, ts_from, ts_to, sensor_ids, node_ids, attempts, queued_at, in_time in taken:
+            for _, ts_from, ts_to, sensor_ids, node_ids, attempts, queued_at, in_time, left_pad, _ in taken:
                 row_real_time = (not node_ids and not attempts and ts_to - ts_from == 60.0
                                  and queued_at - ts_from < 3600.0)
                 if row_real_time:
@@ -131,11 +136,13 @@ class RollupEngine:
                 # The integration gap reaches both ways: a new reading changes the segments before
                 # and after it. Readings stored before their minute was due (`in_time`), seen by a
                 # pass that starts before the next minute is due, need no minutes after theirs:
-                # the next minute's own pass, still to come, reads them. Each real-time minute
-                # is then written twice (itself, then as its successor's left neighbour), not
-                # three times.
+                # the next minute's own pass, still to come, reads them. Nor the minutes before,
+                # unless the gateway says a pass may have read the minute before without them
+                # (`left_pad`, ingest.writer.BatchWriter._left_pads). So a real-time minute is
+                # written once, not three times.
                 after = 0 if in_time and row_real_time else self.pad_min
-                minutes = range(max(first - self.pad_min, oldest if oldest is not None else first - self.pad_min),
+                before = 0 if row_real_time and not left_pad else self.pad_min
+                minutes = range(max(first - before, oldest if oldest is not None else first - before),
                                 last + after + 1)
                 for sensor in sensor_ids:
                     touched[int(sensor)].update(minutes)

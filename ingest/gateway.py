@@ -182,7 +182,8 @@ class Gateway:
         self.rollups: LoopService | None = None  # the in-process rollup worker, shown in health
         self.writer = BatchWriter(settings.require_database_url(), max_skew_s=settings.max_clock_skew_s,
                                   max_age_s=settings.late_data_horizon_s, rollup_settle_s=settings.rollup_settle_s,
-                                  rollup_shards=settings.rollup_queue_shards)
+                                  rollup_shards=settings.rollup_queue_shards,
+                                  rollup_gap_s=settings.reporting_interval_s * settings.gap_factor)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
         self.buckets = BridgeBuckets(settings.bridge_max_bytes_per_s, settings.bridge_burst_bytes)
         self.stats = GatewayStats()

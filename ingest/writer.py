@@ -31,6 +31,7 @@ from ingest.copy import COLUMNS, SensorIds, SensorIdsDumper, encode_readings
 from ingest.packs import BatchResult, RawPack, SparkplugNote
 from wattline import raw_readings
 from wattline.db import connect_long_lived
+from wattline.rollup_queue import minutes_read
 from wattline.senml import DecodedPack, Limits, Reason, Rejection, bridge_from_topic, decode_pack, encode_pack
 
 log = structlog.get_logger("wattline.ingest")
@@ -98,17 +99,28 @@ class Prepared:
     generation: int = 0  # of the catalogue cache it was mapped from
 
 
+#: Sensor ids whose last committed reading time the writer keeps (8 bytes each, at most
+#: 64 MiB): a sensor past it always counts as sending its first reading of a minute.
+_STORED_TS_IDS = 1 << 23
+
+
 class BatchWriter:
     """Owns one connection; `commit` is called from one thread at a time."""
 
     def __init__(self, database_url: str, *, max_skew_s: float = 300.0, max_age_s: float = 400 * 86400.0,
-                 rollup_settle_s: float | None = None, rollup_shards: int = 16) -> None:
+                 rollup_settle_s: float | None = None, rollup_shards: int = 16,
+                 rollup_gap_s: float | None = None) -> None:
         """`rollup_settle_s`: a minute's rollup work is due that long after the minute ends
         (`Settings.rollup_settle_s`); None: due at once (tools, tests). `rollup_shards`:
-        `Settings.rollup_queue_shards`."""
+        `Settings.rollup_queue_shards`. `rollup_gap_s`: the longest gap integration bridges
+        (`Settings.gap_factor` reporting intervals); None: every queued minute re-computes
+        the minute before it too."""
         self.database_url = database_url
         self.rollup_settle_s = rollup_settle_s
         self.rollup_shards = rollup_shards
+        self.rollup_gap_s = rollup_gap_s
+        # A committed reading's time per sensor id (NaN: none known), for `_left_pads`.
+        self._stored_ts = np.full(0, np.nan)
         self.max_skew_s = max_skew_s
         self.max_age_s = max_age_s
         self._conn: psycopg.Connection[Any] | None = None
@@ -246,7 +258,7 @@ class BatchWriter:
                 result.stored = self._store(conn, rows)
                 result.duplicates = result.readings - result.stored
                 if rows.dirty is not None:
-                    self._queue_rollups(conn, rows.dirty)
+                    self._queue_rollups(conn, rows.dirty, self._left_pads(conn, rows))
             if rejected:
                 self._store_rejections(conn, rejected)
                 for rej in rejected:
@@ -261,21 +273,65 @@ class BatchWriter:
                                     SET online = EXCLUDED.online, changed_at = EXCLUDED.changed_at
                                     WHERE bridge_status.changed_at <= EXCLUDED.changed_at""",
                                  (known.id, online, at))
+        self._remember_stored(rows)  # committed: a pass that reads these minutes now sees them
         return result
 
-    def _queue_rollups(self, conn: psycopg.Connection[Any], work: RollupWork) -> None:
+    def _remember_stored(self, rows: Rows) -> None:
+        """Note a committed time of each sensor in `rows` (ids past _STORED_TS_IDS stay unknown)."""
+        if not rows.count:
+            return
+        ids, ts = rows.columns[0], rows.columns[1]
+        keep = ids < _STORED_TS_IDS
+        ids, ts = ids[keep], ts[keep]
+        if len(ids) and int(ids.max()) >= len(self._stored_ts):
+            grown = np.full(min(_STORED_TS_IDS, max(int(ids.max()) + 1, 2 * len(self._stored_ts))), np.nan)
+            grown[:len(self._stored_ts)] = self._stored_ts
+            self._stored_ts = grown
+        self._stored_ts[ids] = ts
+
+    def _left_pads(self, conn: psycopg.Connection[Any], rows: Rows) -> list[bool]:
+        """Per queue row of `rows.dirty`: must its pass re-compute the minute before its own?
+
+        A reading changes the minute before its own only as its sensor's first reading of
+        the minute, within the integration gap of the minute's start (the segment from the
+        sensor's last reading before). Such a reading matters only if a pass may already
+        have read that minute without it (`rollup_queue.minutes_read`): then its queue row
+        says so, and its pass re-computes the minute before. A sensor with a reading
+        committed earlier in [minute start, this reading] has had its first already."""
+        work = rows.dirty
+        assert work is not None
+        if self.rollup_gap_s is None:
+            return [True] * len(work.minutes)
+        ids, ts = rows.columns[0], rows.columns[1]
+        starts = np.floor(ts / 60.0) * 60.0
+        early = np.flatnonzero(ts < starts + self.rollup_gap_s)
+        known = np.full(len(early), np.nan)
+        inside = ids[early] < len(self._stored_ts)
+        known[inside] = self._stored_ts[ids[early][inside]]
+        first = early[~((known >= starts[early]) & (known <= ts[early]))]  # NaN compares False
+        if not len(first):
+            return [False] * len(work.minutes)
+        firsts_by_minute = {float(m): ids[first][starts[first] == m] for m in np.unique(starts[first])}
+        has_first = [m in firsts_by_minute and bool(np.isin(work.ids.values[lo - 1:hi], firsts_by_minute[m]).any())
+                     for m, lo, hi in zip(work.minutes, work.lo, work.hi, strict=True)]
+        before = [(shard, m - 60.0) for shard, m, f in zip(work.shards, work.minutes, has_first, strict=True) if f]
+        read = minutes_read(conn, before)
+        return [f and (shard, m - 60.0) in read for shard, m, f in zip(work.shards, work.minutes, has_first,
+                                                                        strict=True)]
+
+    def _queue_rollups(self, conn: psycopg.Connection[Any], work: RollupWork, left_pads: list[bool]) -> None:
         """One computation per closed minute, not one per batch: every batch of a minute's
         readings in a shard is taken by the same pass once it is due. One statement: the
         rows slice one id array, so a batch across many shards costs one round trip."""
         settle = self.rollup_settle_s
         due = [0.0 if settle is None else m + 60.0 + settle for m in work.minutes]  # 0: now
-        conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, not_before, shard)
+        conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, not_before, shard, left_pad)
                         SELECT to_timestamp(w.m), to_timestamp(w.m) + interval '1 minute',
-                               (%(ids)b::bigint[])[w.lo:w.hi], greatest(now(), to_timestamp(w.due)), w.shard
+                               (%(ids)b::bigint[])[w.lo:w.hi], greatest(now(), to_timestamp(w.due)), w.shard, w.pad
                         FROM unnest(%(m)s::float8[], %(due)s::float8[], %(shard)s::int[], %(lo)s::int[],
-                                    %(hi)s::int[]) AS w(m, due, shard, lo, hi)""",
+                                    %(hi)s::int[], %(pad)s::bool[]) AS w(m, due, shard, lo, hi, pad)""",
                      {"ids": work.ids, "m": work.minutes, "due": due, "shard": work.shards, "lo": work.lo,
-                      "hi": work.hi})
+                      "hi": work.hi, "pad": left_pads})
 
     def _map(self, conn: psycopg.Connection[Any], unmapped: list[tuple[RawPack, str, DecodedPack]],
              rejected: list[_Rejected]) -> list[Columns]:

@@ -34,6 +34,56 @@ SITE_LOCK_CLASS = 0x726F_6C6C  # the first key of a site's two-key lock (a lock 
 SHARD_LOCK_CLASS = 0x7368_7264  # "shrd"
 #: How many of the oldest due shards a pass looks at before it gives up claiming more.
 _SHARD_CANDIDATES = 64
+#: The first key of a (shard, minute)'s lock is this plus the shard (mod 256), the second the
+#: minute's number: a pass reading a shard's minute holds it exclusively, a gateway commit
+#: that may change that minute tries it shared (`minutes_read`, `read_minutes`).
+MINUTE_LOCK_CLASS = 0x6D69_6E00  # "min\0"
+
+
+def _minute_lock(shard: int, minute_s: float) -> tuple[int, int]:
+    return MINUTE_LOCK_CLASS + shard % 256, int(minute_s // 60) % 2_147_483_647
+
+
+def read_minutes(conn: psycopg.Connection[Any], pairs: Sequence[tuple[int, float]]) -> None:
+    """Before a pass reads the readings of these (shard, minute start in Unix s) pairs: hold
+    each one's lock exclusively until the transaction ends (waiting out the gateway commits
+    that hold it shared) and record it read (`rollup_minutes_read`). A gateway commit that
+    then finds it read knows this pass may not have seen its readings."""
+    if not pairs:
+        return
+    keys = sorted({_minute_lock(shard, minute) for shard, minute in pairs})
+    conn.execute("SELECT count(pg_advisory_xact_lock(k1, k2)) FROM unnest(%s::int[], %s::int[]) AS k(k1, k2)",
+                 ([k[0] for k in keys], [k[1] for k in keys]))
+    conn.execute("""INSERT INTO rollup_minutes_read (shard, minute)
+                    SELECT DISTINCT s, to_timestamp(m) FROM unnest(%s::int[], %s::float8[]) AS x(s, m)
+                    ON CONFLICT DO NOTHING""", ([p[0] for p in pairs], [float(p[1]) for p in pairs]))
+    conn.execute("DELETE FROM rollup_minutes_read WHERE minute < now() - interval '2 hours'")
+
+
+def minutes_read(conn: psycopg.Connection[Any], pairs: Sequence[tuple[int, float]]) -> set[tuple[int, float]]:
+    """Of these (shard, minute start) pairs, those a pass may have read without this
+    transaction's writes: one is reading it now (its lock is held), or one has read it. Any
+    other pair's lock is now held shared until this transaction ends, so a pass that reads
+    it will read after this transaction commits, and see its writes. Never waits."""
+    if not pairs:
+        return set()
+    unique = sorted(set(pairs))
+    # The locks first, in a statement of their own: the look at `rollup_minutes_read` must
+    # come after them, or a pass could record the minute between the look and the lock.
+    got = conn.execute("""SELECT pg_try_advisory_xact_lock_shared(k1, k2)
+                          FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(k1, k2, n) ORDER BY n""",
+                       ([_minute_lock(*p)[0] for p in unique], [_minute_lock(*p)[1] for p in unique])).fetchall()
+    held = [p for p, (ok,) in zip(unique, got, strict=True) if ok]
+    out = {p for p, (ok,) in zip(unique, got, strict=True) if not ok}
+    if held:
+        # A minute older than the records `read_minutes` keeps counts as read.
+        out |= {(int(s), float(m)) for s, m in conn.execute(
+            """SELECT x.s, x.m FROM unnest(%s::int[], %s::float8[]) AS x(s, m)
+               WHERE to_timestamp(x.m) < now() - interval '90 minutes'
+                  OR EXISTS (SELECT 1 FROM rollup_minutes_read r
+                             WHERE r.shard = x.s AND r.minute = to_timestamp(x.m))""",
+            ([p[0] for p in held], [float(p[1]) for p in held]))}
+    return out
 
 
 def claim_shards(conn: psycopg.Connection[Any], most: int) -> list[int]:
