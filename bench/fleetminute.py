@@ -85,10 +85,13 @@ def load_readings(stack: Stack, minute: int) -> int:
 
 def queue_minute(conn: psycopg.Connection[Any], minute: int, shards: int) -> None:
     """The minute's work as the gateway queues it, one row per shard of sites, due now: stored
-    while the minute ran (before it was due), as real-time readings are."""
-    conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, queued_at, not_before, shard)
+    while the minute ran (before it was due), as real-time readings are, and each sensor's
+    first reading of the minute before the minute before was read (`left_pad` false: the
+    gateway's word when a bridge's first sweep of a minute lands within the settle)."""
+    conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, queued_at, not_before, shard, left_pad)
                     SELECT to_timestamp(%(m)s), to_timestamp(%(m)s) + interval '1 minute',
-                           array_agg(s.id ORDER BY s.id), now() - interval '2 s', now(), b.site_id %% %(shards)s
+                           array_agg(s.id ORDER BY s.id), now() - interval '2 s', now(), b.site_id %% %(shards)s,
+                           false
                     FROM sensors s JOIN bridges b ON b.id = s.bridge_id GROUP BY b.site_id %% %(shards)s""",
                  {"m": minute * 60.0, "shards": shards})
 
