@@ -136,6 +136,17 @@ def lag_buckets(ports: list[int]) -> tuple[dict[float, float], float, float]:
     return buckets, count, total
 
 
+def counter_total(ports: list[int], name: str) -> float:
+    """A counter summed over the workers' /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for port in ports
+               for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics",
+                                                                       timeout=5).text)
+               for sample in family.samples if sample.name == name)
+
+
 def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """The upper bound of the bucket holding quantile q of what was observed between the two reads."""
     seen = {b: after[b] - before.get(b, 0.0) for b in sorted(after)}
@@ -174,8 +185,12 @@ def run() -> list[Row]:
                 others_before = {k: cpu_s(v) for k, v in others.items()}
                 machine_before = psutil.cpu_times()
                 hist_before, count_before, sum_before = lag_buckets(ports)
+                rows_before = [counter_total(ports, f"wattline_rollup_{c}_rows_total")
+                               for c in ("real_time", "minute_before")]
                 overdue = overdue_samples(stack, PHASE_S)
                 hist_after, count_after, sum_after = lag_buckets(ports)
+                real_time, minute_before = (counter_total(ports, f"wattline_rollup_{c}_rows_total") - b
+                                            for c, b in zip(("real_time", "minute_before"), rows_before, strict=True))
                 rate = (sent[0] - sent_before) / PHASE_S
                 cpu = [sum(psutil.Process(w.pid).cpu_times()[:2]) - sum(c[:2])
                        for w, c in zip(workers, cpu_before, strict=True)]
@@ -202,6 +217,10 @@ def run() -> list[Row]:
                         "target ≤ 60 s: newest readings stored → 1-minute rollups committed"),
                     Row("rollups in the loop", f"{label}: due work overdue, p99", percentile(overdue, 99), "s",
                         f"sampled each second; first third {early:.1f} s, last third {late:.1f} s (growing?)"),
+                    Row("rollups in the loop", f"{label}: real-time work that re-computed the minute before",
+                        100 * minute_before / max(real_time, 1), "%",
+                        f"{minute_before:,.0f} of {real_time:,.0f} queue rows: a first reading stored after that "
+                        "minute was read (`left_pad`)"),
                     Row("rollups in the loop", f"{label}: worker CPU", 100 * sum(cpu) / PHASE_S, "% of a core",
                         " + ".join(f"{100 * c / PHASE_S:.0f} %" for c in cpu)),
                     *(Row("rollups in the loop", f"{label}: {name} CPU", 100 * c / PHASE_S, "% of a core")
