@@ -208,7 +208,7 @@ def run() -> list[Row]:
                 rows += [
                     Row("rollups in the loop", f"{label}: queue rows waiting at the end", float(queued[0] if queued
                                                                                               else 0), "rows"),
-                    Row("rollups in the loop", f"{label}: readings/s ingested", rate, "readings/s", note),
+                    Row("rollups in the loop", f"{label}: readings/s published", rate, "readings/s", note),
                     Row("rollups in the loop", f"{label}: rollup lag p50 ≤", bucket_quantile(hist_before,
                                                                                           hist_after, 0.5), "s",
                         f"{minutes:,.0f} minutes observed; mean {(sum_after - sum_before) / max(minutes, 1):.1f} s"),
