@@ -562,8 +562,8 @@ class _Wiring:
         node_spans: dict[int, list[Span]] = defaultdict(list)
         sensor_spans: dict[int, list[Span]] = defaultdict(list)
         meters: set[int] = set()
-        at_sites = {int(n) for (n,) in fetch_tuples(conn, "SELECT id FROM nodes WHERE site_id = ANY(%s)",
-                                                      (site_ids,))}
+        nodes = fetch_tuples(conn, "SELECT id, flow = 'generation' FROM nodes WHERE site_id = ANY(%s)", (site_ids,))
+        at_sites = {int(n) for n, _ in nodes}
         for sensor, node, start, end, reports_power in fetch_tuples(conn, """
                 SELECT a.sensor_id, a.node_id, extract(epoch FROM a.valid_from)::float8,
                        extract(epoch FROM a.valid_to)::float8, s.reports_power
@@ -577,9 +577,7 @@ class _Wiring:
                 node_spans[span[1]].append(span)
             if reports_power:
                 meters.add(span[0])
-        generating = {int(n) for (n,) in fetch_tuples(
-            conn, "SELECT id FROM nodes WHERE site_id = ANY(%s) AND flow = 'generation'", (site_ids,))}
-        return cls(node_spans, sensor_spans, meters, generating)
+        return cls(node_spans, sensor_spans, meters, {int(n) for n, generates in nodes if generates})
 
 
 def _spans(conn: psycopg.Connection[Any], by: str, ids: list[int]) -> list[Span]:

@@ -68,13 +68,19 @@ def minutes_read(conn: psycopg.Connection[Any], pairs: Sequence[tuple[int, float
     if not pairs:
         return set()
     unique = sorted(set(pairs))
+    keys = [_minute_lock(*p) for p in unique]
     # The locks first, in a statement of their own: the look at `rollup_minutes_read` must
     # come after them, or a pass could record the minute between the look and the lock.
     got = conn.execute("""SELECT pg_try_advisory_xact_lock_shared(k1, k2)
                           FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(k1, k2, n) ORDER BY n""",
-                       ([_minute_lock(*p)[0] for p in unique], [_minute_lock(*p)[1] for p in unique])).fetchall()
-    held = [p for p, (ok,) in zip(unique, got, strict=True) if ok]
-    out = {p for p, (ok,) in zip(unique, got, strict=True) if not ok}
+                       ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+    held: list[tuple[int, float]] = []
+    out: set[tuple[int, float]] = set()
+    for pair, (ok,) in zip(unique, got, strict=True):
+        if ok:
+            held.append(pair)
+        else:
+            out.add(pair)
     if held:
         # A minute older than the records `read_minutes` keeps counts as read.
         out |= {(int(s), float(m)) for s, m in conn.execute(
