@@ -114,37 +114,33 @@ def overdue_samples(stack: Stack, seconds: float) -> list[float]:
     return out
 
 
-def lag_buckets(ports: list[int]) -> tuple[dict[float, float], float, float]:
-    """The workers' lag histograms summed: (cumulative count by bucket bound, count, sum)."""
+ROWS_COUNTERS = ("wattline_rollup_real_time_rows_total", "wattline_rollup_minute_before_rows_total")
+
+
+def worker_metrics(ports: list[int]) -> tuple[dict[float, float], float, float, list[float]]:
+    """The workers' /metrics summed, each read once: the lag histogram (cumulative count by
+    bucket bound, count, sum) and the ROWS_COUNTERS."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
     buckets: dict[float, float] = {}
     count = total = 0.0
+    counters = dict.fromkeys(ROWS_COUNTERS, 0.0)
     for port in ports:
         for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text):
-            if family.name != "wattline_rollup_lag_seconds":
-                continue
             for sample in family.samples:
-                if sample.name.endswith("_bucket"):
+                if sample.name in counters:
+                    counters[sample.name] += sample.value
+                elif family.name != "wattline_rollup_lag_seconds":
+                    continue
+                elif sample.name.endswith("_bucket"):
                     bound = float(sample.labels["le"])
                     buckets[bound] = buckets.get(bound, 0.0) + sample.value
                 elif sample.name.endswith("_count"):
                     count += sample.value
                 elif sample.name.endswith("_sum"):
                     total += sample.value
-    return buckets, count, total
-
-
-def counter_total(ports: list[int], name: str) -> float:
-    """A counter summed over the workers' /metrics."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(sample.value for port in ports
-               for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics",
-                                                                       timeout=5).text)
-               for sample in family.samples if sample.name == name)
+    return buckets, count, total, [counters[c] for c in ROWS_COUNTERS]
 
 
 def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -184,13 +180,10 @@ def run() -> list[Row]:
                           "publisher (this bench)": [psutil.Process()]}
                 others_before = {k: cpu_s(v) for k, v in others.items()}
                 machine_before = psutil.cpu_times()
-                hist_before, count_before, sum_before = lag_buckets(ports)
-                rows_before = [counter_total(ports, f"wattline_rollup_{c}_rows_total")
-                               for c in ("real_time", "minute_before")]
+                hist_before, count_before, sum_before, rows_before = worker_metrics(ports)
                 overdue = overdue_samples(stack, PHASE_S)
-                hist_after, count_after, sum_after = lag_buckets(ports)
-                real_time, minute_before = (counter_total(ports, f"wattline_rollup_{c}_rows_total") - b
-                                            for c, b in zip(("real_time", "minute_before"), rows_before, strict=True))
+                hist_after, count_after, sum_after, rows_after = worker_metrics(ports)
+                real_time, minute_before = (a - b for a, b in zip(rows_after, rows_before, strict=True))
                 rate = (sent[0] - sent_before) / PHASE_S
                 cpu = [sum(psutil.Process(w.pid).cpu_times()[:2]) - sum(c[:2])
                        for w, c in zip(workers, cpu_before, strict=True)]
