@@ -3,7 +3,8 @@
 Pricing a month per node from the hourly tier reads 720 rows per node; this tier reads
 about 30 per node and band. It is derived, like every rollup:
 - the rollup worker re-prices the local days it has just re-aggregated, in the same
-  transaction, so the tier never lags the hourly one;
+  transaction, once they are over, so the tier never lags the hourly one; a day still
+  running is left unmarked (readers cost it from the hourly tier);
 - a tariff or site change un-marks the days it can re-price (a trigger in
   `sql/011_band_rollups.sql`), and `price_unpriced_days` re-prices them, newest first;
 - readers use the tier only for days marked in `band_days` and cost every other interval
@@ -27,52 +28,77 @@ from wattline.rollup_queue import lock_all_sites
 
 
 def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datetime]) -> int:
-    """Re-price the site's local days that contain `instants` (a day's midnight names it)
-    and mark them. Returns the number of days marked: none for a site without a tariff
-    (nothing to price)."""
-    site = fetch_tuples(conn, "SELECT timezone, country FROM sites WHERE id = %s", (site_id,))
+    """Re-price the site's local days that contain `instants` (a day's midnight names it) and
+    have ended, and mark them; un-mark those still running. Returns the number of days marked:
+    none for a site without a tariff (nothing to price).
+
+    A day is priced once it is over: readers take the tier only for whole days, and a day in
+    progress costs a reader at most 24 hourly rows a node. Re-pricing it at each interval's
+    close cost a fleet as much as its coarser tiers did, and more as the day went on."""
+    site = fetch_tuples(conn, "SELECT timezone, country, extract(epoch FROM now())::float8 FROM sites WHERE id = %s",
+                        (site_id,))
     versions = load_tariffs(conn, site_id)
     if not site or not versions or not instants:
         return 0
-    tz, country = site[0]
-    resolution = pricing_resolution(versions, tz)
-    step = resolution.minutes * 60.0
+    tz, country, now_s = site[0]
     # The local days as rollups_1d buckets them, with their real lengths (23 or 25 hours across DST).
     starts, ends = bucket_bounds([t.timestamp() for t in instants], Resolution.DAY1, tz)
     spans = sorted({(float(lo), float(hi)) for lo, hi in zip(starts, ends, strict=True)})
+    running = [datetime.fromtimestamp(lo, UTC) for lo, hi in spans if hi > now_s]
+    if running and fetch_tuples(conn, "DELETE FROM band_days WHERE site_id = %s AND day = ANY(%s) RETURNING day",
+                                (site_id, running)):
+        _delete_band_rows(conn, site_id, running)
+    spans = [(lo, hi) for lo, hi in spans if hi <= now_s]
+    if not spans:
+        return 0
+    resolution = pricing_resolution(versions, tz)
+    step = resolution.minutes * 60.0
     days = [datetime.fromtimestamp(lo, UTC) for lo, _ in spans]
     per_day = [np.arange(lo, hi, step) for lo, hi in spans]
     stamps = np.concatenate(per_day)
     day_of = np.concatenate([np.full(len(s), lo) for s, (lo, _) in zip(per_day, spans, strict=True)])
     rates, bands = interval_prices(stamps, versions, tz, country)
-    params = {"site": site_id, "days": days, "stamps": stamps.tolist(), "rates": rates.tolist(), "bands": bands,
-              "day_of": day_of.tolist(), "from": datetime.fromtimestamp(spans[0][0], UTC),
-              "to": datetime.fromtimestamp(spans[-1][1], UTC)}
-    conn.execute("""DELETE FROM rollups_band_1d WHERE node_id IN (SELECT id FROM nodes WHERE site_id = %(site)s)
-                    AND bucket = ANY(%(days)s)""", params)
+    params = {"site": site_id, "days": days, "stamps": [datetime.fromtimestamp(t, UTC) for t in stamps],
+              "rates": rates.tolist(), "bands": bands, "day_of": [datetime.fromtimestamp(d, UTC) for d in day_of],
+              "from": days[0], "to": datetime.fromtimestamp(spans[-1][1], UTC)}
+    _delete_band_rows(conn, site_id, days)
+    # Node by node by the primary key, each row to its interval's rate by `width_bucket` over
+    # the intervals' starts: read by bucket and filtered to the site, each site's day read
+    # every site's rows of that day.
     conn.execute(sql.SQL("""
         INSERT INTO rollups_band_1d (node_id, bucket, band, energy_wh, cost_minor, unmonitored_wh, max_power_w)
-        SELECT r.node_id, to_timestamp(x.day), x.band, sum(r.energy_wh), sum(r.energy_wh / 1000.0 * x.rate),
-               sum(r.unmonitored_wh), max(r.max_power_w)
-        FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::text[], %(day_of)s::float8[])
-             AS x(stamp, rate, band, day)
-        JOIN {} r ON r.bucket = to_timestamp(x.stamp)
-        WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
-          AND r.node_id IN (SELECT id FROM nodes WHERE site_id = %(site)s)
-        GROUP BY r.node_id, x.day, x.band""").format(sql.Identifier(resolution.table)), params)
+        SELECT n.id, a.day, a.band, a.energy_wh, a.cost_minor, a.unmonitored_wh, a.max_power_w
+        FROM nodes n CROSS JOIN LATERAL (
+            SELECT (%(day_of)s::timestamptz[])[r.k] AS day, (%(bands)s::text[])[r.k] AS band,
+                   sum(r.energy_wh) AS energy_wh, sum(r.energy_wh / 1000.0 * (%(rates)s::float8[])[r.k]) AS cost_minor,
+                   sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
+            FROM (SELECT s.bucket, s.energy_wh, s.unmonitored_wh, s.max_power_w,
+                         width_bucket(s.bucket, %(stamps)s::timestamptz[]) AS k
+                  FROM {} s WHERE s.node_id = n.id AND s.bucket >= %(from)s AND s.bucket < %(to)s) r
+            WHERE r.k > 0 AND r.bucket = (%(stamps)s::timestamptz[])[r.k]
+            GROUP BY 1, 2) a
+        WHERE n.site_id = %(site)s""").format(sql.Identifier(resolution.table)), params)
     conn.execute("""INSERT INTO band_days (site_id, day) SELECT %(site)s, unnest(%(days)s::timestamptz[])
                     ON CONFLICT (site_id, day) DO UPDATE SET computed_at = now()""", params)
     return len(days)
 
 
+def _delete_band_rows(conn: psycopg.Connection[Any], site_id: int, days: list[datetime]) -> None:
+    """The site's rows of `days` in the cost tier, node by node (as `price_days` reads)."""
+    conn.execute("""DELETE FROM rollups_band_1d WHERE (node_id, bucket) IN (
+                        SELECT n.id, d FROM nodes n CROSS JOIN unnest(%s::timestamptz[]) d WHERE n.site_id = %s)""",
+                 (days, site_id))
+
+
 def price_unpriced_days(conn: psycopg.Connection[Any], limit: int = 62) -> int:
-    """Price up to `limit` days that have a daily rollup but no mark (new tier, a tariff
-    change), newest first. Runs under the rollup lock. Returns the number of days priced."""
+    """Price up to `limit` days that are over and have a daily rollup but no mark (new tier, a
+    tariff change), newest first. Runs under the rollup lock. Returns the number of days priced."""
     with conn.transaction():
         lock_all_sites(conn)
         todo = fetch_tuples(conn, """
             SELECT n.site_id, r.bucket FROM rollups_1d r JOIN nodes n ON n.id = r.node_id AND n.kind = 'site'
             WHERE EXISTS (SELECT 1 FROM tariffs t WHERE t.site_id = n.site_id)
+              AND r.bucket + interval '25 hours' <= now()  -- over (no local day is longer): see price_days
               AND NOT EXISTS (SELECT 1 FROM band_days b WHERE b.site_id = n.site_id AND b.day = r.bucket)
             ORDER BY r.bucket DESC LIMIT %s""", (limit,))
         by_site: dict[int, list[datetime]] = {}

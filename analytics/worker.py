@@ -500,32 +500,39 @@ class RollupEngine:
         for source, target in _TIERS:
             starts, ends = bucket_bounds(stamps, target, tz)
             bounds = np.unique(np.stack([starts, ends], axis=1), axis=0)
-            # The whole span as constants too: with only the join's per-bucket bounds, a
-            # history of days made the planner scan the source once per touched bucket
-            # (a month's back-fill of one sensor spent 80 % of its pass here).
-            params = {"starts": bounds[:, 0].tolist(), "ends": bounds[:, 1].tolist(), "fine": source.minutes * 60,
+            params = {"starts": [datetime.fromtimestamp(b, UTC) for b in bounds[:, 0]],
+                      "ends": [datetime.fromtimestamp(e, UTC) for e in bounds[:, 1]], "fine": source.minutes * 60,
                       "site": site_id, "swept": list(swept), "lo": datetime.fromtimestamp(bounds[0, 0], UTC),
                       "hi": datetime.fromtimestamp(bounds[:, 1].max(), UTC)}
-            # coverage is a real: sum(real) adds in single precision, in the order rows come,
-            # so the same rows gave a 15-minute mean power differing in its 7th digit between
-            # an incremental pass and a full recompute. Summed as float8, the order does not show.
+            # Node by node, each over [lo, hi) by the primary key, a source row to its bucket by
+            # `width_bucket`. Read by bucket and filtered to the site's nodes, every site's
+            # interval read the whole fleet's rows of that interval: at 667 sites, the close
+            # of an interval cost each site 0.29 s, 24 times what it costs node by node. A
+            # range join to the buckets instead made a month's back-fill scan the source once
+            # per bucket. coverage is a real: sum(real) adds in single precision, in the order
+            # rows come, so it is summed as float8, where the order does not show.
             conn.execute(sql.SQL("""
-                WITH touched AS (SELECT to_timestamp(s) AS b, to_timestamp(e) AS e
-                                 FROM unnest(%(starts)s::float8[], %(ends)s::float8[]) x(s, e))
                 INSERT INTO {target} (node_id, bucket, energy_wh, mean_power_w, max_power_w, mean_current_a,
                                       samples, coverage, unmonitored_wh, generation_wh, export_wh)
-                SELECT r.node_id, t.b, sum(r.energy_wh),
-                       COALESCE(sum(r.mean_power_w * r.coverage) / NULLIF(sum(r.coverage::float8), 0), 0),
-                       max(r.max_power_w),
-                       COALESCE(sum(r.mean_current_a * r.coverage) / NULLIF(sum(r.coverage::float8), 0), 0),
-                       sum(r.samples),
-                       LEAST(sum(r.coverage::float8) * %(fine)s / extract(epoch FROM t.e - t.b), 1),
-                       sum(r.unmonitored_wh), sum(r.generation_wh), sum(r.export_wh)
-                FROM touched t
-                JOIN {source} r ON r.bucket >= t.b AND r.bucket < t.e
-                WHERE r.node_id IN (SELECT id FROM nodes WHERE site_id = %(site)s)
-                  AND r.bucket >= %(lo)s AND r.bucket < %(hi)s
-                GROUP BY r.node_id, t.b, t.e
+                SELECT n.id, a.b, a.energy_wh, a.mean_power_w, a.max_power_w, a.mean_current_a, a.samples,
+                       a.coverage, a.unmonitored_wh, a.generation_wh, a.export_wh
+                FROM nodes n CROSS JOIN LATERAL (
+                    SELECT (%(starts)s::timestamptz[])[r.k] AS b, sum(r.energy_wh) AS energy_wh,
+                           COALESCE(sum(r.mean_power_w * r.coverage) / NULLIF(sum(r.coverage::float8), 0), 0)
+                               AS mean_power_w,
+                           max(r.max_power_w) AS max_power_w,
+                           COALESCE(sum(r.mean_current_a * r.coverage) / NULLIF(sum(r.coverage::float8), 0), 0)
+                               AS mean_current_a,
+                           sum(r.samples) AS samples,
+                           LEAST(sum(r.coverage::float8) * %(fine)s / extract(epoch FROM
+                                 (%(ends)s::timestamptz[])[r.k] - (%(starts)s::timestamptz[])[r.k]), 1) AS coverage,
+                           sum(r.unmonitored_wh) AS unmonitored_wh, sum(r.generation_wh) AS generation_wh,
+                           sum(r.export_wh) AS export_wh
+                    FROM (SELECT s.*, width_bucket(s.bucket, %(starts)s::timestamptz[]) AS k FROM {source} s
+                          WHERE s.node_id = n.id AND s.bucket >= %(lo)s AND s.bucket < %(hi)s) r
+                    WHERE r.bucket < (%(ends)s::timestamptz[])[r.k]
+                    GROUP BY r.k) a
+                WHERE n.site_id = %(site)s
                 ON CONFLICT (node_id, bucket) DO UPDATE SET
                     energy_wh = EXCLUDED.energy_wh, mean_power_w = EXCLUDED.mean_power_w,
                     max_power_w = EXCLUDED.max_power_w, mean_current_a = EXCLUDED.mean_current_a,
@@ -535,8 +542,8 @@ class RollupEngine:
                 target=sql.Identifier(target.table), source=sql.Identifier(source.table)), params)
             if swept:  # a swept node's bucket that this pass did not rewrite has no data left
                 conn.execute(sql.SQL("""
-                    DELETE FROM {target} r USING unnest(%(starts)s::float8[]) x(s)
-                    WHERE r.node_id = ANY(%(swept)s) AND r.bucket = to_timestamp(x.s)
+                    DELETE FROM {target} r
+                    WHERE r.node_id = ANY(%(swept)s) AND r.bucket = ANY(%(starts)s::timestamptz[])
                       AND r.computed_at <> now()""").format(target=sql.Identifier(target.table)), params)
 
 

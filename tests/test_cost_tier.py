@@ -127,3 +127,36 @@ def test_a_tariff_change_unmarks_the_days_it_reprices(db: psycopg.Connection[Any
     # A zone change moves local days: every mark of the site goes.
     db.execute("UPDATE sites SET timezone = 'Europe/Dublin' WHERE id = %s", (priced_site,))
     assert db.execute("SELECT count(*) FROM band_days").fetchone() == (0,)
+
+
+def test_a_day_is_priced_once_it_is_over(db: psycopg.Connection[Any], database_url: str) -> None:
+    """The day in progress is not priced: readers cost it from the hourly tier, and a mark and
+    rows an earlier price left go with the next re-aggregation of the day. Yesterday, over,
+    is priced in the same pass; the idle job leaves today alone too."""
+    site = one_circuit_site(db).site_id
+    add_tariff(db, site, "Day/night", "GBP", datetime(2026, 1, 1, tzinfo=LONDON), UK_STYLE_BANDS)
+    now = datetime.now(LONDON)
+    today = datetime.combine(now.date(), time(0), LONDON)
+    yesterday = today - timedelta(days=1)
+    start = yesterday + timedelta(hours=12)
+    write(database_url, _readings(start, ((now - start).total_seconds() - 60) / 3600))
+    drain(db)
+    span = (yesterday, today + timedelta(days=1))
+    assert _priced(db, site, *span) == [yesterday]
+    tiered = _costs(db, site, *span)
+    db.execute("DELETE FROM band_days")
+    assert tiered == _costs(db, site, *span) and sum(c[1] for c in tiered.values()) > 0
+    assert price_unpriced_days(db) == 1  # yesterday again; not today
+    assert _priced(db, site, *span) == [yesterday]
+
+    # Today marked and priced as a release before this one left it: the next pass un-marks it.
+    root = db.execute("SELECT min(id) FROM nodes WHERE site_id = %s", (site,)).fetchone()
+    assert root is not None
+    db.execute("INSERT INTO band_days (site_id, day) VALUES (%s, %s)", (site, today))
+    db.execute("""INSERT INTO rollups_band_1d (node_id, bucket, band, energy_wh, cost_minor)
+                  VALUES (%s, %s, 'day', 1, 1)""", (root[0], today))
+    write(database_url, [("CT-1", max(now.timestamp() - 30, today.timestamp() + 1), 20.0)])
+    drain(db)
+    assert _priced(db, site, *span) == [yesterday]
+    assert db.execute("SELECT count(*) FROM rollups_band_1d WHERE bucket = %s", (today,)).fetchone() == (0,)
+    assert price_unpriced_days(db) == 0

@@ -34,7 +34,8 @@ from tests.factories import (
 )
 from tests.fixtures.gateway import RunningGateway
 from wattline import assignments, catalogue
-from wattline.domain import Connection
+from wattline.buckets import bucket_bounds
+from wattline.domain import Connection, Resolution
 from wattline.senml import SENML_TOPIC, encode_pack
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
 
@@ -431,7 +432,11 @@ def test_real_time_minutes_leave_the_coarser_tiers_to_their_interval_close(
     assert {t: snapshot(db, t) for t in deferred} == deferred
     assert db.execute("SELECT node_id, bucket, band, round(cost_minor::numeric, 6) FROM rollups_band_1d "
                       "ORDER BY 1, 2, 3").fetchall() == band
-    assert deferred["rollups_15m"] and band  # the second site is priced
+    assert deferred["rollups_15m"]
+    # Only days that are over are priced (these two intervals' days are, just after midnight).
+    _, ends = bucket_bounds([start, now], Resolution.DAY1, "Europe/Paris")
+    assert count(db, "SELECT count(*) FROM band_days WHERE site_id = %s", second.site_id) in {
+        len({e for e in ends if e <= at}) for at in (now, time.time())}  # a midnight may pass meanwhile
 
 
 def test_two_workers_claim_different_sites_intervals(db: psycopg.Connection[Any], database_url: str) -> None:
