@@ -347,18 +347,25 @@ def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[flo
                         bands: list[str], t_from: datetime, t_to: datetime,
                         resolution: Resolution = Resolution.MIN15) -> list[Row]:
     """Σ energy × rate per node of a site and band, given each interval's rate and band (15-min
-    or hourly intervals). The site's nodes come in as a hashed sub-query: `= ANY(array)` of 500 ids is
-    scanned row by row."""
+    or hourly intervals, `stamps` ascending). Node by node by primary key, a row to its
+    interval by `width_bucket`: read by bucket and kept to the site's nodes, a site's day
+    read every site's rows of it (8 million at 667 sites by evening)."""
     where, params = scope(p)
     return _all(conn, sql.SQL("""
-        SELECT r.node_id, x.band, sum(r.energy_wh) AS energy_wh, sum(r.energy_wh / 1000.0 * x.rate) AS cost_minor,
-               sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
-        FROM unnest(%(stamps)s::float8[], %(rates)s::float8[], %(bands)s::text[]) AS x(stamp, rate, band)
-        JOIN {resolution_table} r ON r.bucket = to_timestamp(x.stamp)
-        WHERE r.bucket >= %(from)s AND r.bucket < %(to)s
-          AND r.node_id IN (SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
-                            JOIN customers c ON c.id = s.customer_id WHERE n.site_id = %(site)s AND {where})
-        GROUP BY r.node_id, x.band""").format(resolution_table=sql.Identifier(resolution.table), where=where),
+        SELECT n.id AS node_id, a.band, a.energy_wh, a.cost_minor, a.unmonitored_wh, a.max_power_w
+        FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+        CROSS JOIN LATERAL (
+            SELECT (%(bands)s::text[])[r.k] AS band, sum(r.energy_wh) AS energy_wh,
+                   sum(r.energy_wh / 1000.0 * (%(rates)s::float8[])[r.k]) AS cost_minor,
+                   sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
+            FROM (SELECT extract(epoch FROM x.bucket)::float8 AS bucket_s, x.energy_wh, x.unmonitored_wh,
+                         x.max_power_w, width_bucket(extract(epoch FROM x.bucket)::float8, %(stamps)s::float8[]) AS k
+                  FROM {resolution_table} x
+                  WHERE x.node_id = n.id AND x.bucket >= %(from)s AND x.bucket < %(to)s) r
+            WHERE r.k > 0 AND r.bucket_s = (%(stamps)s::float8[])[r.k]
+            GROUP BY 1) a
+        WHERE n.site_id = %(site)s AND {where}""").format(resolution_table=sql.Identifier(resolution.table),
+                                                          where=where),
                 {**params, "site": site_id, "stamps": stamps, "rates": rates, "bands": bands,
                  "from": t_from, "to": t_to})
 
@@ -380,16 +387,16 @@ def priced_days(conn: Conn, p: Principal, site_id: int, t_from: datetime, t_to: 
 
 
 def band_costs_by_node(conn: Conn, p: Principal, site_id: int, days: list[datetime]) -> list[Row]:
-    """Energy and cost per node and band over priced days, from the cost tier."""
+    """Energy and cost per node and band over priced days, from the cost tier, node by node."""
     where, params = scope(p)
     return _all(conn, sql.SQL("""
-        SELECT r.node_id, r.band, sum(r.energy_wh) AS energy_wh, sum(r.cost_minor) AS cost_minor,
-               sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
-        FROM rollups_band_1d r
-        WHERE r.bucket = ANY(%(days)s)
-          AND r.node_id IN (SELECT n.id FROM nodes n JOIN sites s ON s.id = n.site_id
-                            JOIN customers c ON c.id = s.customer_id WHERE n.site_id = %(site)s AND {where})
-        GROUP BY r.node_id, r.band""").format(where=where), {**params, "site": site_id, "days": days})
+        SELECT n.id AS node_id, a.band, a.energy_wh, a.cost_minor, a.unmonitored_wh, a.max_power_w
+        FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
+        CROSS JOIN LATERAL (
+            SELECT r.band, sum(r.energy_wh) AS energy_wh, sum(r.cost_minor) AS cost_minor,
+                   sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
+            FROM rollups_band_1d r WHERE r.node_id = n.id AND r.bucket = ANY(%(days)s) GROUP BY r.band) a
+        WHERE n.site_id = %(site)s AND {where}""").format(where=where), {**params, "site": site_id, "days": days})
 
 
 def sensor_readings(conn: Conn, p: Principal, serial: str, t_from: datetime, t_to: datetime) -> tuple[
