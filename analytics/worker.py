@@ -506,8 +506,8 @@ class RollupEngine:
                       "hi": datetime.fromtimestamp(bounds[:, 1].max(), UTC)}
             # Node by node, each over [lo, hi) by the primary key, a source row to its bucket by
             # `width_bucket`. Read by bucket and filtered to the site's nodes, every site's
-            # interval read the whole fleet's rows of that interval: at 667 sites, the close
-            # of an interval cost each site 0.29 s, 24 times what it costs node by node. A
+            # interval read the whole fleet's rows of that interval: at 100 sites the close
+            # cost a site 0.24 s, against 0.037 s node by node (and flat in the fleet). A
             # range join to the buckets instead made a month's back-fill scan the source once
             # per bucket. coverage is a real: sum(real) adds in single precision, in the order
             # rows come, so it is summed as float8, where the order does not show.
