@@ -24,6 +24,7 @@ from analytics.tariffs import interval_prices, load_tariffs, pricing_resolution
 from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
+from wattline.node_costs import node_costs
 from wattline.rollup_queue import lock_all_sites
 
 
@@ -58,26 +59,14 @@ def price_days(conn: psycopg.Connection[Any], site_id: int, instants: list[datet
     stamps = np.concatenate(per_day)
     day_of = np.concatenate([np.full(len(s), lo) for s, (lo, _) in zip(per_day, spans, strict=True)])
     rates, bands = interval_prices(stamps, versions, tz, country)
-    params = {"site": site_id, "days": days, "stamps": [datetime.fromtimestamp(t, UTC) for t in stamps],
-              "rates": rates.tolist(), "bands": bands, "day_of": [datetime.fromtimestamp(d, UTC) for d in day_of],
-              "from": days[0], "to": datetime.fromtimestamp(spans[-1][1], UTC)}
+    params = {"site": site_id, "days": days, "stamps": stamps.tolist(), "rates": rates.tolist(), "bands": bands,
+              "day_of": day_of.tolist(), "from": days[0], "to": datetime.fromtimestamp(spans[-1][1], UTC)}
     _delete_band_rows(conn, site_id, days)
-    # Node by node by the primary key, each row to its interval's rate by `width_bucket` over
-    # the intervals' starts: read by bucket and filtered to the site, each site's day read
-    # every site's rows of that day.
     conn.execute(sql.SQL("""
         INSERT INTO rollups_band_1d (node_id, bucket, band, energy_wh, cost_minor, unmonitored_wh, max_power_w)
         SELECT n.id, a.day, a.band, a.energy_wh, a.cost_minor, a.unmonitored_wh, a.max_power_w
-        FROM nodes n CROSS JOIN LATERAL (
-            SELECT (%(day_of)s::timestamptz[])[r.k] AS day, (%(bands)s::text[])[r.k] AS band,
-                   sum(r.energy_wh) AS energy_wh, sum(r.energy_wh / 1000.0 * (%(rates)s::float8[])[r.k]) AS cost_minor,
-                   sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
-            FROM (SELECT s.bucket, s.energy_wh, s.unmonitored_wh, s.max_power_w,
-                         width_bucket(s.bucket, %(stamps)s::timestamptz[]) AS k
-                  FROM {} s WHERE s.node_id = n.id AND s.bucket >= %(from)s AND s.bucket < %(to)s) r
-            WHERE r.k > 0 AND r.bucket = (%(stamps)s::timestamptz[])[r.k]
-            GROUP BY 1, 2) a
-        WHERE n.site_id = %(site)s""").format(sql.Identifier(resolution.table)), params)
+        FROM nodes n {node_costs} WHERE n.site_id = %(site)s""").format(
+        node_costs=node_costs(resolution, by_day=True)), params)
     conn.execute("""INSERT INTO band_days (site_id, day) SELECT %(site)s, unnest(%(days)s::timestamptz[])
                     ON CONFLICT (site_id, day) DO UPDATE SET computed_at = now()""", params)
     return len(days)

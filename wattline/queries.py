@@ -18,6 +18,7 @@ from wattline.buckets import bucket_bounds
 from wattline.db import PG_EPOCH_US, copy_out_arrays, fetch_all, fetch_one
 from wattline.domain import Resolution
 from wattline.electrical import UNCONFIGURED, electrical
+from wattline.node_costs import node_costs
 from wattline.principal import Principal
 
 Row = dict[str, Any]
@@ -347,25 +348,13 @@ def energy_cost_by_node(conn: Conn, p: Principal, site_id: int, stamps: list[flo
                         bands: list[str], t_from: datetime, t_to: datetime,
                         resolution: Resolution = Resolution.MIN15) -> list[Row]:
     """Σ energy × rate per node of a site and band, given each interval's rate and band (15-min
-    or hourly intervals, `stamps` ascending). Node by node by primary key, a row to its
-    interval by `width_bucket`: read by bucket and kept to the site's nodes, a site's day
-    read every site's rows of it (8 million at 667 sites by evening)."""
+    or hourly intervals, `stamps` ascending): `wattline.node_costs`, as the cost tier prices."""
     where, params = scope(p)
     return _all(conn, sql.SQL("""
         SELECT n.id AS node_id, a.band, a.energy_wh, a.cost_minor, a.unmonitored_wh, a.max_power_w
         FROM nodes n JOIN sites s ON s.id = n.site_id JOIN customers c ON c.id = s.customer_id
-        CROSS JOIN LATERAL (
-            SELECT (%(bands)s::text[])[r.k] AS band, sum(r.energy_wh) AS energy_wh,
-                   sum(r.energy_wh / 1000.0 * (%(rates)s::float8[])[r.k]) AS cost_minor,
-                   sum(r.unmonitored_wh) AS unmonitored_wh, max(r.max_power_w) AS max_power_w
-            FROM (SELECT extract(epoch FROM x.bucket)::float8 AS bucket_s, x.energy_wh, x.unmonitored_wh,
-                         x.max_power_w, width_bucket(extract(epoch FROM x.bucket)::float8, %(stamps)s::float8[]) AS k
-                  FROM {resolution_table} x
-                  WHERE x.node_id = n.id AND x.bucket >= %(from)s AND x.bucket < %(to)s) r
-            WHERE r.k > 0 AND r.bucket_s = (%(stamps)s::float8[])[r.k]
-            GROUP BY 1) a
-        WHERE n.site_id = %(site)s AND {where}""").format(resolution_table=sql.Identifier(resolution.table),
-                                                          where=where),
+        {node_costs}
+        WHERE n.site_id = %(site)s AND {where}""").format(node_costs=node_costs(resolution), where=where),
                 {**params, "site": site_id, "stamps": stamps, "rates": rates, "bands": bands,
                  "from": t_from, "to": t_to})
 
