@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 
 from analytics.kernels import roll_up_tree
-from wattline.db import fetch_tuples
 
 
 @dataclass
@@ -25,12 +22,17 @@ class Tree:
         return {int(n): i for i, n in enumerate(self.node_ids)}
 
 
-def load_trees(conn: psycopg.Connection[Any], site_ids: list[int]) -> Tree:
-    rows = fetch_tuples(
-        conn, """SELECT n.id, n.parent_id, n.site_id,
-                        EXISTS (SELECT 1 FROM sensor_assignments a WHERE a.node_id = n.id) AS measured,
-                        n.flow = 'generation'
-                 FROM nodes n WHERE n.site_id = ANY(%s) ORDER BY n.id""", (site_ids,))
+TreeRow = tuple[int, int | None, int, bool, bool]  # (node, parent, site, measured, generates)
+
+#: A site's nodes as `tree_of` takes them: measured if it has (or had) a sensor of its own.
+TREE_ROWS = """SELECT n.id, n.parent_id, n.site_id,
+                      EXISTS (SELECT 1 FROM sensor_assignments a WHERE a.node_id = n.id) AS measured,
+                      n.flow = 'generation'
+               FROM nodes n WHERE n.site_id = ANY(%s) ORDER BY n.id"""
+
+
+def tree_of(rows: list[TreeRow]) -> Tree:
+    """The tree of `rows` (`TREE_ROWS`, in node order)."""
     children: dict[int | None, list[tuple[int, int, bool, bool]]] = {}
     for node_id, parent_id, site_id, measured, generates in rows:
         children.setdefault(parent_id, []).append((node_id, site_id, measured, generates))

@@ -31,7 +31,6 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,14 +42,14 @@ from prometheus_client import Counter, Histogram
 from psycopg import sql
 
 from analytics.band_rollups import price_days, price_unpriced_days
-from analytics.hierarchy import Tree, load_trees, roll_up
+from analytics.hierarchy import Tree, roll_up
 from analytics.kernels import roll_up_balance
 from analytics.rollup import bucket_stats, readings_power
+from analytics.site_catalogues import SiteCatalogues, Span, Wiring
 from wattline import raw_readings
 from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples
 from wattline.domain import Resolution
-from wattline.electrical import electrical
 from wattline.rollup_queue import claim_coarse_sites, claim_shards, lock_all_sites, lock_sites, read_minutes
 from wattline.service import LoopService
 from wattline.settings import Settings
@@ -92,6 +91,7 @@ class RollupEngine:
         self.shards_per_pass = shards_per_pass
         self.pad_min = max(1, math.ceil(gap_s / 60.0))
         self.horizon_s = horizon_s
+        self.catalogues = SiteCatalogues()
 
     def _oldest_minute(self) -> int | None:
         return None if self.horizon_s is None else math.ceil((time.time() - self.horizon_s) / 60.0)
@@ -263,8 +263,8 @@ class RollupEngine:
         # Before anything of these sites is read or written: another worker writing one of them
         # commits first, and what is read below then includes its writes.
         lock_sites(conn, sorted(site_tz))
-        wiring = _Wiring.load(conn, sorted(site_tz))
-        params = electrical(conn, sorted({sp[1] for sps in wiring.sensor_spans.values() for sp in sps}))
+        catalogue = self.catalogues.read(conn, sorted(site_tz))
+        wiring, params = catalogue.wiring, catalogue.electrics
         all_minutes = sorted(set().union(*node_minutes.values()))
         for lo, hi in _windows(all_minutes):
             nodes = [n for n, mins in node_minutes.items() if n in node_site and any(lo <= m <= hi for m in mins)]
@@ -277,7 +277,7 @@ class RollupEngine:
             minutes_by_site: Minutes = defaultdict(set)
             for n in nodes:
                 minutes_by_site[node_site[n]] |= {m for m in node_minutes[n] if lo <= m <= hi}
-            swept = self._hierarchy(conn, sites, minutes_by_site, sweep, wiring, computed)
+            swept = self._hierarchy(conn, catalogue.tree(sites), minutes_by_site, sweep, wiring, computed)
             for site in sites:
                 minutes = sorted(minutes_by_site[site])
                 if defer_coarse and not swept:
@@ -333,7 +333,7 @@ class RollupEngine:
                                  (site, _retry_in_s(attempts), attempts, _error_text(exc), [b for b, _ in buckets]))
         return len(due)
 
-    def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], wiring: _Wiring, params: dict[int, Any],
+    def _circuits(self, conn: psycopg.Connection[Any], nodes: list[int], wiring: Wiring, params: dict[int, Any],
                   node_minutes: Minutes, lo: int, hi: int, sweep: set[int]) -> Own:
         """The measured nodes' own 1-minute rows over [lo, hi], from their sensors' readings;
         returns them as `_hierarchy` reads them back (`Own`)."""
@@ -410,13 +410,12 @@ class RollupEngine:
         return {(r[0], round(r[1] / 60)): (r[2], r[3], r[4], r[5], r[6], float(np.float32(min(r[7], 1.0))),
                                           r[9] or 0.0) for r in rows}
 
-    def _hierarchy(self, conn: psycopg.Connection[Any], sites: list[int], minutes_by_site: Minutes,
-                   sweep: set[int], wiring: _Wiring, computed: Own) -> set[int]:
+    def _hierarchy(self, conn: psycopg.Connection[Any], tree: Tree, minutes_by_site: Minutes,
+                   sweep: set[int], wiring: Wiring, computed: Own) -> set[int]:
         """Re-sum the sites' trees for their minutes; returns the swept nodes with their ancestors.
 
         The measured nodes' own rows are those `_circuits` just wrote (`computed`); only nodes
         it did not write in every minute are read back (in real time: none)."""
-        tree = load_trees(conn, sites)
         if len(tree.node_ids) == 0:
             return set()
         minutes = sorted(set().union(*minutes_by_site.values()))
@@ -547,44 +546,7 @@ class RollupEngine:
                       AND r.computed_at <> now()""").format(target=sql.Identifier(target.table)), params)
 
 
-Span = tuple[int, int, float, float]  # (sensor, node, valid from, valid to) in epoch seconds, ±inf open
-
-
 Own = dict[tuple[int, int], tuple[float, ...]]  # (node, minute) -> a 1-minute row's _COLUMNS + generation_wh
-
-
-@dataclass
-class _Wiring:
-    """Who measures what at a pass's sites, read once a pass: every assignment span of every
-    sensor ever assigned there (by node, and by sensor wherever it was), the meters that
-    report signed power, and the generating nodes."""
-
-    node_spans: dict[int, list[Span]]
-    sensor_spans: dict[int, list[Span]]
-    meters: set[int]
-    generating: set[int]
-
-    @classmethod
-    def load(cls, conn: psycopg.Connection[Any], site_ids: list[int]) -> _Wiring:
-        node_spans: dict[int, list[Span]] = defaultdict(list)
-        sensor_spans: dict[int, list[Span]] = defaultdict(list)
-        meters: set[int] = set()
-        nodes = fetch_tuples(conn, "SELECT id, flow = 'generation' FROM nodes WHERE site_id = ANY(%s)", (site_ids,))
-        at_sites = {int(n) for n, _ in nodes}
-        for sensor, node, start, end, reports_power in fetch_tuples(conn, """
-                SELECT a.sensor_id, a.node_id, extract(epoch FROM a.valid_from)::float8,
-                       extract(epoch FROM a.valid_to)::float8, s.reports_power
-                FROM sensor_assignments a JOIN sensors s ON s.id = a.sensor_id
-                WHERE a.sensor_id IN (SELECT b.sensor_id FROM sensor_assignments b JOIN nodes n ON n.id = b.node_id
-                                      WHERE n.site_id = ANY(%s))
-                ORDER BY a.sensor_id, a.valid_from""", (site_ids,)):
-            span = (int(sensor), int(node), float(start), float(end))
-            sensor_spans[span[0]].append(span)
-            if span[1] in at_sites:
-                node_spans[span[1]].append(span)
-            if reports_power:
-                meters.add(span[0])
-        return cls(node_spans, sensor_spans, meters, {int(n) for n, generates in nodes if generates})
 
 
 def _spans(conn: psycopg.Connection[Any], by: str, ids: list[int]) -> list[Span]:

@@ -197,6 +197,19 @@ def snapshot(db: psycopg.Connection[Any], table: str) -> dict[tuple[int, datetim
     return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
 
+def equals_a_recompute_from_scratch(db: psycopg.Connection[Any], t_from: datetime, t_to: datetime) -> None:
+    """Every rollup table as the queue left it equals a re-computation of [t_from, t_to) from
+    scratch by a fresh engine (which replaces it)."""
+    from analytics.worker import RollupEngine
+
+    kept = {t: snapshot(db, t) for t in ROLLUP_TABLES}
+    for table in ROLLUP_TABLES:
+        db.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+    RollupEngine(GAP).recompute_range(db, t_from, t_to)
+    for table in ROLLUP_TABLES:
+        assert snapshot(db, table) == kept[table], table
+
+
 # -- the simulator ---------------------------------------------------------------------------------
 def one_reading(bridge: str, serial: str, t: float) -> list[RawPack]:
     """A batch of one pack from `bridge` with one current reading, received at `t`."""

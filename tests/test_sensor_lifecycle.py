@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from analytics.worker import RollupEngine
-from tests.factories import GAP, ROLLUP_TABLES, auth, count, drain, snapshot, write
+from tests import factories
+from tests.factories import ROLLUP_TABLES, auth, count, drain, write
 from wattline.accounts import create_user, issue_key
 from wattline.domain import Connection, Role
 from wattline.site_builder import BuiltSite, CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
@@ -85,12 +86,7 @@ def holds(db: psycopg.Connection[Any], built: BuiltSite, want: dict[str, float])
 
 
 def equals_a_recompute_from_scratch(db: psycopg.Connection[Any]) -> None:
-    incremental = {t: snapshot(db, t) for t in ROLLUP_TABLES}
-    for table in ROLLUP_TABLES:
-        db.execute(psycopg.sql.SQL("DELETE FROM {}").format(psycopg.sql.Identifier(table)))
-    RollupEngine(GAP).recompute_range(db, T0 - timedelta(days=1), T0 + timedelta(days=1))
-    for table in ROLLUP_TABLES:
-        assert snapshot(db, table) == incremental[table], table
+    factories.equals_a_recompute_from_scratch(db, T0 - timedelta(days=1), T0 + timedelta(days=1))
 
 
 def at(minutes: int) -> str:
