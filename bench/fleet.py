@@ -38,6 +38,8 @@ from alerts.scheduler import run_pass
 from alerts.store import create_rule
 from bench.common import Row, Stack, percentile, services
 from bench.ingest import start_gateway, wait_healthy
+from bench.mqtt_wire import KEEPALIVE_S, packet, publish_packet
+from bench.mqtt_wire import field as wire_field
 from ingest.broker_security import write_initial_config
 from wattline import bridge_credentials, catalogue
 from wattline.bridge_credentials import BrokerChange
@@ -47,36 +49,17 @@ from wattline.site_builder import build_tenant
 
 BRIDGES = int(os.environ.get("WATTLINE_BENCH_BRIDGES", "10000"))
 SENSORS, PERIOD_S, PER_SITE = 30, 10.0, 500
-KEEPALIVE_S = 60
 DOWN_S = 5.0
 STEADY_S = 40.0
-
-
-def _field(data: bytes) -> bytes:
-    return struct.pack("!H", len(data)) + data
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    size, length = len(body), bytearray()
-    while True:
-        byte, size = size % 128, size // 128
-        length.append(byte | (0x80 if size else 0))
-        if not size:
-            return bytes([first]) + bytes(length) + body
 
 
 def connect_packet(client_id: str, password: str) -> bytes:
     will = STATUS_TOPIC.format(bridge=client_id).encode()
     # username, password, will retain, will QoS 1, will, persistent session (clean = 0)
     flags = 0x80 | 0x40 | 0x20 | 0x08 | 0x04
-    return _packet(0x10, _field(b"MQTT") + bytes([4, flags]) + struct.pack("!H", KEEPALIVE_S)
-                   + _field(client_id.encode()) + _field(will) + _field(b"offline")
-                   + _field(client_id.encode()) + _field(password.encode()))
-
-
-def publish_packet(topic: bytes, pid: int, payload: bytes, *, retain: bool = False, dup: bool = False) -> bytes:
-    first = 0x32 | (0x08 if dup else 0) | (0x01 if retain else 0)
-    return _packet(first, _field(topic) + struct.pack("!H", pid) + payload)
+    return packet(0x10, wire_field(b"MQTT") + bytes([4, flags]) + struct.pack("!H", KEEPALIVE_S)
+                   + wire_field(client_id.encode()) + wire_field(will) + wire_field(b"offline")
+                   + wire_field(client_id.encode()) + wire_field(password.encode()))
 
 
 @dataclass
