@@ -80,13 +80,18 @@ Minutes = dict[int, set[int]]
 class RollupEngine:
     """Re-computes the rollups of queued minutes; `gap_s` is the longest gap integration bridges.
 
+    `near_s` (default half the gap: one and a half report intervals at the default gap
+    factor of 3): how far past a window's ends readings are read first; a sensor with no
+    reading that near is read again out to the gap (`raw_readings.read_for_integration`).
+
     `horizon_s` (`Settings.late_data_horizon_s`): minutes older than this are never
     re-computed, since retention has dropped part of the raw readings and 1-minute rows
     their hours and days were summed from; the kept coarse rows stay as they are."""
 
-    def __init__(self, gap_s: float, *, horizon_s: float | None = None, shards_per_pass: int = 4,
-                 coarse_delay_s: float | None = None) -> None:
+    def __init__(self, gap_s: float, *, near_s: float | None = None, horizon_s: float | None = None,
+                 shards_per_pass: int = 4, coarse_delay_s: float | None = None) -> None:
         self.gap_s = gap_s
+        self.near_s = gap_s / 2 if near_s is None else near_s
         self.coarse_delay_s = coarse_delay_s
         self.shards_per_pass = shards_per_pass
         self.pad_min = max(1, math.ceil(gap_s / 60.0))
@@ -342,7 +347,7 @@ class RollupEngine:
         sensors = sorted({sp[0] for n in nodes for sp in spans_of_node.get(n, [])})
         t0 = lo * 60.0
         width = hi - lo + 1
-        raw = raw_readings.read(conn, sensors, t0 - self.gap_s, (hi + 1) * 60.0 + self.gap_s)
+        raw = raw_readings.read_for_integration(conn, sensors, t0, (hi + 1) * 60.0, self.gap_s, self.near_s)
         if len(raw):
             index = {s: i for i, s in enumerate(sensors)}
             series = np.searchsorted(np.asarray(sensors, dtype=np.int64), raw.sensor_id)

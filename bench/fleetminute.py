@@ -12,7 +12,9 @@ minute (one row per shard of sites; `WATTLINE_ROLLUP_QUEUE_SHARDS`). Then 1, and
 rollups committed (the lag's part), and the CPU the workers and PostgreSQL spent. The
 workers leave the coarser tiers and the price to the close of the minute's 15-minute
 interval (`WATTLINE_ROLLUP_COARSE_DELAY_S`); that work is then made due and drained on its
-own, once for every site, and is a fifteenth of the fleet's work per minute.
+own, once for every site, and is a fifteenth of the fleet's work per minute. Before the
+workers, a pass's read of its raw readings is timed two ways, alternated on the same data:
+out to the integration gap either side of the minute, and near first (what the worker does).
 
 In real time a minute is due `rollup_settle_s` (15 s) after it closes, so the lag of that
 minute is the settle plus its drain; the workers keep up while a minute's drain plus a
@@ -24,6 +26,7 @@ this measures the workers' part.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -34,11 +37,13 @@ import numpy as np
 import psutil
 import psycopg
 
+from analytics.worker import RollupEngine
 from bench.common import Row, Stack, cpu_s, postgres_processes, services
 from bench.ingest import gateway_env, wait_healthy
 from bench.rolluploop import PER_BRIDGE, fleet_site
 from bench.seed import clone_site
 from ingest.copy import COLUMNS, encode_readings
+from wattline import raw_readings
 from wattline.settings import Settings
 from wattline.site_builder import build_site, build_tenant
 
@@ -114,6 +119,43 @@ def start_workers(stack: Stack, count: int) -> list[tuple[subprocess.Popen[bytes
 
 Cost = tuple[float, float, float]  # wall s, worker CPU s, database CPU s
 
+READ_ROUNDS = 5
+
+
+def read_both_ways(stack: Stack, minute: int, shards: int) -> list[Row]:
+    """A pass's read of its raw readings (the first `rollup_shards_per_pass` shards of the
+    minute), the two ways, alternated on the same data: the whole integration gap either
+    side of the minute, and near first (`raw_readings.read_for_integration`, what the worker
+    does); each as the median of READ_ROUNDS after one of each to warm the cache."""
+    settings = Settings()
+    gap = settings.reporting_interval_s * settings.gap_factor
+    near = RollupEngine(gap).near_s
+    t0, t1 = minute * 60.0, (minute + 1) * 60.0
+    costs: dict[str, list[Cost]] = {"whole gap": [], "near first": []}
+    counts: dict[str, int] = {}
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        sensors = [r[0] for r in conn.execute(
+            """SELECT s.id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
+               WHERE b.site_id %% %s < %s ORDER BY s.id""", (shards, settings.rollup_shards_per_pass))]
+        for round_ in range(READ_ROUNDS + 1):
+            for way, near_s in (("whole gap", gap), ("near first", near)):
+                db, cpu, wall = cpu_s(postgres_processes(stack)), time.process_time(), time.monotonic()
+                raw = raw_readings.read_for_integration(conn, sensors, t0, t1, gap, near_s)
+                cost = (time.monotonic() - wall, time.process_time() - cpu, cpu_s(postgres_processes(stack)) - db)
+                counts[way] = len(raw)
+                if round_:
+                    costs[way].append(cost)
+    whole, first = ([statistics.median(c[k] for c in costs[way]) for k in range(3)] for way in costs)
+    note = f"{len(sensors):,} sensors, gap {gap:.0f} s, near {near:.0f} s; median of {READ_ROUNDS}, alternated"
+    return [
+        Row("fleet minute", "a pass's raw read, whole gap: readings / wall", counts["whole gap"], "readings",
+            f"{whole[0]:.2f} s wall; worker / PostgreSQL CPU {whole[1]:.2f} / {whole[2]:.2f} s; {note}"),
+        Row("fleet minute", "the same read, near first: readings / wall", counts["near first"], "readings",
+            f"{first[0]:.2f} s wall; worker / PostgreSQL CPU {first[1]:.2f} / {first[2]:.2f} s"),
+        Row("fleet minute", "near first / whole gap: wall, in the same run", first[0] / whole[0], "×",
+            f"CPU: worker {first[1] / whole[1]:.2f}×, PostgreSQL {first[2] / whole[2]:.2f}×"),
+    ]
+
 
 def _measured(stack: Stack, procs: list[psutil.Process], start_work: Callable[[], object],
               done: Callable[[], bool]) -> Cost:
@@ -183,6 +225,7 @@ def run() -> list[Row]:
                         shape))
         rows.append(Row("fleet minute", "readings loaded by COPY", readings / loaded, "readings/s",
                         f"{readings:,} over {MINUTES} minutes"))
+        rows += read_both_ways(stack, minute, shards)
         for workers in WORKERS:
             (wall, cpu_w, cpu_db), (i_wall, i_w, i_db) = drain(stack, minute, workers, shards)
             label = f"{workers} worker{'s' if workers > 1 else ''}"

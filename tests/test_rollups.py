@@ -185,6 +185,40 @@ def computed_at(db: psycopg.Connection[Any]) -> dict[tuple[int, datetime], datet
     return {(r[0], r[1]): r[2] for r in db.execute("SELECT node_id, bucket, computed_at FROM rollups_1m")}
 
 
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_near_first_read_integrates_each_minute_as_the_whole_gap_does(db: psycopg.Connection[Any],
+                                                                       database_url: str, tier: str) -> None:
+    """A minute is integrated from a first read of its readings and those up to `near_s`
+    past its ends, then, for a sensor that showed no neighbour that near, a second read out
+    to the gap (`raw_readings.read_for_integration`). Reports at irregular intervals put
+    every case at some minute's edge: the neighbour near, between near and the gap, exactly
+    at either, beyond the gap; each minute, re-computed alone, equals reading the whole gap."""
+    circuit = one_circuit_site(db).nodes["C"]
+    sensor = count(db, "SELECT id FROM sensors WHERE serial = 'CT-1'")
+    base = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
+    rng = np.random.default_rng(8)
+    steps = [2.0, 9.5, 10.0, 12.0, 14.9, 15.0, 16.0, 22.0, 29.5, 30.0, 31.0, 45.0]
+    times = {base + m * 60 + edge for m in range(1, 40, 3) for edge in (-30.0, -15.0, 60.0, 75.0)}
+    t = base
+    while t < base + 2400:
+        t += float(rng.choice(steps))
+        times.add(t)
+    write(database_url, [("CT-1", t, float(rng.uniform(1, 40))) for t in sorted(times)])
+    move_to_tier(database_url, tier)
+    minutes = range(int(base // 60), int(base // 60) + 40)
+    by_near: dict[float, dict[Any, Any]] = {}
+    for near in (GAP, 15.0, 5.0):
+        db.execute("TRUNCATE rollups_1m")
+        engine = RollupEngine(GAP, near_s=near)
+        for m in minutes:
+            with db.transaction():
+                engine.recompute(db, {sensor: {m}})
+        by_near[near] = {k: v for k, v in snapshot(db, "rollups_1m").items() if k[0] == circuit}
+    assert len(by_near[GAP]) >= 38
+    assert by_near[15.0] == by_near[GAP]
+    assert by_near[5.0] == by_near[GAP]
+
+
 @pytest.mark.parametrize(("day", "hours"), [("2026-03-29", 23), ("2026-10-25", 25), ("2026-06-10", 24)])
 def test_local_days_of_23_and_25_hours(db: psycopg.Connection[Any], database_url: str, day: str, hours: int) -> None:
     circuit = one_circuit_site(db).nodes["C"]
