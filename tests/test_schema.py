@@ -77,6 +77,20 @@ def test_extension_is_timescaledb_with_hypertables(db: psycopg.Connection[Any]) 
     db.execute("DROP TABLE probe_ht")
 
 
+def test_readings_keep_only_the_sensor_time_index(db: psycopg.Connection[Any]) -> None:
+    """Every reader names its sensors: `readings` and each of its chunks, new ones too, carry
+    the (sensor_id, ts) index and no other (sql/041), which each stored reading pays for."""
+    db.execute("""INSERT INTO readings (sensor_id, ts, current_a, bridge_id)
+                  VALUES (1, now() - interval '400 days', 1.0, 1)""")  # a chunk made now
+    for table in [("public", "readings"), *db.execute(
+            """SELECT chunk_schema, chunk_name FROM timescaledb_information.chunks
+               WHERE hypertable_name = 'readings'""").fetchall()]:
+        defs = [r[0] for r in db.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                                         table)]
+        assert len(defs) == 1 and "UNIQUE" in defs[0] and "(sensor_id, ts)" in defs[0], (table, defs)
+    db.execute("DELETE FROM readings WHERE sensor_id = 1")
+
+
 def _site(db: psycopg.Connection[Any]) -> tuple[int, int]:
     _, customer = build_tenant(db, "R", "C")
     built = build_site(db, customer, SiteSpec("Site", timezone="Europe/London"))
