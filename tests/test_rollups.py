@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,7 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from analytics.worker import RollupEngine
+from analytics.worker import RollupEngine, _add_minutes
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
 from sensor_sim.seed import UK_STYLE_TARIFF
@@ -179,6 +180,13 @@ def test_a_minute_stored_in_time_leaves_the_next_minute_to_its_own_pass(db: psyc
     got = snapshot(db, "rollups_1m")
     assert got and all(got[k] == full[k] for k in got)
     assert {k[1].timestamp() - m0 for k in got if k[0] == circuit} == {0.0, 60.0, 120.0}
+
+
+def test_queue_rows_naming_an_id_twice_join_its_minutes() -> None:
+    into: dict[int, AbstractSet[int]] = {}
+    _add_minutes(into, [1, 2], frozenset({10}))
+    _add_minutes(into, [2, 3], frozenset({11, 12}))
+    assert into == {1: {10}, 2: {10, 11, 12}, 3: {11, 12}}
 
 
 def computed_at(db: psycopg.Connection[Any]) -> dict[tuple[int, datetime], datetime]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -116,6 +116,13 @@ def fetch_one(conn: psycopg.Connection[Any], query: Query, params: Params = ()) 
         return cur.execute(query, params).fetchone()
 
 
+def id_array(ids: Iterable[int]) -> str:
+    """Ids as one PostgreSQL array literal, passed as `%s::bigint[]`. A rollup pass names
+    ~250,000 sensors: psycopg's list dumper spends ~1.3 µs an id on them (0.33 s a list),
+    joining their digits ~0.26 µs."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
 def fetch_tuples(conn: psycopg.Connection[Any], query: Query, params: Params = ()) -> list[tuple[Any, ...]]:
     """All rows as tuples."""
     with conn.cursor(row_factory=tuple_row) as cur:
@@ -207,7 +214,8 @@ def copy_out_arrays(conn: psycopg.Connection[Any], query: sql.Composable, dtype:
 
     def take(end: int) -> np.ndarray[Any, np.dtype[np.void]]:
         whole = (end - skip) // width * width
-        arr = np.frombuffer(bytes(pending[skip:skip + whole]), dtype=dtype)
+        with memoryview(pending) as view:  # one copy of the rows, not a slice's and then a bytes'
+            arr = np.frombuffer(view[skip:skip + whole], dtype=dtype).copy()
         del pending[:skip + whole]
         return arr
 

@@ -38,7 +38,7 @@ from prometheus_client import Counter
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from wattline.db import PG_EPOCH_US, copy_out_arrays
+from wattline.db import PG_EPOCH_US, copy_out_arrays, id_array
 
 log = structlog.get_logger("wattline.raw_readings")
 
@@ -259,7 +259,7 @@ ROW = np.dtype([("fields", ">i2"), ("l0", ">i4"), ("sensor_id", ">i8"), ("l1", "
                 ("lb", ">i4"), ("bridge_id", ">i8")])
 SELECT_ROW = """SELECT sensor_id, ts, current_a, COALESCE(voltage_v, 'NaN'), COALESCE(power_factor, 'NaN'),
                        COALESCE(rssi_dbw, 'NaN'), COALESCE(power_w, 'NaN'), bridge_id FROM readings"""
-_HOT_COPY = """COPY (""" + SELECT_ROW + """ WHERE sensor_id = ANY({sensors}) AND ts >= {lo} AND ts < {hi})
+_HOT_COPY = """COPY (""" + SELECT_ROW + """ WHERE sensor_id = ANY({sensors}::bigint[]) AND ts >= {lo} AND ts < {hi})
                TO STDOUT (FORMAT BINARY)"""
 
 
@@ -268,13 +268,13 @@ def from_rows(rows: npt.NDArray[np.void]) -> Raw:
     return Raw.build(rows["sensor_id"], rows["ts"].astype(np.int64) + PG_EPOCH_US, rows["current_a"], rows["voltage_v"],
                      rows["power_factor"], rows["rssi_dbw"], rows["power_w"], rows["bridge_id"])
 _PACKED_READ = """SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM readings_packed
-                  WHERE sensor_id = ANY(%(sensors)s) AND day > %(lo)s - interval '1 day' AND day < %(hi)s
+                  WHERE sensor_id = ANY(%(sensors)s::bigint[]) AND day > %(lo)s - interval '1 day' AND day < %(hi)s
                     AND last_ts >= %(lo)s AND first_ts < %(hi)s"""
 
 
 def _read_hot(conn: psycopg.Connection[Any], sensor_ids: list[int], lo: int, hi: int) -> Raw:
     """The `readings` rows of the sensors in [lo, hi) µs."""
-    query = sql.SQL(_HOT_COPY).format(sensors=sql.Literal(sensor_ids), lo=sql.Literal(_dt(lo)),
+    query = sql.SQL(_HOT_COPY).format(sensors=sql.Literal(id_array(sensor_ids)), lo=sql.Literal(_dt(lo)),
                                       hi=sql.Literal(_dt(hi)))
     return from_rows(np.concatenate(list(copy_out_arrays(conn, query, ROW, rows=1 << 20))))
 
@@ -292,7 +292,7 @@ def read(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datet
     ids = [int(s) for s in sensor_ids]
     hot = _read_hot(conn, ids, lo, hi)
     with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-        packed = cur.execute(_PACKED_READ, {"sensors": ids, "lo": _dt(lo), "hi": _dt(hi)}).fetchall()
+        packed = cur.execute(_PACKED_READ, {"sensors": id_array(ids), "lo": _dt(lo), "hi": _dt(hi)}).fetchall()
     parts = _unpack_or_quarantine(conn, packed)
     # A (sensor, day) being packed has rows in both tiers until the day's chunk is dropped:
     # the packed row counts (it holds every one of them, so it overlaps the range whenever
