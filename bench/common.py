@@ -146,6 +146,13 @@ def cpu_s(procs: list[psutil.Process]) -> float:
     return total
 
 
+def mosquitto_processes(stack: Stack) -> list[psutil.Process]:
+    """The bench's Mosquitto (its configuration is in its data folder)."""
+    return [p for p in psutil.process_iter(["name", "cmdline"])
+            if "mosquitto" in (p.info["name"] or "") and str(stack.mosquitto.data_dir) in " ".join(p.info["cmdline"]
+                                                                                                   or [])]
+
+
 def postgres_processes(stack: Stack) -> list[psutil.Process]:
     """The bench's PostgreSQL: the postmaster on its port and every backend under it."""
     for p in psutil.process_iter(["name", "cmdline"]):

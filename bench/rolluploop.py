@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 import psycopg
 
-from bench.common import Row, Stack, cpu_s, percentile, postgres_processes, services
+from bench.common import Row, Stack, cpu_s, mosquitto_processes, percentile, postgres_processes, services
 from bench.ingest import gateway_env, start_gateway, wait_healthy
 from bench.mqtt_wire import QoS1Publisher
 from bench.seed import clone_site
@@ -202,6 +202,7 @@ def run() -> list[Row]:
                 sent_before = sent[0]
                 cpu_before = [psutil.Process(w.pid).cpu_times() for w in workers]
                 others = {"gateway": [psutil.Process(gateway.pid)], "PostgreSQL": postgres_processes(stack),
+                          "Mosquitto": mosquitto_processes(stack),
                           f"publisher (nice {PUBLISHER_NICE})": [psutil.Process(publisher.pid)]}
                 others_before = {k: cpu_s(v) for k, v in others.items()}
                 machine_before = psutil.cpu_times()
@@ -247,7 +248,8 @@ def run() -> list[Row]:
                     *(Row("rollups in the loop", f"{label}: {name} CPU", 100 * c / PHASE_S, "% of a core")
                       for name, c in others_cpu.items()),
                     Row("rollups in the loop", f"{label}: the machine busy", 100 * busy / PHASE_S, "% of a core",
-                        f"of {psutil.cpu_count()} cores: everything above, Mosquitto and the rest"),
+                        f"of {psutil.cpu_count()} cores; the bench's own processes and the rest of the host: "
+                        f"{100 * (busy - sum(cpu) - sum(others_cpu.values())) / PHASE_S:.0f} %"),
                 ]
         finally:
             stop.set()
