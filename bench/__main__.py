@@ -13,7 +13,7 @@ import sys
 from bench.common import Row, print_table
 
 SUITES = ("rollup", "ingest", "api", "dashboard", "scaleout", "soak", "packing", "packsize", "exports", "rolluploop",
-          "fleet", "virtualmeters", "emissions", "sparkplug", "fleetminute")
+          "fleet", "virtualmeters", "emissions", "sparkplug", "fleetminute", "readingsindex")
 
 
 def main(argv: list[str]) -> None:

@@ -216,7 +216,10 @@ def run() -> list[Row]:
                 rss = [psutil.Process(w.pid).memory_info().rss / 2**20 for w in workers]
                 others_cpu = {k: cpu_s(others[k]) - others_before[k] for k in others}
                 machine_after = psutil.cpu_times()
-                busy = sum(machine_after) - sum(machine_before) - (machine_after.idle - machine_before.idle)
+                # Waiting on the disk (iowait) is idle CPU, not work; guest time is inside user already.
+                idle = [t.idle + getattr(t, "iowait", 0.0) + getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
+                        for t in (machine_before, machine_after)]
+                busy = sum(machine_after) - sum(machine_before) - (idle[1] - idle[0])
                 minutes = count_after - count_before
                 third = max(1, len(overdue) // 3)
                 early, late = statistics.median(overdue[:third]), statistics.median(overdue[-third:])
