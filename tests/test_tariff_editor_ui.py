@@ -90,8 +90,11 @@ def test_a_facility_manager_writes_previews_and_publishes_a_tariff(
     page.wait_for_function("document.querySelectorAll('#tariff-bands .band').length === 2")
     page.click("#tariff-save")
     message(page, "Ready to publish")
-    page.wait_for_selector("#tariff-draft:has-text('Day and night 2027 from 2025-01-01')")
-    assert "unfinished" not in page.inner_text("#tariff-draft")
+    # The picker's labels follow in a second callback (on `tariff-done`), after the message:
+    # wait for the label to lose its mark, not for the name, which the old label holds too.
+    page.wait_for_function("""() => {
+        const t = document.querySelector('#tariff-draft').innerText;
+        return t.includes('Day and night 2027 from 2025-01-01') && !t.includes('unfinished'); }""")
     assert db.execute("SELECT count(*) FROM tariff_drafts").fetchone() == (1,)  # saved twice, one draft
     # The preview: last month under the draft beside what it cost.
     page.click("#tariff-preview-button")
