@@ -38,7 +38,7 @@ from alerts.scheduler import run_pass
 from alerts.store import create_rule
 from bench.common import Row, Stack, percentile, services
 from bench.ingest import start_gateway, wait_healthy
-from bench.mqtt_wire import KEEPALIVE_S, packet, publish_packet
+from bench.mqtt_wire import KEEPALIVE_S, PUBACK, packet, publish_packet, split_packets
 from bench.mqtt_wire import field as wire_field
 from ingest.broker_security import write_initial_config
 from wattline import bridge_credentials, catalogue
@@ -135,18 +135,15 @@ class FleetBridge:
             await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
 
     async def _read(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+        pending = bytearray()
         while not stop.is_set():
-            head = await reader.readexactly(2)
-            size, shift, byte = 0, 0, head[1]
-            while True:
-                size |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
-                byte = (await reader.readexactly(1))[0]
-            body = await reader.readexactly(size) if size else b""
-            if head[0] >> 4 == 4:  # PUBACK: the broker has the pack
-                self.unacked.pop(struct.unpack("!H", body[:2])[0], None)
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(pending), None)  # the broker went away
+            pending += chunk
+            for kind, body in split_packets(pending):
+                if kind == PUBACK:  # the broker has the pack
+                    self.unacked.pop(struct.unpack("!H", body[:2])[0], None)
 
 
 async def run_fleet(bridges: list[FleetBridge], port: int, stop: asyncio.Event, producing: asyncio.Event,

@@ -332,7 +332,7 @@ def read_for_integration(conn: psycopg.Connection[Any], sensor_ids: Sequence[int
         parts.append(read(conn, ids[~has_before].tolist(), t_from - gap_s, t_from - near_s))
     if not has_after.all():
         parts.append(read(conn, ids[~has_after].tolist(), t_to + near_s, t_to + gap_s))
-    return concat(parts)
+    return concat(parts) if len(parts) > 1 else raw  # `read` has put it in order already
 
 
 def first_and_last(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datetime | None = None,
