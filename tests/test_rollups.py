@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,7 +13,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from analytics.worker import RollupEngine, _add_minutes
+from analytics.worker import RollupEngine, _join_minutes
 from ingest.packs import RawPack
 from ingest.writer import BatchWriter
 from sensor_sim.seed import UK_STYLE_TARIFF
@@ -183,10 +182,13 @@ def test_a_minute_stored_in_time_leaves_the_next_minute_to_its_own_pass(db: psyc
 
 
 def test_queue_rows_naming_an_id_twice_join_its_minutes() -> None:
-    into: dict[int, AbstractSet[int]] = {}
-    _add_minutes(into, [1, 2], frozenset({10}))
-    _add_minutes(into, [2, 3], frozenset({11, 12}))
-    assert into == {1: {10}, 2: {10, 11, 12}, 3: {11, 12}}
+    """Rows of one minute name a sensor once per gateway commit; rows of several minutes
+    name it under each. Every id gets the union of its minutes, and ids with the same
+    minutes share one set."""
+    got = _join_minutes({frozenset({10}): [1, 2, 2, 1, 4], frozenset({11, 12}): [2, 3, 3, 4],
+                         frozenset({13}): [4, 2]})
+    assert got == {1: {10}, 2: {10, 11, 12, 13}, 3: {11, 12}, 4: {10, 11, 12, 13}}
+    assert got[2] is got[4]
 
 
 def computed_at(db: psycopg.Connection[Any]) -> dict[tuple[int, datetime], datetime]:
