@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ from analytics.band_rollups import price_days, price_unpriced_days
 from analytics.hierarchy import Tree, roll_up
 from analytics.kernels import roll_up_balance
 from analytics.rollup import bucket_stats, readings_power
-from analytics.site_catalogues import SiteCatalogues, Span, Wiring
+from analytics.site_catalogues import Catalogue, SiteCatalogues, Span, Wiring
 from wattline import raw_readings
 from wattline.buckets import bucket_bounds
 from wattline.db import fetch_tuples, id_array
@@ -65,6 +66,9 @@ MINUTE_BEFORE = Counter("wattline_rollup_minute_before_rows_total",
 ROLLUP_LAG = Histogram("wattline_rollup_lag_seconds",
                        "A real-time minute's newest readings stored → its 1-minute rollups committed",
                        buckets=(1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60, 90, 120, 300, 600))
+PASS_SECONDS = Histogram("wattline_rollup_pass_seconds",
+                         "A rollup pass that took queue rows: claim to commit",
+                         buckets=(0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 60, 120))
 MAX_WINDOW_MIN = 24 * 60
 PRICING_PERIOD_S = 30.0
 COARSE_SITES_IDLE, COARSE_SITES_BUSY = 16, 4  # sites' due intervals a pass takes, without and with minutes
@@ -111,6 +115,7 @@ class RollupEngine:
         A slice is the due work of the shards this pass claims (`claim_shards`) and any due
         work queued for no shard (catalogue changes, retries) that no other pass holds."""
         newest_stored: dict[float, float] = {}  # a real-time minute -> when its newest readings were queued
+        started = time.monotonic()
         with conn.transaction():
             shards = claim_shards(conn, self.shards_per_pass)
             queued = fetch_tuples(conn,
@@ -175,6 +180,7 @@ class RollupEngine:
                 self._site_by_site(conn, touched, former, max(r[5] for r in taken), defer)
                 newest_stored.clear()
         written = time.time()
+        PASS_SECONDS.observe(time.monotonic() - started)
         for stored in newest_stored.values():
             ROLLUP_LAG.observe(written - stored)
         return len(taken)
@@ -255,20 +261,20 @@ class RollupEngine:
         there then. `defer_coarse`: leave the coarser tiers and the price to `process_coarse`
         at the 15-minute interval's close."""
         former = former or {}
-        node_minutes: Minutes = defaultdict(set)
-        for sensor_id, node_id, start_s, end_s in _spans(conn, "sensor_id", list(touched)):
-            node_minutes[node_id] |= {m for m in touched[sensor_id] if start_s <= m * 60.0 < end_s}
-        for node_id, swept_minutes in former.items():
-            node_minutes[node_id] |= swept_minutes
-        node_minutes = defaultdict(set, {n: m for n, m in node_minutes.items() if m})
+        # The sites are found from the spans this worker keeps where it can (the database
+        # only for sensors and nodes no kept site has); the catalogues are then read under
+        # the sites' locks, and if that read loaded anything, the nodes are decided again
+        # from it (a kept copy may be older than an edit).
+        known, unknown = self.catalogues.known_spans(conn, touched)
+        node_minutes = _node_minutes(chain(chain.from_iterable(known.values()),
+                                           _spans(conn, "sensor_id", unknown)), touched, former)
         if not node_minutes:
             return
-        site_tz: dict[int, str] = {}
-        node_site: dict[int, int] = {}
+        node_site, site_tz, rest = self.catalogues.node_sites(node_minutes)
         for node_id, site_id, tz in fetch_tuples(conn, """SELECT n.id, n.site_id, si.timezone FROM nodes n
                                                          JOIN sites si ON si.id = n.site_id
                                                          WHERE n.id = ANY(%s::bigint[])""",
-                                                 (id_array(node_minutes),)):
+                                                 (id_array(rest),)) if rest else ():
             site_tz[site_id] = tz
             node_site[node_id] = site_id
         # Before anything of these sites is read or written: another worker writing one of them
@@ -276,6 +282,8 @@ class RollupEngine:
         lock_sites(conn, sorted(site_tz))
         catalogue = self.catalogues.read(conn, sorted(site_tz))
         wiring, params = catalogue.wiring, catalogue.electrics
+        if catalogue.loaded:
+            node_minutes = self._decide_again(conn, touched, former, catalogue, node_site)
         all_minutes = sorted(set().union(*node_minutes.values()))
         for lo, hi in _windows(all_minutes):
             nodes = [n for n, mins in node_minutes.items() if n in node_site and any(lo <= m <= hi for m in mins)]
@@ -296,6 +304,24 @@ class RollupEngine:
                 else:
                     self._coarser(conn, site, site_tz[site], minutes, swept)
                     price_days(conn, site, [datetime.fromtimestamp(m * 60, UTC) for m in minutes])
+
+    @staticmethod
+    def _decide_again(conn: psycopg.Connection[Any], touched: Named, former: Named, catalogue: Catalogue,
+                      node_site: dict[int, int]) -> Minutes:
+        """The nodes' minutes from the catalogues just read under the sites' locks. A sensor
+        whose spans now reach a site this pass does not hold (assigned there since the
+        spans the sites were found from) has its minutes queued again, due now: the next
+        pass finds that site too."""
+        spans = [sp for s in touched for sp in catalogue.wiring.sensor_spans.get(s, ())]
+        node_site.update((row[0], site) for site, rows in catalogue.tree_rows.items() for row in rows)
+        away = {sp[0] for sp in spans if sp[1] not in node_site
+                and any(sp[2] <= m * 60.0 < sp[3] for m in touched[sp[0]])}
+        if away:
+            conn.execute("""INSERT INTO rollup_dirty (ts_from, ts_to, sensor_ids, not_before)
+                            SELECT to_timestamp(min(m) * 60.0), to_timestamp((max(m) + 1) * 60.0), %s, now()
+                            FROM unnest(%s::int[]) AS m""",
+                         (sorted(away), sorted(set().union(*(touched[s] for s in away)))))
+        return _node_minutes((sp for sp in spans if sp[0] not in away), touched, former)
 
     def _defer_coarse(self, conn: psycopg.Connection[Any], site_id: int, minutes: list[int]) -> None:
         """Queue the site's 15-minute intervals of `minutes` for `process_coarse`, due at
@@ -576,6 +602,25 @@ def _join_minutes(ids_by_minutes: Mapping[frozenset[int], list[int]]) -> dict[in
                 joined = unions[(have, minutes)] = have | minutes
             into[k] = joined
     return into
+
+
+def _node_minutes(spans: Iterable[Span], touched: Named, former: Named) -> Minutes:
+    """Each node's minutes: a touched sensor's minutes within its spans there, and the swept
+    (`former`) nodes' own. A span over all of a sensor's minutes (nearly every one) adds its
+    set as it is; the bounds are found once per distinct set (sensors share them)."""
+    node_minutes: Minutes = defaultdict(set)
+    bounds: dict[int, tuple[float, float]] = {}  # by id(): the sets may be mutable, and `touched` holds them
+    for sensor_id, node_id, start_s, end_s in spans:
+        minutes = touched[sensor_id]
+        if (lo_hi := bounds.get(id(minutes))) is None:
+            lo_hi = bounds[id(minutes)] = (min(minutes, default=0) * 60.0, max(minutes, default=0) * 60.0)
+        if start_s <= lo_hi[0] and lo_hi[1] < end_s:
+            node_minutes[node_id] |= minutes
+        else:
+            node_minutes[node_id] |= {m for m in minutes if start_s <= m * 60.0 < end_s}
+    for node_id, swept_minutes in former.items():
+        node_minutes[node_id] |= swept_minutes
+    return defaultdict(set, {n: m for n, m in node_minutes.items() if m})
 
 
 def _spans(conn: psycopg.Connection[Any], by: str, ids: list[int]) -> list[Span]:

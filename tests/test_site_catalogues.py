@@ -128,3 +128,28 @@ def test_each_catalogue_write_moves_the_versions_of_the_sites_it_touches(
     assert moved() == {s1.site_id, s2.site_id}
     db.execute("TRUNCATE sensor_assignments")
     assert moved() == {s1.site_id, s2.site_id}
+
+
+def test_a_sensor_moved_to_a_site_the_worker_does_not_keep_is_rolled_up_there(
+        db: psycopg.Connection[Any], database_url: str, sites: tuple[BuiltSite, BuiltSite]) -> None:
+    """A worker finds a pass's sites from the spans it keeps. CT-1, kept with S1 only, is
+    moved to S2's circuit D: the first pass finds S1 alone from its old spans, reads S1
+    again under its lock, sees the span at D, a site it does not hold, and queues CT-1's
+    minutes again; the next pass takes S2 too. Nothing is lost: the rollups equal a
+    re-computation from scratch."""
+    s1, s2 = sites
+    drain(db)
+    worker = RollupEngine(GAP)
+    write(database_url, readings(("CT-1", "CT-2"), MINUTES, MINUTES + 2), bridge="BR-1")
+    drain(db, worker)
+    assert worker.catalogues.reads == 1  # S1 alone
+    db.execute("UPDATE sensors SET bridge_id = (SELECT id FROM bridges WHERE serial = 'BR-2') WHERE serial = 'CT-1'")
+    assignments.move(db, None, "CT-1", s2.nodes["D"], 3, 100.0, at=T0 + timedelta(minutes=MINUTES + 2))
+    write(database_url, readings(("CT-1",), MINUTES + 2, MINUTES + 6), bridge="BR-2")
+    write(database_url, readings(("CT-2",), MINUTES + 2, MINUTES + 6), bridge="BR-1")
+    drain(db, worker)
+    assert worker.catalogues.reads == 3  # S1 again (its version moved), and S2
+    d = db.execute("SELECT sum(energy_wh) FROM rollups_1m WHERE node_id = %s AND bucket >= %s",
+                   (s2.nodes["D"], T0 + timedelta(minutes=MINUTES + 2))).fetchone()
+    assert d is not None and (d[0] or 0.0) > 0
+    equals_a_recompute_from_scratch(db)
