@@ -73,6 +73,7 @@ class RollupWork:
     lo: list[int]
     hi: list[int]
     ids: SensorIds
+    row_of: npt.NDArray[np.int64]  # each reading's row, in the batch's order
 
 
 @dataclass
@@ -311,9 +312,9 @@ class BatchWriter:
         first = early[~((known >= starts[early]) & (known <= ts[early]))]  # NaN compares False
         if not len(first):
             return [False] * len(work.minutes)
-        firsts_by_minute = {float(m): ids[first][starts[first] == m] for m in np.unique(starts[first])}
-        has_first = [m in firsts_by_minute and bool(np.isin(work.ids.values[lo - 1:hi], firsts_by_minute[m]).any())
-                     for m, lo, hi in zip(work.minutes, work.lo, work.hi, strict=True)]
+        holds_first = np.zeros(len(work.minutes), dtype=np.bool_)
+        holds_first[work.row_of[first]] = True
+        has_first: list[bool] = holds_first.tolist()
         before = [(shard, m - 60.0) for shard, m, f in zip(work.shards, work.minutes, has_first, strict=True) if f]
         read = minutes_read(conn, before)
         return [f and (shard, m - 60.0) in read for shard, m, f in zip(work.shards, work.minutes, has_first,
@@ -600,6 +601,8 @@ def rollup_work(sensor_ids: npt.NDArray[np.int64], minutes: npt.NDArray[np.int64
     counts = np.bincount(group, minlength=groups)
     ends = np.cumsum(counts)
     present = np.flatnonzero(counts)
+    row_of_group = np.zeros(groups, dtype=np.int64)
+    row_of_group[present] = np.arange(len(present))
     return RollupWork(minutes=(starts[present // shards] * 60.0).tolist(), shards=(present % shards).tolist(),
                       lo=(ends[present] - counts[present] + 1).tolist(), hi=ends[present].tolist(),
-                      ids=SensorIds(sensor_ids[order]))
+                      ids=SensorIds(sensor_ids[order]), row_of=row_of_group[group])

@@ -241,3 +241,7 @@ def test_rollup_work_groups_a_batch_by_minute_and_shard(spread_minutes: int) -> 
     got = {(m, shard): sorted(ids[lo - 1:hi].tolist())
            for m, shard, lo, hi in zip(work.minutes, work.shards, work.lo, work.hi, strict=True)}
     assert got == {k: sorted(v) for k, v in expected.items()}
+    # Each reading's row (`row_of`, which the gateway's left-pad marks go by) is its group's.
+    rows = list(zip(work.minutes, work.shards, strict=True))
+    assert [rows[r] for r in work.row_of.tolist()] == [
+        (m * 60.0, bridge_site[b] % 16) for m, b in zip(minutes.tolist(), bridges.tolist(), strict=True)]
