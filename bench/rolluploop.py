@@ -124,6 +124,29 @@ def start_worker(stack: Stack, n: int, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=(stack.root / f"rollups{n}.log").open("ab"))
 
 
+#: A worker's first minute of the fleet also loads every site's catalogue (`analytics.
+#: site_catalogues`), once per start: a phase is measured from when the workers have done
+#: this many passes since they started (two minutes of 16 shards, 4 a pass), so that it
+#: shows the steady state a running fleet has, not a worker's start.
+WARM_PASSES, WARM_MAX_S = 8, 300.0
+
+
+def warm_up(ports: list[int], passes_then: float) -> None:
+    """Wait until the workers have done WARM_PASSES more passes than `passes_then` (at
+    least 30 s, at most WARM_MAX_S)."""
+    import httpx
+
+    started = time.monotonic()
+    time.sleep(30)
+    while time.monotonic() - started < WARM_MAX_S:
+        try:
+            if worker_metrics(ports)[3][2] - passes_then >= WARM_PASSES:
+                return
+        except httpx.HTTPError:  # a worker still starting
+            pass
+        time.sleep(2)
+
+
 def overdue_samples(stack: Stack, seconds: float) -> list[float]:
     """Once a second: how long the oldest due queue row has waited past its due time."""
     out: list[float] = []
@@ -137,7 +160,8 @@ def overdue_samples(stack: Stack, seconds: float) -> list[float]:
     return out
 
 
-ROWS_COUNTERS = ("wattline_rollup_real_time_rows_total", "wattline_rollup_minute_before_rows_total")
+ROWS_COUNTERS = ("wattline_rollup_real_time_rows_total", "wattline_rollup_minute_before_rows_total",
+                 "wattline_rollup_pass_seconds_count", "wattline_rollup_pass_seconds_sum")
 
 
 def worker_metrics(ports: list[int]) -> tuple[dict[float, float], float, float, list[float]]:
@@ -195,10 +219,11 @@ def run() -> list[Row]:
         ports: list[int] = []
         try:
             for count in WORKERS:
+                passes_then = worker_metrics(ports)[3][2] if ports else 0.0
                 while len(workers) < count:
                     ports.append(free_port())
                     workers.append(start_worker(stack, len(workers), ports[-1]))
-                time.sleep(30)  # the workers' start and the queue's first minutes
+                warm_up(ports, passes_then)
                 sent_before = sent[0]
                 cpu_before = [psutil.Process(w.pid).cpu_times() for w in workers]
                 others = {"gateway": [psutil.Process(gateway.pid)], "PostgreSQL": postgres_processes(stack),
@@ -209,7 +234,7 @@ def run() -> list[Row]:
                 hist_before, count_before, sum_before, rows_before = worker_metrics(ports)
                 overdue = overdue_samples(stack, PHASE_S)
                 hist_after, count_after, sum_after, rows_after = worker_metrics(ports)
-                real_time, minute_before = (a - b for a, b in zip(rows_after, rows_before, strict=True))
+                real_time, minute_before, passes, pass_s = (a - b for a, b in zip(rows_after, rows_before, strict=True))
                 rate = (sent[0] - sent_before) / PHASE_S
                 cpu = [sum(psutil.Process(w.pid).cpu_times()[:2]) - sum(c[:2])
                        for w, c in zip(workers, cpu_before, strict=True)]
@@ -244,6 +269,9 @@ def run() -> list[Row]:
                         100 * minute_before / max(real_time, 1), "%",
                         f"{minute_before:,.0f} of {real_time:,.0f} queue rows: a first reading stored after that "
                         "minute was read (`left_pad`)"),
+                    Row("rollups in the loop", f"{label}: passes that took work, mean", pass_s / max(passes, 1), "s",
+                        f"{passes:,.0f} passes, busy {100 * pass_s / PHASE_S / count:.0f} % of the phase"
+                        + (" per worker" if count > 1 else "")),
                     Row("rollups in the loop", f"{label}: worker CPU", 100 * sum(cpu) / PHASE_S, "% of a core",
                         " + ".join(f"{100 * c / PHASE_S:.0f} %" for c in cpu)),
                     Row("rollups in the loop", f"{label}: worker memory (RSS)", max(rss), "MiB",
