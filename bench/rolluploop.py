@@ -10,7 +10,9 @@ The rollup lag is the issue's: a real-time minute's newest readings stored → i
 (`wattline_rollup_lag_seconds`, read from its /metrics: p50 and p99 as the histogram
 bucket that holds them, the mean exact). Whether work piles up is read once a second: how
 long the oldest *due* queue row has waited past its due time (a minute's work is due
-`rollup_settle_s` after it closes), median of the last third against the first.
+`rollup_settle_s` after it closes), median of the last third against the first. Each
+phase starts once its workers are warm (`warm_up`: a started worker's first minute reads
+every site's catalogue), and reports the passes' mean duration (`wattline_rollup_pass_seconds`).
 """
 
 from __future__ import annotations

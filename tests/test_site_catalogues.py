@@ -137,7 +137,7 @@ def test_a_sensor_moved_to_a_site_the_worker_does_not_keep_is_rolled_up_there(
     again under its lock, sees the span at D, a site it does not hold, and queues CT-1's
     minutes again; the next pass takes S2 too. Nothing is lost: the rollups equal a
     re-computation from scratch."""
-    s1, s2 = sites
+    _, s2 = sites
     drain(db)
     worker = RollupEngine(GAP)
     write(database_url, readings(("CT-1", "CT-2"), MINUTES, MINUTES + 2), bridge="BR-1")
