@@ -37,7 +37,9 @@ from bench.mqtt_wire import QoS1Publisher
 from bench.seed import clone_site
 from sensor_sim.seed import UK_STYLE_TARIFF
 from wattline.domain import Connection
+from wattline.readings_chunks import describe_sizing, size_chunks
 from wattline.senml import SENML_TOPIC, encode_pack
+from wattline.settings import Settings
 from wattline.site_builder import CircuitSpec, PanelSpec, SensorSpec, SiteSpec, build_site, build_tenant
 
 SITES = int(os.environ.get("WATTLINE_BENCH_SITES", "8"))
@@ -166,6 +168,16 @@ ROWS_COUNTERS = ("wattline_rollup_real_time_rows_total", "wattline_rollup_minute
                  "wattline_rollup_pass_seconds_count", "wattline_rollup_pass_seconds_sum")
 
 
+def blocks_read(stack: Stack) -> tuple[int, int, int]:
+    """PostgreSQL's blocks read from outside shared_buffers and found in them, and the
+    buffers its backends had to write themselves, so far."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        row = conn.execute("""SELECT (SELECT sum(blks_read) FROM pg_stat_database),
+                                       (SELECT sum(blks_hit) FROM pg_stat_database),
+                                       (SELECT buffers_backend FROM pg_stat_bgwriter)""").fetchone()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+
 def worker_metrics(ports: list[int]) -> tuple[dict[float, float], float, float, list[float]]:
     """The workers' /metrics summed, each read once: the lag histogram (cumulative count by
     bucket bound, count, sum) and the ROWS_COUNTERS."""
@@ -209,6 +221,10 @@ def run() -> list[Row]:
     with services() as stack:
         bridges = seed(stack)
         sensors = sum(len(s) for s in bridges.values())
+        # As `wattline up` and the packing job do: chunks sized to the fleet just seeded.
+        sizing = size_chunks(stack.database_url, Settings())
+        rows.append(Row("rollups in the loop", "readings chunk width", sizing.width.total_seconds() / 60, "min",
+                        describe_sizing(sizing)))
         port = free_port()
         gateway = start_gateway(stack, port)
         wait_healthy(port)
@@ -234,8 +250,10 @@ def run() -> list[Row]:
                 others_before = {k: cpu_s(v) for k, v in others.items()}
                 machine_before = psutil.cpu_times()
                 hist_before, count_before, sum_before, rows_before = worker_metrics(ports)
+                read_before = blocks_read(stack)
                 overdue = overdue_samples(stack, PHASE_S)
                 hist_after, count_after, sum_after, rows_after = worker_metrics(ports)
+                read = [a - b for a, b in zip(blocks_read(stack), read_before, strict=True)]
                 real_time, minute_before, passes, pass_s = (a - b for a, b in zip(rows_after, rows_before, strict=True))
                 rate = (sent[0] - sent_before) / PHASE_S
                 cpu = [sum(psutil.Process(w.pid).cpu_times()[:2]) - sum(c[:2])
@@ -274,6 +292,10 @@ def run() -> list[Row]:
                     Row("rollups in the loop", f"{label}: passes that took work, mean", pass_s / max(passes, 1), "s",
                         f"{passes:,.0f} passes, busy {100 * pass_s / PHASE_S / count:.0f} % of the phase"
                         + (" per worker" if count > 1 else "")),
+                    Row("rollups in the loop", f"{label}: PostgreSQL blocks read from outside its buffers",
+                        read[0] / PHASE_S, "blocks/s",
+                        f"{100 * read[0] / max(read[0] + read[1], 1):.2f} % of the blocks it needed; "
+                        f"{read[2] / PHASE_S:,.0f} blocks/s written by backends themselves"),
                     Row("rollups in the loop", f"{label}: worker CPU", 100 * sum(cpu) / PHASE_S, "% of a core",
                         " + ".join(f"{100 * c / PHASE_S:.0f} %" for c in cpu)),
                     Row("rollups in the loop", f"{label}: worker memory (RSS)", max(rss), "MiB",

@@ -64,6 +64,14 @@ def db_migrate() -> None:
     typer.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
 
 
+@db_app.command("size-chunks")
+def db_size_chunks() -> None:
+    """Size the chunks of raw readings to the fleet now (the packing job does it every pass)."""
+    from wattline.readings_chunks import describe_sizing, size_chunks
+
+    typer.echo(describe_sizing(size_chunks(_database_url(), get_settings())))
+
+
 @app.command("demo-seed")
 def demo_seed(sites: int = 5, bridges: int = 2, sensors: int = 20) -> None:
     """Migrate, then create the demo portfolio's catalogue and logins (idempotent)."""

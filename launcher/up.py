@@ -18,6 +18,7 @@ from launcher.localstack.software import wait_for_port
 from launcher.supervisor import Supervisor
 from wattline.db import create_database, with_database
 from wattline.migrate import migrate
+from wattline.readings_chunks import describe_sizing, size_chunks
 from wattline.service import serve_http
 from wattline.settings import Settings
 
@@ -123,6 +124,7 @@ def run_up(settings: Settings, *, history_hours: float, sites: int, bridges: int
             env.update(WATTLINE_SMTP_HOST="127.0.0.1", WATTLINE_SMTP_PORT=str(settings.local_smtp_port))
         cli = [sys.executable, "-m", "launcher.cli"]
         counts = seed_demo(database_url, sites=sites, bridges=bridges, sensors=sensors)
+        say(f"readings chunks: {describe_sizing(size_chunks(database_url, settings))}")
         say(f"demo portfolio: {counts['sites']} sites, {counts['circuits']} circuits, "
             f"{counts['sensors']} sensors assigned, {counts['unassigned']} left for an installer")
         logs = settings.data_dir / "logs"

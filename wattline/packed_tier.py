@@ -34,7 +34,8 @@ from wattline.raw_readings import (
     quarantine,
     write_rows,
 )
-from wattline.service import LoopService
+from wattline.readings_chunks import size_readings_chunks
+from wattline.service import ERRORS, LoopService
 from wattline.settings import Settings
 
 log = structlog.get_logger("wattline.packing")
@@ -149,13 +150,12 @@ def pack_day(conn: psycopg.Connection[Any], day: int, *, sensors_per_batch: int 
             taken = _read_day(conn, lo, hi, sensor, sensor + 1, [])
             report.rows += write_rows(conn, _packed_rows(taken, day))
             report.readings += len(taken)
-        # Every reading of the day is in a packed row now. A chunk that lies wholly inside
-        # the day is dropped (drop_chunks' own rule); with chunks of another width, the rows
-        # are deleted.
+        # Every reading of the day is in a packed row now. The chunks that lie wholly inside
+        # the day are dropped (drop_chunks' own rule; every width `readings_chunks` sets divides
+        # a day); the rows of a chunk that straddles midnight are deleted.
         dropped = len(_q(conn, "SELECT drop_chunks('readings', older_than => %s::timestamptz, "
                                "newer_than => %s::timestamptz)", (_dt(hi), _dt(lo))).fetchall())
-        if not dropped:
-            _q(conn, "DELETE FROM readings WHERE ts >= %s AND ts < %s", (_dt(lo), _dt(hi)))
+        _q(conn, "DELETE FROM readings WHERE ts >= %s AND ts < %s", (_dt(lo), _dt(hi)))
         report.chunks_dropped += dropped
         _q(conn, "UPDATE packed_days SET finished_at = now() WHERE day = %s", (_dt(lo),))
     report.days += 1
@@ -272,6 +272,20 @@ def lower_backend_priority(conn: psycopg.Connection[Any]) -> None:
         log.info("packing backend keeps its priority", reason=type(exc).__name__)
 
 
+def _size_chunks(conn: psycopg.Connection[Any], settings: Settings) -> None:
+    """The fleet may have grown since the last pass: size `readings`' next chunks to it. A
+    failure here is logged and counted, and the pass packs on."""
+    try:
+        sizing = size_readings_chunks(conn, settings)
+    except Exception as exc:  # any failure is this step's own; packing goes on
+        ERRORS.labels(service="packing", kind="chunk sizing").inc()
+        log.error("sizing readings chunks failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    if sizing.changed:
+        log.info("readings chunks resized", width=str(sizing.width), was=str(sizing.was), sensors=sizing.sensors,
+                 fixed=sizing.fixed)
+
+
 def packing_service(settings: Settings, *, on_report: Callable[[PackReport], None] | None = None) -> LoopService:
     """`wattline packing` as a long-running service: each pass packs the days that are due,
     then checks the checksums of the rows packed since the last check (all of them once a day)."""
@@ -280,6 +294,7 @@ def packing_service(settings: Settings, *, on_report: Callable[[PackReport], Non
     service: LoopService
 
     def one_pass(conn: psycopg.Connection[Any]) -> bool:
+        _size_chunks(conn, settings)
         report = pack_due(conn, window, sensors_per_batch=settings.packing_sensors_per_batch,
                           duty=settings.packing_duty_cycle, stop=service.stop_event)
         if report.readings:

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     db_write_timeout_s: float = 30.0
 
     # Physics
-    reporting_interval_s: float = 10.0
+    reporting_interval_s: float = Field(default=10.0, gt=0)
     #: A gap longer than this many reporting intervals is not bridged by integration.
     gap_factor: float = 3.0
     max_clock_skew_s: float = 300.0
@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     #: keeps the cores. At 0.15 it still packs ~80,000 readings/s, a day of 800,000 sensors
     #: (at 10 s) in under a day; raise it for a bigger fleet on one database.
     packing_duty_cycle: float = Field(default=0.15, gt=0, le=1)
+    #: The width of a `readings` chunk in minutes (it must divide a day). Unset, it follows the
+    #: fleet: the widest whose index fits in a quarter of shared_buffers (readings_chunks.py).
+    readings_chunk_minutes: int | None = Field(default=None, ge=1, le=1440)
 
     # Retention (days; None keeps for good). Raw and 1-minute data about 3 months, as
     # PowerRadar does; coarser rollups kept. Enforced by `wattline retention`.
@@ -209,6 +212,15 @@ class Settings(BaseSettings):
                 "WATTLINE_SECRET_KEY is unset, too short or a known default: set at least 16 random characters "
                 "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or WATTLINE_DEMO=true for the "
                 "local demo only")
+        return self
+
+    @model_validator(mode="after")
+    def _chunk_divides_a_day(self) -> Self:
+        # The packing job drops a packed day's chunks whole; a width that straddles midnight
+        # would leave rows to delete one by one.
+        if self.readings_chunk_minutes is not None and 1440 % self.readings_chunk_minutes:
+            raise SettingsError(f"WATTLINE_READINGS_CHUNK_MINUTES={self.readings_chunk_minutes} must divide a day "
+                                "(1440 minutes): 1, 2, 5, 10, 15, 30, 60, ..., 1440")
         return self
 
     @property
