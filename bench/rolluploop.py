@@ -144,7 +144,7 @@ def warm_up(ports: list[int], passes_then: float) -> None:
     time.sleep(30)
     while time.monotonic() - started < WARM_MAX_S:
         try:
-            if worker_metrics(ports)[3][2] - passes_then >= WARM_PASSES:
+            if passes_done(ports) - passes_then >= WARM_PASSES:
                 return
         except httpx.HTTPError:  # a worker still starting
             pass
@@ -166,6 +166,11 @@ def overdue_samples(stack: Stack, seconds: float) -> list[float]:
 
 ROWS_COUNTERS = ("wattline_rollup_real_time_rows_total", "wattline_rollup_minute_before_rows_total",
                  "wattline_rollup_pass_seconds_count", "wattline_rollup_pass_seconds_sum")
+
+
+def passes_done(ports: list[int]) -> float:
+    """The passes that took work so far, over all the workers."""
+    return worker_metrics(ports)[3][ROWS_COUNTERS.index("wattline_rollup_pass_seconds_count")]
 
 
 def blocks_read(stack: Stack) -> tuple[int, int, int]:
@@ -236,8 +241,8 @@ def run() -> list[Row]:
         workers: list[subprocess.Popen[bytes]] = []
         ports: list[int] = []
         try:
-            for count in WORKERS:
-                passes_then = worker_metrics(ports)[3][2] if ports else 0.0
+            for phase, count in enumerate(WORKERS, 1):
+                passes_then = passes_done(ports) if ports else 0.0
                 while len(workers) < count:
                     ports.append(free_port())
                     workers.append(start_worker(stack, len(workers), ports[-1]))
@@ -268,7 +273,7 @@ def run() -> list[Row]:
                 minutes = count_after - count_before
                 third = max(1, len(overdue) // 3)
                 early, late = statistics.median(overdue[:third]), statistics.median(overdue[-third:])
-                label = f"{count} worker{'s' if count > 1 else ''}"
+                label = f"{count} worker{'s' if count > 1 else ''}" + (f" (phase {phase})" if len(WORKERS) > 1 else "")
                 note = f"{SITES} sites × 500 three-phase circuits, {sensors:,} sensors, {len(bridges):,} bridges"
                 backlog = psycopg.connect(stack.database_url, autocommit=True)
                 with backlog:

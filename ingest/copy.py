@@ -70,7 +70,6 @@ class SensorIds:
     more than the INSERT that uses them."""
 
     def __init__(self, ids: npt.NDArray[np.int64]) -> None:
-        self.values = ids
         header = np.array([1, 0, pg_types["int8"].oid, len(ids), 1], dtype=">i4").tobytes()  # 1-D, no NULLs, from 1
         elements = np.empty(len(ids), dtype=[("length", ">i4"), ("value", ">i8")])
         elements["length"] = 8
