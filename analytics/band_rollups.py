@@ -86,8 +86,11 @@ def price_unpriced_days(conn: psycopg.Connection[Any], limit: int = 62) -> int:
         lock_all_sites(conn)
         todo = fetch_tuples(conn, """
             SELECT n.site_id, r.bucket FROM rollups_1d r JOIN nodes n ON n.id = r.node_id AND n.kind = 'site'
+                                                  JOIN sites s ON s.id = n.site_id
             WHERE EXISTS (SELECT 1 FROM tariffs t WHERE t.site_id = n.site_id)
-              AND r.bucket + interval '25 hours' <= now()  -- over (no local day is longer): see price_days
+              -- over: its local end, a calendar day on (23 or 25 hours across DST), has passed.
+              -- Not `+ 25 hours`: that left yesterday unpriced for the first hour of every day.
+              AND ((r.bucket AT TIME ZONE s.timezone) + interval '1 day') AT TIME ZONE s.timezone <= now()
               AND NOT EXISTS (SELECT 1 FROM band_days b WHERE b.site_id = n.site_id AND b.day = r.bucket)
             ORDER BY r.bucket DESC LIMIT %s""", (limit,))
         by_site: dict[int, list[datetime]] = {}
