@@ -17,7 +17,13 @@ import pytest
 
 from tests.factories import count, one_circuit_site, wait_for, write
 from wattline.packed_tier import pack_day, packing_service
-from wattline.readings_chunks import BUFFER_SHARE, INDEX_BYTES_PER_READING, current_width, size_readings_chunks
+from wattline.readings_chunks import (
+    BUFFER_SHARE,
+    INDEX_BYTES_PER_READING,
+    current_width,
+    shared_buffers_bytes,
+    size_readings_chunks,
+)
 from wattline.settings import Settings
 
 SENSORS = 100
@@ -41,9 +47,7 @@ def fleet(db: psycopg.Connection[Any]) -> None:
 def interval_for_an_hour(db: psycopg.Connection[Any]) -> float:
     """The reporting interval at which SENSORS sensors' hour of index is exactly the budget:
     an hour's chunk fits, two hours' does not."""
-    row = db.execute("SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'shared_buffers'").fetchone()
-    assert row is not None
-    per_s = BUFFER_SHARE * int(row[0]) / (INDEX_BYTES_PER_READING * 3600)
+    per_s = BUFFER_SHARE * shared_buffers_bytes(db) / (INDEX_BYTES_PER_READING * 3600)
     return SENSORS / per_s * 1.001  # a hair slower, so that float rounding cannot tip the hour out
 
 

@@ -1,12 +1,13 @@
 """How wide a chunk of `readings` is: sized so that the chunk being written stays in memory.
 
 Every reading goes into the newest chunk's (sensor_id, ts) index at its sensor's place, so a
-fleet's inserts touch every leaf of that index within seconds. While the index fits in
-PostgreSQL's shared buffers that costs nothing; once it does not, each insert may evict a
-leaf another insert needs next, and backends read and write blocks themselves. The live bench
-at 100,000 readings/s (`python -m bench rolluploop`) ran well for the first ~15 minutes of a
-day chunk and then fell behind as its index outgrew the buffers. TimescaleDB's own guidance
-is the same: size chunks so the indexes being written fit in a quarter of memory.
+fleet's inserts touch every leaf of that index within seconds, and the rollup worker reads
+the chunk's newest minutes back. Once autoanalyze has given a chunk statistics, the planner
+reads a pass's ~250,000 sensors by a sequential scan of the whole chunk; on a day chunk that
+scan grows all day, out of the buffers and then out of the machine's time (the live bench,
+`python -m bench rolluploop`, fell behind after ~15 minutes of a day chunk: docs/scaling.md).
+A chunk that stays in memory bounds that scan, and keeps the index inserts cheap.
+TimescaleDB's own guidance is the same: the indexes being written fit in a quarter of memory.
 
 So the width comes from the fleet: the registered sensors at their reporting interval give
 the readings a second, `INDEX_BYTES_PER_READING` their index, and the chunk is the widest
@@ -32,8 +33,8 @@ STEPS = tuple(timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30, 60, 120, 240, 
 #: line pointer; leaves filled at random split to about 70 % full. ~40 bytes a reading.
 INDEX_BYTES_PER_READING = 40
 #: The newest chunk's index may take this share of shared_buffers; the rest holds the
-#: chunk's newest heap pages (which the rollup worker reads back within a minute) and the
-#: rollup tables.
+#: chunk's heap (which the rollup worker reads back, by a sequential scan once the chunk has
+#: statistics) and the rollup tables.
 BUFFER_SHARE = 0.25
 
 
@@ -71,21 +72,25 @@ def current_width(conn: psycopg.Connection[Any]) -> timedelta:
     return row[0]
 
 
+def shared_buffers_bytes(conn: psycopg.Connection[Any]) -> int:
+    """The server's shared_buffers in bytes (the setting counts blocks of `block_size`)."""
+    row = conn.execute("""SELECT setting::bigint * current_setting('block_size')::bigint
+                          FROM pg_settings WHERE name = 'shared_buffers'""").fetchone()
+    return int(row[0]) if row else 0
+
+
 def size_readings_chunks(conn: psycopg.Connection[Any], settings: Settings) -> ChunkSizing:
     """Decide the width of `readings`' next chunks and set it if it changed. Called when the
     stack starts (after migrations) and on every pass of the packing job, as the fleet grows."""
-    row = conn.execute("""SELECT (SELECT count(*) FROM sensors),
-                                 (SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'shared_buffers')
-                       """).fetchone()
-    sensors, buffers = (int(row[0]), int(row[1])) if row else (0, 0)
+    row = conn.execute("SELECT count(*) FROM sensors").fetchone()
+    sensors, buffers = int(row[0]) if row else 0, shared_buffers_bytes(conn)
     rate = sensors / settings.reporting_interval_s
-    fixed = settings.readings_chunk_minutes is not None
-    width = timedelta(minutes=settings.readings_chunk_minutes) if settings.readings_chunk_minutes \
-        else width_for(rate, buffers)
+    minutes = settings.readings_chunk_minutes
+    width = timedelta(minutes=minutes) if minutes is not None else width_for(rate, buffers)
     was = current_width(conn)
     if width != was:
         conn.execute("SELECT set_chunk_time_interval('readings', %s::interval)", (width,))
-    return ChunkSizing(sensors, rate, buffers, width, was, fixed)
+    return ChunkSizing(sensors, rate, buffers, width, was, fixed=minutes is not None)
 
 
 def size_chunks(database_url: str, settings: Settings) -> ChunkSizing:
