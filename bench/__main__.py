@@ -13,7 +13,8 @@ import sys
 from bench.common import Row, print_table
 
 SUITES = ("rollup", "ingest", "api", "dashboard", "scaleout", "soak", "packing", "packsize", "exports", "rolluploop",
-          "fleet", "virtualmeters", "emissions", "sparkplug", "fleetminute", "readingsindex")
+          "fleet", "virtualmeters", "emissions", "sparkplug", "fleetminute", "readingsindex",
+          "hotread")
 
 
 def main(argv: list[str]) -> None:

@@ -25,7 +25,8 @@ logged; it is never read as data (its readings read as a gap, not as zeros).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -272,11 +273,34 @@ _PACKED_READ = """SELECT sensor_id, day, data, bridge_ids, bridge_runs FROM read
                     AND last_ts >= %(lo)s AND first_ts < %(hi)s"""
 
 
+def hot_query(sensor_ids: list[int], lo: int, hi: int) -> sql.Composed:
+    """The binary COPY of the sensors' `readings` rows in [lo, hi) µs (`ROW`s). Literal ids and
+    bounds, so that the planner excludes chunks and sizes the read at plan time."""
+    return sql.SQL(_HOT_COPY).format(sensors=sql.Literal(id_array(sensor_ids)), lo=sql.Literal(_dt(lo)),
+                                     hi=sql.Literal(_dt(hi)))
+
+
+@contextmanager
+def index_scans_only(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Within: no sequential scan where an index serves (`enable_seqscan` off), as it was before.
+
+    Once a growing chunk has statistics the planner reads a rollup pass's sensors (a quarter
+    of the fleet, ~11 % of a 5-minute chunk's rows) by scanning the whole chunk; through the
+    (sensor_id, ts) index the same read took half the PostgreSQL CPU (`bench hotread`), and on
+    a day chunk the scan grew all day (docs/scaling.md). The setting is restored rather than
+    left to the end of the transaction, which may be the caller's."""
+    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+        prior = cur.execute("SELECT current_setting('enable_seqscan')").fetchone()
+        cur.execute("SELECT set_config('enable_seqscan', 'off', true)")
+        yield
+        cur.execute("SELECT set_config('enable_seqscan', %s, true)", (prior[0] if prior else "on",))
+
+
 def _read_hot(conn: psycopg.Connection[Any], sensor_ids: list[int], lo: int, hi: int) -> Raw:
     """The `readings` rows of the sensors in [lo, hi) µs."""
-    query = sql.SQL(_HOT_COPY).format(sensors=sql.Literal(id_array(sensor_ids)), lo=sql.Literal(_dt(lo)),
-                                      hi=sql.Literal(_dt(hi)))
-    return from_rows(np.concatenate(list(copy_out_arrays(conn, query, ROW, rows=1 << 20))))
+    with index_scans_only(conn):
+        arrays = list(copy_out_arrays(conn, hot_query(sensor_ids, lo, hi), ROW, rows=1 << 20))
+    return from_rows(np.concatenate(arrays))
 
 
 def read(conn: psycopg.Connection[Any], sensor_ids: Sequence[int], t_from: datetime | float,

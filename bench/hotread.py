@@ -1,0 +1,89 @@
+"""`python -m bench hotread`: a rollup pass's read of the hot tier, with the planner left to
+choose and with sequential scans off (`raw_readings.index_scans_only`, what `read` does).
+
+The fleet of `bench fleetminute` (667 sites, 1,000,500 sensors, 100,000 readings/s),
+`readings` chunks sized for it as `wattline up` sizes them, three minutes of readings
+inside one chunk, analysed as autovacuum analyses a growing chunk. The read is the first
+one a pass makes: its sensors (`rollup_shards_per_pass` shards of the fleet) over the minute
+and `near_s` either side. The two ways alternate on the same data; each figure is the median
+of ROUNDS after one of each to warm the cache.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import psycopg
+
+from analytics.worker import RollupEngine
+from bench.common import Row, Stack, cpu_s, postgres_processes, services
+from bench.fleetminute import load_readings, seed
+from wattline.db import copy_out_arrays
+from wattline.raw_readings import ROW, hot_query, index_scans_only
+from wattline.readings_chunks import describe_sizing, size_chunks
+from wattline.settings import Settings
+
+ROUNDS = 5
+Conn = psycopg.Connection[Any]
+WAYS: dict[str, Callable[[Conn], AbstractContextManager[Any]]] = {
+    "planner's choice": lambda conn: nullcontext(),
+    "sequential scans off": index_scans_only,
+}
+
+
+def chunk_minute(width_s: float) -> int:
+    """A minute half an hour ago whose neighbours lie in the same chunk as it."""
+    minute = int(time.time() // 60) - 30
+    per_chunk = max(1, round(width_s / 60))
+    while per_chunk >= 3 and (minute - 1) % per_chunk > per_chunk - 3:
+        minute -= 1
+    return minute
+
+
+def run() -> list[Row]:
+    settings = Settings()
+    with services() as stack:
+        seed(stack)
+        sizing = size_chunks(stack.database_url, settings)
+        minute = chunk_minute(sizing.width.total_seconds())
+        loaded = load_readings(stack, minute)
+        return measure(stack, settings, minute, loaded, describe_sizing(sizing))
+
+
+def measure(stack: Stack, settings: Settings, minute: int, loaded: int, sizing: str) -> list[Row]:
+    gap = settings.reporting_interval_s * settings.gap_factor
+    near = RollupEngine(gap).near_s
+    lo, hi = int((minute * 60 - near) * 1e6), int(((minute + 1) * 60 + near) * 1e6)
+    costs: dict[str, list[tuple[float, float]]] = {way: [] for way in WAYS}
+    counts: dict[str, int] = {}
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        sensors = [r[0] for r in conn.execute(
+            """SELECT s.id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
+               WHERE b.site_id %% %s < %s ORDER BY s.id""",
+            (settings.rollup_queue_shards, settings.rollup_shards_per_pass))]
+        for round_ in range(ROUNDS + 1):
+            for way in (list(WAYS) if round_ % 2 else list(WAYS)[::-1]):
+                db, wall = cpu_s(postgres_processes(stack)), time.monotonic()
+                with WAYS[way](conn):
+                    rows = sum(len(a) for a in copy_out_arrays(conn, hot_query(sensors, lo, hi), ROW, rows=1 << 20))
+                cost = (time.monotonic() - wall, cpu_s(postgres_processes(stack)) - db)
+                counts[way] = rows
+                if round_:
+                    costs[way].append(cost)
+    assert len(set(counts.values())) == 1, counts  # both ways read the same rows
+    chosen, pinned = ([statistics.median(c[k] for c in costs[way]) for k in range(2)] for way in WAYS)
+    note = (f"{len(sensors):,} sensors over {60 + 2 * near:.0f} s of {loaded:,} readings; chunks {sizing}; "
+            f"median of {ROUNDS}, alternated")
+    return [
+        Row("hot read", "a pass's hot read, planner's choice: PostgreSQL CPU", chosen[1], "s",
+            f"{chosen[0]:.2f} s wall; {rows:,} readings; {note}"),
+        Row("hot read", "the same, sequential scans off (as `read` does): PostgreSQL CPU", pinned[1], "s",
+            f"{pinned[0]:.2f} s wall"),
+        Row("hot read", "sequential scans off / planner's choice, in the same run", pinned[1] / chosen[1], "×",
+            f"wall {pinned[0] / chosen[0]:.2f}×"),
+    ]
+
