@@ -15,14 +15,16 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from analytics.worker import RollupEngine
 from bench.common import Row, Stack, cpu_s, postgres_processes, services
 from bench.fleetminute import load_readings, seed
-from wattline.db import copy_out_arrays
+from wattline.db import copy_out_arrays, id_array
 from wattline.raw_readings import ROW, hot_query, index_scans_only
 from wattline.readings_chunks import describe_sizing, size_chunks
 from wattline.settings import Settings
@@ -51,7 +53,8 @@ def run() -> list[Row]:
         sizing = size_chunks(stack.database_url, settings)
         minute = chunk_minute(sizing.width.total_seconds())
         loaded = load_readings(stack, minute)
-        return measure(stack, settings, minute, loaded, describe_sizing(sizing))
+        return measure(stack, settings, minute, loaded, describe_sizing(sizing)) + planning(stack, settings,
+                                                                                          sizing.width)
 
 
 def measure(stack: Stack, settings: Settings, minute: int, loaded: int, sizing: str) -> list[Row]:
@@ -87,3 +90,42 @@ def measure(stack: Stack, settings: Settings, minute: int, loaded: int, sizing: 
             f"wall {pinned[0] / chosen[0]:.2f}×"),
     ]
 
+
+
+def planning(stack: Stack, settings: Settings, width: timedelta) -> list[Row]:
+    """The planner's time for a pass-sized read (250,500 literal ids, 90 s) when the table holds
+    as many chunks of `width` as the hot tier keeps (the late window and the day being
+    written), against the same rows in day chunks: two tables shaped as `readings`."""
+    chunks = int((timedelta(hours=settings.late_window_hours) + timedelta(days=1)) / width)
+    end = datetime.fromtimestamp(time.time() // width.total_seconds() * width.total_seconds(), UTC)
+    ids = sql.Literal(id_array(range(1, 250_501)))
+    tables = {"many": width, "day": timedelta(days=1)}
+    times: dict[str, list[float]] = {t: [] for t in tables}
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        for table, w in tables.items():
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+                sql.Identifier(table)))
+            conn.execute("SELECT create_hypertable(%s, by_range('ts', %s), create_default_indexes => false)",
+                         (table, w))
+            conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} (sensor_id, ts)").format(sql.Identifier(table)))
+            conn.execute(sql.SQL("""INSERT INTO {} (sensor_id, ts, current_a, bridge_id)
+                                    SELECT 1, %s - g * %s, 1, 1 FROM generate_series(1, %s) g""").format(
+                sql.Identifier(table)), (end, width, chunks))
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        made = conn.execute("""SELECT count(*) FROM timescaledb_information.chunks
+                               WHERE hypertable_name = 'many'""").fetchone()
+        for round_ in range(4 * ROUNDS + 1):
+            for table in (list(tables) if round_ % 2 else list(tables)[::-1]):
+                plan = conn.execute(sql.SQL("""EXPLAIN (SUMMARY, FORMAT JSON) SELECT sensor_id, ts, current_a FROM {}
+                                               WHERE sensor_id = ANY({}::bigint[]) AND ts >= {} AND ts < {}""").format(
+                    sql.Identifier(table), ids, sql.Literal(end - timedelta(seconds=150)),
+                    sql.Literal(end - timedelta(seconds=60)))).fetchone()
+                if round_ and plan:
+                    times[table].append(float(plan[0][0]["Planning Time"]))
+    many, day = (statistics.median(times[t]) for t in tables)
+    note = (f"250,500 literal ids; median of {4 * ROUNDS}, alternated (parsing the ids, the same either way, "
+            "is not in it)")
+    return [
+        Row("hot read", f"planning a pass's read among {made[0] if made else 0:,} chunks of {width}", many, "ms", note),
+        Row("hot read", "the same rows in day chunks", day, "ms", f"many / day: {many / day:.2f}× in the same run"),
+    ]

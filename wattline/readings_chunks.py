@@ -6,8 +6,10 @@ the chunk's newest minutes back. Once autoanalyze has given a chunk statistics, 
 reads a pass's ~250,000 sensors by a sequential scan of the whole chunk; on a day chunk that
 scan grows all day, out of the buffers and then out of the machine's time (the live bench,
 `python -m bench rolluploop`, fell behind after ~15 minutes of a day chunk: docs/scaling.md).
-A chunk that stays in memory bounds that scan, and keeps the index inserts cheap.
-TimescaleDB's own guidance is the same: the indexes being written fit in a quarter of memory.
+A chunk that stays in memory bounds that scan, and keeps the index inserts cheap; the read
+itself now takes the index (`raw_readings.index_scans_only`), which costs half the scan's
+CPU even on a 5-minute chunk. TimescaleDB's own guidance is the same: the indexes being
+written fit in a quarter of memory.
 
 So the width comes from the fleet: the registered sensors at their reporting interval give
 the readings a second, `INDEX_BYTES_PER_READING` their index, and the chunk is the widest
@@ -33,8 +35,7 @@ STEPS = tuple(timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30, 60, 120, 240, 
 #: line pointer; leaves filled at random split to about 70 % full. ~40 bytes a reading.
 INDEX_BYTES_PER_READING = 40
 #: The newest chunk's index may take this share of shared_buffers; the rest holds the
-#: chunk's heap (which the rollup worker reads back, by a sequential scan once the chunk has
-#: statistics) and the rollup tables.
+#: chunk's heap (which the rollup worker reads back) and the rollup tables.
 BUFFER_SHARE = 0.25
 
 
