@@ -282,7 +282,8 @@ def hot_query(sensor_ids: list[int], lo: int, hi: int) -> sql.Composed:
 
 @contextmanager
 def index_scans_only(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Within: no sequential scan where an index serves (`enable_seqscan` off), as it was before.
+    """Within: no sequential scan where an index serves (`enable_seqscan` off); after: the
+    setting as it was.
 
     Once a growing chunk has statistics the planner reads a rollup pass's sensors (a quarter
     of the fleet, ~11 % of a 5-minute chunk's rows) by scanning the whole chunk; through the
