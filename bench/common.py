@@ -12,9 +12,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
+import psycopg
+from psycopg import sql
 
 from launcher.localstack import LocalMosquitto, LocalPostgres, ensure_installed, free_port
 from wattline.db import create_database, with_database
@@ -91,6 +95,16 @@ def api_server(stack: Stack) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     finally:
         api.terminate()
         api.wait(30)
+
+
+def readings_like(conn: psycopg.Connection[Any], name: str, width: str | timedelta) -> None:
+    """A hypertable shaped as `readings` in chunks of `width`, with its (sensor_id, ts)
+    unique index and no other: to measure a change beside the real table's shape."""
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+        sql.Identifier(name)))
+    conn.execute("SELECT create_hypertable(%s, by_range('ts', %s::interval), create_default_indexes => false)",
+                 (name, width))
+    conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} (sensor_id, ts)").format(sql.Identifier(name)))
 
 
 def timings(fn: Callable[[], object], repeat: int) -> list[float]:

@@ -122,21 +122,31 @@ Cost = tuple[float, float, float]  # wall s, worker CPU s, database CPU s
 READ_ROUNDS = 5
 
 
+def gap_and_near(settings: Settings) -> tuple[float, float]:
+    """The integration gap and how near a pass reads first, as the worker has them."""
+    gap = settings.reporting_interval_s * settings.gap_factor
+    return gap, RollupEngine(gap).near_s
+
+
+def pass_sensors(conn: psycopg.Connection[Any], shards: int, per_pass: int) -> list[int]:
+    """The sensors of a pass's first `per_pass` shards of `shards` (sites by id modulo), by id."""
+    return [r[0] for r in conn.execute(
+        """SELECT s.id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
+           WHERE b.site_id %% %s < %s ORDER BY s.id""", (shards, per_pass))]
+
+
 def read_both_ways(stack: Stack, minute: int, shards: int) -> list[Row]:
     """A pass's read of its raw readings (the first `rollup_shards_per_pass` shards of the
     minute), the two ways, alternated on the same data: the whole integration gap either
     side of the minute, and near first (`raw_readings.read_for_integration`, what the worker
     does); each as the median of READ_ROUNDS after one of each to warm the cache."""
     settings = Settings()
-    gap = settings.reporting_interval_s * settings.gap_factor
-    near = RollupEngine(gap).near_s
+    gap, near = gap_and_near(settings)
     t0, t1 = minute * 60.0, (minute + 1) * 60.0
     costs: dict[str, list[Cost]] = {"whole gap": [], "near first": []}
     counts: dict[str, int] = {}
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        sensors = [r[0] for r in conn.execute(
-            """SELECT s.id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
-               WHERE b.site_id %% %s < %s ORDER BY s.id""", (shards, settings.rollup_shards_per_pass))]
+        sensors = pass_sensors(conn, shards, settings.rollup_shards_per_pass)
         for round_ in range(READ_ROUNDS + 1):
             for way, near_s in (("whole gap", gap), ("near first", near)):
                 db, cpu, wall = cpu_s(postgres_processes(stack)), time.process_time(), time.monotonic()

@@ -21,9 +21,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from analytics.worker import RollupEngine
-from bench.common import Row, Stack, cpu_s, postgres_processes, services
-from bench.fleetminute import load_readings, seed
+from bench.common import Row, Stack, cpu_s, postgres_processes, readings_like, services
+from bench.fleetminute import gap_and_near, load_readings, pass_sensors, seed
 from wattline.db import copy_out_arrays, id_array
 from wattline.raw_readings import ROW, hot_query, index_scans_only
 from wattline.readings_chunks import describe_sizing, size_chunks
@@ -58,16 +57,12 @@ def run() -> list[Row]:
 
 
 def measure(stack: Stack, settings: Settings, minute: int, loaded: int, sizing: str) -> list[Row]:
-    gap = settings.reporting_interval_s * settings.gap_factor
-    near = RollupEngine(gap).near_s
+    _, near = gap_and_near(settings)
     lo, hi = int((minute * 60 - near) * 1e6), int(((minute + 1) * 60 + near) * 1e6)
     costs: dict[str, list[tuple[float, float]]] = {way: [] for way in WAYS}
     counts: dict[str, int] = {}
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        sensors = [r[0] for r in conn.execute(
-            """SELECT s.id FROM sensors s JOIN bridges b ON b.id = s.bridge_id
-               WHERE b.site_id %% %s < %s ORDER BY s.id""",
-            (settings.rollup_queue_shards, settings.rollup_shards_per_pass))]
+        sensors = pass_sensors(conn, settings.rollup_queue_shards, settings.rollup_shards_per_pass)
         for round_ in range(ROUNDS + 1):
             for way in (list(WAYS) if round_ % 2 else list(WAYS)[::-1]):
                 db, wall = cpu_s(postgres_processes(stack)), time.monotonic()
@@ -91,7 +86,6 @@ def measure(stack: Stack, settings: Settings, minute: int, loaded: int, sizing: 
     ]
 
 
-
 def planning(stack: Stack, settings: Settings, width: timedelta) -> list[Row]:
     """The planner's time for a pass-sized read (250,500 literal ids, 90 s) when the table holds
     as many chunks of `width` as the hot tier keeps (the late window and the day being
@@ -103,11 +97,7 @@ def planning(stack: Stack, settings: Settings, width: timedelta) -> list[Row]:
     times: dict[str, list[float]] = {t: [] for t in tables}
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         for table, w in tables.items():
-            conn.execute(sql.SQL("CREATE TABLE {} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-                sql.Identifier(table)))
-            conn.execute("SELECT create_hypertable(%s, by_range('ts', %s), create_default_indexes => false)",
-                         (table, w))
-            conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} (sensor_id, ts)").format(sql.Identifier(table)))
+            readings_like(conn, table, w)
             conn.execute(sql.SQL("""INSERT INTO {} (sensor_id, ts, current_a, bridge_id)
                                     SELECT 1, %s - g * %s, 1, 1 FROM generate_series(1, %s) g""").format(
                 sql.Identifier(table)), (end, width, chunks))

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import psycopg
 
-from bench.common import Row, cpu_s, postgres_processes, services
+from bench.common import Row, cpu_s, postgres_processes, readings_like, services
 from ingest.copy import COLUMNS, encode_readings
 
 SENSORS = int(os.environ.get("WATTLINE_BENCH_INDEX_SENSORS", "1000500"))
@@ -26,10 +26,8 @@ SWEEPS, BATCH = 18, 5000
 def run() -> list[Row]:
     with services() as stack, psycopg.connect(stack.database_url, autocommit=True) as conn:
         for table in ("with_time_index", "without_time_index"):
-            conn.execute(f"CREATE TABLE {table} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-            conn.execute(f"SELECT create_hypertable('{table}', by_range('ts', INTERVAL '1 day'))")
-            conn.execute(f"CREATE UNIQUE INDEX ON {table} (sensor_id, ts)")
-        conn.execute("DROP INDEX without_time_index_ts_idx")
+            readings_like(conn, table, "1 day")
+        conn.execute("CREATE INDEX ON with_time_index (ts DESC)")  # create_hypertable's default index
         ids = np.arange(1, SENSORS + 1, dtype=np.int64)
         bridge = ids // 30
         offset = (bridge % 1000) / 100.0
