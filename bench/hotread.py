@@ -1,11 +1,13 @@
-"""`python -m bench hotread`: a rollup pass's read of the hot tier, with the planner left to
-choose and with sequential scans off (`raw_readings.index_scans_only`, what `read` does).
+"""`python -m bench hotread`: a rollup pass's read of the hot tier three ways: its ids as a
+constant with the planner left to choose, the same with sequential scans off
+(`raw_readings.index_scans_only`), and its ids as a parameter as well (`raw_readings.hot_select`:
+what `read` does).
 
 The fleet of `bench fleetminute` (667 sites, 1,000,500 sensors, 100,000 readings/s),
 `readings` chunks sized for it as `wattline up` sizes them, three minutes of readings
 inside one chunk, analysed as autovacuum analyses a growing chunk. The read is the first
 one a pass makes: its sensors (`rollup_shards_per_pass` shards of the fleet) over the minute
-and `near_s` either side. The two ways alternate on the same data; each figure is the median
+and `near_s` either side. The ways take turns on the same data; each figure is the median
 of ROUNDS after one of each to warm the cache.
 """
 
@@ -24,15 +26,27 @@ from psycopg import sql
 from bench.common import Row, Stack, cpu_s, postgres_processes, readings_like, services
 from bench.fleetminute import gap_and_near, load_readings, pass_sensors, seed
 from wattline.db import copy_out_arrays, id_array
-from wattline.raw_readings import ROW, hot_query, index_scans_only
+from wattline.raw_readings import ROW, SELECT_ROW, binary_copy, hot_select, index_scans_only
 from wattline.readings_chunks import describe_sizing, size_chunks
 from wattline.settings import Settings
 
 ROUNDS = 5
 Conn = psycopg.Connection[Any]
-WAYS: dict[str, Callable[[Conn], AbstractContextManager[Any]]] = {
-    "planner's choice": lambda conn: nullcontext(),
-    "sequential scans off": index_scans_only,
+Query = Callable[[list[int], int, int], sql.Composable]
+
+
+def with_constant_ids(sensor_ids: list[int], lo: int, hi: int) -> sql.Composable:
+    """The read as `hot_select` spelled it before: the ids as a constant, which the planner sizes."""
+    return sql.SQL("{} WHERE sensor_id = ANY({}::bigint[]) AND ts >= {} AND ts < {}").format(
+        sql.SQL(SELECT_ROW), sql.Literal(id_array(sensor_ids)),
+        *(sql.Literal(datetime.fromtimestamp(t / 1e6, UTC)) for t in (lo, hi)))
+
+
+#: The ways compared: the statement, and what is set around it.
+WAYS: dict[str, tuple[Query, Callable[[Conn], AbstractContextManager[Any]]]] = {
+    "ids as a constant, planner's choice": (with_constant_ids, lambda conn: nullcontext()),
+    "ids as a constant, sequential scans off": (with_constant_ids, index_scans_only),
+    "ids as a parameter, sequential scans off (as `read` does)": (hot_select, index_scans_only),
 }
 
 
@@ -66,23 +80,37 @@ def measure(stack: Stack, settings: Settings, minute: int, loaded: int, sizing: 
         for round_ in range(ROUNDS + 1):
             for way in (list(WAYS) if round_ % 2 else list(WAYS)[::-1]):
                 db, wall = cpu_s(postgres_processes(stack)), time.monotonic()
-                with WAYS[way](conn):
-                    rows = sum(len(a) for a in copy_out_arrays(conn, hot_query(sensors, lo, hi), ROW, rows=1 << 20))
+                query, setting = WAYS[way]
+                with setting(conn):
+                    rows = sum(len(a) for a in copy_out_arrays(conn, binary_copy(query(sensors, lo, hi)), ROW,
+                                                                rows=1 << 20))
                 cost = (time.monotonic() - wall, cpu_s(postgres_processes(stack)) - db)
                 counts[way] = rows
                 if round_:
                     costs[way].append(cost)
-    assert len(set(counts.values())) == 1, counts  # both ways read the same rows
-    chosen, pinned = ([statistics.median(c[k] for c in costs[way]) for k in range(2)] for way in WAYS)
+        plans: dict[str, list[float]] = {"constant": [], "parameter": []}
+        for _ in range(ROUNDS):
+            for form, select in (("constant", with_constant_ids), ("parameter", hot_select)):
+                explain = sql.SQL("EXPLAIN (SUMMARY, FORMAT JSON) {}").format(select(sensors, lo, hi))
+                plan = conn.execute(explain).fetchone()
+                if plan:
+                    plans[form].append(float(plan[0][0]["Planning Time"]))
+    assert len(set(counts.values())) == 1, counts  # every way reads the same rows
+    chosen, pinned, sent = ([statistics.median(c[k] for c in costs[way]) for k in range(2)] for way in WAYS)
     note = (f"{len(sensors):,} sensors over {60 + 2 * near:.0f} s of {loaded:,} readings; chunks {sizing}; "
-            f"median of {ROUNDS}, alternated")
+            f"median of {ROUNDS}, the ways in turn; CPU includes planning")
     return [
-        Row("hot read", "a pass's hot read, planner's choice: PostgreSQL CPU", chosen[1], "s",
+        Row("hot read", "a pass's hot read, ids as a constant, planner's choice: PostgreSQL CPU", chosen[1], "s",
             f"{chosen[0]:.2f} s wall; {rows:,} readings; {note}"),
-        Row("hot read", "the same, sequential scans off (as `read` does): PostgreSQL CPU", pinned[1], "s",
-            f"{pinned[0]:.2f} s wall"),
+        Row("hot read", "the same, sequential scans off: PostgreSQL CPU", pinned[1], "s", f"{pinned[0]:.2f} s wall"),
+        Row("hot read", "the same, ids as a parameter too (as `read` does): PostgreSQL CPU", sent[1], "s",
+            f"{sent[0]:.2f} s wall"),
         Row("hot read", "sequential scans off / planner's choice, in the same run", pinned[1] / chosen[1], "×",
             f"wall {pinned[0] / chosen[0]:.2f}×"),
+        Row("hot read", "ids as a parameter / as a constant, both with scans off, in the same run",
+            sent[1] / pinned[1], "×", f"wall {sent[0] / pinned[0]:.2f}×"),
+        Row("hot read", "planning the read, ids as a constant / as a parameter", statistics.median(plans["constant"]),
+            "ms", f"{statistics.median(plans['parameter']):.2f} ms as a parameter; median of {ROUNDS}"),
     ]
 
 
