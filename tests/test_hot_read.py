@@ -29,6 +29,12 @@ def readings_of_a_fleet(db: psycopg.Connection[Any]) -> None:
     db.execute("ANALYZE readings")
 
 
+def with_constant_ids(ids: list[int]) -> sql.Composed:
+    """The read's SELECT with its ids as a constant, which the planner sizes (and weighs id by id)."""
+    return sql.SQL("SELECT * FROM readings WHERE sensor_id = ANY({}::bigint[]) AND ts >= {} AND ts < {}").format(
+        sql.Literal(id_array(ids)), sql.Literal(LO), sql.Literal(HI))
+
+
 def plans(db: psycopg.Connection[Any], run: Callable[[], object]) -> str:
     """The plans PostgreSQL executed for what `run` sent, as auto_explain reports them."""
     seen: list[str] = []
@@ -46,9 +52,7 @@ def test_a_pass_sized_read_takes_the_index_where_the_planner_would_scan_the_chun
     readings_of_a_fleet(db)
     ids = list(range(1, SENSORS + 1))
     # The planner's own choice for this read is the whole chunk; else this test shows nothing.
-    chosen = "\n".join(r[0] for r in db.execute(sql.SQL(
-        "EXPLAIN SELECT * FROM readings WHERE sensor_id = ANY({}::bigint[]) AND ts >= {} AND ts < {}").format(
-        sql.Literal(id_array(ids)), sql.Literal(LO), sql.Literal(HI))))  # ids as constants: the planner sizes the read
+    chosen = "\n".join(r[0] for r in db.execute(sql.SQL("EXPLAIN {}").format(with_constant_ids(ids))))
     assert "Seq Scan on _hyper_" in chosen, chosen
 
     read: list[raw_readings.Raw] = []
@@ -69,8 +73,7 @@ def test_planning_a_pass_sized_read_does_not_weigh_each_id(db: psycopg.Connectio
         runs = [db.execute(sql.SQL("EXPLAIN (SUMMARY, FORMAT JSON) {}").format(query)).fetchone() for _ in range(3)]
         return min(float(r[0][0]["Planning Time"]) for r in runs if r)
 
-    as_constant = planning(sql.SQL("SELECT * FROM readings WHERE sensor_id = ANY({}::bigint[]) AND ts >= {} AND ts < {}"
-                                   ).format(sql.Literal(id_array(ids)), sql.Literal(LO), sql.Literal(HI)))
+    as_constant = planning(with_constant_ids(ids))
     as_sent = planning(raw_readings.hot_select(ids, lo, hi))
     assert as_sent * 10 < as_constant, (as_sent, as_constant)
 
